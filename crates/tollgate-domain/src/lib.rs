@@ -8,15 +8,18 @@
 pub mod base62;
 pub mod ids;
 pub mod key;
+pub mod model;
 pub mod plan;
 pub mod scope;
 pub mod secret;
+pub mod time;
 
 pub use ids::{KeyId, PlanSlug, UserId};
 pub use key::{GatewayKey, KeyHash, KeyParseError};
 pub use plan::{Limits, Meter, PeriodKind};
 pub use scope::{Scope, Scopes};
 pub use secret::SecretString;
+pub use time::Timestamp;
 
 /// Why a value given to one of the checking constructors was refused. The
 /// message names the rule, never the value, so it is safe to show and log.

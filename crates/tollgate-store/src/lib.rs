@@ -1,1 +1,149 @@
+//! Tollgate's storage. One [`Store`] over SQLite (the embedded default) or
+//! Postgres, chosen at start.
+//!
+//! Each backend has its own migrations, embedded in the binary. The queries
+//! are written once, in the SQL both dialects share (`$1` placeholders,
+//! `ON CONFLICT`, `RETURNING`, integers for times), and run through
+//! [`on_pool!`], which monomorphises the same code for each driver: there is
+//! no second copy of a query to drift. Where a dialect differs, the code
+//! matches on the backend explicitly.
+//!
+//! This crate knows nothing of HTTP.
 
+mod error;
+mod keys;
+mod plans;
+mod settings;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use error::StoreError;
+pub use keys::{KeyForAuth, NewKey};
+pub use plans::default_plans;
+pub use users::{NewUser, UserPatch};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs `$body` with `$p` bound to the concrete pool of whichever backend
+/// is in use.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// A SQLite file, created if missing, in WAL mode.
+    Sqlite { path: std::path::PathBuf },
+    /// A Postgres database URL. It may carry a password, so it is never
+    /// printed whole.
+    Postgres { url: String },
+}
+
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file if needed). Does not migrate.
+    pub async fn open(config: &StoreConfig) -> anyhow::Result<Store> {
+        let pool = match config {
+            StoreConfig::Sqlite { path } => Pool::Sqlite(open_sqlite(path).await?),
+            StoreConfig::Postgres { url } => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .with_context(|| format!("failed to connect to Postgres at {}", redact_url(url)))?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Store { pool })
+    }
+
+    /// Applies the migrations embedded in the binary that are not yet applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
+            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
+        }
+        .context("failed to apply migrations")
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the store answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL syncs the WAL at every commit: an acknowledged write survives
+        // a crash of the process and of the machine.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("failed to open the SQLite database at {}", path.display()))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:…@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:…{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(super::redact_url("postgres://u:pw@h:5432/db"), "postgres://u:…@h:5432/db");
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,123 @@
+//! The records the service keeps, as the API shows them: plans, users and
+//! gateway keys. Secrets never appear in these types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{KeyId, Limits, PeriodKind, PlanSlug, Scopes, UserId, time::Timestamp};
+
+/// The alert thresholds a plan gets when none are given, in percent.
+pub const DEFAULT_ALERT_THRESHOLDS: [u8; 3] = [75, 90, 100];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub slug: PlanSlug,
+    pub name: String,
+    /// Price per period in cents of `currency`, for display and the portal.
+    pub price_cents: i64,
+    pub currency: String,
+    pub period: PeriodKind,
+    pub limits: Limits,
+    /// Requests per minute, per user; `None` is unlimited.
+    pub rpm: Option<i64>,
+    /// Tokens per minute, per user; `None` is unlimited.
+    pub tpm: Option<i64>,
+    /// Whether traffic on a user's own provider key counts toward quota.
+    pub byok_counts: bool,
+    /// Whether users on this plan must bring their own provider key.
+    pub byok_required: bool,
+    /// Models the plan may call; `None` allows every model.
+    pub allowed_models: Option<Vec<String>>,
+    /// Percentages of a limit at which alerts fire.
+    pub alert_thresholds: Vec<u8>,
+    pub stripe_price_id: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Suspended,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn from_stored(raw: &str) -> Self {
+        if raw == "suspended" { UserStatus::Suspended } else { UserStatus::Active }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub plan: PlanSlug,
+    pub status: UserStatus,
+    pub email: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    /// Start of the user's billing cycle; `anchored` periods run monthly
+    /// from it, and a manual reset moves it.
+    pub billing_anchor: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Whose key it is: one of the app's users, or the app itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    User,
+    Service,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::User => "user",
+            KeyKind::Service => "service",
+        }
+    }
+
+    pub fn from_stored(raw: &str) -> Self {
+        if raw == "service" { KeyKind::Service } else { KeyKind::User }
+    }
+}
+
+/// A gateway key as listed: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub kind: KeyKind,
+    pub user_id: Option<UserId>,
+    pub name: String,
+    /// `tg_AbCd`, the first characters of the key.
+    pub prefix: String,
+    /// The last four characters, for `tg_AbCd…wxyz`.
+    pub last4: String,
+    pub scopes: Scopes,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// When the key stops working. A time in the future is a rotation's
+    /// grace period running out.
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl KeyRecord {
+    /// Why the key cannot be used at `now`, if it cannot.
+    pub fn refusal(&self, now: Timestamp) -> Option<&'static str> {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            Some("this key has been revoked")
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            Some("this key has expired")
+        } else {
+            None
+        }
+    }
+}

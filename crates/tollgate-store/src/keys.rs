@@ -1,0 +1,199 @@
+//! Gateway keys, of users and of the app itself. Only hashes are stored.
+
+use tollgate_domain::model::{KeyKind, KeyRecord, User};
+use tollgate_domain::{KeyHash, KeyId, Scopes, Timestamp, UserId};
+
+use crate::{Result, Store, StoreError, on_pool};
+
+macro_rules! columns {
+    () => {
+        "id, kind, user_id, name, prefix, last4, scopes, created_at, expires_at, revoked_at, last_used_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    kind: String,
+    user_id: Option<String>,
+    name: String,
+    prefix: String,
+    last4: String,
+    scopes: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<KeyRecord> {
+        Ok(KeyRecord {
+            id: KeyId::parse(&row.id)?,
+            kind: KeyKind::from_stored(&row.kind),
+            user_id: row.user_id.as_deref().map(UserId::parse).transpose()?,
+            name: row.name,
+            prefix: row.prefix,
+            last4: row.last4,
+            scopes: Scopes::from_stored(&row.scopes)?,
+            created_at: Timestamp::from_millis(row.created_at),
+            expires_at: row.expires_at.map(Timestamp::from_millis),
+            revoked_at: row.revoked_at.map(Timestamp::from_millis),
+            last_used_at: row.last_used_at.map(Timestamp::from_millis),
+        })
+    }
+}
+
+/// A key about to be stored: its record and the hash of its secret.
+pub struct NewKey {
+    pub record: KeyRecord,
+    pub hash: KeyHash,
+}
+
+/// What authentication needs to know about a presented key.
+pub struct KeyForAuth {
+    pub key: KeyRecord,
+    /// The owner, for a user's key.
+    pub user: Option<User>,
+}
+
+fn key_not_found(id: &KeyId) -> StoreError {
+    StoreError::not_found(format!("no key {:?}", id.as_str()))
+}
+
+impl Store {
+    pub async fn insert_key(&self, new: &NewKey) -> Result<KeyRecord> {
+        on_pool!(self, p => insert_key(p, new).await)?;
+        Ok(new.record.clone())
+    }
+
+    pub async fn key(&self, id: &KeyId) -> Result<KeyRecord> {
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
+        let row: Option<KeyRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
+        row.ok_or_else(|| key_not_found(id))?.try_into()
+    }
+
+    /// The key with this hash and its owner, if any key has it.
+    pub async fn key_for_auth(&self, hash: &KeyHash) -> Result<Option<KeyForAuth>> {
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE hash = $1");
+        let row: Option<KeyRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(hash.as_str()).fetch_optional(p).await)?;
+        let Some(row) = row else { return Ok(None) };
+        let key = KeyRecord::try_from(row)?;
+        let user = match &key.user_id {
+            Some(id) => Some(self.user(id).await?),
+            None => None,
+        };
+        Ok(Some(KeyForAuth { key, user }))
+    }
+
+    /// A user's keys, newest first, revoked ones included.
+    pub async fn keys_of_user(&self, user: &UserId) -> Result<Vec<KeyRecord>> {
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id");
+        let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).fetch_all(p).await)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+
+    /// The app's own keys, newest first.
+    pub async fn service_keys(&self) -> Result<Vec<KeyRecord>> {
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE kind = 'service' ORDER BY created_at DESC, id");
+        let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+
+    /// Revokes a key at `at`. Revoking a revoked key changes nothing.
+    pub async fn revoke_key(&self, id: &KeyId, at: Timestamp) -> Result<KeyRecord> {
+        let q = "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)";
+        on_pool!(self, p => sqlx::query(q).bind(id.as_str()).bind(at.millis()).execute(p).await.map(|_| ()))?;
+        self.key(id).await
+    }
+
+    /// Stores `new` as the successor of `old`, which stops working at
+    /// `old_until`. A key that is revoked or already rotated cannot be.
+    pub async fn rotate_key(&self, old: &KeyId, new: &NewKey, old_until: Timestamp) -> Result<KeyRecord> {
+        let now = Timestamp::now();
+        let q = "UPDATE api_keys SET revoked_at = $2, replaced_by = $3 \
+                 WHERE id = $1 AND replaced_by IS NULL AND (revoked_at IS NULL OR revoked_at > $4)";
+        let updated = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(q)
+                .bind(old.as_str())
+                .bind(old_until.millis())
+                .bind(new.record.id.as_str())
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                insert_key(&mut *tx, new).await?;
+                tx.commit().await?;
+            }
+            Ok::<_, StoreError>(done.rows_affected() == 1)
+        })?;
+        if !updated {
+            // Say why: missing, revoked, or rotated before.
+            let existing = self.key(old).await?;
+            return Err(StoreError::Conflict(format!(
+                "key {:?} is revoked or was already rotated; rotate its successor instead",
+                existing.id.as_str()
+            )));
+        }
+        Ok(new.record.clone())
+    }
+
+    /// Writes last-used times gathered in memory, in one transaction. An
+    /// older time never replaces a newer one.
+    pub async fn record_last_used(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let q = "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (id, at) in uses {
+                sqlx::query(q).bind(id.as_str()).bind(at.millis()).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+}
+
+async fn insert_key<'e, E>(executor: E, new: &NewKey) -> Result<()>
+where
+    E: sqlx::Executor<'e>,
+    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+    for<'q> String: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    for<'q> Option<String>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    for<'q> i64: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    for<'q> Option<i64>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+{
+    let r = &new.record;
+    let q = "INSERT INTO api_keys (id, hash, kind, user_id, name, prefix, last4, scopes, created_at, expires_at, \
+             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    sqlx::query(q)
+        .bind(r.id.as_str().to_owned())
+        .bind(new.hash.as_str().to_owned())
+        .bind(r.kind.as_str().to_owned())
+        .bind(r.user_id.as_ref().map(|u| u.as_str().to_owned()))
+        .bind(r.name.clone())
+        .bind(r.prefix.clone())
+        .bind(r.last4.clone())
+        .bind(r.scopes.to_stored())
+        .bind(r.created_at.millis())
+        .bind(r.expires_at.map(Timestamp::millis))
+        .bind(r.revoked_at.map(Timestamp::millis))
+        .bind(r.last_used_at.map(Timestamp::millis))
+        .execute(executor)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::not_found(format!(
+                "no user {:?}",
+                r.user_id.as_ref().map(UserId::as_str).unwrap_or_default()
+            )),
+            _ => StoreError::unique_as("a key with this id or secret exists")(e),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Users: the host app's accounts, each on a plan.
+
+use tollgate_domain::model::{User, UserStatus};
+use tollgate_domain::{PlanSlug, Timestamp, UserId};
+
+use crate::{Result, Store, StoreError, on_pool};
+
+macro_rules! columns {
+    () => {
+        "id, plan, status, email, stripe_customer_id, billing_anchor, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    plan: String,
+    status: String,
+    email: Option<String>,
+    stripe_customer_id: Option<String>,
+    billing_anchor: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<User> {
+        Ok(User {
+            id: UserId::parse(&row.id)?,
+            plan: PlanSlug::parse(&row.plan)?,
+            status: UserStatus::from_stored(&row.status),
+            email: row.email,
+            stripe_customer_id: row.stripe_customer_id,
+            billing_anchor: Timestamp::from_millis(row.billing_anchor),
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
+        })
+    }
+}
+
+pub struct NewUser {
+    pub id: UserId,
+    pub plan: PlanSlug,
+    pub email: Option<String>,
+    pub stripe_customer_id: Option<String>,
+}
+
+/// Fields to change; `None` leaves one as it is, `Some(None)` clears it.
+#[derive(Default)]
+pub struct UserPatch {
+    pub email: Option<Option<String>>,
+    pub stripe_customer_id: Option<Option<String>>,
+    pub status: Option<UserStatus>,
+    pub plan: Option<PlanSlug>,
+    pub billing_anchor: Option<Timestamp>,
+}
+
+fn user_not_found(id: &UserId) -> StoreError {
+    StoreError::not_found(format!("no user {:?}", id.as_str()))
+}
+
+impl Store {
+    pub async fn insert_user(&self, new: NewUser) -> Result<User> {
+        let plan = self.plan(&new.plan).await?;
+        let now = Timestamp::now();
+        let user = User {
+            id: new.id,
+            plan: plan.slug,
+            status: UserStatus::Active,
+            email: new.email,
+            stripe_customer_id: new.stripe_customer_id,
+            billing_anchor: now,
+            created_at: now,
+            updated_at: now,
+        };
+        let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+        on_pool!(self, p => sqlx::query(q)
+            .bind(user.id.as_str())
+            .bind(user.plan.as_str())
+            .bind(user.status.as_str())
+            .bind(&user.email)
+            .bind(&user.stripe_customer_id)
+            .bind(user.billing_anchor.millis())
+            .bind(user.created_at.millis())
+            .bind(user.updated_at.millis())
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+                "a user with id {:?} or the same stripe_customer_id exists",
+                user.id.as_str()
+            )),
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::not_found(format!("no plan {:?}", user.plan.as_str()))
+            }
+            _ => StoreError::Database(e),
+        })?;
+        Ok(user)
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<User> {
+        self.find_user(id).await?.ok_or_else(|| user_not_found(id))
+    }
+
+    pub async fn find_user(&self, id: &UserId) -> Result<Option<User>> {
+        let q = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+        let row: Option<UserRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// Users in id order, after `after` (a cursor), at most `limit`.
+    pub async fn users(&self, after: Option<&str>, limit: i64, plan: Option<&PlanSlug>) -> Result<Vec<User>> {
+        let q = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM users WHERE id > $1 AND ($2 IS NULL OR plan = $2) ORDER BY id LIMIT $3"
+        );
+        let rows: Vec<UserRow> = on_pool!(self, p => sqlx::query_as(q)
+            .bind(after.unwrap_or(""))
+            .bind(plan.map(PlanSlug::as_str))
+            .bind(limit)
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// Applies `patch` and returns the user as stored afterwards.
+    pub async fn update_user(&self, id: &UserId, patch: UserPatch) -> Result<User> {
+        let mut user = self.user(id).await?;
+        if let Some(plan) = &patch.plan {
+            self.plan(plan).await?;
+        }
+        if let Some(email) = patch.email {
+            user.email = email;
+        }
+        if let Some(customer) = patch.stripe_customer_id {
+            user.stripe_customer_id = customer;
+        }
+        user.status = patch.status.unwrap_or(user.status);
+        user.plan = patch.plan.unwrap_or(user.plan);
+        user.billing_anchor = patch.billing_anchor.unwrap_or(user.billing_anchor);
+        user.updated_at = Timestamp::now();
+        let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, \
+                 billing_anchor = $6, updated_at = $7 WHERE id = $1";
+        let done = on_pool!(self, p => sqlx::query(q)
+            .bind(user.id.as_str())
+            .bind(user.plan.as_str())
+            .bind(user.status.as_str())
+            .bind(&user.email)
+            .bind(&user.stripe_customer_id)
+            .bind(user.billing_anchor.millis())
+            .bind(user.updated_at.millis())
+            .execute(p)
+            .await
+            .map(|d| d.rows_affected()))
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::not_found(format!("no plan {:?}", user.plan.as_str()))
+            }
+            _ => StoreError::unique_as("another user has this stripe_customer_id")(e),
+        })?;
+        if done == 0 {
+            return Err(user_not_found(id));
+        }
+        Ok(user)
+    }
+
+    /// Deletes a user and, with them, their keys.
+    pub async fn delete_user(&self, id: &UserId) -> Result<()> {
+        let done = on_pool!(self, p => sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .execute(p)
+            .await
+            .map(|d| d.rows_affected()))?;
+        if done == 0 {
+            return Err(user_not_found(id));
+        }
+        Ok(())
+    }
+}
