@@ -35,7 +35,8 @@ mod tests {
 
     #[test]
     fn encodes_most_significant_digit_first_with_zero_padding() {
-        let check = |value, width, expected: &str| assert_eq!(encode_padded(value, width), expected);
+        let check =
+            |value, width, expected: &str| assert_eq!(encode_padded(value, width), expected);
         check(0, 6, "000000");
         check(61, 6, "00000z");
         check(62, 6, "000010");

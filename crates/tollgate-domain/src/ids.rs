@@ -95,7 +95,11 @@ impl KeyId {
     const RANDOM_LEN: usize = 20;
 
     pub fn generate() -> Self {
-        KeyId(format!("{}{}", Self::PREFIX, base62::random(Self::RANDOM_LEN)))
+        KeyId(format!(
+            "{}{}",
+            Self::PREFIX,
+            base62::random(Self::RANDOM_LEN)
+        ))
     }
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
@@ -103,7 +107,9 @@ impl KeyId {
             Some(rest) if rest.len() == Self::RANDOM_LEN && base62::is_base62(rest) => {
                 Ok(KeyId(raw.to_owned()))
             }
-            _ => Err(Invalid::new("a key id is `key_` followed by 20 characters of 0-9, A-Z, a-z")),
+            _ => Err(Invalid::new(
+                "a key id is `key_` followed by 20 characters of 0-9, A-Z, a-z",
+            )),
         }
     }
 }

@@ -49,7 +49,9 @@ impl GatewayKey {
 
     /// Checks the format and the checksum; no lookup happens here.
     pub fn parse(candidate: &str) -> Result<Self, KeyParseError> {
-        let rest = candidate.strip_prefix(PREFIX).ok_or(KeyParseError::Prefix)?;
+        let rest = candidate
+            .strip_prefix(PREFIX)
+            .ok_or(KeyParseError::Prefix)?;
         if candidate.len() != KEY_LEN {
             return Err(KeyParseError::Length);
         }
@@ -141,14 +143,21 @@ mod tests {
     #[test]
     fn refusals_name_the_broken_rule() {
         let good = GatewayKey::generate().expose().to_owned();
-        let check = |candidate: &str, expected| assert_eq!(GatewayKey::parse(candidate), Err(expected));
+        let check =
+            |candidate: &str, expected| assert_eq!(GatewayKey::parse(candidate), Err(expected));
         check("sk_abc", KeyParseError::Prefix);
         check(&good[..40], KeyParseError::Length);
         check(&format!("{good}x"), KeyParseError::Length);
-        check(&format!("{}-{}", &good[..10], &good[11..]), KeyParseError::Alphabet);
+        check(
+            &format!("{}-{}", &good[..10], &good[11..]),
+            KeyParseError::Alphabet,
+        );
         let mut flipped = good.clone().into_bytes();
         flipped[10] = if flipped[10] == b'a' { b'b' } else { b'a' };
-        check(std::str::from_utf8(&flipped).unwrap(), KeyParseError::Checksum);
+        check(
+            std::str::from_utf8(&flipped).unwrap(),
+            KeyParseError::Checksum,
+        );
     }
 
     #[test]

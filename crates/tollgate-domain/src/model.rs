@@ -50,7 +50,11 @@ impl UserStatus {
     }
 
     pub fn from_stored(raw: &str) -> Self {
-        if raw == "suspended" { UserStatus::Suspended } else { UserStatus::Active }
+        if raw == "suspended" {
+            UserStatus::Suspended
+        } else {
+            UserStatus::Active
+        }
     }
 }
 
@@ -85,7 +89,11 @@ impl KeyKind {
     }
 
     pub fn from_stored(raw: &str) -> Self {
-        if raw == "service" { KeyKind::Service } else { KeyKind::User }
+        if raw == "service" {
+            KeyKind::Service
+        } else {
+            KeyKind::User
+        }
     }
 }
 

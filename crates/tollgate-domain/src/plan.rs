@@ -27,9 +27,13 @@ impl Meter {
             None => (raw, None),
         };
         let base_ok = !base.is_empty()
-            && base.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && base
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         let feature_ok = feature.is_none_or(|f| {
-            !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            !f.is_empty()
+                && f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         });
         if base_ok && feature_ok && raw.len() <= 100 {
             Ok(Meter(raw.to_owned()))
@@ -99,14 +103,24 @@ impl PeriodKind {
 /// A limit per meter per period; `None` means unlimited. A meter that is
 /// absent is unlimited too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "BTreeMap<Meter, Option<i64>>")]
 pub struct Limits(BTreeMap<Meter, Option<i64>>);
+
+impl TryFrom<BTreeMap<Meter, Option<i64>>> for Limits {
+    type Error = Invalid;
+
+    fn try_from(map: BTreeMap<Meter, Option<i64>>) -> Result<Self, Invalid> {
+        Limits::new(map)
+    }
+}
 
 impl Limits {
     pub fn new(limits: impl IntoIterator<Item = (Meter, Option<i64>)>) -> Result<Self, Invalid> {
         let map: BTreeMap<_, _> = limits.into_iter().collect();
         if let Some((meter, _)) = map.iter().find(|(_, limit)| limit.is_some_and(|l| l < 0)) {
-            return Err(Invalid::new(format!("the limit for {meter} must not be negative")));
+            return Err(Invalid::new(format!(
+                "the limit for {meter} must not be negative"
+            )));
         }
         Ok(Limits(map))
     }
@@ -141,6 +155,7 @@ mod tests {
     fn negative_limits_are_refused_and_null_is_unlimited() {
         let tokens = Meter::parse("tokens").unwrap();
         assert!(Limits::new([(tokens.clone(), Some(-1))]).is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"tokens":-5}"#).is_err());
         let limits: Limits = serde_json::from_str(r#"{"tokens":1000,"requests":null}"#).unwrap();
         assert_eq!(limits.get(&tokens), Some(1000));
         assert_eq!(limits.get(&Meter::parse("requests").unwrap()), None);

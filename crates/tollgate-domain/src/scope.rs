@@ -65,7 +65,10 @@ impl Scope {
 
     /// Whether a service key (the app's own) may hold it.
     pub fn allowed_for_service_key(self) -> bool {
-        matches!(self, Scope::Meter | Scope::CredentialsRead | Scope::UsageRead)
+        matches!(
+            self,
+            Scope::Meter | Scope::CredentialsRead | Scope::UsageRead
+        )
     }
 }
 
@@ -107,7 +110,11 @@ impl Scopes {
     }
 
     pub fn from_stored(stored: &str) -> Result<Self, Invalid> {
-        stored.split_whitespace().map(Scope::parse).collect::<Result<_, _>>().map(Scopes)
+        stored
+            .split_whitespace()
+            .map(Scope::parse)
+            .collect::<Result<_, _>>()
+            .map(Scopes)
     }
 }
 

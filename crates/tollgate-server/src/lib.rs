@@ -1,1 +1,15 @@
+//! Tollgate's HTTP service: configuration, start-up, authentication, and
+//! the routes grouped by audience. The binary only wires this together;
+//! tests start it in-process through [`app::start`].
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+pub mod state;
+
+pub use app::{Server, start};
+pub use config::{Config, LogFormat};

@@ -63,9 +63,45 @@ fn key_not_found(id: &KeyId) -> StoreError {
     StoreError::not_found(format!("no key {:?}", id.as_str()))
 }
 
+/// Inserts a [`NewKey`] through `$executor` (a pool or a transaction).
+/// A macro rather than a generic function: sqlx's executor bounds make a
+/// generic future lose `Send`.
+macro_rules! insert_key {
+    ($executor:expr, $new:expr) => {{
+        let new: &NewKey = $new;
+        let r = &new.record;
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, kind, user_id, name, prefix, last4, scopes, created_at, \
+             expires_at, revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(r.id.as_str())
+        .bind(new.hash.as_str())
+        .bind(r.kind.as_str())
+        .bind(r.user_id.as_ref().map(UserId::as_str))
+        .bind(&r.name)
+        .bind(&r.prefix)
+        .bind(&r.last4)
+        .bind(r.scopes.to_stored())
+        .bind(r.created_at.millis())
+        .bind(r.expires_at.map(Timestamp::millis))
+        .bind(r.revoked_at.map(Timestamp::millis))
+        .bind(r.last_used_at.map(Timestamp::millis))
+        .execute($executor)
+        .await
+        .map(|_| ())
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::not_found(format!(
+                "no user {:?}",
+                r.user_id.as_ref().map(UserId::as_str).unwrap_or_default()
+            )),
+            _ => StoreError::unique_as("a key with this id or secret exists")(e),
+        })
+    }};
+}
+
 impl Store {
     pub async fn insert_key(&self, new: &NewKey) -> Result<KeyRecord> {
-        on_pool!(self, p => insert_key(p, new).await)?;
+        on_pool!(self, p => insert_key!(p, new))?;
         Ok(new.record.clone())
     }
 
@@ -92,14 +128,23 @@ impl Store {
 
     /// A user's keys, newest first, revoked ones included.
     pub async fn keys_of_user(&self, user: &UserId) -> Result<Vec<KeyRecord>> {
-        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id");
-        let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).fetch_all(p).await)?;
+        let q = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id"
+        );
+        let rows: Vec<KeyRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).fetch_all(p).await)?;
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
 
     /// The app's own keys, newest first.
     pub async fn service_keys(&self) -> Result<Vec<KeyRecord>> {
-        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE kind = 'service' ORDER BY created_at DESC, id");
+        let q = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_keys WHERE kind = 'service' ORDER BY created_at DESC, id"
+        );
         let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await)?;
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
@@ -113,7 +158,12 @@ impl Store {
 
     /// Stores `new` as the successor of `old`, which stops working at
     /// `old_until`. A key that is revoked or already rotated cannot be.
-    pub async fn rotate_key(&self, old: &KeyId, new: &NewKey, old_until: Timestamp) -> Result<KeyRecord> {
+    pub async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &NewKey,
+        old_until: Timestamp,
+    ) -> Result<KeyRecord> {
         let now = Timestamp::now();
         let q = "UPDATE api_keys SET revoked_at = $2, replaced_by = $3 \
                  WHERE id = $1 AND replaced_by IS NULL AND (revoked_at IS NULL OR revoked_at > $4)";
@@ -127,7 +177,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 1 {
-                insert_key(&mut *tx, new).await?;
+                insert_key!(&mut *tx, new)?;
                 tx.commit().await?;
             }
             Ok::<_, StoreError>(done.rows_affected() == 1)
@@ -159,41 +209,4 @@ impl Store {
         })?;
         Ok(())
     }
-}
-
-async fn insert_key<'e, E>(executor: E, new: &NewKey) -> Result<()>
-where
-    E: sqlx::Executor<'e>,
-    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
-    for<'q> String: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> Option<String>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> i64: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> Option<i64>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-{
-    let r = &new.record;
-    let q = "INSERT INTO api_keys (id, hash, kind, user_id, name, prefix, last4, scopes, created_at, expires_at, \
-             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-    sqlx::query(q)
-        .bind(r.id.as_str().to_owned())
-        .bind(new.hash.as_str().to_owned())
-        .bind(r.kind.as_str().to_owned())
-        .bind(r.user_id.as_ref().map(|u| u.as_str().to_owned()))
-        .bind(r.name.clone())
-        .bind(r.prefix.clone())
-        .bind(r.last4.clone())
-        .bind(r.scopes.to_stored())
-        .bind(r.created_at.millis())
-        .bind(r.expires_at.map(Timestamp::millis))
-        .bind(r.revoked_at.map(Timestamp::millis))
-        .bind(r.last_used_at.map(Timestamp::millis))
-        .execute(executor)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::not_found(format!(
-                "no user {:?}",
-                r.user_id.as_ref().map(UserId::as_str).unwrap_or_default()
-            )),
-            _ => StoreError::unique_as("a key with this id or secret exists")(e),
-        })?;
-    Ok(())
 }

@@ -75,7 +75,11 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+        let q = concat!(
+            "INSERT INTO users (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
         on_pool!(self, p => sqlx::query(q)
             .bind(user.id.as_str())
             .bind(user.plan.as_str())
@@ -113,7 +117,12 @@ impl Store {
     }
 
     /// Users in id order, after `after` (a cursor), at most `limit`.
-    pub async fn users(&self, after: Option<&str>, limit: i64, plan: Option<&PlanSlug>) -> Result<Vec<User>> {
+    pub async fn users(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        plan: Option<&PlanSlug>,
+    ) -> Result<Vec<User>> {
         let q = concat!(
             "SELECT ",
             columns!(),

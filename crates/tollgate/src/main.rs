@@ -1,1 +1,14 @@
-fn main() {}
+//! The `tollgate` binary: parses the command line and hands over to the
+//! libraries. Nothing else lives here.
+
+mod cli;
+mod client;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    cli::Cli::parse().run().await
+}

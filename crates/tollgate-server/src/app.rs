@@ -1,0 +1,230 @@
+//! Start and stop: the data directory, the master key file, the store, the
+//! admin token, the listener, and the background flush of last-used times.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rand::RngCore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate_domain::{KeyHash, SecretString, base62};
+use tollgate_store::{Store, StoreConfig};
+
+use crate::auth::{FailureLimiter, KeyCache, LastUsed};
+use crate::config::Config;
+use crate::routes;
+use crate::state::AppState;
+
+/// The file, in the data directory, holding the generated master key.
+pub const MASTER_KEY_FILE: &str = "master.key";
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// A running service.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The admin token made at this start, if none existed: show it once.
+    pub generated_admin_token: Option<SecretString>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets requests in flight finish, writes what is
+    /// pending, and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Opens the store and applies migrations (what `tollgate migrate` does).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if let StoreConfig::Sqlite { path } = &config.store
+        && let Some(parent) = path.parent()
+    {
+        create_private_dir(parent)?;
+    }
+    let store = Store::open(&config.store).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    ensure_master_key(&config)?;
+    let store = open_store(&config).await?;
+    store
+        .seed_default_plans()
+        .await
+        .context("failed to create the default plans")?;
+    let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let state = AppState {
+        key_cache: Arc::new(KeyCache::new(
+            config.key_cache_ttl,
+            config.key_cache_capacity,
+        )),
+        failures: Arc::new(FailureLimiter::new(
+            config.auth_failure_limit,
+            config.auth_failure_window,
+        )),
+        last_used: Arc::new(LastUsed::default()),
+        admin_token_hash: Arc::new(admin_token_hash),
+        metrics: metrics_handle(),
+        store: Arc::new(store),
+        config: Arc::new(config),
+    };
+    let flusher = tokio::spawn(flush_last_used_every(state.clone()));
+    let app = routes::router(state.clone());
+    let (shutdown, signal) = oneshot::channel::<()>();
+    tracing::info!(%addr, store = state.store.backend(), "tollgate is listening");
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = signal.await;
+        })
+        .await
+        .context("the HTTP server failed")?;
+        flusher.abort();
+        flush_last_used(&state).await;
+        state.store.close().await;
+        tracing::info!("tollgate stopped");
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        generated_admin_token,
+        shutdown,
+        task,
+    })
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (in tests that embed
+            // the server); ours still renders what it records then.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+async fn flush_last_used_every(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.last_used_flush);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        flush_last_used(&state).await;
+    }
+}
+
+async fn flush_last_used(state: &AppState) {
+    let uses = state.last_used.take();
+    if let Err(e) = state.store.record_last_used(&uses).await {
+        tracing::warn!(error = %e, "failed to record key last-used times; will retry");
+        state.last_used.restore(uses);
+    }
+}
+
+/// The admin token's hash: from the configured token, else the stored hash,
+/// else a new token, whose hash is stored and which is returned to be shown
+/// once.
+async fn admin_token(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<(KeyHash, Option<SecretString>)> {
+    if let Some(token) = &config.admin_token {
+        return Ok((KeyHash::of(token.expose()), None));
+    }
+    if let Some(stored) = store.setting(ADMIN_TOKEN_SETTING).await? {
+        return Ok((KeyHash::from_stored(stored), None));
+    }
+    let token = SecretString::new(format!("tga_{}", base62::random(40)));
+    let hash = KeyHash::of(token.expose());
+    if store
+        .set_setting_if_absent(ADMIN_TOKEN_SETTING, hash.as_str())
+        .await?
+    {
+        return Ok((hash, Some(token)));
+    }
+    // Another instance made one at the same moment; theirs stands.
+    let stored = store
+        .setting(ADMIN_TOKEN_SETTING)
+        .await?
+        .context("the admin token hash vanished")?;
+    Ok((KeyHash::from_stored(stored), None))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("failed to restrict {}", dir.display()))
+}
+
+/// Checks the configured master key, or creates the key file (mode 0600)
+/// in the data directory at first start.
+fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
+    if let Some(key) = &config.master_key {
+        return decode_master_key(key.expose()).context("TOLLGATE_MASTER_KEY");
+    }
+    create_private_dir(&config.data_dir)?;
+    let path = config.data_dir.join(MASTER_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => decode_master_key(text.trim())
+            .with_context(|| format!("the master key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| {
+                    format!("failed to create the master key file {}", path.display())
+                })?;
+            std::io::Write::write_all(&mut file, format!("{}\n", BASE64.encode(key)).as_bytes())
+                .with_context(|| {
+                    format!("failed to write the master key file {}", path.display())
+                })?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created a new master key file; back it up");
+            Ok(())
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("failed to read the master key file {}", path.display()))
+        }
+    }
+}
+
+fn decode_master_key(text: &str) -> anyhow::Result<()> {
+    match BASE64.decode(text) {
+        Ok(bytes) if bytes.len() == 32 => Ok(()),
+        Ok(bytes) => bail!(
+            "the master key must be 32 bytes, base64-encoded; this one is {} bytes",
+            bytes.len()
+        ),
+        Err(_) => bail!("the master key is not valid base64"),
+    }
+}

@@ -1,0 +1,441 @@
+//! Configuration: a TOML file (`--config`) overlaid by `TOLLGATE_*`
+//! environment variables (env wins), parsed strictly in two steps. The raw
+//! form mirrors the file and refuses unknown keys; [`Config`] is what the
+//! program uses, with every default filled in and every value checked.
+//! Errors name the key or variable at fault and never echo a secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_domain::SecretString;
+use tollgate_store::StoreConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings the service runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub redis_url: Option<String>,
+    /// The admin token, when the operator sets one; otherwise one is
+    /// generated at first start and only its hash is kept.
+    pub admin_token: Option<SecretString>,
+    /// The vault's master key (base64 of 32 bytes), when set; otherwise the
+    /// key file in the data directory is used, created at first start.
+    pub master_key: Option<SecretString>,
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `tollgate=debug`.
+    pub log_level: String,
+    /// How long a verified key is trusted without asking the store again:
+    /// the longest time another instance may still accept a revoked key.
+    pub key_cache_ttl: Duration,
+    pub key_cache_capacity: usize,
+    /// Failed authentications allowed per client IP in one window.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    /// Take the client IP from `X-Forwarded-For` (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// How often last-used times are written to the store.
+    pub last_used_flush: Duration,
+}
+
+/// The file's shape. Every field is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    admin_token: Option<String>,
+    master_key: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    key_cache_ttl_seconds: Option<u64>,
+    key_cache_capacity: Option<usize>,
+    auth_failure_limit: Option<u32>,
+    auth_failure_window_seconds: Option<u64>,
+    trust_forwarded_for: Option<bool>,
+    last_used_flush_seconds: Option<u64>,
+}
+
+/// A configuration that cannot be used; the message names what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn err(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// Variables read by the CLI rather than by `serve`, accepted here so that a
+/// shell which sets them can still start the server.
+const CLIENT_VARIABLES: &[&str] = &["TOLLGATE_URL", "TOLLGATE_CONFIG"];
+
+macro_rules! variables {
+    ($($field:ident => $var:literal),* $(,)?) => {
+        /// Each file key with the variable that overrides it.
+        const VARIABLES: &[(&str, &str)] = &[$((stringify!($field), $var)),*];
+
+        impl RawConfig {
+            fn overlay_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+                for (name, value) in env {
+                    match name.as_str() {
+                        $($var => self.$field = Some(parse_env($var, value)?),)*
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+variables! {
+    listen => "TOLLGATE_LISTEN",
+    data_dir => "TOLLGATE_DATA_DIR",
+    database_url => "TOLLGATE_DATABASE_URL",
+    redis_url => "TOLLGATE_REDIS_URL",
+    admin_token => "TOLLGATE_ADMIN_TOKEN",
+    master_key => "TOLLGATE_MASTER_KEY",
+    log_format => "TOLLGATE_LOG_FORMAT",
+    log_level => "TOLLGATE_LOG",
+    key_cache_ttl_seconds => "TOLLGATE_KEY_CACHE_TTL_SECONDS",
+    key_cache_capacity => "TOLLGATE_KEY_CACHE_CAPACITY",
+    auth_failure_limit => "TOLLGATE_AUTH_FAILURE_LIMIT",
+    auth_failure_window_seconds => "TOLLGATE_AUTH_FAILURE_WINDOW_SECONDS",
+    trust_forwarded_for => "TOLLGATE_TRUST_FORWARDED_FOR",
+    last_used_flush_seconds => "TOLLGATE_LAST_USED_FLUSH_SECONDS",
+}
+
+/// A variable's value as the field's type. Secrets are never echoed.
+fn parse_env<T: EnvValue>(name: &str, value: &str) -> Result<T, ConfigError> {
+    T::from_env(value).ok_or_else(|| {
+        let shown = if name.contains("TOKEN") || name.contains("KEY") {
+            "its value".to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        err(format!("{name}: {shown} is not {}", T::EXPECTED))
+    })
+}
+
+trait EnvValue: Sized {
+    const EXPECTED: &'static str;
+    fn from_env(value: &str) -> Option<Self>;
+}
+
+impl EnvValue for String {
+    const EXPECTED: &'static str = "a string";
+    fn from_env(value: &str) -> Option<Self> {
+        Some(value.to_owned())
+    }
+}
+
+impl EnvValue for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    fn from_env(value: &str) -> Option<Self> {
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    }
+}
+
+impl EnvValue for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_env(value: &str) -> Option<Self> {
+        match value {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! number_env_value {
+    ($($t:ty),*) => {$(
+        impl EnvValue for $t {
+            const EXPECTED: &'static str = "a whole number";
+            fn from_env(value: &str) -> Option<Self> {
+                value.parse().ok()
+            }
+        }
+    )*};
+}
+number_env_value!(u32, u64, usize);
+
+impl Config {
+    /// Reads the file (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("TOLLGATE_"))
+            .collect();
+        Config::from_sources(file, &env)
+    }
+
+    /// Builds the configuration from a file and `TOLLGATE_*` variables.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    err(format!(
+                        "cannot read the config file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                parse_file(&text).map_err(|e| err(format!("in {}: {}", path.display(), e.0)))?
+            }
+            None => RawConfig::default(),
+        };
+        for (name, _) in env {
+            let known = VARIABLES.iter().any(|(_, var)| var == name)
+                || CLIENT_VARIABLES.contains(&name.as_str())
+                || is_provider_variable(name);
+            if !known {
+                return Err(err(format!(
+                    "unknown environment variable {name}; known ones are {}",
+                    VARIABLES
+                        .iter()
+                        .map(|(_, v)| *v)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        raw.overlay_env(env)?;
+        raw.build()
+    }
+}
+
+/// Per-provider settings (`TOLLGATE_OPENAI_BASE_URL`, …) belong to the
+/// gateway and are read there.
+fn is_provider_variable(name: &str) -> bool {
+    name.strip_prefix("TOLLGATE_")
+        .and_then(|rest| rest.strip_suffix("_BASE_URL"))
+        .is_some_and(|provider| !provider.is_empty())
+}
+
+fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
+    // toml's messages name the key and the line; keep only the first lines
+    // so a secret value on the offending line is not repeated.
+    toml::from_str(text).map_err(|e| {
+        let span = e.span().map(|s| {
+            let line = text[..s.start.min(text.len())].lines().count().max(1);
+            format!(" (line {line})")
+        });
+        err(format!(
+            "{}{}",
+            crate::error::without_values(e.message()),
+            span.unwrap_or_default()
+        ))
+    })
+}
+
+fn name_of(field: &str) -> String {
+    let var = VARIABLES
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, v)| *v)
+        .unwrap_or("?");
+    format!("`{field}` ({var})")
+}
+
+impl RawConfig {
+    fn build(self) -> Result<Config, ConfigError> {
+        let listen_raw = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_raw.parse().map_err(|_| {
+            err(format!(
+                "{}: {listen_raw:?} is not an address such as 127.0.0.1:8787",
+                name_of("listen")
+            ))
+        })?;
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = match self.database_url.as_deref() {
+            None | Some("") => StoreConfig::Sqlite {
+                path: data_dir.join("tollgate.db"),
+            },
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreConfig::Postgres {
+                    url: url.to_owned(),
+                }
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                StoreConfig::Sqlite {
+                    path: PathBuf::from(path),
+                }
+            }
+            Some(_) => {
+                return Err(err(format!(
+                    "{}: use postgres://… or sqlite:PATH",
+                    name_of("database_url")
+                )));
+            }
+        };
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(err(format!(
+                "{}: use redis://host:port",
+                name_of("redis_url")
+            )));
+        }
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(err(format!(
+                    "{}: {other:?} is not \"text\" or \"json\"",
+                    name_of("log_format")
+                )));
+            }
+        };
+        let admin_token = match self.admin_token {
+            Some(t) if t.trim().len() < 16 => {
+                return Err(err(format!(
+                    "{}: the admin token must be at least 16 characters",
+                    name_of("admin_token")
+                )));
+            }
+            other => other.map(SecretString::new),
+        };
+        let positive = |field: &str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(err(format!("{}: must be greater than 0", name_of(field)))),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            store,
+            redis_url: self.redis_url,
+            admin_token,
+            master_key: self.master_key.map(SecretString::new),
+            log_format,
+            log_level: self.log_level.unwrap_or_else(|| "info".to_owned()),
+            key_cache_ttl: Duration::from_secs(self.key_cache_ttl_seconds.unwrap_or(5)),
+            key_cache_capacity: positive(
+                "key_cache_capacity",
+                self.key_cache_capacity.map(|c| c as u64),
+                100_000,
+            )? as usize,
+            auth_failure_limit: positive(
+                "auth_failure_limit",
+                self.auth_failure_limit.map(u64::from),
+                20,
+            )? as u32,
+            auth_failure_window: Duration::from_secs(positive(
+                "auth_failure_window_seconds",
+                self.auth_failure_window_seconds,
+                60,
+            )?),
+            trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+            last_used_flush: Duration::from_secs(positive(
+                "last_used_flush_seconds",
+                self.last_used_flush_seconds,
+                10,
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn from_toml(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut raw = parse_file(text)?;
+        raw.overlay_env(&env(vars))?;
+        raw.build()
+    }
+
+    #[test]
+    fn nothing_set_means_sqlite_in_the_default_data_dir() {
+        let config = from_toml("", &[]).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(
+            matches!(config.store, StoreConfig::Sqlite { ref path } if path.ends_with("tollgate-data/tollgate.db"))
+        );
+        assert_eq!(config.key_cache_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn env_wins_over_the_file() {
+        let config = from_toml(
+            "listen = \"127.0.0.1:1\"",
+            &[("TOLLGATE_LISTEN", "127.0.0.1:2")],
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key_at_fault() {
+        let check = |text: &str, vars: &[(&str, &str)], expected: &str| {
+            let message = from_toml(text, vars).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "{message:?} should contain {expected:?}"
+            );
+        };
+        check("lissen = \"x\"", &[], "lissen");
+        check("listen = 5", &[], "listen");
+        check("listen = \"nowhere\"", &[], "listen");
+        check(
+            "",
+            &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "soon")],
+            "TOLLGATE_KEY_CACHE_TTL_SECONDS",
+        );
+        check("database_url = \"mysql://x\"", &[], "TOLLGATE_DATABASE_URL");
+        check("log_format = \"xml\"", &[], "log_format");
+        check(
+            "",
+            &[("TOLLGATE_ADMIN_TOKEN", "short")],
+            "TOLLGATE_ADMIN_TOKEN",
+        );
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_but_provider_urls_pass() {
+        let path = None;
+        let e = Config::from_sources(path, &env(&[("TOLLGATE_DATABSE_URL", "x")])).unwrap_err();
+        assert!(e.to_string().contains("TOLLGATE_DATABSE_URL"));
+        assert!(
+            Config::from_sources(path, &env(&[("TOLLGATE_OPENAI_BASE_URL", "http://x")])).is_ok()
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        let e = from_toml("", &[("TOLLGATE_ADMIN_TOKEN", "tiny-secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("tiny-secret"));
+        let e = from_toml("admin_token = 12345678901234567890", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("12345678901234567890"), "{e}");
+    }
+}

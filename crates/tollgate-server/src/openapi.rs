@@ -1,0 +1,226 @@
+//! `GET /openapi.json`: every route but the proxy ones, with its schemas.
+//! Written by hand from the same shapes the handlers use; a test checks
+//! that every route of the router is described here.
+
+use serde_json::{Map, Value, json};
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn nullable(t: &str) -> Value {
+    json!({ "type": [t, "null"] })
+}
+
+fn time() -> Value {
+    json!({ "type": "string", "format": "date-time" })
+}
+
+fn time_or_null() -> Value {
+    json!({ "type": ["string", "null"], "format": "date-time" })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": r("Error") } } })
+}
+
+/// One operation: summary, security, optional request body schema, and the
+/// success status with its schema (`None`: no body).
+fn op(
+    summary: &str,
+    security: &str,
+    body: Option<Value>,
+    status: u16,
+    response: Option<Value>,
+) -> Value {
+    let mut responses = Map::new();
+    let success = match response {
+        Some(schema) => {
+            json!({ "description": "success", "content": { "application/json": { "schema": schema } } })
+        }
+        None => json!({ "description": "success, no body" }),
+    };
+    responses.insert(status.to_string(), success);
+    responses.insert(
+        "400".into(),
+        error_response("invalid request; `error.field` names what is wrong"),
+    );
+    responses.insert("401".into(), error_response("no valid credential"));
+    responses.insert(
+        "403".into(),
+        error_response("the credential may not do this"),
+    );
+    responses.insert("404".into(), error_response("not found"));
+    responses.insert(
+        "429".into(),
+        error_response("too many failed authentications; see Retry-After"),
+    );
+    let mut op =
+        json!({ "summary": summary, "responses": responses, "security": [{ security: [] }] });
+    if let Some(schema) = body {
+        op["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    }
+    op
+}
+
+fn admin(summary: &str, body: Option<Value>, status: u16, response: Option<Value>) -> Value {
+    op(summary, "adminToken", body, status, response)
+}
+
+fn key(summary: &str, body: Option<Value>, status: u16, response: Option<Value>) -> Value {
+    op(summary, "gatewayKey", body, status, response)
+}
+
+fn public(summary: &str, response: Value) -> Value {
+    json!({ "summary": summary, "responses": { "200": { "description": "success", "content": { "application/json": { "schema": response } } } } })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": description })
+}
+
+pub fn document() -> Value {
+    let list = |field: &str, item: &str| json!({ "type": "object", "properties": { field: { "type": "array", "items": r(item) } } });
+    let slug = path_param("slug", "the plan's slug");
+    let id = path_param("id", "the app's own user id (percent-encoded)");
+    let key_id = path_param("key_id", "a key id, `key_…`");
+    let mut paths = json!({
+        "/healthz": { "get": public("liveness", json!({ "type": "object" })) },
+        "/readyz": { "get": public("readiness: the store answers (503 when it does not)", json!({ "type": "object" })) },
+        "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
+        "/openapi.json": { "get": public("this document", json!({ "type": "object" })) },
+        "/v1/me": { "get": key("who the key belongs to", None, 200, Some(r("Me"))) },
+        "/v1/me/keys": {
+            "get": key("the caller's keys (scope keys:manage)", None, 200, Some(list("keys", "Key"))),
+            "post": key("a new key for the caller, with at most the caller's scopes", Some(r("KeyCreate")), 201, Some(r("KeyCreated"))),
+        },
+        "/v1/me/keys/{key_id}": { "parameters": [key_id], "delete": key("revoke one of the caller's keys", None, 204, None) },
+        "/v1/plans": { "get": key("the plans on offer", None, 200, Some(list("plans", "Plan"))) },
+        "/admin/v1/plans": {
+            "get": admin("list plans", None, 200, Some(list("plans", "Plan"))),
+            "post": admin("create a plan (409 if the slug exists)", Some(r("PlanInput")), 201, Some(r("Plan"))),
+        },
+        "/admin/v1/plans/{slug}": {
+            "parameters": [slug],
+            "get": admin("one plan", None, 200, Some(r("Plan"))),
+            "put": admin("replace a plan; absent fields take their defaults", Some(r("PlanInput")), 200, Some(r("Plan"))),
+            "patch": admin("change some fields of a plan", Some(r("PlanInput")), 200, Some(r("Plan"))),
+            "delete": admin("delete a plan no user is on (409 otherwise)", None, 204, None),
+        },
+        "/admin/v1/users": {
+            "get": {
+                "parameters": [
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+                    { "name": "plan", "in": "query", "schema": { "type": "string" } },
+                ],
+                "summary": "list users in id order",
+                "security": [{ "adminToken": [] }],
+                "responses": { "200": { "description": "success", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "users": { "type": "array", "items": r("User") }, "next_cursor": nullable("string") } } } } } },
+            },
+            "post": admin("create a user (409 if the id exists)", Some(r("UserCreate")), 201, Some(r("User"))),
+        },
+        "/admin/v1/users/{id}": {
+            "parameters": [id],
+            "get": admin("one user", None, 200, Some(r("User"))),
+            "patch": admin("change a user's e-mail, Stripe customer or status", Some(r("UserUpdate")), 200, Some(r("User"))),
+            "delete": admin("delete a user and their keys", None, 204, None),
+        },
+        "/admin/v1/users/{id}/suspend": { "parameters": [id], "post": admin("suspend: the user's keys get 403", None, 200, Some(r("User"))) },
+        "/admin/v1/users/{id}/unsuspend": { "parameters": [id], "post": admin("lift a suspension", None, 200, Some(r("User"))) },
+        "/admin/v1/users/{id}/plan": { "parameters": [id], "put": admin("move a user to another plan", Some(r("PlanChange")), 200, Some(r("User"))) },
+        "/admin/v1/users/{id}/keys": {
+            "parameters": [id],
+            "get": admin("a user's keys, never the secrets", None, 200, Some(list("keys", "Key"))),
+            "post": admin("issue a key; the secret is in this response only", Some(r("KeyCreate")), 201, Some(r("KeyCreated"))),
+        },
+        "/admin/v1/keys/{key_id}": {
+            "parameters": [key_id],
+            "get": admin("one key", None, 200, Some(r("Key"))),
+            "delete": admin("revoke a key at once", None, 204, None),
+        },
+        "/admin/v1/keys/{key_id}/rotate": {
+            "parameters": [key_id],
+            "post": admin("a successor key; the old one works for grace_seconds more", Some(r("Rotate")), 201, Some(r("KeyCreated"))),
+        },
+        "/admin/v1/service-keys": {
+            "get": admin("the app's own keys", None, 200, Some(list("keys", "Key"))),
+            "post": admin("issue a service key (scopes meter, credentials:read, usage:read)", Some(r("KeyCreate")), 201, Some(r("KeyCreated"))),
+        },
+        "/admin/v1/service-keys/{key_id}": { "parameters": [key_id], "delete": admin("revoke a service key", None, 204, None) },
+    });
+    // Conflicts are possible wherever something is created or deleted.
+    for (path, method) in [
+        ("/admin/v1/plans", "post"),
+        ("/admin/v1/plans/{slug}", "delete"),
+        ("/admin/v1/users", "post"),
+        ("/admin/v1/keys/{key_id}/rotate", "post"),
+    ] {
+        paths[path][method]["responses"]["409"] = error_response("conflict");
+    }
+
+    let scopes = json!({ "type": "array", "items": { "type": "string", "enum": ["proxy", "usage:read", "keys:manage", "credentials:manage", "meter", "credentials:read"] } });
+    let limits = json!({ "type": "object", "additionalProperties": { "type": ["integer", "null"], "minimum": 0 }, "description": "limit per meter per period; null = unlimited" });
+    let key_properties = json!({
+        "id": { "type": "string" }, "kind": { "type": "string", "enum": ["user", "service"] },
+        "user_id": nullable("string"), "name": { "type": "string" }, "prefix": { "type": "string" },
+        "last4": { "type": "string" }, "scopes": scopes, "created_at": time(),
+        "expires_at": time_or_null(), "revoked_at": time_or_null(), "last_used_at": time_or_null(),
+    });
+    let mut created_properties = key_properties.clone();
+    created_properties["key"] =
+        json!({ "type": "string", "description": "the secret, shown this once" });
+    let plan_properties = json!({
+        "slug": { "type": "string" }, "name": { "type": "string" }, "price_cents": { "type": "integer" },
+        "currency": { "type": "string" }, "period": { "type": "string", "enum": ["month", "anchored", "lifetime"] },
+        "limits": limits, "rpm": nullable("integer"), "tpm": nullable("integer"),
+        "byok_counts": { "type": "boolean" }, "byok_required": { "type": "boolean" },
+        "allowed_models": { "type": ["array", "null"], "items": { "type": "string" } },
+        "alert_thresholds": { "type": "array", "items": { "type": "integer" } },
+        "stripe_price_id": nullable("string"),
+    });
+    let mut plan_read = plan_properties.clone();
+    plan_read["created_at"] = time();
+    plan_read["updated_at"] = time();
+
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Tollgate", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Admin, self-service and operations routes. Proxy routes follow the providers' own APIs." },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "adminToken": { "type": "http", "scheme": "bearer", "description": "the admin token" },
+                "gatewayKey": { "type": "http", "scheme": "bearer", "description": "a gateway key, tg_…; also X-API-Key, x-goog-api-key or ?key=" },
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object", "required": ["type", "message"], "properties": {
+                    "type": { "type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "quota_exceeded", "rate_limited", "provider_error", "no_credential", "internal"] },
+                    "message": { "type": "string" }, "field": { "type": "string" } } } } },
+                "Plan": { "type": "object", "properties": plan_read },
+                "PlanInput": { "type": "object", "additionalProperties": false, "properties": plan_properties },
+                "User": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "plan": { "type": "string" }, "status": { "type": "string", "enum": ["active", "suspended"] },
+                    "email": nullable("string"), "stripe_customer_id": nullable("string"), "billing_anchor": time(),
+                    "created_at": time(), "updated_at": time() } },
+                "UserCreate": { "type": "object", "required": ["id"], "additionalProperties": false, "properties": {
+                    "id": { "type": "string" }, "plan": { "type": "string", "default": "free" }, "email": { "type": "string" }, "stripe_customer_id": { "type": "string" } } },
+                "UserUpdate": { "type": "object", "additionalProperties": false, "properties": {
+                    "email": nullable("string"), "stripe_customer_id": nullable("string"), "status": { "type": "string", "enum": ["active", "suspended"] } } },
+                "PlanChange": { "type": "object", "required": ["plan"], "additionalProperties": false, "properties": {
+                    "plan": { "type": "string" }, "reset_usage": { "type": "boolean", "default": false } } },
+                "Key": { "type": "object", "properties": key_properties },
+                "KeyCreated": { "type": "object", "properties": created_properties },
+                "KeyCreate": { "type": "object", "additionalProperties": false, "properties": {
+                    "name": { "type": "string" }, "scopes": scopes, "expires_at": time_or_null() } },
+                "Rotate": { "type": "object", "additionalProperties": false, "properties": {
+                    "grace_seconds": { "type": "integer", "minimum": 0, "default": 0 } } },
+                "Me": { "type": "object", "properties": {
+                    "user_id": nullable("string"), "plan": nullable("string"), "admin": { "type": "boolean" },
+                    "key": { "type": ["object", "null"], "properties": { "id": { "type": "string" }, "prefix": { "type": "string" }, "scopes": scopes } } } },
+            },
+        },
+    })
+}

@@ -1,0 +1,498 @@
+//! `/admin/v1`: plans, users, keys and service keys. Reached only with the
+//! admin token (see `auth::require_admin`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use tollgate_domain::model::{DEFAULT_ALERT_THRESHOLDS, KeyKind, Plan, User, UserStatus};
+use tollgate_domain::{Limits, PeriodKind, PlanSlug, Scope, Scopes, Timestamp, UserId};
+use tollgate_store::{NewUser, UserPatch};
+
+use super::keys::{self, KeyInput, RotateInput};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, OptionalBody, Params};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/plans", get(list_plans).post(create_plan))
+        .route(
+            "/plans/{slug}",
+            get(get_plan)
+                .put(replace_plan)
+                .patch(update_plan)
+                .delete(delete_plan),
+        )
+        .route("/users", get(list_users).post(create_user))
+        .route(
+            "/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
+        .route("/users/{id}/suspend", post(suspend_user))
+        .route("/users/{id}/unsuspend", post(unsuspend_user))
+        .route("/users/{id}/plan", put(change_plan))
+        .route(
+            "/users/{id}/keys",
+            get(list_user_keys).post(create_user_key),
+        )
+        .route("/keys/{key_id}", get(get_key).delete(revoke_key))
+        .route("/keys/{key_id}/rotate", post(rotate_key))
+        .route(
+            "/service-keys",
+            get(list_service_keys).post(create_service_key),
+        )
+        .route("/service-keys/{key_id}", delete(revoke_key))
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes
+/// `Some(None)`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// ---- plans ----
+
+/// A plan as sent by the operator. On create and `PUT` absent fields take
+/// their defaults; on `PATCH` they keep their current value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanInput {
+    slug: Option<PlanSlug>,
+    name: Option<String>,
+    price_cents: Option<i64>,
+    currency: Option<String>,
+    period: Option<PeriodKind>,
+    limits: Option<Limits>,
+    #[serde(default, deserialize_with = "present")]
+    rpm: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    tpm: Option<Option<i64>>,
+    byok_counts: Option<bool>,
+    byok_required: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Vec<String>>>,
+    alert_thresholds: Option<Vec<u8>>,
+    #[serde(default, deserialize_with = "present")]
+    stripe_price_id: Option<Option<String>>,
+}
+
+fn blank_plan(slug: PlanSlug, now: Timestamp) -> Plan {
+    Plan {
+        name: slug.as_str().to_owned(),
+        slug,
+        price_cents: 0,
+        currency: "usd".into(),
+        period: PeriodKind::Month,
+        limits: Limits::default(),
+        rpm: None,
+        tpm: None,
+        byok_counts: false,
+        byok_required: false,
+        allowed_models: None,
+        alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
+        stripe_price_id: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+impl PlanInput {
+    /// Applies the fields given to `plan` and checks the result.
+    fn apply(self, mut plan: Plan) -> ApiResult<Plan> {
+        if let Some(slug) = self.slug
+            && slug != plan.slug
+        {
+            return Err(ApiError::invalid(
+                "slug",
+                "slug: a plan's slug cannot change",
+            ));
+        }
+        if let Some(name) = self.name {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(ApiError::invalid("name", "name: 1 to 100 characters"));
+            }
+            plan.name = name.to_owned();
+        }
+        if let Some(price) = self.price_cents {
+            if price < 0 {
+                return Err(ApiError::invalid(
+                    "price_cents",
+                    "price_cents: must not be negative",
+                ));
+            }
+            plan.price_cents = price;
+        }
+        if let Some(currency) = self.currency {
+            if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+                return Err(ApiError::invalid(
+                    "currency",
+                    "currency: a three-letter ISO code such as usd",
+                ));
+            }
+            plan.currency = currency.to_ascii_lowercase();
+        }
+        plan.period = self.period.unwrap_or(plan.period);
+        plan.limits = self.limits.unwrap_or(plan.limits);
+        for (field, value, target) in [
+            ("rpm", self.rpm, &mut plan.rpm),
+            ("tpm", self.tpm, &mut plan.tpm),
+        ] {
+            if let Some(value) = value {
+                if value.is_some_and(|v| v <= 0) {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{field}: a positive number, or null for unlimited"),
+                    ));
+                }
+                *target = value;
+            }
+        }
+        plan.byok_counts = self.byok_counts.unwrap_or(plan.byok_counts);
+        plan.byok_required = self.byok_required.unwrap_or(plan.byok_required);
+        if let Some(models) = self.allowed_models {
+            if models
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.trim().is_empty()))
+            {
+                return Err(ApiError::invalid(
+                    "allowed_models",
+                    "allowed_models: model names must not be empty",
+                ));
+            }
+            plan.allowed_models = models;
+        }
+        if let Some(mut thresholds) = self.alert_thresholds {
+            if thresholds.iter().any(|t| !(1..=100).contains(t)) {
+                return Err(ApiError::invalid(
+                    "alert_thresholds",
+                    "alert_thresholds: whole percentages from 1 to 100",
+                ));
+            }
+            thresholds.sort_unstable();
+            thresholds.dedup();
+            plan.alert_thresholds = thresholds;
+        }
+        if let Some(price_id) = self.stripe_price_id {
+            if price_id.as_ref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(ApiError::invalid(
+                    "stripe_price_id",
+                    "stripe_price_id: a Stripe price id, or null",
+                ));
+            }
+            plan.stripe_price_id = price_id;
+        }
+        plan.updated_at = Timestamp::now();
+        Ok(plan)
+    }
+}
+
+fn parse_slug(raw: &str) -> ApiResult<PlanSlug> {
+    PlanSlug::parse(raw).map_err(|e| ApiError::invalid("slug", e.to_string()))
+}
+
+async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "plans": state.store.plans().await? })))
+}
+
+async fn create_plan(
+    State(state): State<AppState>,
+    Body(input): Body<PlanInput>,
+) -> ApiResult<impl IntoResponse> {
+    let slug = input
+        .slug
+        .clone()
+        .ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
+    let plan = input.apply(blank_plan(slug, Timestamp::now()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.insert_plan(&plan).await?),
+    ))
+}
+
+async fn get_plan(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Plan>> {
+    Ok(Json(state.store.plan(&parse_slug(&slug)?).await?))
+}
+
+async fn replace_plan(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Body(input): Body<PlanInput>,
+) -> ApiResult<Json<Plan>> {
+    let current = state.store.plan(&parse_slug(&slug)?).await?;
+    let plan = input.apply(blank_plan(current.slug, current.created_at))?;
+    Ok(Json(state.store.update_plan(&plan).await?))
+}
+
+async fn update_plan(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Body(input): Body<PlanInput>,
+) -> ApiResult<Json<Plan>> {
+    let current = state.store.plan(&parse_slug(&slug)?).await?;
+    let plan = input.apply(current)?;
+    Ok(Json(state.store.update_plan(&plan).await?))
+}
+
+async fn delete_plan(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_plan(&parse_slug(&slug)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- users ----
+
+fn parse_user_id(raw: &str) -> ApiResult<UserId> {
+    UserId::parse(raw).map_err(|e| ApiError::invalid("id", e.to_string()))
+}
+
+fn check_email(email: &Option<String>) -> ApiResult<()> {
+    match email {
+        Some(e) if e.len() > 254 || !e.contains('@') || e.chars().any(char::is_whitespace) => {
+            Err(ApiError::invalid("email", "email: not an e-mail address"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A plan the request names: unknown is the request's fault (400).
+async fn existing_plan(state: &AppState, slug: PlanSlug) -> ApiResult<PlanSlug> {
+    match state.store.plan(&slug).await {
+        Ok(plan) => Ok(plan.slug),
+        Err(tollgate_store::StoreError::NotFound(m)) => {
+            Err(ApiError::invalid("plan", format!("plan: {m}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserCreate {
+    id: UserId,
+    plan: Option<PlanSlug>,
+    email: Option<String>,
+    stripe_customer_id: Option<String>,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    Body(input): Body<UserCreate>,
+) -> ApiResult<impl IntoResponse> {
+    check_email(&input.email)?;
+    let plan = input
+        .plan
+        .unwrap_or_else(|| PlanSlug::parse("free").expect("a valid slug"));
+    let plan = existing_plan(&state, plan).await?;
+    let user = state
+        .store
+        .insert_user(NewUser {
+            id: input.id,
+            plan,
+            email: input.email,
+            stripe_customer_id: input.stripe_customer_id,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserList {
+    cursor: Option<String>,
+    limit: Option<i64>,
+    plan: Option<PlanSlug>,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    Params(q): Params<UserList>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
+    }
+    let users = state
+        .store
+        .users(q.cursor.as_deref(), limit, q.plan.as_ref())
+        .await?;
+    let next = (users.len() as i64 == limit)
+        .then(|| users.last().map(|u| u.id.to_string()))
+        .flatten();
+    Ok(Json(json!({ "users": users, "next_cursor": next })))
+}
+
+async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<User>> {
+    Ok(Json(state.store.user(&parse_user_id(&id)?).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    stripe_customer_id: Option<Option<String>>,
+    status: Option<UserStatus>,
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(input): Body<UserUpdate>,
+) -> ApiResult<Json<User>> {
+    check_email(&input.email.clone().flatten())?;
+    let patch = UserPatch {
+        email: input.email,
+        stripe_customer_id: input.stripe_customer_id,
+        status: input.status,
+        ..UserPatch::default()
+    };
+    let user = state.store.update_user(&parse_user_id(&id)?, patch).await?;
+    state.key_cache.invalidate_all();
+    Ok(Json(user))
+}
+
+async fn set_status(state: &AppState, id: &str, status: UserStatus) -> ApiResult<Json<User>> {
+    let patch = UserPatch {
+        status: Some(status),
+        ..UserPatch::default()
+    };
+    let user = state.store.update_user(&parse_user_id(id)?, patch).await?;
+    state.key_cache.invalidate_all();
+    Ok(Json(user))
+}
+
+async fn suspend_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
+    set_status(&state, &id, UserStatus::Suspended).await
+}
+
+async fn unsuspend_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
+    set_status(&state, &id, UserStatus::Active).await
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_user(&parse_user_id(&id)?).await?;
+    state.key_cache.invalidate_all();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanChange {
+    plan: PlanSlug,
+    #[serde(default)]
+    reset_usage: bool,
+}
+
+/// Moves a user to another plan; `reset_usage` starts a new period now.
+async fn change_plan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(input): Body<PlanChange>,
+) -> ApiResult<Json<User>> {
+    let id = parse_user_id(&id)?;
+    let plan = existing_plan(&state, input.plan).await?;
+    let patch = UserPatch {
+        plan: Some(plan),
+        billing_anchor: input.reset_usage.then(Timestamp::now),
+        ..UserPatch::default()
+    };
+    let user = state.store.update_user(&id, patch).await?;
+    state.key_cache.invalidate_all();
+    Ok(Json(user))
+}
+
+// ---- keys ----
+
+async fn list_user_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = state.store.user(&parse_user_id(&id)?).await?;
+    Ok(keys::list(
+        &state,
+        &state.store.keys_of_user(&user.id).await?,
+    ))
+}
+
+async fn create_user_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalBody(input): OptionalBody<KeyInput>,
+) -> ApiResult<impl IntoResponse> {
+    let user = state.store.user(&parse_user_id(&id)?).await?;
+    let (new, secret) = keys::prepare(
+        KeyKind::User,
+        Some(user.id),
+        input,
+        Some(Scopes::default_for_user_key()),
+        Scope::allowed_for_user_key,
+    )?;
+    let record = state.store.insert_key(&new).await?;
+    Ok(keys::created(&state, &record, &secret))
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let record = state.store.key(&keys::parse_key_id(&key_id)?).await?;
+    Ok(Json(keys::view(&state, &record)))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_key(
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+    OptionalBody(input): OptionalBody<RotateInput>,
+) -> ApiResult<impl IntoResponse> {
+    let (record, secret) = keys::rotate(&state, &keys::parse_key_id(&key_id)?, input).await?;
+    Ok(keys::created(&state, &record, &secret))
+}
+
+async fn list_service_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(keys::list(&state, &state.store.service_keys().await?))
+}
+
+async fn create_service_key(
+    State(state): State<AppState>,
+    Body(input): Body<KeyInput>,
+) -> ApiResult<impl IntoResponse> {
+    let (new, secret) = keys::prepare(
+        KeyKind::Service,
+        None,
+        input,
+        None,
+        Scope::allowed_for_service_key,
+    )?;
+    let record = state.store.insert_key(&new).await?;
+    Ok(keys::created(&state, &record, &secret))
+}

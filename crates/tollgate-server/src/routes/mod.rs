@@ -1,0 +1,107 @@
+//! The HTTP surface, grouped by audience: operations (no auth),
+//! self-service (a gateway key), admin (the admin token).
+//!
+//! Every response carries `X-Request-Id`; every request is logged by its
+//! route pattern, never its query string (which may hold `?key=`).
+
+mod admin;
+mod keys;
+mod me;
+mod ops;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tollgate_domain::base62;
+use tracing::Instrument;
+
+use crate::auth::{require_admin, require_principal};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let admin =
+        admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let me = me::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_principal,
+    ));
+    Router::new()
+        .merge(ops::routes())
+        .nest("/admin/v1", admin)
+        .merge(me)
+        .route_layer(middleware::from_fn(tag_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let mut response =
+        ApiError::NotFound(format!("{} does not accept {method}", uri.path())).into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// The matched route pattern, passed out to [`observe`] on the response.
+#[derive(Clone)]
+struct RoutePattern(String);
+
+async fn tag_route(path: MatchedPath, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    response
+        .extensions_mut()
+        .insert(RoutePattern(path.as_str().to_owned()));
+    response
+}
+
+fn request_id(req: &Request) -> HeaderValue {
+    req.headers()
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("req_{}", base62::random(20)))
+                .expect("base62 is a valid header value")
+        })
+}
+
+/// Request id, access log and request metrics.
+async fn observe(req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""), %method);
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let route = response
+        .extensions()
+        .get::<RoutePattern>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "unmatched".into());
+    let status = response.status().as_u16();
+    response.headers_mut().insert("x-request-id", id);
+    metrics::counter!("tollgate_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("tollgate_http_request_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(%path, %route, status, latency_us = elapsed.as_micros() as u64, "request");
+    });
+    response
+}

@@ -1,0 +1,22 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tollgate_domain::KeyHash;
+use tollgate_store::Store;
+
+use crate::auth::{FailureLimiter, KeyCache, LastUsed};
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub key_cache: Arc<KeyCache>,
+    pub failures: Arc<FailureLimiter>,
+    pub last_used: Arc<LastUsed>,
+    /// SHA-256 of the admin token; the token itself is not kept.
+    pub admin_token_hash: Arc<KeyHash>,
+    pub metrics: PrometheusHandle,
+}

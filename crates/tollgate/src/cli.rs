@@ -1,0 +1,395 @@
+//! The command line: `serve`, `migrate`, and the admin commands, which
+//! speak to a running Tollgate over its admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use tollgate_server::{Config, LogFormat};
+
+use crate::client::{Client, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "API keys, metering, quotas and BYOK in front of LLM providers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (SQLite in ./tollgate-data unless told otherwise).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(ServeArgs),
+    /// Users of the host app.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Plans and their limits.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// Gateway keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML configuration file; TOLLGATE_* variables override it.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Where the admin commands find Tollgate, and how they print.
+#[derive(Args)]
+struct Remote {
+    /// Tollgate's base URL.
+    #[arg(
+        long,
+        env = "TOLLGATE_URL",
+        default_value = "http://127.0.0.1:8787",
+        global = true
+    )]
+    url: String,
+    /// Print the JSON the API returned, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user.
+    Create {
+        /// The app's own id for the user.
+        id: String,
+        #[arg(long, default_value = "free")]
+        plan: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        stripe_customer_id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        plan: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one user.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlansCommand {
+    /// List plans.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create a plan.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// month, anchored or lifetime.
+        #[arg(long, default_value = "month")]
+        period: String,
+        /// A limit, as METER=N (or METER=unlimited); repeat for more meters.
+        #[arg(long = "limit", value_name = "METER=N")]
+        limits: Vec<String>,
+        #[arg(long)]
+        rpm: Option<i64>,
+        #[arg(long)]
+        tpm: Option<i64>,
+        #[arg(long)]
+        price_cents: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key for a user; the secret is printed this once.
+    Create {
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A scope; repeat for more (default: proxy, usage:read).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a user's keys (never the secrets).
+    List {
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Issue a successor; the old key works for --grace-seconds more.
+    Rotate {
+        key_id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::Users(c) => c.run().await,
+            Command::Plans(c) => c.run().await,
+            Command::Keys(c) => c.run().await,
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let config = Config::load(args.config.as_deref())?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("TOLLGATE_LOG: {:?} is not a log filter", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let server = tollgate_server::start(config).await?;
+    if let Some(token) = &server.generated_admin_token {
+        // Shown once, on the terminal only: the store keeps just its hash.
+        println!(
+            "Admin token (shown once; only its hash is stored, keep it now):\n  {}",
+            token.expose()
+        );
+    }
+    println!("Tollgate is listening on http://{}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let store = tollgate_server::app::open_store(&config).await?;
+    println!("migrations applied ({})", store.backend());
+    store.close().await;
+    Ok(())
+}
+
+fn client(remote: &Remote) -> anyhow::Result<(Client, Output)> {
+    let output = if remote.json {
+        Output::Json
+    } else {
+        Output::Table
+    };
+    Ok((Client::new(&remote.url)?, output))
+}
+
+const USER_COLUMNS: &[&str] = &["id", "plan", "status", "email", "created_at"];
+const KEY_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "prefix",
+    "scopes",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+];
+
+impl UsersCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            UsersCommand::Create {
+                id,
+                plan,
+                email,
+                stripe_customer_id,
+                remote,
+            } => {
+                let (c, out) = client(&remote)?;
+                let body = json!({ "id": id, "plan": plan, "email": email, "stripe_customer_id": stripe_customer_id });
+                out.record(&c.post("/admin/v1/users", &body).await?, USER_COLUMNS);
+            }
+            UsersCommand::List { plan, remote } => {
+                let (c, out) = client(&remote)?;
+                let mut users = Vec::new();
+                let mut cursor: Option<String> = None;
+                loop {
+                    let mut query = vec![("limit", "1000".to_owned())];
+                    query.extend(plan.clone().map(|p| ("plan", p)));
+                    query.extend(cursor.take().map(|c| ("cursor", c)));
+                    let page = c.get_query("/admin/v1/users", &query).await?;
+                    users.extend(page["users"].as_array().cloned().unwrap_or_default());
+                    match page["next_cursor"].as_str() {
+                        Some(next) => cursor = Some(next.to_owned()),
+                        None => break,
+                    }
+                }
+                out.list(&json!({ "users": users }), "users", USER_COLUMNS);
+            }
+            UsersCommand::Show { id, remote } => {
+                let (c, out) = client(&remote)?;
+                out.record(
+                    &c.get(&format!("/admin/v1/users/{}", Client::segment(&id)))
+                        .await?,
+                    USER_COLUMNS,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PlansCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        let columns = &[
+            "slug",
+            "name",
+            "period",
+            "limits",
+            "rpm",
+            "tpm",
+            "price_cents",
+        ];
+        match self {
+            PlansCommand::List { remote } => {
+                let (c, out) = client(&remote)?;
+                out.list(&c.get("/admin/v1/plans").await?, "plans", columns);
+            }
+            PlansCommand::Create {
+                slug,
+                name,
+                period,
+                limits,
+                rpm,
+                tpm,
+                price_cents,
+                remote,
+            } => {
+                let (c, out) = client(&remote)?;
+                let mut map = serde_json::Map::new();
+                for limit in &limits {
+                    let (meter, amount) = limit.split_once('=').with_context(|| {
+                        format!("--limit {limit:?}: write METER=N or METER=unlimited")
+                    })?;
+                    let amount = match amount {
+                        "unlimited" | "null" => Value::Null,
+                        n => json!(n.parse::<i64>().with_context(|| format!(
+                            "--limit {limit:?}: {n:?} is not a number"
+                        ))?),
+                    };
+                    map.insert(meter.to_owned(), amount);
+                }
+                let mut body = json!({ "slug": slug, "period": period, "limits": map, "rpm": rpm, "tpm": tpm });
+                if let Some(name) = name {
+                    body["name"] = json!(name);
+                }
+                if let Some(price) = price_cents {
+                    body["price_cents"] = json!(price);
+                }
+                out.record(&c.post("/admin/v1/plans", &body).await?, columns);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeysCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            KeysCommand::Create {
+                user,
+                name,
+                scopes,
+                expires_at,
+                remote,
+            } => {
+                let (c, out) = client(&remote)?;
+                let mut body = json!({ "name": name, "expires_at": expires_at });
+                if !scopes.is_empty() {
+                    body["scopes"] = json!(scopes);
+                }
+                let path = format!("/admin/v1/users/{}/keys", Client::segment(&user));
+                out.new_key(&c.post(&path, &body).await?);
+            }
+            KeysCommand::List { user, remote } => {
+                let (c, out) = client(&remote)?;
+                let path = format!("/admin/v1/users/{}/keys", Client::segment(&user));
+                out.list(&c.get(&path).await?, "keys", KEY_COLUMNS);
+            }
+            KeysCommand::Revoke { key_id, remote } => {
+                let (c, out) = client(&remote)?;
+                c.delete(&format!("/admin/v1/keys/{}", Client::segment(&key_id)))
+                    .await?;
+                out.done(
+                    &format!("revoked {key_id}"),
+                    json!({ "id": key_id, "revoked": true }),
+                );
+            }
+            KeysCommand::Rotate {
+                key_id,
+                grace_seconds,
+                remote,
+            } => {
+                let (c, out) = client(&remote)?;
+                let path = format!("/admin/v1/keys/{}/rotate", Client::segment(&key_id));
+                out.new_key(
+                    &c.post(&path, &json!({ "grace_seconds": grace_seconds }))
+                        .await?,
+                );
+            }
+        }
+        Ok(())
+    }
+}
