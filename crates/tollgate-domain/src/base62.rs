@@ -7,9 +7,7 @@ pub const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij
 /// `len` characters drawn uniformly from the alphabet by the OS-seeded CSPRNG.
 pub fn random(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// `value` in base62, most significant digit first, left-padded with `0` to
@@ -35,8 +33,7 @@ mod tests {
 
     #[test]
     fn encodes_most_significant_digit_first_with_zero_padding() {
-        let check =
-            |value, width, expected: &str| assert_eq!(encode_padded(value, width), expected);
+        let check = |value, width, expected: &str| assert_eq!(encode_padded(value, width), expected);
         check(0, 6, "000000");
         check(61, 6, "00000z");
         check(62, 6, "000010");

@@ -53,9 +53,7 @@ impl UserId {
             return Err(Invalid::new("a user id is 1 to 255 bytes long"));
         }
         if raw.chars().any(char::is_control) || raw.trim() != raw {
-            return Err(Invalid::new(
-                "a user id has no control characters and no leading or trailing white space",
-            ));
+            return Err(Invalid::new("a user id has no control characters and no leading or trailing white space"));
         }
         Ok(UserId(raw.to_owned()))
     }
@@ -72,9 +70,7 @@ impl PlanSlug {
         let ok = !raw.is_empty()
             && raw.len() <= 64
             && raw.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if ok {
             Ok(PlanSlug(raw.to_owned()))
         } else {
@@ -95,21 +91,13 @@ impl KeyId {
     const RANDOM_LEN: usize = 20;
 
     pub fn generate() -> Self {
-        KeyId(format!(
-            "{}{}",
-            Self::PREFIX,
-            base62::random(Self::RANDOM_LEN)
-        ))
+        KeyId(format!("{}{}", Self::PREFIX, base62::random(Self::RANDOM_LEN)))
     }
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         match raw.strip_prefix(Self::PREFIX) {
-            Some(rest) if rest.len() == Self::RANDOM_LEN && base62::is_base62(rest) => {
-                Ok(KeyId(raw.to_owned()))
-            }
-            _ => Err(Invalid::new(
-                "a key id is `key_` followed by 20 characters of 0-9, A-Z, a-z",
-            )),
+            Some(rest) if rest.len() == Self::RANDOM_LEN && base62::is_base62(rest) => Ok(KeyId(raw.to_owned())),
+            _ => Err(Invalid::new("a key id is `key_` followed by 20 characters of 0-9, A-Z, a-z")),
         }
     }
 }

@@ -49,9 +49,7 @@ impl GatewayKey {
 
     /// Checks the format and the checksum; no lookup happens here.
     pub fn parse(candidate: &str) -> Result<Self, KeyParseError> {
-        let rest = candidate
-            .strip_prefix(PREFIX)
-            .ok_or(KeyParseError::Prefix)?;
+        let rest = candidate.strip_prefix(PREFIX).ok_or(KeyParseError::Prefix)?;
         if candidate.len() != KEY_LEN {
             return Err(KeyParseError::Length);
         }
@@ -143,21 +141,14 @@ mod tests {
     #[test]
     fn refusals_name_the_broken_rule() {
         let good = GatewayKey::generate().expose().to_owned();
-        let check =
-            |candidate: &str, expected| assert_eq!(GatewayKey::parse(candidate), Err(expected));
+        let check = |candidate: &str, expected| assert_eq!(GatewayKey::parse(candidate), Err(expected));
         check("sk_abc", KeyParseError::Prefix);
         check(&good[..40], KeyParseError::Length);
         check(&format!("{good}x"), KeyParseError::Length);
-        check(
-            &format!("{}-{}", &good[..10], &good[11..]),
-            KeyParseError::Alphabet,
-        );
+        check(&format!("{}-{}", &good[..10], &good[11..]), KeyParseError::Alphabet);
         let mut flipped = good.clone().into_bytes();
         flipped[10] = if flipped[10] == b'a' { b'b' } else { b'a' };
-        check(
-            std::str::from_utf8(&flipped).unwrap(),
-            KeyParseError::Checksum,
-        );
+        check(std::str::from_utf8(&flipped).unwrap(), KeyParseError::Checksum);
     }
 
     #[test]
@@ -170,10 +161,7 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex() {
-        assert_eq!(
-            KeyHash::of("abc").as_str(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(KeyHash::of("abc").as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     proptest! {

@@ -50,11 +50,7 @@ impl UserStatus {
     }
 
     pub fn from_stored(raw: &str) -> Self {
-        if raw == "suspended" {
-            UserStatus::Suspended
-        } else {
-            UserStatus::Active
-        }
+        if raw == "suspended" { UserStatus::Suspended } else { UserStatus::Active }
     }
 }
 
@@ -89,11 +85,7 @@ impl KeyKind {
     }
 
     pub fn from_stored(raw: &str) -> Self {
-        if raw == "service" {
-            KeyKind::Service
-        } else {
-            KeyKind::User
-        }
+        if raw == "service" { KeyKind::Service } else { KeyKind::User }
     }
 }
 

@@ -26,14 +26,10 @@ impl Meter {
             Some((base, feature)) => (base, Some(feature)),
             None => (raw, None),
         };
-        let base_ok = !base.is_empty()
-            && base
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let base_ok =
+            !base.is_empty() && base.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         let feature_ok = feature.is_none_or(|f| {
-            !f.is_empty()
-                && f.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         });
         if base_ok && feature_ok && raw.len() <= 100 {
             Ok(Meter(raw.to_owned()))
@@ -93,9 +89,7 @@ impl PeriodKind {
             "month" => Ok(PeriodKind::Month),
             "anchored" => Ok(PeriodKind::Anchored),
             "lifetime" => Ok(PeriodKind::Lifetime),
-            other => Err(Invalid::new(format!(
-                "period {other:?} is not one of \"month\", \"anchored\", \"lifetime\""
-            ))),
+            other => Err(Invalid::new(format!("period {other:?} is not one of \"month\", \"anchored\", \"lifetime\""))),
         }
     }
 }
@@ -118,9 +112,7 @@ impl Limits {
     pub fn new(limits: impl IntoIterator<Item = (Meter, Option<i64>)>) -> Result<Self, Invalid> {
         let map: BTreeMap<_, _> = limits.into_iter().collect();
         if let Some((meter, _)) = map.iter().find(|(_, limit)| limit.is_some_and(|l| l < 0)) {
-            return Err(Invalid::new(format!(
-                "the limit for {meter} must not be negative"
-            )));
+            return Err(Invalid::new(format!("the limit for {meter} must not be negative")));
         }
         Ok(Limits(map))
     }

@@ -52,10 +52,7 @@ impl Scope {
     }
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        Scope::ALL
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| Invalid::new(format!("unknown scope {raw:?}")))
+        Scope::ALL.into_iter().find(|s| s.as_str() == raw).ok_or_else(|| Invalid::new(format!("unknown scope {raw:?}")))
     }
 
     /// Whether a key of a user (as opposed to a service key) may hold it.
@@ -65,10 +62,7 @@ impl Scope {
 
     /// Whether a service key (the app's own) may hold it.
     pub fn allowed_for_service_key(self) -> bool {
-        matches!(
-            self,
-            Scope::Meter | Scope::CredentialsRead | Scope::UsageRead
-        )
+        matches!(self, Scope::Meter | Scope::CredentialsRead | Scope::UsageRead)
     }
 }
 
@@ -110,11 +104,7 @@ impl Scopes {
     }
 
     pub fn from_stored(stored: &str) -> Result<Self, Invalid> {
-        stored
-            .split_whitespace()
-            .map(Scope::parse)
-            .collect::<Result<_, _>>()
-            .map(Scopes)
+        stored.split_whitespace().map(Scope::parse).collect::<Result<_, _>>().map(Scopes)
     }
 }
 
@@ -133,9 +123,6 @@ mod tests {
     #[test]
     fn json_names_are_the_documented_ones() {
         let json = serde_json::to_string(&Scopes::new(Scope::ALL)).unwrap();
-        assert_eq!(
-            json,
-            r#"["proxy","usage:read","keys:manage","credentials:manage","meter","credentials:read"]"#
-        );
+        assert_eq!(json, r#"["proxy","usage:read","keys:manage","credentials:manage","meter","credentials:read"]"#);
     }
 }

@@ -36,11 +36,7 @@ impl Timestamp {
     pub fn parse_rfc3339(raw: &str) -> Result<Self, Invalid> {
         DateTime::parse_from_rfc3339(raw)
             .map(|t| Timestamp(t.timestamp_millis()))
-            .map_err(|_| {
-                Invalid::new(format!(
-                    "{raw:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"
-                ))
-            })
+            .map_err(|_| Invalid::new(format!("{raw:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z")))
     }
 
     pub fn to_datetime(self) -> DateTime<Utc> {
@@ -48,8 +44,7 @@ impl Timestamp {
     }
 
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime()
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
+        self.to_datetime().to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 }
 

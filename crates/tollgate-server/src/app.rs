@@ -58,10 +58,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     ensure_master_key(&config)?;
     let store = open_store(&config).await?;
-    store
-        .seed_default_plans()
-        .await
-        .context("failed to create the default plans")?;
+    store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -69,14 +66,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
 
     let state = AppState {
-        key_cache: Arc::new(KeyCache::new(
-            config.key_cache_ttl,
-            config.key_cache_capacity,
-        )),
-        failures: Arc::new(FailureLimiter::new(
-            config.auth_failure_limit,
-            config.auth_failure_window,
-        )),
+        key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
+        failures: Arc::new(FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window)),
         last_used: Arc::new(LastUsed::default()),
         admin_token_hash: Arc::new(admin_token_hash),
         metrics: metrics_handle(),
@@ -88,27 +79,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (shutdown, signal) = oneshot::channel::<()>();
     tracing::info!(%addr, store = state.store.backend(), "tollgate is listening");
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = signal.await;
-        })
-        .await
-        .context("the HTTP server failed")?;
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = signal.await;
+            })
+            .await
+            .context("the HTTP server failed")?;
         flusher.abort();
         flush_last_used(&state).await;
         state.store.close().await;
         tracing::info!("tollgate stopped");
         Ok(())
     });
-    Ok(Server {
-        addr,
-        generated_admin_token,
-        shutdown,
-        task,
-    })
+    Ok(Server { addr, generated_admin_token, shutdown, task })
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -146,10 +129,7 @@ async fn flush_last_used(state: &AppState) {
 /// The admin token's hash: from the configured token, else the stored hash,
 /// else a new token, whose hash is stored and which is returned to be shown
 /// once.
-async fn admin_token(
-    config: &Config,
-    store: &Store,
-) -> anyhow::Result<(KeyHash, Option<SecretString>)> {
+async fn admin_token(config: &Config, store: &Store) -> anyhow::Result<(KeyHash, Option<SecretString>)> {
     if let Some(token) = &config.admin_token {
         return Ok((KeyHash::of(token.expose()), None));
     }
@@ -158,17 +138,11 @@ async fn admin_token(
     }
     let token = SecretString::new(format!("tga_{}", base62::random(40)));
     let hash = KeyHash::of(token.expose());
-    if store
-        .set_setting_if_absent(ADMIN_TOKEN_SETTING, hash.as_str())
-        .await?
-    {
+    if store.set_setting_if_absent(ADMIN_TOKEN_SETTING, hash.as_str()).await? {
         return Ok((hash, Some(token)));
     }
     // Another instance made one at the same moment; theirs stands.
-    let stored = store
-        .setting(ADMIN_TOKEN_SETTING)
-        .await?
-        .context("the admin token hash vanished")?;
+    let stored = store.setting(ADMIN_TOKEN_SETTING).await?.context("the admin token hash vanished")?;
     Ok((KeyHash::from_stored(stored), None))
 }
 
@@ -176,8 +150,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("failed to create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create the data directory {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("failed to restrict {}", dir.display()))
 }
@@ -191,8 +164,7 @@ fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
     create_private_dir(&config.data_dir)?;
     let path = config.data_dir.join(MASTER_KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => decode_master_key(text.trim())
-            .with_context(|| format!("the master key file {}", path.display())),
+        Ok(text) => decode_master_key(text.trim()).with_context(|| format!("the master key file {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
@@ -201,30 +173,21 @@ fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .with_context(|| {
-                    format!("failed to create the master key file {}", path.display())
-                })?;
+                .with_context(|| format!("failed to create the master key file {}", path.display()))?;
             std::io::Write::write_all(&mut file, format!("{}\n", BASE64.encode(key)).as_bytes())
-                .with_context(|| {
-                    format!("failed to write the master key file {}", path.display())
-                })?;
+                .with_context(|| format!("failed to write the master key file {}", path.display()))?;
             file.sync_all()?;
             tracing::info!(path = %path.display(), "created a new master key file; back it up");
             Ok(())
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("failed to read the master key file {}", path.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("failed to read the master key file {}", path.display())),
     }
 }
 
 fn decode_master_key(text: &str) -> anyhow::Result<()> {
     match BASE64.decode(text) {
         Ok(bytes) if bytes.len() == 32 => Ok(()),
-        Ok(bytes) => bail!(
-            "the master key must be 32 bytes, base64-encoded; this one is {} bytes",
-            bytes.len()
-        ),
+        Ok(bytes) => bail!("the master key must be 32 bytes, base64-encoded; this one is {} bytes", bytes.len()),
         Err(_) => bail!("the master key is not valid base64"),
     }
 }

@@ -50,13 +50,8 @@ impl Principal {
     /// The owner of a user's key, or 403 for the admin token and service keys.
     pub fn user_key(&self) -> ApiResult<(&KeyRecord, &User)> {
         match self.key() {
-            Some(AuthedKey {
-                key,
-                user: Some(user),
-            }) => Ok((key, user)),
-            _ => Err(ApiError::Forbidden(
-                "this route is for a user's own key".into(),
-            )),
+            Some(AuthedKey { key, user: Some(user) }) => Ok((key, user)),
+            _ => Err(ApiError::Forbidden("this route is for a user's own key".into())),
         }
     }
 
@@ -64,10 +59,9 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             Principal::Key(k) if k.key.scopes.contains(scope) => Ok(()),
-            Principal::Key(_) => Err(ApiError::Forbidden(format!(
-                "this key lacks the scope {scope:?}",
-                scope = scope.as_str()
-            ))),
+            Principal::Key(_) => {
+                Err(ApiError::Forbidden(format!("this key lacks the scope {scope:?}", scope = scope.as_str())))
+            }
         }
     }
 }
@@ -75,13 +69,7 @@ impl Principal {
 /// The credential a request presents, from the first place that has one:
 /// `Authorization: Bearer`, `X-API-Key` (any case), `x-goog-api-key`, `?key=`.
 pub fn presented_credential<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     header("authorization")
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
@@ -89,12 +77,7 @@ pub fn presented_credential<'a>(headers: &'a HeaderMap, query: Option<&'a str>) 
         })
         .or_else(|| header("x-api-key"))
         .or_else(|| header("x-goog-api-key"))
-        .or_else(|| {
-            query?
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("key="))
-                .filter(|v| !v.is_empty())
-        })
+        .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|v| !v.is_empty()))
 }
 
 /// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
@@ -110,10 +93,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
     {
         return Some(ip);
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// Verified keys by hash. Bounded: when full, expired entries go first,
@@ -126,19 +106,12 @@ pub struct KeyCache {
 
 impl KeyCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        KeyCache {
-            entries: Mutex::new(HashMap::new()),
-            ttl,
-            capacity,
-        }
+        KeyCache { entries: Mutex::new(HashMap::new()), ttl, capacity }
     }
 
     fn get(&self, hash: &KeyHash) -> Option<Arc<AuthedKey>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(hash)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, k)| k.clone())
+        entries.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, k)| k.clone())
     }
 
     fn insert(&self, hash: KeyHash, key: Arc<AuthedKey>) {
@@ -158,10 +131,7 @@ impl KeyCache {
     /// Forgets every verified key: called after any change that could make
     /// one of them invalid (revocation, rotation, suspension, deletion).
     pub fn invalidate_all(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -176,11 +146,7 @@ const MAX_TRACKED_IPS: usize = 100_000;
 
 impl FailureLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
-        FailureLimiter {
-            windows: Mutex::new(HashMap::new()),
-            limit,
-            window,
-        }
+        FailureLimiter { windows: Mutex::new(HashMap::new()), limit, window }
     }
 
     /// `Err` with the seconds to wait when `ip` has failed too often.
@@ -225,19 +191,12 @@ impl LastUsed {
 
     /// The newest of the stored and the pending time.
     pub fn current(&self, key: &KeyRecord) -> Option<Timestamp> {
-        let pending = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key.id)
-            .copied();
+        let pending = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key.id).copied();
         key.last_used_at.max(pending)
     }
 
     pub fn take(&self) -> Vec<(KeyId, Timestamp)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .collect()
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
     }
 
     /// Puts back times whose write failed, unless newer ones arrived.
@@ -250,12 +209,7 @@ impl LastUsed {
 
 fn matches_admin(state: &AppState, credential: &str) -> bool {
     let presented = KeyHash::of(credential);
-    bool::from(
-        presented
-            .as_str()
-            .as_bytes()
-            .ct_eq(state.admin_token_hash.as_str().as_bytes()),
-    )
+    bool::from(presented.as_str().as_bytes().ct_eq(state.admin_token_hash.as_str().as_bytes()))
 }
 
 /// Verifies the request's credential.
@@ -265,8 +219,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
         && let Err(wait) = state.failures.check(ip)
     {
         return Err(ApiError::RateLimited {
-            message: "too many failed authentication attempts from this address; try again later"
-                .into(),
+            message: "too many failed authentication attempts from this address; try again later".into(),
             retry_after_seconds: wait,
         });
     }
@@ -292,10 +245,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
         None => {
             let found = state.store.key_for_auth(&hash).await?;
             let found = found.ok_or_else(|| failed("unknown", "this key is not known".into()))?;
-            let authed = Arc::new(AuthedKey {
-                key: found.key,
-                user: found.user,
-            });
+            let authed = Arc::new(AuthedKey { key: found.key, user: found.user });
             state.key_cache.insert(hash, authed.clone());
             authed
         }
@@ -307,10 +257,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
     if let Some(user) = &authed.user
         && user.status == UserStatus::Suspended
     {
-        return Err(ApiError::Forbidden(format!(
-            "user {:?} is suspended",
-            user.id.as_str()
-        )));
+        return Err(ApiError::Forbidden(format!("user {:?} is suspended", user.id.as_str())));
     }
     debug_assert!(authed.key.kind == KeyKind::Service || authed.user.is_some());
     state.last_used.touch(&authed.key.id, now);
@@ -318,11 +265,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
 }
 
 /// Middleware: any valid credential; the principal goes into the request.
-pub async fn require_principal(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_principal(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let principal = authenticate(&state, &parts).await?;
     parts.extensions.insert(principal);
@@ -330,20 +273,14 @@ pub async fn require_principal(
 }
 
 /// Middleware: the admin token only. A valid key is told it is not enough.
-pub async fn require_admin(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     match authenticate(&state, &parts).await? {
         Principal::Admin => {
             parts.extensions.insert(Principal::Admin);
             Ok(next.run(Request::from_parts(parts, body)).await)
         }
-        Principal::Key(_) => Err(ApiError::Forbidden(
-            "this route needs the admin token, not a gateway key".into(),
-        )),
+        Principal::Key(_) => Err(ApiError::Forbidden("this route needs the admin token, not a gateway key".into())),
     }
 }
 
@@ -363,11 +300,7 @@ mod tests {
                     HeaderValue::from_str(value).unwrap(),
                 );
             }
-            assert_eq!(
-                presented_credential(&headers, query),
-                expected,
-                "{name} {query:?}"
-            );
+            assert_eq!(presented_credential(&headers, query), expected, "{name} {query:?}");
         };
         check("authorization", "Bearer tg_a", None, Some("tg_a"));
         check("authorization", "bearer  tg_a ", None, Some("tg_a"));
@@ -411,13 +344,7 @@ mod tests {
                 revoked_at: None,
                 last_used_at: None,
             };
-            (
-                g.hash(),
-                Arc::new(AuthedKey {
-                    key: record,
-                    user: None,
-                }),
-            )
+            (g.hash(), Arc::new(AuthedKey { key: record, user: None }))
         };
         for _ in 0..5 {
             let (hash, k) = key();

@@ -123,11 +123,8 @@ variables! {
 /// A variable's value as the field's type. Secrets are never echoed.
 fn parse_env<T: EnvValue>(name: &str, value: &str) -> Result<T, ConfigError> {
     T::from_env(value).ok_or_else(|| {
-        let shown = if name.contains("TOKEN") || name.contains("KEY") {
-            "its value".to_owned()
-        } else {
-            format!("{value:?}")
-        };
+        let shown =
+            if name.contains("TOKEN") || name.contains("KEY") { "its value".to_owned() } else { format!("{value:?}") };
         err(format!("{name}: {shown} is not {}", T::EXPECTED))
     })
 }
@@ -177,25 +174,16 @@ number_env_value!(u32, u64, usize);
 impl Config {
     /// Reads the file (if any) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("TOLLGATE_"))
-            .collect();
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")).collect();
         Config::from_sources(file, &env)
     }
 
     /// Builds the configuration from a file and `TOLLGATE_*` variables.
-    pub fn from_sources(
-        file: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
+    pub fn from_sources(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut raw = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    err(format!(
-                        "cannot read the config file {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err(format!("cannot read the config file {}: {e}", path.display())))?;
                 parse_file(&text).map_err(|e| err(format!("in {}: {}", path.display(), e.0)))?
             }
             None => RawConfig::default(),
@@ -207,11 +195,7 @@ impl Config {
             if !known {
                 return Err(err(format!(
                     "unknown environment variable {name}; known ones are {}",
-                    VARIABLES
-                        .iter()
-                        .map(|(_, v)| *v)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    VARIABLES.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(", ")
                 )));
             }
         }
@@ -229,27 +213,27 @@ fn is_provider_variable(name: &str) -> bool {
 }
 
 fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
-    // toml's messages name the key and the line; keep only the first lines
-    // so a secret value on the offending line is not repeated.
+    // toml's own rendering repeats the offending line, which may hold a
+    // secret: report the line number, the key on it and the message instead.
     toml::from_str(text).map_err(|e| {
-        let span = e.span().map(|s| {
-            let line = text[..s.start.min(text.len())].lines().count().max(1);
-            format!(" (line {line})")
-        });
-        err(format!(
-            "{}{}",
-            crate::error::without_values(e.message()),
-            span.unwrap_or_default()
-        ))
+        let message = crate::error::without_values(e.message());
+        match e.span() {
+            Some(span) => {
+                let start = span.start.min(text.len());
+                let line_no = text[..start].matches('\n').count() + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or("");
+                match line.split_once('=') {
+                    Some((key, _)) => err(format!("`{}` (line {line_no}): {message}", key.trim())),
+                    None => err(format!("line {line_no}: {message}")),
+                }
+            }
+            None => err(message),
+        }
     })
 }
 
 fn name_of(field: &str) -> String {
-    let var = VARIABLES
-        .iter()
-        .find(|(f, _)| *f == field)
-        .map(|(_, v)| *v)
-        .unwrap_or("?");
+    let var = VARIABLES.iter().find(|(f, _)| *f == field).map(|(_, v)| *v).unwrap_or("?");
     format!("`{field}` ({var})")
 }
 
@@ -257,60 +241,37 @@ impl RawConfig {
     fn build(self) -> Result<Config, ConfigError> {
         let listen_raw = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_raw.parse().map_err(|_| {
-            err(format!(
-                "{}: {listen_raw:?} is not an address such as 127.0.0.1:8787",
-                name_of("listen")
-            ))
+            err(format!("{}: {listen_raw:?} is not an address such as 127.0.0.1:8787", name_of("listen")))
         })?;
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = match self.database_url.as_deref() {
-            None | Some("") => StoreConfig::Sqlite {
-                path: data_dir.join("tollgate.db"),
-            },
+            None | Some("") => StoreConfig::Sqlite { path: data_dir.join("tollgate.db") },
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                StoreConfig::Postgres {
-                    url: url.to_owned(),
-                }
+                StoreConfig::Postgres { url: url.to_owned() }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-                StoreConfig::Sqlite {
-                    path: PathBuf::from(path),
-                }
+                StoreConfig::Sqlite { path: PathBuf::from(path) }
             }
             Some(_) => {
-                return Err(err(format!(
-                    "{}: use postgres://… or sqlite:PATH",
-                    name_of("database_url")
-                )));
+                return Err(err(format!("{}: use postgres://… or sqlite:PATH", name_of("database_url"))));
             }
         };
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
-            return Err(err(format!(
-                "{}: use redis://host:port",
-                name_of("redis_url")
-            )));
+            return Err(err(format!("{}: use redis://host:port", name_of("redis_url"))));
         }
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(err(format!(
-                    "{}: {other:?} is not \"text\" or \"json\"",
-                    name_of("log_format")
-                )));
+                return Err(err(format!("{}: {other:?} is not \"text\" or \"json\"", name_of("log_format"))));
             }
         };
         let admin_token = match self.admin_token {
             Some(t) if t.trim().len() < 16 => {
-                return Err(err(format!(
-                    "{}: the admin token must be at least 16 characters",
-                    name_of("admin_token")
-                )));
+                return Err(err(format!("{}: the admin token must be at least 16 characters", name_of("admin_token"))));
             }
             other => other.map(SecretString::new),
         };
@@ -329,16 +290,9 @@ impl RawConfig {
             log_format,
             log_level: self.log_level.unwrap_or_else(|| "info".to_owned()),
             key_cache_ttl: Duration::from_secs(self.key_cache_ttl_seconds.unwrap_or(5)),
-            key_cache_capacity: positive(
-                "key_cache_capacity",
-                self.key_cache_capacity.map(|c| c as u64),
-                100_000,
-            )? as usize,
-            auth_failure_limit: positive(
-                "auth_failure_limit",
-                self.auth_failure_limit.map(u64::from),
-                20,
-            )? as u32,
+            key_cache_capacity: positive("key_cache_capacity", self.key_cache_capacity.map(|c| c as u64), 100_000)?
+                as usize,
+            auth_failure_limit: positive("auth_failure_limit", self.auth_failure_limit.map(u64::from), 20)? as u32,
             auth_failure_window: Duration::from_secs(positive(
                 "auth_failure_window_seconds",
                 self.auth_failure_window_seconds,
@@ -359,10 +313,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn from_toml(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -383,11 +334,7 @@ mod tests {
 
     #[test]
     fn env_wins_over_the_file() {
-        let config = from_toml(
-            "listen = \"127.0.0.1:1\"",
-            &[("TOLLGATE_LISTEN", "127.0.0.1:2")],
-        )
-        .unwrap();
+        let config = from_toml("listen = \"127.0.0.1:1\"", &[("TOLLGATE_LISTEN", "127.0.0.1:2")]).unwrap();
         assert_eq!(config.listen.port(), 2);
     }
 
@@ -395,26 +342,15 @@ mod tests {
     fn errors_name_the_key_at_fault() {
         let check = |text: &str, vars: &[(&str, &str)], expected: &str| {
             let message = from_toml(text, vars).unwrap_err().to_string();
-            assert!(
-                message.contains(expected),
-                "{message:?} should contain {expected:?}"
-            );
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
         };
         check("lissen = \"x\"", &[], "lissen");
         check("listen = 5", &[], "listen");
         check("listen = \"nowhere\"", &[], "listen");
-        check(
-            "",
-            &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "soon")],
-            "TOLLGATE_KEY_CACHE_TTL_SECONDS",
-        );
+        check("", &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "soon")], "TOLLGATE_KEY_CACHE_TTL_SECONDS");
         check("database_url = \"mysql://x\"", &[], "TOLLGATE_DATABASE_URL");
         check("log_format = \"xml\"", &[], "log_format");
-        check(
-            "",
-            &[("TOLLGATE_ADMIN_TOKEN", "short")],
-            "TOLLGATE_ADMIN_TOKEN",
-        );
+        check("", &[("TOLLGATE_ADMIN_TOKEN", "short")], "TOLLGATE_ADMIN_TOKEN");
     }
 
     #[test]
@@ -422,20 +358,14 @@ mod tests {
         let path = None;
         let e = Config::from_sources(path, &env(&[("TOLLGATE_DATABSE_URL", "x")])).unwrap_err();
         assert!(e.to_string().contains("TOLLGATE_DATABSE_URL"));
-        assert!(
-            Config::from_sources(path, &env(&[("TOLLGATE_OPENAI_BASE_URL", "http://x")])).is_ok()
-        );
+        assert!(Config::from_sources(path, &env(&[("TOLLGATE_OPENAI_BASE_URL", "http://x")])).is_ok());
     }
 
     #[test]
     fn secrets_are_not_echoed_in_errors() {
-        let e = from_toml("", &[("TOLLGATE_ADMIN_TOKEN", "tiny-secret")])
-            .unwrap_err()
-            .to_string();
+        let e = from_toml("", &[("TOLLGATE_ADMIN_TOKEN", "tiny-secret")]).unwrap_err().to_string();
         assert!(!e.contains("tiny-secret"));
-        let e = from_toml("admin_token = 12345678901234567890", &[])
-            .unwrap_err()
-            .to_string();
+        let e = from_toml("admin_token = 12345678901234567890", &[]).unwrap_err().to_string();
         assert!(!e.contains("12345678901234567890"), "{e}");
     }
 }

@@ -9,10 +9,7 @@ use tollgate_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        field: Option<String>,
-    },
+    InvalidRequest { message: String, field: Option<String> },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -22,10 +19,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after_seconds: u64,
-    },
+    RateLimited { message: String, retry_after_seconds: u64 },
     /// Ours. The cause is logged; the caller sees only that it happened.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -35,10 +29,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest {
-            message: message.into(),
-            field: Some(field.into()),
-        }
+        ApiError::InvalidRequest { message: message.into(), field: Some(field.into()) }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -71,15 +62,10 @@ impl ApiError {
         error.insert("type".into(), json!(self.kind()));
         error.insert("message".into(), json!(self.to_string()));
         match self {
-            ApiError::InvalidRequest {
-                field: Some(field), ..
-            } => {
+            ApiError::InvalidRequest { field: Some(field), .. } => {
                 error.insert("field".into(), json!(field));
             }
-            ApiError::RateLimited {
-                retry_after_seconds,
-                ..
-            } => {
+            ApiError::RateLimited { retry_after_seconds, .. } => {
                 error.insert("retry_after".into(), json!(retry_after_seconds));
             }
             _ => {}
@@ -94,15 +80,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::RateLimited {
-            retry_after_seconds,
-            ..
-        } = self
-        {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_seconds.max(1)),
-            );
+        if let ApiError::RateLimited { retry_after_seconds, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds.max(1)));
         }
         response
     }
@@ -146,28 +125,15 @@ mod tests {
     #[test]
     fn values_are_taken_out_of_serde_messages() {
         let check = |input: &str, expected: &str| assert_eq!(without_values(input), expected);
-        check(
-            r#"invalid type: string "sk-secret", expected u64"#,
-            "invalid type: string, expected u64",
-        );
-        check(
-            "invalid type: integer `12345`, expected a string",
-            "invalid type: integer, expected a string",
-        );
-        check(
-            "unknown field `lissen`, expected one of `listen`",
-            "unknown field `lissen`, expected one of `listen`",
-        );
+        check(r#"invalid type: string "sk-secret", expected u64"#, "invalid type: string, expected u64");
+        check("invalid type: integer `12345`, expected a string", "invalid type: integer, expected a string");
+        check("unknown field `lissen`, expected one of `listen`", "unknown field `lissen`, expected one of `listen`");
         check("missing field `plan`", "missing field `plan`");
     }
 
     #[test]
     fn rate_limited_errors_say_when_to_retry() {
-        let response = ApiError::RateLimited {
-            message: "slow down".into(),
-            retry_after_seconds: 7,
-        }
-        .into_response();
+        let response = ApiError::RateLimited { message: "slow down".into(), retry_after_seconds: 7 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }

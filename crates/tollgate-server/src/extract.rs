@@ -15,9 +15,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid("body", e.body_text()))?;
         parse_json(&bytes).map(Body)
     }
 }
@@ -25,27 +23,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// Parses `bytes` as `T`, naming the field at fault on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "body",
-            "the request body is empty; send a JSON object",
-        ));
+        return Err(ApiError::invalid("body", "the request body is empty; send a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid(
-                "body",
-                format!("the request body is not valid JSON: {inner}"),
-            );
+            return ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"));
         }
         let message = without_values(&inner.to_string());
-        let field = if path == "." {
-            field_in_message(&message).unwrap_or("body".into())
-        } else {
-            path
-        };
+        let field = if path == "." { field_in_message(&message).unwrap_or("body".into()) } else { path };
         ApiError::invalid(field.clone(), format!("{field}: {message}"))
     })
 }
@@ -67,6 +55,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
         Query::try_from_uri(&parts.uri)
             .map(|Query(t)| Params(t))
             .map_err(|e| ApiError::invalid("query", without_values(&e.body_text())))
+    }
+}
+
+/// A JSON body that may be left out entirely (then `T::default()`).
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalBody)
     }
 }
 
@@ -100,22 +103,5 @@ mod tests {
         assert_eq!(field_of(r#"{"plan":"#), "body");
         assert_eq!(field_of(""), "body");
         assert_eq!(field_of("[]"), "body");
-    }
-}
-
-/// A JSON body that may be left out entirely (then `T::default()`).
-pub struct OptionalBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalBody(T::default()));
-        }
-        parse_json(&bytes).map(OptionalBody)
     }
 }

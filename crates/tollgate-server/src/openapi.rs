@@ -26,13 +26,7 @@ fn error_response(description: &str) -> Value {
 
 /// One operation: summary, security, optional request body schema, and the
 /// success status with its schema (`None`: no body).
-fn op(
-    summary: &str,
-    security: &str,
-    body: Option<Value>,
-    status: u16,
-    response: Option<Value>,
-) -> Value {
+fn op(summary: &str, security: &str, body: Option<Value>, status: u16, response: Option<Value>) -> Value {
     let mut responses = Map::new();
     let success = match response {
         Some(schema) => {
@@ -41,25 +35,14 @@ fn op(
         None => json!({ "description": "success, no body" }),
     };
     responses.insert(status.to_string(), success);
-    responses.insert(
-        "400".into(),
-        error_response("invalid request; `error.field` names what is wrong"),
-    );
+    responses.insert("400".into(), error_response("invalid request; `error.field` names what is wrong"));
     responses.insert("401".into(), error_response("no valid credential"));
-    responses.insert(
-        "403".into(),
-        error_response("the credential may not do this"),
-    );
+    responses.insert("403".into(), error_response("the credential may not do this"));
     responses.insert("404".into(), error_response("not found"));
-    responses.insert(
-        "429".into(),
-        error_response("too many failed authentications; see Retry-After"),
-    );
-    let mut op =
-        json!({ "summary": summary, "responses": responses, "security": [{ security: [] }] });
+    responses.insert("429".into(), error_response("too many failed authentications; see Retry-After"));
+    let mut op = json!({ "summary": summary, "responses": responses, "security": [{ security: [] }] });
     if let Some(schema) = body {
-        op["requestBody"] =
-            json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
     }
     op
 }
@@ -170,8 +153,7 @@ pub fn document() -> Value {
         "expires_at": time_or_null(), "revoked_at": time_or_null(), "last_used_at": time_or_null(),
     });
     let mut created_properties = key_properties.clone();
-    created_properties["key"] =
-        json!({ "type": "string", "description": "the secret, shown this once" });
+    created_properties["key"] = json!({ "type": "string", "description": "the secret, shown this once" });
     let plan_properties = json!({
         "slug": { "type": "string" }, "name": { "type": "string" }, "price_cents": { "type": "integer" },
         "currency": { "type": "string" }, "period": { "type": "string", "enum": ["month", "anchored", "lifetime"] },

@@ -22,9 +22,7 @@ impl StoreError {
     /// Turns a unique-key violation into a `Conflict` with `message`.
     pub(crate) fn unique_as(message: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(message.into())
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.into()),
             _ => StoreError::Database(e),
         }
     }

@@ -107,16 +107,14 @@ impl Store {
 
     pub async fn key(&self, id: &KeyId) -> Result<KeyRecord> {
         let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
-        let row: Option<KeyRow> =
-            on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
+        let row: Option<KeyRow> = on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
         row.ok_or_else(|| key_not_found(id))?.try_into()
     }
 
     /// The key with this hash and its owner, if any key has it.
     pub async fn key_for_auth(&self, hash: &KeyHash) -> Result<Option<KeyForAuth>> {
         let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE hash = $1");
-        let row: Option<KeyRow> =
-            on_pool!(self, p => sqlx::query_as(q).bind(hash.as_str()).fetch_optional(p).await)?;
+        let row: Option<KeyRow> = on_pool!(self, p => sqlx::query_as(q).bind(hash.as_str()).fetch_optional(p).await)?;
         let Some(row) = row else { return Ok(None) };
         let key = KeyRecord::try_from(row)?;
         let user = match &key.user_id {
@@ -128,23 +126,14 @@ impl Store {
 
     /// A user's keys, newest first, revoked ones included.
     pub async fn keys_of_user(&self, user: &UserId) -> Result<Vec<KeyRecord>> {
-        let q = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id"
-        );
-        let rows: Vec<KeyRow> =
-            on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).fetch_all(p).await)?;
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id");
+        let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).fetch_all(p).await)?;
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
 
     /// The app's own keys, newest first.
     pub async fn service_keys(&self) -> Result<Vec<KeyRecord>> {
-        let q = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM api_keys WHERE kind = 'service' ORDER BY created_at DESC, id"
-        );
+        let q = concat!("SELECT ", columns!(), " FROM api_keys WHERE kind = 'service' ORDER BY created_at DESC, id");
         let rows: Vec<KeyRow> = on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await)?;
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
@@ -158,12 +147,7 @@ impl Store {
 
     /// Stores `new` as the successor of `old`, which stops working at
     /// `old_until`. A key that is revoked or already rotated cannot be.
-    pub async fn rotate_key(
-        &self,
-        old: &KeyId,
-        new: &NewKey,
-        old_until: Timestamp,
-    ) -> Result<KeyRecord> {
+    pub async fn rotate_key(&self, old: &KeyId, new: &NewKey, old_until: Timestamp) -> Result<KeyRecord> {
         let now = Timestamp::now();
         let q = "UPDATE api_keys SET revoked_at = $2, replaced_by = $3 \
                  WHERE id = $1 AND replaced_by IS NULL AND (revoked_at IS NULL OR revoked_at > $4)";

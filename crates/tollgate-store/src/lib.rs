@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use error::StoreError;
 pub use keys::{KeyForAuth, NewKey};
@@ -75,9 +73,7 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await
-                    .with_context(|| {
-                        format!("failed to connect to Postgres at {}", redact_url(url))
-                    })?;
+                    .with_context(|| format!("failed to connect to Postgres at {}", redact_url(url)))?;
                 Pool::Postgres(pool)
             }
         };
@@ -147,10 +143,7 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn database_passwords_are_redacted() {
-        assert_eq!(
-            super::redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:…@h:5432/db"
-        );
+        assert_eq!(super::redact_url("postgres://u:pw@h:5432/db"), "postgres://u:…@h:5432/db");
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

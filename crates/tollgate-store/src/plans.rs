@@ -55,8 +55,7 @@ impl TryFrom<PlanRow> for Plan {
                 .map(|m| serde_json::from_str(&m))
                 .transpose()
                 .map_err(corrupt("plan allowed_models"))?,
-            alert_thresholds: serde_json::from_str(&row.alert_thresholds)
-                .map_err(corrupt("plan alert_thresholds"))?,
+            alert_thresholds: serde_json::from_str(&row.alert_thresholds).map_err(corrupt("plan alert_thresholds"))?,
             stripe_price_id: row.stripe_price_id,
             created_at: Timestamp::from_millis(row.created_at),
             updated_at: Timestamp::from_millis(row.updated_at),
@@ -68,14 +67,8 @@ impl TryFrom<PlanRow> for Plan {
 pub fn default_plans(now: Timestamp) -> Vec<Plan> {
     let limits = |tokens: Option<i64>, requests: Option<i64>| {
         Limits::new([
-            (
-                Meter::parse(Meter::TOKENS).expect("a known meter name"),
-                tokens,
-            ),
-            (
-                Meter::parse(Meter::REQUESTS).expect("a known meter name"),
-                requests,
-            ),
+            (Meter::parse(Meter::TOKENS).expect("a known meter name"), tokens),
+            (Meter::parse(Meter::REQUESTS).expect("a known meter name"), requests),
         ])
         .expect("the built-in limits are not negative")
     };
@@ -97,50 +90,23 @@ pub fn default_plans(now: Timestamp) -> Vec<Plan> {
         updated_at: now,
     };
     vec![
-        plan(
-            "free",
-            "Free",
-            0,
-            limits(Some(100_000), Some(1_000)),
-            Some(20),
-            Some(40_000),
-        ),
-        plan(
-            "pro",
-            "Pro",
-            2_900,
-            limits(Some(5_000_000), Some(50_000)),
-            Some(300),
-            Some(1_000_000),
-        ),
-        plan(
-            "enterprise",
-            "Enterprise",
-            9_900,
-            limits(None, None),
-            None,
-            None,
-        ),
+        plan("free", "Free", 0, limits(Some(100_000), Some(1_000)), Some(20), Some(40_000)),
+        plan("pro", "Pro", 2_900, limits(Some(5_000_000), Some(50_000)), Some(300), Some(1_000_000)),
+        plan("enterprise", "Enterprise", 9_900, limits(None, None), None, None),
     ]
 }
 
 impl Store {
     pub async fn plans(&self) -> Result<Vec<Plan>> {
-        let q = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM plans ORDER BY price_cents, slug"
-        );
+        let q = concat!("SELECT ", columns!(), " FROM plans ORDER BY price_cents, slug");
         let rows: Vec<PlanRow> = on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await)?;
         rows.into_iter().map(Plan::try_from).collect()
     }
 
     pub async fn plan(&self, slug: &PlanSlug) -> Result<Plan> {
         let q = concat!("SELECT ", columns!(), " FROM plans WHERE slug = $1");
-        let row: Option<PlanRow> =
-            on_pool!(self, p => sqlx::query_as(q).bind(slug.as_str()).fetch_optional(p).await)?;
-        row.ok_or_else(|| StoreError::not_found(format!("no plan {slug:?}")))?
-            .try_into()
+        let row: Option<PlanRow> = on_pool!(self, p => sqlx::query_as(q).bind(slug.as_str()).fetch_optional(p).await)?;
+        row.ok_or_else(|| StoreError::not_found(format!("no plan {slug:?}")))?.try_into()
     }
 
     /// Inserts a new plan; a taken slug or Stripe price id is a conflict.
@@ -150,10 +116,7 @@ impl Store {
             columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
-        let conflict = format!(
-            "a plan with slug {:?} or the same stripe_price_id exists",
-            plan.slug.as_str()
-        );
+        let conflict = format!("a plan with slug {:?} or the same stripe_price_id exists", plan.slug.as_str());
         self.write_plan(q, plan).await.map_err(|e| match e {
             StoreError::Conflict(_) => StoreError::Conflict(conflict),
             other => other,
@@ -169,10 +132,7 @@ impl Store {
                  WHERE slug = $1 AND $14 = $14";
         let done = self.write_plan(q, plan).await?;
         if done == 0 {
-            return Err(StoreError::not_found(format!(
-                "no plan {:?}",
-                plan.slug.as_str()
-            )));
+            return Err(StoreError::not_found(format!("no plan {:?}", plan.slug.as_str())));
         }
         self.plan(&plan.slug).await
     }
@@ -185,8 +145,7 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(corrupt("plan allowed_models"))?;
-        let thresholds = serde_json::to_string(&plan.alert_thresholds)
-            .map_err(corrupt("plan alert_thresholds"))?;
+        let thresholds = serde_json::to_string(&plan.alert_thresholds).map_err(corrupt("plan alert_thresholds"))?;
         let done = on_pool!(self, p => sqlx::query(q)
             .bind(plan.slug.as_str())
             .bind(&plan.name)
@@ -206,9 +165,7 @@ impl Store {
             .execute(p)
             .await
             .map(|d| d.rows_affected()))
-        .map_err(StoreError::unique_as(
-            "another plan has this stripe_price_id",
-        ))?;
+        .map_err(StoreError::unique_as("another plan has this stripe_price_id"))?;
         Ok(done)
     }
 
@@ -218,12 +175,7 @@ impl Store {
             .bind(slug.as_str())
             .fetch_one(p)
             .await)?;
-        let in_use = || {
-            StoreError::Conflict(format!(
-                "plan {:?} is in use by {users} user(s)",
-                slug.as_str()
-            ))
-        };
+        let in_use = || StoreError::Conflict(format!("plan {:?} is in use by {users} user(s)", slug.as_str()));
         if users > 0 {
             return Err(in_use());
         }
@@ -238,10 +190,7 @@ impl Store {
             _ => StoreError::Database(e),
         })?;
         if done == 0 {
-            return Err(StoreError::not_found(format!(
-                "no plan {:?}",
-                slug.as_str()
-            )));
+            return Err(StoreError::not_found(format!("no plan {:?}", slug.as_str())));
         }
         Ok(())
     }
@@ -258,8 +207,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        self.set_setting_if_absent("default_plans_seeded", "1")
-            .await?;
+        self.set_setting_if_absent("default_plans_seeded", "1").await?;
         Ok(())
     }
 }

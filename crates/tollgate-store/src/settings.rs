@@ -12,7 +12,8 @@ impl Store {
     /// Stores `value` unless `name` already has one; returns whether it did.
     pub async fn set_setting_if_absent(&self, name: &str, value: &str) -> Result<bool> {
         let q = "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-        let done = on_pool!(self, p => sqlx::query(q).bind(name).bind(value).execute(p).await.map(|d| d.rows_affected()))?;
+        let done =
+            on_pool!(self, p => sqlx::query(q).bind(name).bind(value).execute(p).await.map(|d| d.rows_affected()))?;
         Ok(done == 1)
     }
 

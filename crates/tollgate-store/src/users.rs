@@ -75,11 +75,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let q = concat!(
-            "INSERT INTO users (",
-            columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        );
+        let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
         on_pool!(self, p => sqlx::query(q)
             .bind(user.id.as_str())
             .bind(user.plan.as_str())
@@ -111,18 +107,12 @@ impl Store {
 
     pub async fn find_user(&self, id: &UserId) -> Result<Option<User>> {
         let q = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-        let row: Option<UserRow> =
-            on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
+        let row: Option<UserRow> = on_pool!(self, p => sqlx::query_as(q).bind(id.as_str()).fetch_optional(p).await)?;
         row.map(User::try_from).transpose()
     }
 
     /// Users in id order, after `after` (a cursor), at most `limit`.
-    pub async fn users(
-        &self,
-        after: Option<&str>,
-        limit: i64,
-        plan: Option<&PlanSlug>,
-    ) -> Result<Vec<User>> {
+    pub async fn users(&self, after: Option<&str>, limit: i64, plan: Option<&PlanSlug>) -> Result<Vec<User>> {
         let q = concat!(
             "SELECT ",
             columns!(),

@@ -12,11 +12,7 @@ use tollgate_server::{Config, LogFormat};
 use crate::client::{Client, Output};
 
 #[derive(Parser)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "API keys, metering, quotas and BYOK in front of LLM providers"
-)]
+#[command(name = "tollgate", version, about = "API keys, metering, quotas and BYOK in front of LLM providers")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,12 +46,7 @@ struct ServeArgs {
 #[derive(Args)]
 struct Remote {
     /// Tollgate's base URL.
-    #[arg(
-        long,
-        env = "TOLLGATE_URL",
-        default_value = "http://127.0.0.1:8787",
-        global = true
-    )]
+    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8787", global = true)]
     url: String,
     /// Print the JSON the API returned, for scripts.
     #[arg(long, global = true)]
@@ -198,10 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = tollgate_server::start(config).await?;
     if let Some(token) = &server.generated_admin_token {
         // Shown once, on the terminal only: the store keeps just its hash.
-        println!(
-            "Admin token (shown once; only its hash is stored, keep it now):\n  {}",
-            token.expose()
-        );
+        println!("Admin token (shown once; only its hash is stored, keep it now):\n  {}", token.expose());
     }
     println!("Tollgate is listening on http://{}", server.addr);
     shutdown_signal().await;
@@ -227,36 +215,18 @@ async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn client(remote: &Remote) -> anyhow::Result<(Client, Output)> {
-    let output = if remote.json {
-        Output::Json
-    } else {
-        Output::Table
-    };
+    let output = if remote.json { Output::Json } else { Output::Table };
     Ok((Client::new(&remote.url)?, output))
 }
 
 const USER_COLUMNS: &[&str] = &["id", "plan", "status", "email", "created_at"];
-const KEY_COLUMNS: &[&str] = &[
-    "id",
-    "name",
-    "prefix",
-    "scopes",
-    "created_at",
-    "last_used_at",
-    "expires_at",
-    "revoked_at",
-];
+const KEY_COLUMNS: &[&str] =
+    &["id", "name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at"];
 
 impl UsersCommand {
     async fn run(self) -> anyhow::Result<()> {
         match self {
-            UsersCommand::Create {
-                id,
-                plan,
-                email,
-                stripe_customer_id,
-                remote,
-            } => {
+            UsersCommand::Create { id, plan, email, stripe_customer_id, remote } => {
                 let (c, out) = client(&remote)?;
                 let body = json!({ "id": id, "plan": plan, "email": email, "stripe_customer_id": stripe_customer_id });
                 out.record(&c.post("/admin/v1/users", &body).await?, USER_COLUMNS);
@@ -280,11 +250,7 @@ impl UsersCommand {
             }
             UsersCommand::Show { id, remote } => {
                 let (c, out) = client(&remote)?;
-                out.record(
-                    &c.get(&format!("/admin/v1/users/{}", Client::segment(&id)))
-                        .await?,
-                    USER_COLUMNS,
-                );
+                out.record(&c.get(&format!("/admin/v1/users/{}", Client::segment(&id))).await?, USER_COLUMNS);
             }
         }
         Ok(())
@@ -293,41 +259,24 @@ impl UsersCommand {
 
 impl PlansCommand {
     async fn run(self) -> anyhow::Result<()> {
-        let columns = &[
-            "slug",
-            "name",
-            "period",
-            "limits",
-            "rpm",
-            "tpm",
-            "price_cents",
-        ];
+        let columns = &["slug", "name", "period", "limits", "rpm", "tpm", "price_cents"];
         match self {
             PlansCommand::List { remote } => {
                 let (c, out) = client(&remote)?;
                 out.list(&c.get("/admin/v1/plans").await?, "plans", columns);
             }
-            PlansCommand::Create {
-                slug,
-                name,
-                period,
-                limits,
-                rpm,
-                tpm,
-                price_cents,
-                remote,
-            } => {
+            PlansCommand::Create { slug, name, period, limits, rpm, tpm, price_cents, remote } => {
                 let (c, out) = client(&remote)?;
                 let mut map = serde_json::Map::new();
                 for limit in &limits {
-                    let (meter, amount) = limit.split_once('=').with_context(|| {
-                        format!("--limit {limit:?}: write METER=N or METER=unlimited")
-                    })?;
+                    let (meter, amount) = limit
+                        .split_once('=')
+                        .with_context(|| format!("--limit {limit:?}: write METER=N or METER=unlimited"))?;
                     let amount = match amount {
                         "unlimited" | "null" => Value::Null,
-                        n => json!(n.parse::<i64>().with_context(|| format!(
-                            "--limit {limit:?}: {n:?} is not a number"
-                        ))?),
+                        n => json!(
+                            n.parse::<i64>().with_context(|| format!("--limit {limit:?}: {n:?} is not a number"))?
+                        ),
                     };
                     map.insert(meter.to_owned(), amount);
                 }
@@ -348,13 +297,7 @@ impl PlansCommand {
 impl KeysCommand {
     async fn run(self) -> anyhow::Result<()> {
         match self {
-            KeysCommand::Create {
-                user,
-                name,
-                scopes,
-                expires_at,
-                remote,
-            } => {
+            KeysCommand::Create { user, name, scopes, expires_at, remote } => {
                 let (c, out) = client(&remote)?;
                 let mut body = json!({ "name": name, "expires_at": expires_at });
                 if !scopes.is_empty() {
@@ -370,24 +313,13 @@ impl KeysCommand {
             }
             KeysCommand::Revoke { key_id, remote } => {
                 let (c, out) = client(&remote)?;
-                c.delete(&format!("/admin/v1/keys/{}", Client::segment(&key_id)))
-                    .await?;
-                out.done(
-                    &format!("revoked {key_id}"),
-                    json!({ "id": key_id, "revoked": true }),
-                );
+                c.delete(&format!("/admin/v1/keys/{}", Client::segment(&key_id))).await?;
+                out.done(&format!("revoked {key_id}"), json!({ "id": key_id, "revoked": true }));
             }
-            KeysCommand::Rotate {
-                key_id,
-                grace_seconds,
-                remote,
-            } => {
+            KeysCommand::Rotate { key_id, grace_seconds, remote } => {
                 let (c, out) = client(&remote)?;
                 let path = format!("/admin/v1/keys/{}/rotate", Client::segment(&key_id));
-                out.new_key(
-                    &c.post(&path, &json!({ "grace_seconds": grace_seconds }))
-                        .await?,
-                );
+                out.new_key(&c.post(&path, &json!({ "grace_seconds": grace_seconds })).await?);
             }
         }
         Ok(())

@@ -13,14 +13,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let token = std::env::var("TOLLGATE_ADMIN_TOKEN").context(
-            "set TOLLGATE_ADMIN_TOKEN to the admin token printed at Tollgate's first start",
-        )?;
-        Ok(Client {
-            base: url.trim_end_matches('/').to_owned(),
-            token,
-            http: reqwest::Client::new(),
-        })
+        let token = std::env::var("TOLLGATE_ADMIN_TOKEN")
+            .context("set TOLLGATE_ADMIN_TOKEN to the admin token printed at Tollgate's first start")?;
+        Ok(Client { base: url.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() })
     }
 
     /// A path segment, percent-encoded (user ids may hold `/`, `|`, …).
@@ -37,28 +32,17 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
     async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Tollgate at {}", self.base))?;
+        let response = request.send().await.with_context(|| format!("cannot reach Tollgate at {}", self.base))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if !status.is_success() {
-            let message = body["error"]["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| body.to_string());
+            let message = body["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| body.to_string());
             bail!("{status}: {message}");
         }
         Ok(body)
@@ -69,10 +53,7 @@ impl Client {
     }
 
     pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let encoded: Vec<String> = query
-            .iter()
-            .map(|(k, v)| format!("{k}={}", Client::segment(v)))
-            .collect();
+        let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", Client::segment(v))).collect();
         self.get(&format!("{path}?{}", encoded.join("&"))).await
     }
 
@@ -96,41 +77,20 @@ fn cell(value: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| format!("{k}={}", cell(v)))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
 
 fn table(rows: &[Value], columns: &[&str]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
+        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
         .collect();
     let line = |values: Vec<String>| {
-        values
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
+        values.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
     };
     let mut out = vec![line(columns.iter().map(|c| c.to_uppercase()).collect())];
     out.extend(cells.into_iter().map(line));
@@ -139,10 +99,7 @@ fn table(rows: &[Value], columns: &[&str]) -> String {
 
 impl Output {
     fn json(value: &Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     }
 
     pub fn record(self, value: &Value, columns: &[&str]) {
@@ -155,16 +112,9 @@ impl Output {
     pub fn list(self, value: &Value, field: &str, columns: &[&str]) {
         match self {
             Output::Json => Output::json(value),
-            Output::Table => println!(
-                "{}",
-                table(
-                    value[field]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                    columns
-                )
-            ),
+            Output::Table => {
+                println!("{}", table(value[field].as_array().map(Vec::as_slice).unwrap_or_default(), columns))
+            }
         }
     }
 
@@ -172,13 +122,7 @@ impl Output {
         match self {
             Output::Json => Output::json(value),
             Output::Table => {
-                println!(
-                    "{}",
-                    table(
-                        std::slice::from_ref(value),
-                        &["id", "name", "prefix", "scopes", "expires_at"]
-                    )
-                );
+                println!("{}", table(std::slice::from_ref(value), &["id", "name", "prefix", "scopes", "expires_at"]));
                 println!("\nkey (shown once, store it now): {}", cell(&value["key"]));
             }
         }
@@ -200,14 +144,8 @@ mod tests {
 
     #[test]
     fn tables_align_columns_and_show_missing_values_as_dashes() {
-        let rows = [
-            json!({"id": "u_1", "plan": "free"}),
-            json!({"id": "a-longer-id", "plan": null}),
-        ];
-        assert_eq!(
-            table(&rows, &["id", "plan"]),
-            "ID           PLAN\nu_1          free\na-longer-id  -"
-        );
+        let rows = [json!({"id": "u_1", "plan": "free"}), json!({"id": "a-longer-id", "plan": null})];
+        assert_eq!(table(&rows, &["id", "plan"]), "ID           PLAN\nu_1          free\na-longer-id  -");
     }
 
     #[test]

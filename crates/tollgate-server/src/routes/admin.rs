@@ -20,39 +20,22 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/plans", get(list_plans).post(create_plan))
-        .route(
-            "/plans/{slug}",
-            get(get_plan)
-                .put(replace_plan)
-                .patch(update_plan)
-                .delete(delete_plan),
-        )
+        .route("/plans/{slug}", get(get_plan).put(replace_plan).patch(update_plan).delete(delete_plan))
         .route("/users", get(list_users).post(create_user))
-        .route(
-            "/users/{id}",
-            get(get_user).patch(update_user).delete(delete_user),
-        )
+        .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/users/{id}/suspend", post(suspend_user))
         .route("/users/{id}/unsuspend", post(unsuspend_user))
         .route("/users/{id}/plan", put(change_plan))
-        .route(
-            "/users/{id}/keys",
-            get(list_user_keys).post(create_user_key),
-        )
+        .route("/users/{id}/keys", get(list_user_keys).post(create_user_key))
         .route("/keys/{key_id}", get(get_key).delete(revoke_key))
         .route("/keys/{key_id}/rotate", post(rotate_key))
-        .route(
-            "/service-keys",
-            get(list_service_keys).post(create_service_key),
-        )
+        .route("/service-keys", get(list_service_keys).post(create_service_key))
         .route("/service-keys/{key_id}", delete(revoke_key))
 }
 
 /// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes
 /// `Some(None)`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -108,10 +91,7 @@ impl PlanInput {
         if let Some(slug) = self.slug
             && slug != plan.slug
         {
-            return Err(ApiError::invalid(
-                "slug",
-                "slug: a plan's slug cannot change",
-            ));
+            return Err(ApiError::invalid("slug", "slug: a plan's slug cannot change"));
         }
         if let Some(name) = self.name {
             let name = name.trim();
@@ -122,34 +102,22 @@ impl PlanInput {
         }
         if let Some(price) = self.price_cents {
             if price < 0 {
-                return Err(ApiError::invalid(
-                    "price_cents",
-                    "price_cents: must not be negative",
-                ));
+                return Err(ApiError::invalid("price_cents", "price_cents: must not be negative"));
             }
             plan.price_cents = price;
         }
         if let Some(currency) = self.currency {
             if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
-                return Err(ApiError::invalid(
-                    "currency",
-                    "currency: a three-letter ISO code such as usd",
-                ));
+                return Err(ApiError::invalid("currency", "currency: a three-letter ISO code such as usd"));
             }
             plan.currency = currency.to_ascii_lowercase();
         }
         plan.period = self.period.unwrap_or(plan.period);
         plan.limits = self.limits.unwrap_or(plan.limits);
-        for (field, value, target) in [
-            ("rpm", self.rpm, &mut plan.rpm),
-            ("tpm", self.tpm, &mut plan.tpm),
-        ] {
+        for (field, value, target) in [("rpm", self.rpm, &mut plan.rpm), ("tpm", self.tpm, &mut plan.tpm)] {
             if let Some(value) = value {
                 if value.is_some_and(|v| v <= 0) {
-                    return Err(ApiError::invalid(
-                        field,
-                        format!("{field}: a positive number, or null for unlimited"),
-                    ));
+                    return Err(ApiError::invalid(field, format!("{field}: a positive number, or null for unlimited")));
                 }
                 *target = value;
             }
@@ -157,23 +125,14 @@ impl PlanInput {
         plan.byok_counts = self.byok_counts.unwrap_or(plan.byok_counts);
         plan.byok_required = self.byok_required.unwrap_or(plan.byok_required);
         if let Some(models) = self.allowed_models {
-            if models
-                .as_ref()
-                .is_some_and(|m| m.iter().any(|m| m.trim().is_empty()))
-            {
-                return Err(ApiError::invalid(
-                    "allowed_models",
-                    "allowed_models: model names must not be empty",
-                ));
+            if models.as_ref().is_some_and(|m| m.iter().any(|m| m.trim().is_empty())) {
+                return Err(ApiError::invalid("allowed_models", "allowed_models: model names must not be empty"));
             }
             plan.allowed_models = models;
         }
         if let Some(mut thresholds) = self.alert_thresholds {
             if thresholds.iter().any(|t| !(1..=100).contains(t)) {
-                return Err(ApiError::invalid(
-                    "alert_thresholds",
-                    "alert_thresholds: whole percentages from 1 to 100",
-                ));
+                return Err(ApiError::invalid("alert_thresholds", "alert_thresholds: whole percentages from 1 to 100"));
             }
             thresholds.sort_unstable();
             thresholds.dedup();
@@ -181,10 +140,7 @@ impl PlanInput {
         }
         if let Some(price_id) = self.stripe_price_id {
             if price_id.as_ref().is_some_and(|p| p.trim().is_empty()) {
-                return Err(ApiError::invalid(
-                    "stripe_price_id",
-                    "stripe_price_id: a Stripe price id, or null",
-                ));
+                return Err(ApiError::invalid("stripe_price_id", "stripe_price_id: a Stripe price id, or null"));
             }
             plan.stripe_price_id = price_id;
         }
@@ -201,25 +157,13 @@ async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "plans": state.store.plans().await? })))
 }
 
-async fn create_plan(
-    State(state): State<AppState>,
-    Body(input): Body<PlanInput>,
-) -> ApiResult<impl IntoResponse> {
-    let slug = input
-        .slug
-        .clone()
-        .ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
+async fn create_plan(State(state): State<AppState>, Body(input): Body<PlanInput>) -> ApiResult<impl IntoResponse> {
+    let slug = input.slug.clone().ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
     let plan = input.apply(blank_plan(slug, Timestamp::now()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.insert_plan(&plan).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.store.insert_plan(&plan).await?)))
 }
 
-async fn get_plan(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Plan>> {
+async fn get_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Plan>> {
     Ok(Json(state.store.plan(&parse_slug(&slug)?).await?))
 }
 
@@ -243,10 +187,7 @@ async fn update_plan(
     Ok(Json(state.store.update_plan(&plan).await?))
 }
 
-async fn delete_plan(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<StatusCode> {
     state.store.delete_plan(&parse_slug(&slug)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -270,9 +211,7 @@ fn check_email(email: &Option<String>) -> ApiResult<()> {
 async fn existing_plan(state: &AppState, slug: PlanSlug) -> ApiResult<PlanSlug> {
     match state.store.plan(&slug).await {
         Ok(plan) => Ok(plan.slug),
-        Err(tollgate_store::StoreError::NotFound(m)) => {
-            Err(ApiError::invalid("plan", format!("plan: {m}")))
-        }
+        Err(tollgate_store::StoreError::NotFound(m)) => Err(ApiError::invalid("plan", format!("plan: {m}"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -286,23 +225,13 @@ struct UserCreate {
     stripe_customer_id: Option<String>,
 }
 
-async fn create_user(
-    State(state): State<AppState>,
-    Body(input): Body<UserCreate>,
-) -> ApiResult<impl IntoResponse> {
+async fn create_user(State(state): State<AppState>, Body(input): Body<UserCreate>) -> ApiResult<impl IntoResponse> {
     check_email(&input.email)?;
-    let plan = input
-        .plan
-        .unwrap_or_else(|| PlanSlug::parse("free").expect("a valid slug"));
+    let plan = input.plan.unwrap_or_else(|| PlanSlug::parse("free").expect("a valid slug"));
     let plan = existing_plan(&state, plan).await?;
     let user = state
         .store
-        .insert_user(NewUser {
-            id: input.id,
-            plan,
-            email: input.email,
-            stripe_customer_id: input.stripe_customer_id,
-        })
+        .insert_user(NewUser { id: input.id, plan, email: input.email, stripe_customer_id: input.stripe_customer_id })
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -315,21 +244,13 @@ struct UserList {
     plan: Option<PlanSlug>,
 }
 
-async fn list_users(
-    State(state): State<AppState>,
-    Params(q): Params<UserList>,
-) -> ApiResult<Json<Value>> {
+async fn list_users(State(state): State<AppState>, Params(q): Params<UserList>) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
     }
-    let users = state
-        .store
-        .users(q.cursor.as_deref(), limit, q.plan.as_ref())
-        .await?;
-    let next = (users.len() as i64 == limit)
-        .then(|| users.last().map(|u| u.id.to_string()))
-        .flatten();
+    let users = state.store.users(q.cursor.as_deref(), limit, q.plan.as_ref()).await?;
+    let next = (users.len() as i64 == limit).then(|| users.last().map(|u| u.id.to_string())).flatten();
     Ok(Json(json!({ "users": users, "next_cursor": next })))
 }
 
@@ -365,33 +286,21 @@ async fn update_user(
 }
 
 async fn set_status(state: &AppState, id: &str, status: UserStatus) -> ApiResult<Json<User>> {
-    let patch = UserPatch {
-        status: Some(status),
-        ..UserPatch::default()
-    };
+    let patch = UserPatch { status: Some(status), ..UserPatch::default() };
     let user = state.store.update_user(&parse_user_id(id)?, patch).await?;
     state.key_cache.invalidate_all();
     Ok(Json(user))
 }
 
-async fn suspend_user(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<User>> {
+async fn suspend_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<User>> {
     set_status(&state, &id, UserStatus::Suspended).await
 }
 
-async fn unsuspend_user(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<User>> {
+async fn unsuspend_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<User>> {
     set_status(&state, &id, UserStatus::Active).await
 }
 
-async fn delete_user(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     state.store.delete_user(&parse_user_id(&id)?).await?;
     state.key_cache.invalidate_all();
     Ok(StatusCode::NO_CONTENT)
@@ -413,11 +322,8 @@ async fn change_plan(
 ) -> ApiResult<Json<User>> {
     let id = parse_user_id(&id)?;
     let plan = existing_plan(&state, input.plan).await?;
-    let patch = UserPatch {
-        plan: Some(plan),
-        billing_anchor: input.reset_usage.then(Timestamp::now),
-        ..UserPatch::default()
-    };
+    let patch =
+        UserPatch { plan: Some(plan), billing_anchor: input.reset_usage.then(Timestamp::now), ..UserPatch::default() };
     let user = state.store.update_user(&id, patch).await?;
     state.key_cache.invalidate_all();
     Ok(Json(user))
@@ -425,15 +331,9 @@ async fn change_plan(
 
 // ---- keys ----
 
-async fn list_user_keys(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn list_user_keys(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let user = state.store.user(&parse_user_id(&id)?).await?;
-    Ok(keys::list(
-        &state,
-        &state.store.keys_of_user(&user.id).await?,
-    ))
+    Ok(keys::list(&state, &state.store.keys_of_user(&user.id).await?))
 }
 
 async fn create_user_key(
@@ -453,18 +353,12 @@ async fn create_user_key(
     Ok(keys::created(&state, &record, &secret))
 }
 
-async fn get_key(
-    State(state): State<AppState>,
-    Path(key_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn get_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<Value>> {
     let record = state.store.key(&keys::parse_key_id(&key_id)?).await?;
     Ok(Json(keys::view(&state, &record)))
 }
 
-async fn revoke_key(
-    State(state): State<AppState>,
-    Path(key_id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn revoke_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
     keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -486,13 +380,7 @@ async fn create_service_key(
     State(state): State<AppState>,
     Body(input): Body<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let (new, secret) = keys::prepare(
-        KeyKind::Service,
-        None,
-        input,
-        None,
-        Scope::allowed_for_service_key,
-    )?;
+    let (new, secret) = keys::prepare(KeyKind::Service, None, input, None, Scope::allowed_for_service_key)?;
     let record = state.store.insert_key(&new).await?;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -42,11 +42,7 @@ pub fn view(state: &AppState, record: &KeyRecord) -> Value {
 }
 
 /// A key just made: its listing plus, this once, the secret.
-pub fn created(
-    state: &AppState,
-    record: &KeyRecord,
-    secret: &GatewayKey,
-) -> (StatusCode, axum::Json<Value>) {
+pub fn created(state: &AppState, record: &KeyRecord, secret: &GatewayKey) -> (StatusCode, axum::Json<Value>) {
     let mut value = view(state, record);
     value["key"] = json!(secret.expose());
     (StatusCode::CREATED, axum::Json(value))
@@ -69,39 +65,24 @@ pub fn prepare(
     let name = input.name.unwrap_or_else(|| "default".into());
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "name: 1 to 100 characters, no control characters",
-        ));
+        return Err(ApiError::invalid("name", "name: 1 to 100 characters, no control characters"));
     }
     let scopes = match (input.scopes, default_scopes) {
         (Some(scopes), _) => Scopes::new(scopes),
         (None, Some(default)) => default,
         (None, None) => {
-            return Err(ApiError::invalid(
-                "scopes",
-                "scopes: name at least one scope",
-            ));
+            return Err(ApiError::invalid("scopes", "scopes: name at least one scope"));
         }
     };
     if scopes.is_empty() {
-        return Err(ApiError::invalid(
-            "scopes",
-            "scopes: name at least one scope",
-        ));
+        return Err(ApiError::invalid("scopes", "scopes: name at least one scope"));
     }
     if let Some(scope) = scopes.iter().find(|s| !permitted(*s)) {
-        return Err(ApiError::invalid(
-            "scopes",
-            format!("scopes: {:?} cannot be given to this key", scope.as_str()),
-        ));
+        return Err(ApiError::invalid("scopes", format!("scopes: {:?} cannot be given to this key", scope.as_str())));
     }
     let now = Timestamp::now();
     if input.expires_at.is_some_and(|t| t <= now) {
-        return Err(ApiError::invalid(
-            "expires_at",
-            "expires_at: must be in the future",
-        ));
+        return Err(ApiError::invalid("expires_at", "expires_at: must be in the future"));
     }
     let secret = GatewayKey::generate();
     let record = KeyRecord {
@@ -117,13 +98,7 @@ pub fn prepare(
         revoked_at: None,
         last_used_at: None,
     };
-    Ok((
-        NewKey {
-            record,
-            hash: secret.hash(),
-        },
-        secret,
-    ))
+    Ok((NewKey { record, hash: secret.hash() }, secret))
 }
 
 pub fn parse_key_id(raw: &str) -> ApiResult<KeyId> {
@@ -139,31 +114,17 @@ pub async fn revoke(state: &AppState, id: &KeyId) -> ApiResult<KeyRecord> {
 
 /// A successor with the same owner, name, scopes and expiry; the old key
 /// works for `grace_seconds` more (0: stops now).
-pub async fn rotate(
-    state: &AppState,
-    id: &KeyId,
-    input: RotateInput,
-) -> ApiResult<(KeyRecord, GatewayKey)> {
+pub async fn rotate(state: &AppState, id: &KeyId, input: RotateInput) -> ApiResult<(KeyRecord, GatewayKey)> {
     let grace = input.grace_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
-        return Err(ApiError::invalid(
-            "grace_seconds",
-            format!("grace_seconds: 0 to {MAX_GRACE_SECONDS}"),
-        ));
+        return Err(ApiError::invalid("grace_seconds", format!("grace_seconds: 0 to {MAX_GRACE_SECONDS}")));
     }
     let old = state.store.key(id).await?;
     let now = Timestamp::now();
     let expires_at = old.expires_at.filter(|t| *t > now);
-    let input = KeyInput {
-        name: Some(old.name.clone()),
-        scopes: Some(old.scopes.iter().collect()),
-        expires_at,
-    };
+    let input = KeyInput { name: Some(old.name.clone()), scopes: Some(old.scopes.iter().collect()), expires_at };
     let (new, secret) = prepare(old.kind, old.user_id.clone(), input, None, |_| true)?;
-    let record = state
-        .store
-        .rotate_key(id, &new, now.plus_seconds(grace))
-        .await?;
+    let record = state.store.rotate_key(id, &new, now.plus_seconds(grace)).await?;
     state.key_cache.invalidate_all();
     Ok((record, secret))
 }

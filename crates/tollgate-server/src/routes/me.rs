@@ -50,10 +50,7 @@ async fn list_keys(
 ) -> ApiResult<Json<Value>> {
     principal.require_scope(Scope::KeysManage)?;
     let (_, user) = principal.user_key()?;
-    Ok(keys::list(
-        &state,
-        &state.store.keys_of_user(&user.id).await?,
-    ))
+    Ok(keys::list(&state, &state.store.keys_of_user(&user.id).await?))
 }
 
 /// A key for oneself, with no scope the calling key does not hold.
@@ -64,13 +61,9 @@ async fn create_key(
 ) -> ApiResult<impl IntoResponse> {
     principal.require_scope(Scope::KeysManage)?;
     let (caller, user) = principal.user_key()?;
-    let (new, secret) = keys::prepare(
-        KeyKind::User,
-        Some(user.id.clone()),
-        input,
-        Some(caller.scopes.clone()),
-        |s| caller.scopes.contains(s),
-    )?;
+    let (new, secret) = keys::prepare(KeyKind::User, Some(user.id.clone()), input, Some(caller.scopes.clone()), |s| {
+        caller.scopes.contains(s)
+    })?;
     let record = state.store.insert_key(&new).await?;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -24,12 +24,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let admin =
-        admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let me = me::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_principal,
-    ));
+    let admin = admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let me = me::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
     Router::new()
         .merge(ops::routes())
         .nest("/admin/v1", admin)
@@ -46,8 +42,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let mut response =
-        ApiError::NotFound(format!("{} does not accept {method}", uri.path())).into_response();
+    let mut response = ApiError::NotFound(format!("{} does not accept {method}", uri.path())).into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     response
 }
@@ -58,9 +53,7 @@ struct RoutePattern(String);
 
 async fn tag_route(path: MatchedPath, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
-    response
-        .extensions_mut()
-        .insert(RoutePattern(path.as_str().to_owned()));
+    response.extensions_mut().insert(RoutePattern(path.as_str().to_owned()));
     response
 }
 
@@ -69,15 +62,11 @@ fn request_id(req: &Request) -> HeaderValue {
         .get("x-request-id")
         .filter(|v| {
             let b = v.as_bytes();
-            !b.is_empty()
-                && b.len() <= 128
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("req_{}", base62::random(20)))
-                .expect("base62 is a valid header value")
+            HeaderValue::from_str(&format!("req_{}", base62::random(20))).expect("base62 is a valid header value")
         })
 }
 
@@ -90,11 +79,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
-    let route = response
-        .extensions()
-        .get::<RoutePattern>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = response.extensions().get::<RoutePattern>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16();
     response.headers_mut().insert("x-request-id", id);
     metrics::counter!("tollgate_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string()).increment(1);

@@ -1,0 +1,80 @@
+//! The admin commands of the CLI against a running binary.
+
+use serde_json::Value;
+
+use crate::common::{ADMIN_TOKEN, Backend, BinApp, TestDb, run_binary};
+
+fn cli(app: &BinApp, cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let env = vec![
+        ("TOLLGATE_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+        ("TOLLGATE_URL".to_owned(), app.api.base.clone()),
+    ];
+    let out = run_binary(cwd, &env, args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_of(args: &[&str], app: &BinApp, cwd: &std::path::Path) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (ok, out, err) = cli(app, cwd, &args);
+    assert!(ok, "{args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("{args:?} printed no JSON: {out}"))
+}
+
+#[tokio::test]
+async fn admin_commands_manage_users_plans_and_keys() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cwd = db.dir.path();
+    let mut env = db.env();
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    let mut app = BinApp::start(cwd, &env, &[], "cli");
+
+    let plan = json_of(
+        &["plans", "create", "team", "--limit", "tokens=5000", "--limit", "requests=unlimited", "--rpm", "30"],
+        &app,
+        cwd,
+    );
+    assert_eq!(plan["limits"]["tokens"], 5000);
+    assert!(plan["limits"]["requests"].is_null());
+    let (ok, table, _) = cli(&app, cwd, &["plans", "list"]);
+    assert!(ok);
+    assert!(table.starts_with("SLUG"), "a table with a header: {table}");
+    assert!(table.lines().any(|l| l.starts_with("team ")));
+
+    let user = json_of(&["users", "create", "u_7", "--plan", "team", "--email", "u7@example.com"], &app, cwd);
+    assert_eq!(user["plan"], "team");
+    let (ok, table, _) = cli(&app, cwd, &["users", "list"]);
+    assert!(ok && table.contains("u_7") && table.contains("team"), "{table}");
+    assert_eq!(json_of(&["users", "show", "u_7"], &app, cwd)["email"], "u7@example.com");
+
+    let (ok, created, _) = cli(&app, cwd, &["keys", "create", "u_7", "--name", "laptop", "--scope", "proxy"]);
+    assert!(ok);
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("key (shown once, store it now): "))
+        .expect("the key is shown")
+        .to_owned();
+    assert_eq!(app.api.me(&secret).await.expect(200)["user_id"], "u_7");
+    let listed = json_of(&["keys", "list", "u_7"], &app, cwd);
+    let key_id = listed["keys"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!listed.to_string().contains(&secret));
+
+    let rotated = json_of(&["keys", "rotate", &key_id], &app, cwd);
+    let new_secret = rotated["key"].as_str().unwrap().to_owned();
+    app.api.me(&secret).await.expect(401);
+    app.api.me(&new_secret).await.expect(200);
+    let (ok, out, _) = cli(&app, cwd, &["keys", "revoke", rotated["id"].as_str().unwrap()]);
+    assert!(ok && out.contains("revoked"));
+    app.api.me(&new_secret).await.expect(401);
+
+    let (ok, _, err) = cli(&app, cwd, &["users", "show", "nobody"]);
+    assert!(!ok && err.contains("404"), "errors say what happened: {err}");
+    let no_token = run_binary(cwd, &[("TOLLGATE_URL".into(), app.api.base.clone())], &["users", "list"]);
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("TOLLGATE_ADMIN_TOKEN"));
+    assert!(app.terminate());
+}
