@@ -11,6 +11,18 @@ both_stores!(
     openapi_describes_every_admin_and_self_service_route,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_the_store_is_gone() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.api.call(Method::GET, "/readyz", None, None).await.expect(200);
+    let admin = sqlx::PgPool::connect(crate::common::PG_ADMIN_URL).await.unwrap();
+    let name = app.db.pg_name.clone().unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin).await.unwrap();
+    let reply = app.api.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(reply.expect(503)["status"], "unavailable");
+    assert_eq!(app.api.call(Method::GET, "/healthz", None, None).await.expect(200)["status"], "ok");
+}
+
 async fn health_readiness_and_metrics_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     assert_eq!(app.api.call(Method::GET, "/healthz", None, None).await.expect(200)["status"], "ok");
