@@ -9,10 +9,14 @@ pub mod base62;
 pub mod ids;
 pub mod key;
 pub mod model;
+pub mod period;
 pub mod plan;
+pub mod pricing;
+pub mod quota;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod usage;
 
 pub use ids::{KeyId, PlanSlug, UserId};
 pub use key::{GatewayKey, KeyHash, KeyParseError};

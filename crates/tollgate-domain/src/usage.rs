@@ -1,0 +1,81 @@
+//! What one usage event adds to which meter.
+
+use std::collections::BTreeMap;
+
+use crate::Meter;
+
+/// The measured amounts of one event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub requests: i64,
+    pub cost_micros: i64,
+    /// The app's feature (`analyze` → meter `requests:analyze`).
+    pub feature: Option<String>,
+    /// Amounts for further meters the app names itself.
+    pub extra: BTreeMap<Meter, i64>,
+}
+
+fn meter(name: &str) -> Meter {
+    Meter::parse(name).expect("built-in meter names are valid")
+}
+
+impl Amounts {
+    /// Every meter the event moves, with how much: `tokens` (input +
+    /// output), `input_tokens`, `output_tokens`, `requests`, `cost_usd`,
+    /// `requests:<feature>`, and the extra meters. Zero amounts are left out.
+    pub fn meters(&self) -> Vec<(Meter, i64)> {
+        let mut out: BTreeMap<Meter, i64> = BTreeMap::new();
+        let mut add = |m: Meter, n: i64| {
+            if n != 0 {
+                *out.entry(m).or_default() += n;
+            }
+        };
+        add(meter(Meter::TOKENS), self.input_tokens + self.output_tokens);
+        add(meter(Meter::INPUT_TOKENS), self.input_tokens);
+        add(meter(Meter::OUTPUT_TOKENS), self.output_tokens);
+        add(meter(Meter::REQUESTS), self.requests);
+        add(meter(Meter::COST_USD), self.cost_micros);
+        if let Some(feature) = &self.feature
+            && let Ok(m) = Meter::parse(&format!("requests:{feature}"))
+        {
+            add(m, self.requests);
+        }
+        for (m, n) in &self.extra {
+            add(m.clone(), *n);
+        }
+        out.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_moves_the_documented_meters() {
+        let amounts = Amounts {
+            input_tokens: 10,
+            output_tokens: 5,
+            requests: 1,
+            cost_micros: 7,
+            feature: Some("analyze".into()),
+            extra: [(meter("pages"), 3)].into(),
+            ..Amounts::default()
+        };
+        let got: Vec<(String, i64)> = amounts.meters().into_iter().map(|(m, n)| (m.to_string(), n)).collect();
+        let want = [
+            ("cost_usd", 7),
+            ("input_tokens", 10),
+            ("output_tokens", 5),
+            ("pages", 3),
+            ("requests", 1),
+            ("requests:analyze", 1),
+            ("tokens", 15),
+        ];
+        assert_eq!(got, want.map(|(m, n)| (m.to_owned(), n)));
+    }
+}
