@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::period::PeriodRule;
 use crate::{KeyId, Limits, PeriodKind, PlanSlug, Scopes, UserId, time::Timestamp};
 
 /// The alert thresholds a plan gets when none are given, in percent.
@@ -64,11 +65,30 @@ pub struct User {
     /// Start of the user's billing cycle; `anchored` periods run monthly
     /// from it, and a manual reset moves it.
     pub billing_anchor: Timestamp,
+    /// The last manual reset or paid invoice: a new period began there.
+    pub usage_reset_at: Option<Timestamp>,
+    /// Limits that replace the plan's for this user, meter by meter.
+    pub limit_overrides: Option<Limits>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 /// Whose key it is: one of the app's users, or the app itself.
+impl User {
+    /// What decides this user's periods on `plan`.
+    pub fn period_rule(&self, plan: &Plan) -> PeriodRule {
+        PeriodRule { kind: plan.period, anchor: self.billing_anchor, reset_at: self.usage_reset_at }
+    }
+
+    /// The plan's limit for `meter`, or this user's override of it.
+    pub fn base_limit(&self, plan: &Plan, meter: &crate::Meter) -> Option<i64> {
+        match &self.limit_overrides {
+            Some(overrides) if overrides.contains(meter) => overrides.get(meter),
+            _ => plan.limits.get(meter),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
@@ -86,6 +106,25 @@ impl KeyKind {
 
     pub fn from_stored(raw: &str) -> Self {
         if raw == "service" { KeyKind::Service } else { KeyKind::User }
+    }
+}
+
+/// Extra allowance for one user and meter, from `starts_at` until
+/// `expires_at` (`None`: never).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub user_id: UserId,
+    pub meter: crate::Meter,
+    pub amount: i64,
+    pub starts_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl Grant {
+    pub fn active_at(&self, t: Timestamp) -> bool {
+        self.starts_at <= t && self.expires_at.is_none_or(|e| t < e)
     }
 }
 

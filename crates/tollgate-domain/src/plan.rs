@@ -117,6 +117,11 @@ impl Limits {
         Ok(Limits(map))
     }
 
+    /// Whether the meter is named (with a limit or as unlimited).
+    pub fn contains(&self, meter: &Meter) -> bool {
+        self.0.contains_key(meter)
+    }
+
     pub fn get(&self, meter: &Meter) -> Option<i64> {
         self.0.get(meter).copied().flatten()
     }

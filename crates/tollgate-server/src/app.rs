@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -13,12 +14,13 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tollgate_domain::{KeyHash, SecretString, base62};
-use tollgate_store::{Store, StoreConfig};
+use tollgate_domain::{KeyHash, Limits, Meter, PlanSlug, SecretString, Timestamp, base62};
+use tollgate_store::{Store, StoreConfig, StoreError};
 
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
-use crate::routes;
+use crate::metering::{Metering, MeteringConfig};
+use crate::routes::{self, RateWindows};
 use crate::state::AppState;
 
 /// The file, in the data directory, holding the generated master key.
@@ -60,21 +62,36 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = open_store(&config).await?;
     store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
+    if let Some(anonymous) = &config.anonymous {
+        ensure_demo_plan(&store, &anonymous.plan).await?;
+    }
+    let mut prices = config.prices.clone();
+    // Prices set through the admin API are newer than the file's.
+    prices.extend(store.prices().await.context("failed to read model prices")?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("failed to listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
+    let store = Arc::new(store);
+    let metering = Metering::start(
+        store.clone(),
+        MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
+        prices,
+    );
     let state = AppState {
+        metering,
+        rate_windows: Arc::new(RateWindows::default()),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
         failures: Arc::new(FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window)),
         last_used: Arc::new(LastUsed::default()),
         admin_token_hash: Arc::new(admin_token_hash),
         metrics: metrics_handle(),
-        store: Arc::new(store),
+        store,
         config: Arc::new(config),
     };
     let flusher = tokio::spawn(flush_last_used_every(state.clone()));
+    let housekeeper = tokio::spawn(housekeeping(state.clone()));
     let app = routes::router(state.clone());
     let (shutdown, signal) = oneshot::channel::<()>();
     tracing::info!(%addr, store = state.store.backend(), "tollgate is listening");
@@ -86,6 +103,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .await
             .context("the HTTP server failed")?;
         flusher.abort();
+        housekeeper.abort();
+        // Requests are done: commit what they queued, then stop the writer.
+        state.metering.shutdown().await;
         flush_last_used(&state).await;
         state.store.close().await;
         tracing::info!("tollgate stopped");
@@ -123,6 +143,50 @@ async fn flush_last_used(state: &AppState) {
     if let Err(e) = state.store.record_last_used(&uses).await {
         tracing::warn!(error = %e, "failed to record key last-used times; will retry");
         state.last_used.restore(uses);
+    }
+}
+
+/// Every second: drop expired reservations. Every hour: delete raw events
+/// past the retention period.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_retention: Option<std::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        state.metering.expire();
+        if let Some(days) = state.config.retention_days
+            && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+        {
+            last_retention = Some(std::time::Instant::now());
+            let before = Timestamp::now().millis() - i64::from(days) * 86_400_000;
+            match state.store.delete_events_before(before).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, days, "deleted raw usage events past retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "failed to apply the retention period"),
+            }
+        }
+    }
+}
+
+/// The plan anonymous demo traffic is metered on: created small if missing.
+async fn ensure_demo_plan(store: &Store, slug: &PlanSlug) -> anyhow::Result<()> {
+    match store.plan(slug).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound(_)) => {
+            let now = Timestamp::now();
+            let mut plan = tollgate_store::default_plans(now).remove(0);
+            plan.slug = slug.clone();
+            plan.name = "Demo".into();
+            plan.limits =
+                Limits::new([(Meter::parse(Meter::REQUESTS)?, Some(20)), (Meter::parse(Meter::TOKENS)?, Some(2_000))])?;
+            plan.rpm = Some(10);
+            plan.tpm = Some(2_000);
+            match store.insert_plan(&plan).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -36,14 +36,16 @@ pub struct AuthedKey {
 pub enum Principal {
     Admin,
     Key(Arc<AuthedKey>),
+    /// No credential, in anonymous demo mode: metered by client address.
+    Anonymous(IpAddr),
 }
 
 impl Principal {
     /// The key, for routes that only keys may call.
     pub fn key(&self) -> Option<&AuthedKey> {
         match self {
-            Principal::Admin => None,
             Principal::Key(k) => Some(k),
+            Principal::Admin | Principal::Anonymous(_) => None,
         }
     }
 
@@ -59,6 +61,7 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             Principal::Key(k) if k.key.scopes.contains(scope) => Ok(()),
+            Principal::Anonymous(_) => Err(ApiError::Unauthorized("this route needs a key".into())),
             Principal::Key(_) => {
                 Err(ApiError::Forbidden(format!("this key lacks the scope {scope:?}", scope = scope.as_str())))
             }
@@ -221,6 +224,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
         return Err(ApiError::RateLimited {
             message: "too many failed authentication attempts from this address; try again later".into(),
             retry_after_seconds: wait,
+            details: None,
         });
     }
     let credential = presented_credential(&parts.headers, parts.uri.query()).ok_or_else(|| {
@@ -264,10 +268,16 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principa
     Ok(Principal::Key(authed))
 }
 
-/// Middleware: any valid credential; the principal goes into the request.
+/// Middleware: any valid credential (or none, in anonymous demo mode);
+/// the principal goes into the request.
 pub async fn require_principal(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let principal = authenticate(&state, &parts).await?;
+    let anonymous =
+        state.config.anonymous.is_some() && presented_credential(&parts.headers, parts.uri.query()).is_none();
+    let principal = match client_ip(&parts, state.config.trust_forwarded_for) {
+        Some(ip) if anonymous => Principal::Anonymous(ip),
+        _ => authenticate(&state, &parts).await?,
+    };
     parts.extensions.insert(principal);
     Ok(next.run(Request::from_parts(parts, body)).await)
 }
@@ -280,7 +290,9 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
             parts.extensions.insert(Principal::Admin);
             Ok(next.run(Request::from_parts(parts, body)).await)
         }
-        Principal::Key(_) => Err(ApiError::Forbidden("this route needs the admin token, not a gateway key".into())),
+        Principal::Key(_) | Principal::Anonymous(_) => {
+            Err(ApiError::Forbidden("this route needs the admin token, not a gateway key".into()))
+        }
     }
 }
 

@@ -49,6 +49,36 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// How often last-used times are written to the store.
     pub last_used_flush: Duration,
+    /// Raw events older than this many days are deleted (rollups stay).
+    pub retention_days: Option<u32>,
+    /// How long an unsettled reservation holds quota.
+    pub reservation_ttl: Duration,
+    /// Anonymous demo mode, when enabled.
+    pub anonymous: Option<Anonymous>,
+    /// Model prices that replace or add to the built-in list.
+    pub prices: Vec<(String, tollgate_domain::pricing::Price)>,
+}
+
+/// Requests without a key, on a small quota metered per client address.
+#[derive(Clone, Debug)]
+pub struct Anonymous {
+    pub plan: tollgate_domain::PlanSlug,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnonymous {
+    enabled: Option<bool>,
+    plan: Option<String>,
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: f64,
+    cached_input: Option<f64>,
+    output: f64,
 }
 
 /// The file's shape. Every field is optional; unknown keys are refused.
@@ -69,6 +99,12 @@ struct RawConfig {
     auth_failure_window_seconds: Option<u64>,
     trust_forwarded_for: Option<bool>,
     last_used_flush_seconds: Option<u64>,
+    retention_days: Option<u32>,
+    reservation_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    anonymous: RawAnonymous,
+    #[serde(default)]
+    prices: std::collections::BTreeMap<String, RawPrice>,
 }
 
 /// A configuration that cannot be used; the message names what is wrong.
@@ -84,6 +120,9 @@ fn err(message: impl Into<String>) -> ConfigError {
 /// shell which sets them can still start the server.
 const CLIENT_VARIABLES: &[&str] = &["TOLLGATE_URL", "TOLLGATE_CONFIG"];
 
+/// Variables of nested settings.
+const NESTED_VARIABLES: &[&str] = &["TOLLGATE_ANONYMOUS_ENABLED", "TOLLGATE_ANONYMOUS_PLAN"];
+
 macro_rules! variables {
     ($($field:ident => $var:literal),* $(,)?) => {
         /// Each file key with the variable that overrides it.
@@ -94,6 +133,8 @@ macro_rules! variables {
                 for (name, value) in env {
                     match name.as_str() {
                         $($var => self.$field = Some(parse_env($var, value)?),)*
+                        "TOLLGATE_ANONYMOUS_ENABLED" => self.anonymous.enabled = Some(parse_env(name, value)?),
+                        "TOLLGATE_ANONYMOUS_PLAN" => self.anonymous.plan = Some(parse_env(name, value)?),
                         _ => {}
                     }
                 }
@@ -118,6 +159,8 @@ variables! {
     auth_failure_window_seconds => "TOLLGATE_AUTH_FAILURE_WINDOW_SECONDS",
     trust_forwarded_for => "TOLLGATE_TRUST_FORWARDED_FOR",
     last_used_flush_seconds => "TOLLGATE_LAST_USED_FLUSH_SECONDS",
+    retention_days => "TOLLGATE_RETENTION_DAYS",
+    reservation_ttl_seconds => "TOLLGATE_RESERVATION_TTL_SECONDS",
 }
 
 /// A variable's value as the field's type. Secrets are never echoed.
@@ -191,6 +234,7 @@ impl Config {
         for (name, _) in env {
             let known = VARIABLES.iter().any(|(_, var)| var == name)
                 || CLIENT_VARIABLES.contains(&name.as_str())
+                || NESTED_VARIABLES.contains(&name.as_str())
                 || is_provider_variable(name);
             if !known {
                 return Err(err(format!(
@@ -280,7 +324,39 @@ impl RawConfig {
             Some(v) => Ok(v),
             None => Ok(default),
         };
+        let anonymous = match (self.anonymous.enabled.unwrap_or(false), self.anonymous.plan) {
+            (false, _) => None,
+            (true, plan) => {
+                let plan = plan.unwrap_or_else(|| "demo".into());
+                let plan = tollgate_domain::PlanSlug::parse(&plan)
+                    .map_err(|e| err(format!("`anonymous.plan` (TOLLGATE_ANONYMOUS_PLAN): {e}")))?;
+                Some(Anonymous { plan })
+            }
+        };
+        let mut prices = Vec::new();
+        for (model, p) in self.prices {
+            let ok = |v: f64| v.is_finite() && (0.0..=1_000_000.0).contains(&v);
+            if !ok(p.input) || !ok(p.output) || !p.cached_input.is_none_or(ok) {
+                return Err(err(format!("`prices.{model}`: dollars per million tokens, 0 or more")));
+            }
+            let price = tollgate_domain::pricing::Price::dollars(p.input, p.cached_input.unwrap_or(p.input), p.output);
+            prices.push((model, price));
+        }
+        if self.retention_days == Some(0) {
+            return Err(err(format!(
+                "{}: must be greater than 0 (leave it out to keep events forever)",
+                name_of("retention_days")
+            )));
+        }
         Ok(Config {
+            retention_days: self.retention_days,
+            reservation_ttl: Duration::from_secs(positive(
+                "reservation_ttl_seconds",
+                self.reservation_ttl_seconds,
+                600,
+            )?),
+            anonymous,
+            prices,
             listen,
             data_dir,
             store,

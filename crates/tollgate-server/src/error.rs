@@ -19,13 +19,24 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{message}")]
-    RateLimited { message: String, retry_after_seconds: u64 },
+    RateLimited { message: String, retry_after_seconds: u64, details: Option<LimitDetails> },
+    #[error("{message}")]
+    QuotaExceeded { message: String, retry_after_seconds: u64, details: LimitDetails },
     /// Ours. The cause is logged; the caller sees only that it happened.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// What a 429 names: the meter, its limit, what is used, when it resets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LimitDetails {
+    pub meter: String,
+    pub limit: i64,
+    pub used: i64,
+    pub reset_at: Option<tollgate_domain::Timestamp>,
+}
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -39,7 +50,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -65,8 +77,17 @@ impl ApiError {
             ApiError::InvalidRequest { field: Some(field), .. } => {
                 error.insert("field".into(), json!(field));
             }
-            ApiError::RateLimited { retry_after_seconds, .. } => {
+            ApiError::RateLimited { retry_after_seconds, details, .. } => {
                 error.insert("retry_after".into(), json!(retry_after_seconds));
+                if let Some(d) = details {
+                    error.extend(serde_json::to_value(d).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default());
+                }
+            }
+            ApiError::QuotaExceeded { retry_after_seconds, details, .. } => {
+                error.insert("retry_after".into(), json!(retry_after_seconds));
+                error.extend(
+                    serde_json::to_value(details).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default(),
+                );
             }
             _ => {}
         }
@@ -80,7 +101,9 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::RateLimited { retry_after_seconds, .. } = self {
+        if let ApiError::RateLimited { retry_after_seconds, .. } | ApiError::QuotaExceeded { retry_after_seconds, .. } =
+            self
+        {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds.max(1)));
         }
         response
@@ -133,7 +156,8 @@ mod tests {
 
     #[test]
     fn rate_limited_errors_say_when_to_retry() {
-        let response = ApiError::RateLimited { message: "slow down".into(), retry_after_seconds: 7 }.into_response();
+        let response = ApiError::RateLimited { message: "slow down".into(), retry_after_seconds: 7, details: None }
+            .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }

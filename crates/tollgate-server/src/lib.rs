@@ -7,8 +7,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metering;
 pub mod openapi;
-mod routes;
+pub mod routes;
 pub mod state;
 
 pub use app::{Server, start};

@@ -8,6 +8,7 @@ use tollgate_store::Store;
 
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
+use crate::metering::Metering;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,4 +20,14 @@ pub struct AppState {
     /// SHA-256 of the admin token; the token itself is not kept.
     pub admin_token_hash: Arc<KeyHash>,
     pub metrics: PrometheusHandle,
+    pub metering: Arc<Metering>,
+    pub rate_windows: Arc<crate::routes::RateWindows>,
+}
+
+impl AppState {
+    /// After a change to users or plans: forget verified keys and accounts.
+    pub fn invalidate_users(&self) {
+        self.key_cache.invalidate_all();
+        self.metering.invalidate(None);
+    }
 }

@@ -11,9 +11,11 @@
 //! This crate knows nothing of HTTP.
 
 mod error;
+mod grants;
 mod keys;
 mod plans;
 mod settings;
+mod usage;
 mod users;
 
 use std::path::Path;
@@ -27,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use error::StoreError;
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
+pub use usage::{DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
 pub use users::{NewUser, UserPatch};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

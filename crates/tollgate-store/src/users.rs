@@ -7,7 +7,7 @@ use crate::{Result, Store, StoreError, on_pool};
 
 macro_rules! columns {
     () => {
-        "id, plan, status, email, stripe_customer_id, billing_anchor, created_at, updated_at"
+        "id, plan, status, email, stripe_customer_id, billing_anchor, usage_reset_at, limit_overrides, created_at, updated_at"
     };
 }
 
@@ -19,6 +19,8 @@ struct UserRow {
     email: Option<String>,
     stripe_customer_id: Option<String>,
     billing_anchor: i64,
+    usage_reset_at: Option<i64>,
+    limit_overrides: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -34,6 +36,12 @@ impl TryFrom<UserRow> for User {
             email: row.email,
             stripe_customer_id: row.stripe_customer_id,
             billing_anchor: Timestamp::from_millis(row.billing_anchor),
+            usage_reset_at: row.usage_reset_at.map(Timestamp::from_millis),
+            limit_overrides: row
+                .limit_overrides
+                .map(|l| serde_json::from_str(&l))
+                .transpose()
+                .map_err(|e| tollgate_domain::Invalid::new(format!("user limit_overrides: {e}")))?,
             created_at: Timestamp::from_millis(row.created_at),
             updated_at: Timestamp::from_millis(row.updated_at),
         })
@@ -45,6 +53,7 @@ pub struct NewUser {
     pub plan: PlanSlug,
     pub email: Option<String>,
     pub stripe_customer_id: Option<String>,
+    pub billing_anchor: Option<Timestamp>,
 }
 
 /// Fields to change; `None` leaves one as it is, `Some(None)` clears it.
@@ -55,6 +64,8 @@ pub struct UserPatch {
     pub status: Option<UserStatus>,
     pub plan: Option<PlanSlug>,
     pub billing_anchor: Option<Timestamp>,
+    pub usage_reset_at: Option<Timestamp>,
+    pub limit_overrides: Option<Option<tollgate_domain::Limits>>,
 }
 
 fn user_not_found(id: &UserId) -> StoreError {
@@ -71,11 +82,13 @@ impl Store {
             status: UserStatus::Active,
             email: new.email,
             stripe_customer_id: new.stripe_customer_id,
-            billing_anchor: now,
+            billing_anchor: new.billing_anchor.unwrap_or(now),
+            usage_reset_at: None,
+            limit_overrides: None,
             created_at: now,
             updated_at: now,
         };
-        let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+        let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         on_pool!(self, p => sqlx::query(q)
             .bind(user.id.as_str())
             .bind(user.plan.as_str())
@@ -83,6 +96,8 @@ impl Store {
             .bind(&user.email)
             .bind(&user.stripe_customer_id)
             .bind(user.billing_anchor.millis())
+            .bind(None::<i64>)
+            .bind(None::<String>)
             .bind(user.created_at.millis())
             .bind(user.updated_at.millis())
             .execute(p)
@@ -142,9 +157,21 @@ impl Store {
         user.status = patch.status.unwrap_or(user.status);
         user.plan = patch.plan.unwrap_or(user.plan);
         user.billing_anchor = patch.billing_anchor.unwrap_or(user.billing_anchor);
+        if patch.usage_reset_at.is_some() {
+            user.usage_reset_at = patch.usage_reset_at;
+        }
+        if let Some(overrides) = patch.limit_overrides {
+            user.limit_overrides = overrides;
+        }
         user.updated_at = Timestamp::now();
+        let overrides = user
+            .limit_overrides
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| tollgate_domain::Invalid::new(format!("user limit_overrides: {e}")))?;
         let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, \
-                 billing_anchor = $6, updated_at = $7 WHERE id = $1";
+                 billing_anchor = $6, updated_at = $7, usage_reset_at = $8, limit_overrides = $9 WHERE id = $1";
         let done = on_pool!(self, p => sqlx::query(q)
             .bind(user.id.as_str())
             .bind(user.plan.as_str())
@@ -153,6 +180,8 @@ impl Store {
             .bind(&user.stripe_customer_id)
             .bind(user.billing_anchor.millis())
             .bind(user.updated_at.millis())
+            .bind(user.usage_reset_at.map(Timestamp::millis))
+            .bind(&overrides)
             .execute(p)
             .await
             .map(|d| d.rows_affected()))

@@ -174,7 +174,9 @@ async fn replace_plan(
 ) -> ApiResult<Json<Plan>> {
     let current = state.store.plan(&parse_slug(&slug)?).await?;
     let plan = input.apply(blank_plan(current.slug, current.created_at))?;
-    Ok(Json(state.store.update_plan(&plan).await?))
+    let plan = state.store.update_plan(&plan).await?;
+    state.invalidate_users();
+    Ok(Json(plan))
 }
 
 async fn update_plan(
@@ -184,7 +186,9 @@ async fn update_plan(
 ) -> ApiResult<Json<Plan>> {
     let current = state.store.plan(&parse_slug(&slug)?).await?;
     let plan = input.apply(current)?;
-    Ok(Json(state.store.update_plan(&plan).await?))
+    let plan = state.store.update_plan(&plan).await?;
+    state.invalidate_users();
+    Ok(Json(plan))
 }
 
 async fn delete_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<StatusCode> {
@@ -223,15 +227,26 @@ struct UserCreate {
     plan: Option<PlanSlug>,
     email: Option<String>,
     stripe_customer_id: Option<String>,
+    /// Start of the billing cycle (default: now).
+    billing_anchor: Option<Timestamp>,
 }
 
 async fn create_user(State(state): State<AppState>, Body(input): Body<UserCreate>) -> ApiResult<impl IntoResponse> {
     check_email(&input.email)?;
+    if input.id.as_str().starts_with(crate::metering::ANONYMOUS_PREFIX) {
+        return Err(ApiError::invalid("id", "id: the prefix `anon:` is kept for anonymous demo traffic"));
+    }
     let plan = input.plan.unwrap_or_else(|| PlanSlug::parse("free").expect("a valid slug"));
     let plan = existing_plan(&state, plan).await?;
     let user = state
         .store
-        .insert_user(NewUser { id: input.id, plan, email: input.email, stripe_customer_id: input.stripe_customer_id })
+        .insert_user(NewUser {
+            id: input.id,
+            plan,
+            email: input.email,
+            stripe_customer_id: input.stripe_customer_id,
+            billing_anchor: input.billing_anchor,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -266,6 +281,9 @@ struct UserUpdate {
     #[serde(default, deserialize_with = "present")]
     stripe_customer_id: Option<Option<String>>,
     status: Option<UserStatus>,
+    /// Limits replacing the plan's for this user; `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    limits: Option<Option<Limits>>,
 }
 
 async fn update_user(
@@ -278,17 +296,18 @@ async fn update_user(
         email: input.email,
         stripe_customer_id: input.stripe_customer_id,
         status: input.status,
+        limit_overrides: input.limits,
         ..UserPatch::default()
     };
     let user = state.store.update_user(&parse_user_id(&id)?, patch).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     Ok(Json(user))
 }
 
 async fn set_status(state: &AppState, id: &str, status: UserStatus) -> ApiResult<Json<User>> {
     let patch = UserPatch { status: Some(status), ..UserPatch::default() };
     let user = state.store.update_user(&parse_user_id(id)?, patch).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     Ok(Json(user))
 }
 
@@ -302,7 +321,7 @@ async fn unsuspend_user(State(state): State<AppState>, Path(id): Path<String>) -
 
 async fn delete_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     state.store.delete_user(&parse_user_id(&id)?).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -322,10 +341,14 @@ async fn change_plan(
 ) -> ApiResult<Json<User>> {
     let id = parse_user_id(&id)?;
     let plan = existing_plan(&state, input.plan).await?;
-    let patch =
-        UserPatch { plan: Some(plan), billing_anchor: input.reset_usage.then(Timestamp::now), ..UserPatch::default() };
+    let patch = UserPatch {
+        plan: Some(plan),
+        billing_anchor: input.reset_usage.then(Timestamp::now),
+        usage_reset_at: input.reset_usage.then(Timestamp::now),
+        ..UserPatch::default()
+    };
     let user = state.store.update_user(&id, patch).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     Ok(Json(user))
 }
 

@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
+    if let Principal::Anonymous(ip) = &principal {
+        return Json(
+            json!({ "user_id": format!("{}{ip}", crate::metering::ANONYMOUS_PREFIX), "anonymous": true, "admin": false, "key": null }),
+        );
+    }
     Json(match principal.key() {
         None => json!({ "user_id": null, "plan": null, "admin": true, "key": null }),
         Some(authed) => json!({

@@ -7,7 +7,10 @@
 mod admin;
 mod keys;
 mod me;
+mod metering;
 mod ops;
+mod quota;
+mod usage;
 
 use std::time::Instant;
 
@@ -23,9 +26,17 @@ use crate::auth::{require_admin, require_principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub use quota::RateWindows;
+
 pub fn router(state: AppState) -> Router {
-    let admin = admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let me = me::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
+    let admin = admin::routes()
+        .merge(usage::admin_routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let me = me::routes()
+        .merge(usage::me_routes())
+        .merge(metering::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), quota::headers))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
     Router::new()
         .merge(ops::routes())
         .nest("/admin/v1", admin)

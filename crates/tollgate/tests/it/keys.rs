@@ -133,7 +133,7 @@ async fn rotation_without_grace_stops_the_old_key_at_once(backend: Backend) {
 
 async fn rotation_with_grace_keeps_the_old_key_until_it_ends(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.api.create_user("u_1", "free").await;
+    app.api.create_user("u_1", "enterprise").await;
     let long = app.api.create_key("u_1", json!({})).await;
     let successor = rotate(&app, long["id"].as_str().unwrap(), 3600).await;
     app.api.me(&secret(&long)).await.expect(200);
@@ -173,7 +173,7 @@ async fn a_revoked_or_rotated_key_cannot_be_rotated(backend: Backend) {
 
 async fn expired_key_is_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.api.create_user("u_1", "free").await;
+    app.api.create_user("u_1", "enterprise").await;
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
     let created = app.api.create_key("u_1", json!({"expires_at": soon})).await;
     let key = secret(&created);
@@ -244,7 +244,7 @@ fn store_config(app: &TestApp) -> tollgate_store::StoreConfig {
 async fn another_instance_sees_a_revocation_within_the_cache_ttl(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "1")]).await;
     let (other, other_server) = app.sibling(&[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "1")]).await;
-    app.api.create_user("u_1", "free").await;
+    app.api.create_user("u_1", "enterprise").await;
     let created = app.api.create_key("u_1", json!({})).await;
     let key = secret(&created);
     other.me(&key).await.expect(200); // cached by the other instance

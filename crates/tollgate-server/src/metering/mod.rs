@@ -1,0 +1,380 @@
+//! The metering engine: every unit of usage recorded once and durably,
+//! every quota enforced exactly. Used by the metering API (sidecar mode),
+//! the usage routes, and later the gateway.
+//!
+//! * Committed usage lives in the store (ledger, counters); live counters
+//!   and reservations in a [`CounterStore`].
+//! * Writes go through one writer task ([`writer`]) that group-commits.
+//! * A reservation is granted only if `used + reserved + amount <= limit`,
+//!   decided under one lock, so concurrent callers never get more than the
+//!   limit between them.
+
+mod counters;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tollgate_domain::model::{Grant, Plan, User};
+use tollgate_domain::period::Period;
+use tollgate_domain::pricing::{Price, PriceTable};
+use tollgate_domain::quota::{Ask, CounterKey, Refusal};
+use tollgate_domain::usage::Amounts;
+use tollgate_domain::{Meter, Timestamp, UserId, base62};
+use tollgate_store::{EventRow, PreparedEvent, Store, StoreError};
+
+pub use counters::CounterStore;
+use writer::Job;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A user as quotas see them: with their plan and grants.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user: User,
+    pub plan: Plan,
+    pub grants: Vec<Grant>,
+}
+
+impl Account {
+    pub fn period(&self, t: Timestamp) -> Period {
+        self.user.period_rule(&self.plan).containing(t)
+    }
+
+    /// The limit of `meter` at `t`: the plan's (or the user's override)
+    /// plus active grants; `None` is unlimited.
+    pub fn limit(&self, meter: &Meter, t: Timestamp) -> Option<i64> {
+        let base = self.user.base_limit(&self.plan, meter)?;
+        let granted: i64 = self.grants.iter().filter(|g| &g.meter == meter && g.active_at(t)).map(|g| g.amount).sum();
+        Some(base.saturating_add(granted))
+    }
+
+    /// Meters with a limit at `t`.
+    pub fn limited_meters(&self, t: Timestamp) -> Vec<Meter> {
+        let mut meters: Vec<Meter> = self.plan.limits.iter().map(|(m, _)| m.clone()).collect();
+        if let Some(overrides) = &self.user.limit_overrides {
+            meters.extend(overrides.iter().map(|(m, _)| m.clone()));
+        }
+        meters.sort();
+        meters.dedup();
+        meters.retain(|m| self.limit(m, t).is_some());
+        meters
+    }
+
+    pub fn key(&self, meter: &Meter, t: Timestamp) -> CounterKey {
+        CounterKey {
+            user: self.user.id.to_string(),
+            meter: meter.to_string(),
+            period_start: self.period(t).start.millis(),
+        }
+    }
+
+    /// Whether usage from this key source counts toward quota.
+    pub fn counts(&self, byok: bool) -> bool {
+        !byok || self.plan.byok_counts
+    }
+}
+
+/// One meter's state in the current period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterState {
+    pub limit: Option<i64>,
+    pub used: i64,
+    pub reserved: i64,
+}
+
+impl MeterState {
+    pub fn remaining(&self) -> Option<i64> {
+        self.limit.map(|l| (l - self.used - self.reserved).max(0))
+    }
+}
+
+/// The answer to a quota check.
+#[derive(Clone, Debug)]
+pub struct CheckOutcome {
+    pub allowed: bool,
+    pub state: MeterState,
+    pub period: Period,
+    pub reservation_id: Option<String>,
+}
+
+/// User ids of anonymous demo traffic: `anon:` and the client address.
+pub const ANONYMOUS_PREFIX: &str = "anon:";
+
+/// Settings of the engine.
+#[derive(Clone, Debug)]
+pub struct MeteringConfig {
+    pub account_ttl: Duration,
+    pub reservation_ttl: Duration,
+}
+
+pub struct Metering {
+    store: Arc<Store>,
+    counters: Arc<CounterStore>,
+    writer: RwLock<Option<mpsc::Sender<Job>>>,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+    accounts: Mutex<HashMap<UserId, (Instant, Arc<Account>)>>,
+    prices: RwLock<PriceTable>,
+    config: MeteringConfig,
+}
+
+fn stopped() -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("the metering writer has stopped"))
+}
+
+impl Metering {
+    /// Starts the writer; prices are the built-in ones with `overrides`.
+    pub fn start(store: Arc<Store>, config: MeteringConfig, overrides: Vec<(String, Price)>) -> Arc<Metering> {
+        let counters = Arc::new(CounterStore::memory());
+        let (tx, rx) = mpsc::channel(65_536);
+        let task = tokio::spawn(writer::run(store.clone(), counters.clone(), rx));
+        let mut prices = PriceTable::default();
+        for (model, price) in overrides {
+            prices.set(&model, price);
+        }
+        Arc::new(Metering {
+            store,
+            counters,
+            writer: RwLock::new(Some(tx)),
+            writer_task: Mutex::new(Some(task)),
+            accounts: Mutex::new(HashMap::new()),
+            prices: RwLock::new(prices),
+            config,
+        })
+    }
+
+    /// Lets the writer commit what is queued, then stops it.
+    pub async fn shutdown(&self) {
+        self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.writer_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn send(&self, job: Job) -> ApiResult<()> {
+        let tx = self.writer.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(stopped)?;
+        tx.send(job).await.map_err(|_| stopped())
+    }
+
+    /// Drops cached accounts (all, or one user's) after a change to users,
+    /// plans or grants.
+    pub fn invalidate(&self, user: Option<&UserId>) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        match user {
+            Some(id) => {
+                accounts.remove(id);
+            }
+            None => accounts.clear(),
+        }
+    }
+
+    /// The user with plan and grants; cached for the account TTL.
+    pub async fn account(&self, id: &UserId) -> ApiResult<Arc<Account>> {
+        if let Some((at, account)) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+            && at.elapsed() < self.config.account_ttl
+        {
+            return Ok(account.clone());
+        }
+        let user = match self.store.user(id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound(m)) => return Err(ApiError::NotFound(m)),
+            Err(e) => return Err(e.into()),
+        };
+        let plan = self.store.plan(&user.plan).await?;
+        let grants = self.store.grants_of(id).await?;
+        let account = Arc::new(Account { user, plan, grants });
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if accounts.len() >= 100_000 {
+            accounts.clear();
+        }
+        accounts.insert(id.clone(), (Instant::now(), account.clone()));
+        Ok(account)
+    }
+
+    /// The account of anonymous traffic from `ip`, on the demo plan. It has
+    /// no row in the users table; its periods run by the calendar month.
+    pub async fn anonymous_account(
+        &self,
+        ip: std::net::IpAddr,
+        plan: &tollgate_domain::PlanSlug,
+    ) -> ApiResult<Arc<Account>> {
+        let id =
+            UserId::parse(&format!("{ANONYMOUS_PREFIX}{ip}")).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        if let Some((at, account)) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
+            && at.elapsed() < self.config.account_ttl
+        {
+            return Ok(account.clone());
+        }
+        let plan = self.store.plan(plan).await?;
+        let epoch = Timestamp::from_millis(0);
+        let user = User {
+            id: id.clone(),
+            plan: plan.slug.clone(),
+            status: tollgate_domain::model::UserStatus::Active,
+            email: None,
+            stripe_customer_id: None,
+            billing_anchor: epoch,
+            usage_reset_at: None,
+            limit_overrides: None,
+            created_at: epoch,
+            updated_at: epoch,
+        };
+        let account = Arc::new(Account { user, plan, grants: Vec::new() });
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (Instant::now(), account.clone()));
+        Ok(account)
+    }
+
+    /// Makes sure the live counters know these keys' committed values.
+    pub async fn ensure_loaded(&self, keys: &[CounterKey]) -> ApiResult<()> {
+        let missing = self.counters.missing(keys);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Load { keys: missing, reply }).await?;
+        answer.await.map_err(|_| stopped())?.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+    }
+
+    /// The state of one meter of `account` now.
+    pub async fn state(&self, account: &Account, meter: &Meter, now: Timestamp) -> ApiResult<MeterState> {
+        let key = account.key(meter, now);
+        self.ensure_loaded(std::slice::from_ref(&key)).await?;
+        let count = self.counters.count(&key);
+        Ok(MeterState { limit: account.limit(meter, now), used: count.used, reserved: count.reserved })
+    }
+
+    /// May `account` spend `amount` of `meter`? With `reserve`, the amount
+    /// is held until settled, released or expired (`ttl`, default the
+    /// configured one).
+    pub async fn check(
+        &self,
+        account: &Account,
+        meter: &Meter,
+        amount: i64,
+        reserve: bool,
+        ttl: Option<Duration>,
+    ) -> ApiResult<CheckOutcome> {
+        let now = Timestamp::now();
+        let period = account.period(now);
+        let key = account.key(meter, now);
+        self.ensure_loaded(std::slice::from_ref(&key)).await?;
+        let limit = account.limit(meter, now);
+        let before = self.counters.count(&key);
+        let state = MeterState { limit, used: before.used, reserved: before.reserved };
+        if !reserve {
+            let allowed = limit.is_none_or(|l| before.used + before.reserved + amount <= l);
+            return Ok(CheckOutcome { allowed, state, period, reservation_id: None });
+        }
+        let id = format!("res_{}", base62::random(20));
+        let ttl_ms = ttl.unwrap_or(self.config.reservation_ttl).as_millis() as i64;
+        match self.counters.reserve(&id, &[Ask { key, amount, limit }], now.millis(), ttl_ms) {
+            Ok(()) => Ok(CheckOutcome { allowed: true, state, period, reservation_id: Some(id) }),
+            Err(Refusal { count, .. }) => {
+                let state = MeterState { limit, used: count.used, reserved: count.reserved };
+                Ok(CheckOutcome { allowed: false, state, period, reservation_id: None })
+            }
+        }
+    }
+
+    /// The user and meter a live reservation holds.
+    pub fn reservation(&self, id: &str) -> Option<(UserId, Meter)> {
+        let parts = self.counters.holds(id)?;
+        let (key, _) = parts.first()?;
+        Some((UserId::parse(&key.user).ok()?, Meter::parse(&key.meter).ok()?))
+    }
+
+    /// Records `amount` of the reserved meter as used (an event whose id is
+    /// the reservation's, so a repeated settle counts once) and ends the hold.
+    pub async fn settle(&self, id: &str, amount: i64) -> ApiResult<bool> {
+        let (user, meter) = self
+            .reservation(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired")))?;
+        let account = self.account(&user).await?;
+        let now = Timestamp::now();
+        let amounts = Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() };
+        let row = EventRow { id: id.to_owned(), user_id: user.to_string(), ts: now.millis(), ..EventRow::default() };
+        let event = self.prepare(&account, row, &amounts);
+        let flags = self.commit(vec![event], Some(id.to_owned())).await?;
+        Ok(flags[0])
+    }
+
+    pub fn release(&self, id: &str) -> bool {
+        self.counters.release(id)
+    }
+
+    /// The event `row` with `amounts` filled in, and what it adds to
+    /// counters and lifetime totals. The cost is computed from the price
+    /// table unless `amounts.cost_micros` is set.
+    pub fn prepare(&self, account: &Account, mut row: EventRow, amounts: &Amounts) -> PreparedEvent {
+        row.input_tokens = amounts.input_tokens;
+        row.output_tokens = amounts.output_tokens;
+        row.cached_tokens = amounts.cached_tokens;
+        row.reasoning_tokens = amounts.reasoning_tokens;
+        row.requests = amounts.requests;
+        row.cost_micros = amounts.cost_micros;
+        row.feature = amounts.feature.clone();
+        if !amounts.extra.is_empty() {
+            row.extra = serde_json::to_string(&amounts.extra).ok();
+        }
+        if row.key_source.is_empty() {
+            row.key_source = "platform".into();
+        }
+        if row.recorded_at == 0 {
+            row.recorded_at = Timestamp::now().millis();
+        }
+        let meters = amounts.meters();
+        let t = Timestamp::from_millis(row.ts);
+        let counted = account.counts(row.key_source == "byok");
+        let counters = if counted { meters.iter().map(|(m, n)| (account.key(m, t), *n)).collect() } else { Vec::new() };
+        let lifetime = meters.iter().map(|(m, n)| (m.to_string(), *n)).collect();
+        PreparedEvent { row, counters, lifetime }
+    }
+
+    /// The cost of a call in micro-dollars; unknown models cost 0 and are
+    /// counted so the operator sees them.
+    pub fn cost(&self, model: Option<&str>, input: i64, cached: i64, output: i64) -> i64 {
+        let Some(model) = model else { return 0 };
+        match self.prices.read().unwrap_or_else(|p| p.into_inner()).lookup(model) {
+            Some(price) => price.cost_micros(input, cached, output),
+            None => {
+                metrics::counter!("tollgate_unknown_model_events_total", "model" => model.to_owned()).increment(1);
+                0
+            }
+        }
+    }
+
+    pub fn prices(&self) -> Vec<(String, Price)> {
+        self.prices.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(m, p)| (m.to_owned(), *p)).collect()
+    }
+
+    pub fn set_price(&self, model: &str, price: Option<Price>) {
+        let mut prices = self.prices.write().unwrap_or_else(|p| p.into_inner());
+        // Without an override, a built-in price (if any) applies again.
+        match price.or_else(|| PriceTable::default().iter().find(|(m, _)| *m == model).map(|(_, p)| *p)) {
+            Some(p) => prices.set(model, p),
+            None => {
+                prices.remove(model);
+            }
+        }
+    }
+
+    /// Commits events through the writer; returns when they are durable,
+    /// with whether each was new.
+    pub async fn commit(&self, events: Vec<PreparedEvent>, settles: Option<String>) -> ApiResult<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Commit { events, settles, reply }).await?;
+        answer.await.map_err(|_| stopped())?.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+    }
+
+    /// Drops expired reservations; run periodically.
+    pub fn expire(&self) -> usize {
+        self.counters.expire(Timestamp::now().millis())
+    }
+}

@@ -1,0 +1,103 @@
+//! The single writer: it commits whatever is queued in one transaction
+//! (natural group commit: no timer, no wait when idle), then applies the
+//! committed usage to the live counters and answers each caller. Loads of
+//! counters go through it too, so that a load never races a commit.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tollgate_domain::quota::CounterKey;
+use tollgate_store::{PreparedEvent, Store};
+
+use super::counters::CounterStore;
+
+pub enum Job {
+    Commit {
+        events: Vec<PreparedEvent>,
+        /// The reservation these events settle, if any.
+        settles: Option<String>,
+        reply: oneshot::Sender<Result<Vec<bool>, String>>,
+    },
+    Load {
+        keys: Vec<CounterKey>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Jobs taken into one transaction at most.
+const MAX_JOBS: usize = 1024;
+
+pub async fn run(store: Arc<Store>, counters: Arc<CounterStore>, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_JOBS);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_JOBS {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut commits = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Load { keys, reply } => {
+                    let _ = reply.send(load(&store, &counters, keys).await);
+                }
+                Job::Commit { events, settles, reply } => commits.push((events, settles, reply)),
+            }
+        }
+        if !commits.is_empty() {
+            commit(&store, &counters, commits).await;
+        }
+    }
+    tracing::debug!("metering writer stopped: every queued write is committed");
+}
+
+async fn load(store: &Store, counters: &CounterStore, keys: Vec<CounterKey>) -> Result<(), String> {
+    for key in counters.missing(&keys) {
+        let used = store.counter(&key).await.map_err(|e| e.to_string())?;
+        counters.load(key, used);
+    }
+    Ok(())
+}
+
+type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<bool>, String>>);
+
+async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
+    let all: Vec<PreparedEvent> = commits.iter().flat_map(|(events, _, _)| events.iter().cloned()).collect();
+    match store.commit_usage(&all).await {
+        Ok(flags) => {
+            let mut settled = Vec::new();
+            let mut added = Vec::new();
+            let mut offset = 0;
+            let mut replies = Vec::new();
+            for (events, settles, reply) in commits {
+                let mine = flags[offset..offset + events.len()].to_vec();
+                offset += events.len();
+                let new_usage: Vec<(CounterKey, i64)> = events
+                    .iter()
+                    .zip(&mine)
+                    .filter(|(_, new)| **new)
+                    .flat_map(|(e, _)| e.counters.iter().cloned())
+                    .collect();
+                match settles {
+                    Some(id) => settled.push((id, new_usage)),
+                    None => added.extend(new_usage),
+                }
+                replies.push((reply, mine));
+            }
+            counters.apply(&settled, &added);
+            metrics::counter!("tollgate_usage_events_committed_total")
+                .increment(flags.iter().filter(|f| **f).count() as u64);
+            for (reply, mine) in replies {
+                let _ = reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, events = all.len(), "failed to commit usage");
+            for (_, _, reply) in commits {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+}

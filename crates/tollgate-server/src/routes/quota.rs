@@ -1,0 +1,146 @@
+//! Middleware for the routes a user's key (or anonymous demo traffic)
+//! reaches: the plan's requests-per-minute limit, anonymous quota, and the
+//! rate-limit headers of the meter that binds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tollgate_domain::{Meter, Timestamp};
+
+use super::usage::{binding_meter, ratelimit_headers};
+use crate::auth::Principal;
+use crate::error::{ApiError, LimitDetails};
+use crate::metering::Account;
+use crate::state::AppState;
+
+/// Per-user GCRA windows: a user may burst up to the whole per-minute
+/// allowance, then one request per `60 s / limit`.
+#[derive(Default)]
+pub struct RateWindows(Mutex<HashMap<String, f64>>);
+
+const WINDOW_MS: f64 = 60_000.0;
+
+impl RateWindows {
+    /// Takes `cost` from `who`'s allowance of `per_minute`; `Err` holds the
+    /// milliseconds to wait.
+    pub fn take(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) -> Result<(), u64> {
+        let interval = WINDOW_MS / per_minute.max(1) as f64;
+        let now = now_ms as f64;
+        let mut windows = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() > 100_000 {
+            windows.retain(|_, tat| *tat > now);
+        }
+        let tat = windows.get(who).copied().unwrap_or(now).max(now);
+        let new_tat = tat + cost as f64 * interval;
+        if new_tat - now > WINDOW_MS {
+            return Err((new_tat - now - WINDOW_MS).ceil() as u64);
+        }
+        windows.insert(who.to_owned(), new_tat);
+        Ok(())
+    }
+}
+
+fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
+    let retry = wait_ms.div_ceil(1000).max(1);
+    ApiError::RateLimited {
+        message: format!(
+            "more than {rpm} requests per minute for user {:?}; retry in {retry} s",
+            account.user.id.as_str()
+        ),
+        retry_after_seconds: retry,
+        details: Some(LimitDetails {
+            meter: "requests_per_minute".into(),
+            limit: rpm,
+            used: rpm,
+            reset_at: Some(Timestamp::now().plus_seconds(retry as i64)),
+        }),
+    }
+}
+
+pub async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let principal = req.extensions().get::<Principal>().cloned();
+    let account = match &principal {
+        Some(Principal::Key(k)) => match &k.user {
+            Some(user) => state.metering.account(&user.id).await?,
+            None => return Ok(next.run(req).await),
+        },
+        Some(Principal::Anonymous(ip)) => return anonymous(&state, *ip, req, next).await,
+        _ => return Ok(next.run(req).await),
+    };
+    if let Some(rpm) = account.plan.rpm {
+        state
+            .rate_windows
+            .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
+            .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
+    }
+    let mut response = next.run(req).await;
+    if !response.headers().contains_key("x-ratelimit-limit")
+        && let Some((meter, s, period)) = binding_meter(&state, &account, Meter::REQUESTS).await?
+    {
+        response.headers_mut().extend(ratelimit_headers(&meter, &s, &period));
+    }
+    Ok(response)
+}
+
+/// Anonymous demo traffic: one request of the demo plan's quota per call,
+/// per client address.
+async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(anonymous) = &state.config.anonymous else { return Ok(next.run(req).await) };
+    let account = state.metering.anonymous_account(ip, &anonymous.plan).await?;
+    let requests = Meter::parse(Meter::REQUESTS).expect("a built-in meter name");
+    if let Some(rpm) = account.plan.rpm {
+        state
+            .rate_windows
+            .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
+            .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
+    }
+    let outcome = state.metering.check(&account, &requests, 1, true, None).await?;
+    let demo = |mut response: Response| {
+        response.headers_mut().insert("x-demo-mode", HeaderValue::from_static("true"));
+        response
+    };
+    let Some(reservation) = outcome.reservation_id else {
+        let s = &outcome.state;
+        let reset = outcome.period.end;
+        let retry = reset.map(|r| (r.unix_seconds() - Timestamp::now().unix_seconds()).max(1) as u64).unwrap_or(3600);
+        let error = ApiError::QuotaExceeded {
+            message: "the anonymous demo quota for this address is used up; use an API key".into(),
+            retry_after_seconds: retry,
+            details: LimitDetails {
+                meter: Meter::REQUESTS.into(),
+                limit: s.limit.unwrap_or(0),
+                used: s.used,
+                reset_at: reset,
+            },
+        };
+        let mut response = axum::response::IntoResponse::into_response(error);
+        response.headers_mut().extend(ratelimit_headers(&requests, s, &outcome.period));
+        return Ok(demo(response));
+    };
+    let mut response = next.run(req).await;
+    state.metering.settle(&reservation, 1).await?;
+    let after = state.metering.state(&account, &requests, Timestamp::now()).await?;
+    response.headers_mut().extend(ratelimit_headers(&requests, &after, &outcome.period));
+    Ok(demo(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_a_burst_of_the_whole_minute_then_spaces_requests() {
+        let w = RateWindows::default();
+        for _ in 0..10 {
+            assert!(w.take("u", 10, 1, 0).is_ok());
+        }
+        let wait = w.take("u", 10, 1, 0).unwrap_err();
+        assert_eq!(wait, 6000, "one more after 60 s / 10");
+        assert!(w.take("u", 10, 1, 6000).is_ok());
+        assert!(w.take("other", 10, 1, 0).is_ok(), "users are apart");
+    }
+}

@@ -1,0 +1,338 @@
+//! The ledger and what it feeds: quota counters, lifetime totals and daily
+//! rollups, all written in the transaction that appends the events.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sqlx::AssertSqlSafe;
+use tollgate_domain::quota::CounterKey;
+
+use crate::{Result, Store, on_pool};
+
+/// One usage event as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: String,
+    pub user_id: String,
+    pub key_id: Option<String>,
+    pub ts: i64,
+    pub recorded_at: i64,
+    pub feature: Option<String>,
+    pub route: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub requests: i64,
+    pub cost_micros: i64,
+    /// JSON object of further meters and amounts.
+    pub extra: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub ttft_ms: Option<i64>,
+    pub status_code: Option<i64>,
+    pub request_bytes: Option<i64>,
+    pub response_bytes: Option<i64>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `platform` or `byok`.
+    pub key_source: String,
+    pub billable: bool,
+    pub estimated: bool,
+}
+
+pub const EVENT_COLUMNS: &[&str] = &[
+    "id",
+    "user_id",
+    "key_id",
+    "ts",
+    "recorded_at",
+    "feature",
+    "route",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "requests",
+    "cost_micros",
+    "extra",
+    "latency_ms",
+    "ttft_ms",
+    "status_code",
+    "request_bytes",
+    "response_bytes",
+    "client_ip",
+    "user_agent",
+    "key_source",
+    "billable",
+    "estimated",
+];
+
+/// An event with what it adds to counters (quota) and lifetime totals,
+/// applied only if the event is new.
+#[derive(Clone, Debug, Default)]
+pub struct PreparedEvent {
+    pub row: EventRow,
+    pub counters: Vec<(CounterKey, i64)>,
+    pub lifetime: Vec<(String, i64)>,
+}
+
+/// One day's sums for one combination of model, feature, key, provider and
+/// key source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct DailyRow {
+    pub day: i64,
+    pub model: String,
+    pub feature: String,
+    pub key_id: String,
+    pub provider: String,
+    pub key_source: String,
+    pub events: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub requests: i64,
+    pub cost_micros: i64,
+}
+
+const DAY_MS: i64 = 86_400_000;
+/// Rows per multi-row INSERT: well under SQLite's 32,766 parameters.
+const CHUNK: usize = 500;
+
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * columns + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+macro_rules! bind_event {
+    ($q:expr, $e:expr) => {{
+        let e: &EventRow = $e;
+        $q.bind(&e.id)
+            .bind(&e.user_id)
+            .bind(&e.key_id)
+            .bind(e.ts)
+            .bind(e.recorded_at)
+            .bind(&e.feature)
+            .bind(&e.route)
+            .bind(&e.provider)
+            .bind(&e.model)
+            .bind(e.input_tokens)
+            .bind(e.output_tokens)
+            .bind(e.cached_tokens)
+            .bind(e.reasoning_tokens)
+            .bind(e.requests)
+            .bind(e.cost_micros)
+            .bind(&e.extra)
+            .bind(e.latency_ms)
+            .bind(e.ttft_ms)
+            .bind(e.status_code)
+            .bind(e.request_bytes)
+            .bind(e.response_bytes)
+            .bind(&e.client_ip)
+            .bind(&e.user_agent)
+            .bind(&e.key_source)
+            .bind(e.billable)
+            .bind(e.estimated)
+    }};
+}
+
+type RollupKey = (String, i64, String, String, String, String, String);
+
+impl Store {
+    /// Appends the events that are new (by id) and, in the same
+    /// transaction, adds what those feed to counters, lifetime totals and
+    /// rollups. Returns, per event, whether it was new; a repeated id (in
+    /// the store or earlier in `events`) is a duplicate and adds nothing.
+    pub async fn commit_usage(&self, events: &[PreparedEvent]) -> Result<Vec<bool>> {
+        let mut seen = HashSet::new();
+        let fresh: Vec<&PreparedEvent> = events.iter().filter(|e| seen.insert(e.row.id.as_str())).collect();
+        let mut inserted: HashSet<String> = HashSet::new();
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in fresh.chunks(CHUNK) {
+                let sql = format!(
+                    "INSERT INTO usage_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                    EVENT_COLUMNS.join(", "),
+                    placeholders(chunk.len(), EVENT_COLUMNS.len())
+                );
+                let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+                for e in chunk {
+                    q = bind_event!(q, &e.row);
+                }
+                inserted.extend(q.fetch_all(&mut *tx).await?);
+            }
+            let new: Vec<&&PreparedEvent> = fresh.iter().filter(|e| inserted.contains(&e.row.id)).collect();
+
+            let mut counters: BTreeMap<&CounterKey, i64> = BTreeMap::new();
+            let mut lifetime: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+            let mut rollups: HashMap<RollupKey, [i64; 6]> = HashMap::new();
+            for e in &new {
+                for (key, n) in &e.counters {
+                    *counters.entry(key).or_default() += n;
+                }
+                for (meter, n) in &e.lifetime {
+                    *lifetime.entry((e.row.user_id.as_str(), meter.as_str())).or_default() += n;
+                }
+                let r = &e.row;
+                let key = (
+                    r.user_id.clone(),
+                    r.ts.div_euclid(DAY_MS) * DAY_MS,
+                    r.model.clone().unwrap_or_default(),
+                    r.feature.clone().unwrap_or_default(),
+                    r.key_id.clone().unwrap_or_default(),
+                    r.provider.clone().unwrap_or_default(),
+                    r.key_source.clone(),
+                );
+                let sums = rollups.entry(key).or_default();
+                for (slot, n) in sums.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros]) {
+                    *slot += n;
+                }
+            }
+            let counters: Vec<_> = counters.into_iter().collect();
+            for chunk in counters.chunks(CHUNK) {
+                let sql = format!(
+                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
+                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
+                    placeholders(chunk.len(), 4)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (key, n) in chunk {
+                    q = q.bind(&key.user).bind(&key.meter).bind(key.period_start).bind(*n);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let lifetime: Vec<_> = lifetime.into_iter().collect();
+            for chunk in lifetime.chunks(CHUNK) {
+                let sql = format!(
+                    "INSERT INTO usage_lifetime (user_id, meter, used) VALUES {} \
+                     ON CONFLICT (user_id, meter) DO UPDATE SET used = usage_lifetime.used + excluded.used",
+                    placeholders(chunk.len(), 3)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for ((user, meter), n) in chunk {
+                    q = q.bind(*user).bind(*meter).bind(*n);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let rollups: Vec<_> = rollups.into_iter().collect();
+            for chunk in rollups.chunks(CHUNK) {
+                let sql = format!(
+                    "INSERT INTO usage_daily (user_id, day, model, feature, key_id, provider, key_source, events, \
+                     input_tokens, output_tokens, cached_tokens, requests, cost_micros) VALUES {} \
+                     ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source) DO UPDATE SET \
+                     events = usage_daily.events + excluded.events, \
+                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+                     cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
+                     requests = usage_daily.requests + excluded.requests, \
+                     cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+                    placeholders(chunk.len(), 13)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for ((user, day, model, feature, key, provider, source), sums) in chunk {
+                    q = q.bind(user).bind(*day).bind(model).bind(feature).bind(key).bind(provider).bind(source);
+                    for n in sums {
+                        q = q.bind(*n);
+                    }
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        })?;
+        let mut first = HashSet::new();
+        Ok(events.iter().map(|e| inserted.contains(&e.row.id) && first.insert(e.row.id.as_str())).collect())
+    }
+
+    /// A counter's committed value (0 if it has none yet).
+    pub async fn counter(&self, key: &CounterKey) -> Result<i64> {
+        let q = "SELECT used FROM usage_counters WHERE user_id = $1 AND meter = $2 AND period_start = $3";
+        let used: Option<i64> = on_pool!(self, p => sqlx::query_scalar(q)
+            .bind(&key.user)
+            .bind(&key.meter)
+            .bind(key.period_start)
+            .fetch_optional(p)
+            .await)?;
+        Ok(used.unwrap_or(0))
+    }
+
+    /// Every meter of a user's counters for the period starting at `start`.
+    pub async fn counters_of(&self, user: &str, period_start: i64) -> Result<Vec<(String, i64)>> {
+        let q = "SELECT meter, used FROM usage_counters WHERE user_id = $1 AND period_start = $2 ORDER BY meter";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user).bind(period_start).fetch_all(p).await)?)
+    }
+
+    /// Counter rows of every user for periods starting at or after `since`.
+    pub async fn counters_since(&self, since: i64) -> Result<Vec<(String, String, i64, i64)>> {
+        let q = "SELECT user_id, meter, period_start, used FROM usage_counters WHERE period_start >= $1";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(since).fetch_all(p).await)?)
+    }
+
+    pub async fn lifetime_of(&self, user: &str) -> Result<Vec<(String, i64)>> {
+        let q = "SELECT meter, used FROM usage_lifetime WHERE user_id = $1 ORDER BY meter";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user).fetch_all(p).await)?)
+    }
+
+    /// A user's daily rollups for days in `[from, to)` (ms).
+    pub async fn daily_of(&self, user: &str, from: i64, to: i64) -> Result<Vec<DailyRow>> {
+        let q = "SELECT day, model, feature, key_id, provider, key_source, events, input_tokens, output_tokens, \
+                 cached_tokens, requests, cost_micros FROM usage_daily WHERE user_id = $1 AND day >= $2 AND day < $3 \
+                 ORDER BY day";
+        let from_day = from.div_euclid(DAY_MS) * DAY_MS;
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?)
+    }
+
+    /// A user's events with `from <= ts < to`, in time order, after the
+    /// event `(after_ts, after_id)` if given; at most `limit`.
+    pub async fn events_of(
+        &self,
+        user: &str,
+        from: i64,
+        to: i64,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let (after_ts, after_id) = after.unwrap_or((i64::MIN, ""));
+        let sql = format!(
+            "SELECT {} FROM usage_events WHERE user_id = $1 AND ts >= $2 AND ts < $3 \
+             AND (ts > $4 OR (ts = $4 AND id > $5)) ORDER BY ts, id LIMIT $6",
+            EVENT_COLUMNS.join(", ")
+        );
+        Ok(on_pool!(self, p => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(user)
+            .bind(from)
+            .bind(to)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// Deletes raw events older than `before` (ms); rollups and counters stay.
+    pub async fn delete_events_before(&self, before: i64) -> Result<u64> {
+        let q = "DELETE FROM usage_events WHERE ts < $1";
+        Ok(on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|d| d.rows_affected()))?)
+    }
+}
+
+impl Store {
+    /// How many of a user's events have `from <= ts < to`.
+    pub async fn count_events_of(&self, user: &str, from: i64, to: i64) -> Result<i64> {
+        let q = "SELECT COUNT(*) FROM usage_events WHERE user_id = $1 AND ts >= $2 AND ts < $3";
+        Ok(on_pool!(self, p => sqlx::query_scalar(q).bind(user).bind(from).bind(to).fetch_one(p).await)?)
+    }
+}
