@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! Tollgate's HTTP service: configuration, start-up, authentication, and
 //! the routes grouped by audience. The binary only wires this together;
 //! tests start it in-process through [`app::start`].

@@ -63,6 +63,16 @@ fn path_param(name: &str, description: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": description })
 }
 
+fn usage_params() -> Value {
+    let q = |name: &str, description: &str| json!({ "name": name, "in": "query", "schema": { "type": "string" }, "description": description });
+    json!([
+        q("period", "YYYY-MM: that calendar month instead of the current period"),
+        q("group_by", "day, model, feature, key or provider"),
+        q("from", "RFC 3339; with Accept: text/csv"),
+        q("to", "RFC 3339; with Accept: text/csv"),
+    ])
+}
+
 pub fn document() -> Value {
     let list = |field: &str, item: &str| json!({ "type": "object", "properties": { field: { "type": "array", "items": r(item) } } });
     let slug = path_param("slug", "the plan's slug");
@@ -133,6 +143,26 @@ pub fn document() -> Value {
             "post": admin("issue a service key (scopes meter, credentials:read, usage:read)", Some(r("KeyCreate")), 201, Some(r("KeyCreated"))),
         },
         "/admin/v1/service-keys/{key_id}": { "parameters": [key_id], "delete": admin("revoke a service key", None, 204, None) },
+        "/v1/usage/events": { "post": op("record a batch of usage events, idempotent by id; 2xx means committed (scope meter)", "gatewayKey", Some(r("EventBatch")), 200, Some(r("EventBatchResult"))) },
+        "/v1/quota/check": { "post": op("may a user spend this much of a meter? optionally reserve it (scope meter); a refusal is 200 with allowed false", "gatewayKey", Some(r("QuotaCheck")), 200, Some(r("QuotaCheckResult"))) },
+        "/v1/quota/reservations/{id}/settle": { "parameters": [path_param("id", "a reservation id, res_…")], "post": op("record the amount actually used and end the hold", "gatewayKey", Some(json!({"type":"object","required":["amount"],"properties":{"amount":{"type":"integer","minimum":0}}})), 200, Some(json!({"type":"object"}))) },
+        "/v1/quota/reservations/{id}": { "parameters": [path_param("id", "a reservation id, res_…")], "delete": op("release a hold unused", "gatewayKey", None, 204, None) },
+        "/v1/me/usage": { "get": { "summary": "the caller's usage (scope usage:read)", "security": [{ "gatewayKey": [] }], "parameters": usage_params(), "responses": { "200": { "description": "success", "content": { "application/json": { "schema": r("Usage") } } } } } },
+        "/admin/v1/usage": { "get": admin("every user's usage, sorted by the largest share of a limit used", None, 200, Some(json!({"type":"object","properties":{"users":{"type":"array","items":{"type":"object"}}}}))) },
+        "/admin/v1/users/{id}/usage": { "parameters": [id], "get": { "summary": "a user's usage; with Accept: text/csv the ledger for from..to as CSV", "security": [{ "adminToken": [] }], "parameters": usage_params(), "responses": { "200": { "description": "success", "content": { "application/json": { "schema": r("Usage") }, "text/csv": { "schema": { "type": "string" } } } } } } },
+        "/admin/v1/users/{id}/usage/reset": { "parameters": [id], "post": admin("start a new period now; lifetime totals stay", None, 200, Some(r("Usage"))) },
+        "/admin/v1/users/{id}/usage/events": { "parameters": [id], "get": admin("a page of the user's ledger (from, to, cursor, limit); CSV with Accept: text/csv", None, 200, Some(json!({"type":"object","properties":{"events":{"type":"array","items":{"type":"object"}},"next_cursor":nullable("string"),"total":{"type":"integer"}}}))) },
+        "/admin/v1/users/{id}/grants": {
+            "parameters": [id],
+            "get": admin("a user's grants", None, 200, Some(list("grants", "Grant"))),
+            "post": admin("add allowance for a meter, by default until the end of the period", Some(r("GrantInput")), 201, Some(r("Grant"))),
+        },
+        "/admin/v1/prices": { "get": admin("model prices (USD per million tokens)", None, 200, Some(json!({"type":"object","properties":{"prices":{"type":"array","items":r("Price")}}}))) },
+        "/admin/v1/prices/{model}": {
+            "parameters": [path_param("model", "a model name")],
+            "put": admin("set a model's price", Some(r("Price")), 200, Some(r("Price"))),
+            "delete": admin("remove a price set through the API", None, 204, None),
+        },
     });
     // Conflicts are possible wherever something is created or deleted.
     for (path, method) in [
@@ -199,6 +229,32 @@ pub fn document() -> Value {
                     "name": { "type": "string" }, "scopes": scopes, "expires_at": time_or_null() } },
                 "Rotate": { "type": "object", "additionalProperties": false, "properties": {
                     "grace_seconds": { "type": "integer", "minimum": 0, "default": 0 } } },
+                "EventBatch": { "type": "object", "required": ["events"], "properties": { "events": { "type": "array", "items": { "type": "object", "required": ["id"], "properties": {
+                    "id": { "type": "string", "description": "idempotency key" }, "user_id": { "type": "string" }, "key_id": { "type": "string" },
+                    "timestamp": time(), "feature": { "type": "string" }, "route": { "type": "string" }, "provider": { "type": "string" }, "model": { "type": "string" },
+                    "input_tokens": { "type": "integer", "minimum": 0 }, "output_tokens": { "type": "integer", "minimum": 0 },
+                    "cached_tokens": { "type": "integer", "minimum": 0 }, "reasoning_tokens": { "type": "integer", "minimum": 0 },
+                    "requests": { "type": "integer", "minimum": 0, "default": 1 }, "cost_usd": { "type": "integer", "description": "micro-dollars; computed when absent" },
+                    "meters": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 } },
+                    "latency_ms": { "type": "integer" }, "ttft_ms": { "type": "integer" }, "status_code": { "type": "integer" },
+                    "request_bytes": { "type": "integer" }, "response_bytes": { "type": "integer" }, "client_ip": { "type": "string" },
+                    "user_agent": { "type": "string" }, "key_source": { "type": "string", "enum": ["platform", "byok"] }, "estimated": { "type": "boolean" } } } } } },
+                "EventBatchResult": { "type": "object", "properties": { "accepted": { "type": "integer" }, "duplicates": { "type": "integer" }, "rejected": { "type": "integer" },
+                    "errors": { "type": "array", "items": { "type": "object", "properties": { "index": { "type": "integer" }, "id": nullable("string"), "field": { "type": "string" }, "message": { "type": "string" } } } } } },
+                "QuotaCheck": { "type": "object", "required": ["meter", "amount"], "properties": { "user_id": { "type": "string" }, "meter": { "type": "string" },
+                    "amount": { "type": "integer", "minimum": 0 }, "reserve": { "type": "boolean", "default": false }, "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": 86400, "default": 600 } } },
+                "QuotaCheckResult": { "type": "object", "properties": { "allowed": { "type": "boolean" }, "limit": nullable("integer"), "used": { "type": "integer" },
+                    "reserved": { "type": "integer" }, "remaining": nullable("integer"), "reset_at": time_or_null(), "reservation_id": nullable("string") } },
+                "Usage": { "type": "object", "properties": { "user_id": { "type": "string" }, "plan": { "type": "string" },
+                    "period": { "type": "object", "properties": { "start": time(), "end": time_or_null() } },
+                    "meters": { "type": "object", "additionalProperties": { "type": "object", "properties": { "used": { "type": "integer" }, "limit": nullable("integer"), "remaining": nullable("integer"), "reserved": { "type": "integer" } } } },
+                    "lifetime": { "type": "object", "additionalProperties": { "type": "integer" } },
+                    "groups": { "type": "array", "items": { "type": "object" } } } },
+                "Grant": { "type": "object", "properties": { "id": { "type": "string" }, "user_id": { "type": "string" }, "meter": { "type": "string" }, "amount": { "type": "integer" },
+                    "starts_at": time(), "expires_at": time_or_null(), "created_at": time() } },
+                "GrantInput": { "type": "object", "required": ["meter", "amount"], "properties": { "meter": { "type": "string" }, "amount": { "type": "integer", "minimum": 1 },
+                    "starts_at": time(), "expires_at": time_or_null() } },
+                "Price": { "type": "object", "properties": { "model": { "type": "string" }, "input": { "type": "number" }, "cached_input": { "type": "number" }, "output": { "type": "number" } } },
                 "Me": { "type": "object", "properties": {
                     "user_id": nullable("string"), "plan": nullable("string"), "admin": { "type": "boolean" },
                     "key": { "type": ["object", "null"], "properties": { "id": { "type": "string" }, "prefix": { "type": "string" }, "scopes": scopes } } } },

@@ -6,5 +6,6 @@ mod auth;
 mod cli;
 mod common;
 mod keys;
+mod metering;
 mod ops;
 mod process;

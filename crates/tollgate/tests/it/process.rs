@@ -14,6 +14,7 @@ both_stores!(
     sigterm_shuts_down_cleanly,
     json_logs_never_contain_a_key_or_token,
     migrate_applies_migrations_and_exits,
+    kill_9_after_acknowledged_batches_loses_nothing,
 );
 
 /// The environment of `db` minus what would make the start non-default.
@@ -163,4 +164,71 @@ fn env_wins_over_the_config_file() {
     let mut app = BinApp::start(dir.path(), &env, &["--config", file.to_str().unwrap()], "env");
     assert_ne!(app.api.base, "http://127.0.0.1:1");
     assert!(app.terminate());
+}
+
+/// Issue #3: a 2xx from the metering API means committed. Batches are sent
+/// concurrently; the binary is killed with SIGKILL while more are in
+/// flight; after a restart every acknowledged event is there.
+async fn kill_9_after_acknowledged_batches_loses_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut env = env_of(&db, false);
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), crate::common::ADMIN_TOKEN.into()));
+    let mut app = BinApp::start(db.dir.path(), &env, &[], "before");
+    app.api.create_user("u_1", "enterprise").await;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let api = app.api.clone();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            for batch in 0..10_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let events: Vec<_> = (0..20)
+                    .map(|i| json!({"id": format!("w{worker}_b{batch}_e{i}"), "user_id": "u_1", "input_tokens": 1}))
+                    .collect();
+                let sent = api
+                    .http
+                    .post(format!("{}/v1/usage/events", api.base))
+                    .bearer_auth(crate::common::ADMIN_TOKEN)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        acked.fetch_add(body["accepted"].as_i64().unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Kill once a good number of batches is acknowledged, with more in flight.
+    let counted = acked.clone();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(60), || {
+            let counted = counted.clone();
+            async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= 2_000 }
+        })
+        .await
+    );
+    std::process::Command::new("kill").args(["-KILL", &app.child.id().to_string()]).status().unwrap();
+    let _ = app.child.wait();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in senders {
+        let _ = s.await;
+    }
+    let acknowledged = acked.load(std::sync::atomic::Ordering::SeqCst);
+    let second = BinApp::start(db.dir.path(), &env, &[], "after");
+    let usage = second.api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
+    let stored = usage["meters"]["tokens"]["used"].as_i64().unwrap();
+    assert!(stored >= acknowledged, "{acknowledged} acknowledged, {stored} stored");
+    // Events in flight at the kill may have been committed without their
+    // answer arriving; nothing is counted twice either.
+    let ledger = second.api.admin(Method::GET, "/admin/v1/users/u_1/usage/events?limit=1", None).await.expect(200);
+    assert_eq!(ledger["total"].as_i64().unwrap(), stored, "counters agree with the ledger");
 }
