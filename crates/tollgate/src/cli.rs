@@ -33,6 +33,56 @@ enum Command {
     /// Gateway keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Usage and the ledger.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Extra allowance (add-on tokens).
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// A user's usage in the current period (or --period YYYY-MM).
+    Show {
+        user: String,
+        #[arg(long)]
+        period: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A user's ledger as CSV, to a file or standard output.
+    Export {
+        user: String,
+        /// RFC 3339 start (default: the start of the current period).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 end (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// Add allowance for a meter, by default until the end of the period.
+    Add {
+        user: String,
+        #[arg(long, default_value = "tokens")]
+        meter: String,
+        #[arg(long)]
+        amount: i64,
+        /// RFC 3339 expiry (default: the end of the current period).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Args)]
@@ -158,6 +208,8 @@ impl Cli {
             Command::Users(c) => c.run().await,
             Command::Plans(c) => c.run().await,
             Command::Keys(c) => c.run().await,
+            Command::Usage(c) => c.run().await,
+            Command::Grants(c) => c.run().await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -322,6 +374,83 @@ impl KeysCommand {
                 out.new_key(&c.post(&path, &json!({ "grace_seconds": grace_seconds })).await?);
             }
         }
+        Ok(())
+    }
+}
+
+impl UsageCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            UsageCommand::Show { user, period, remote } => {
+                let (c, out) = client(&remote)?;
+                let mut path = format!("/admin/v1/users/{}/usage", Client::segment(&user));
+                if let Some(period) = period {
+                    path = format!("{path}?period={}", Client::segment(&period));
+                }
+                let usage = c.get(&path).await?;
+                let rows: Vec<Value> = usage["meters"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(name, v)| json!({ "meter": name, "used": v["used"], "limit": v["limit"], "remaining": v["remaining"], "reserved": v["reserved"] })).collect())
+                    .unwrap_or_default();
+                let header = format!(
+                    "user {}  plan {}  period {} .. {}",
+                    crate::client::cell(&usage["user_id"]),
+                    crate::client::cell(&usage["plan"]),
+                    crate::client::cell(&usage["period"]["start"]),
+                    crate::client::cell(&usage["period"]["end"])
+                );
+                out.titled_list(&usage, &header, &rows, &["meter", "used", "limit", "remaining", "reserved"]);
+            }
+            UsageCommand::Export { user, from, to, output, remote } => {
+                let (c, _) = client(&remote)?;
+                let mut query = Vec::new();
+                query.extend(from.map(|f| ("from", f)));
+                query.extend(to.map(|t| ("to", t)));
+                let path = format!("/admin/v1/users/{}/usage/events", Client::segment(&user));
+                let mut first = query.clone();
+                first.push(("limit", "1".into()));
+                let total = c.get_query(&path, &first).await?["total"].as_u64().unwrap_or(0);
+                let mut sink: Box<dyn std::io::Write> = match &output {
+                    Some(path) => Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+                    )),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                // A progress bar on the terminal for large exports to a file.
+                let bar = if output.is_some() && total > 1000 {
+                    indicatif::ProgressBar::new(total)
+                } else {
+                    indicatif::ProgressBar::hidden()
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({eta} left)")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let written = c
+                    .get_csv(&path, &query, |chunk| {
+                        sink.write_all(chunk)?;
+                        bar.inc(chunk.iter().filter(|b| **b == b'\n').count() as u64);
+                        Ok(())
+                    })
+                    .await?;
+                sink.flush()?;
+                bar.finish_and_clear();
+                if let Some(path) = output {
+                    eprintln!("wrote {} events to {}", written.saturating_sub(1), path.display());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GrantsCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        let GrantsCommand::Add { user, meter, amount, expires_at, remote } = self;
+        let (c, out) = client(&remote)?;
+        let path = format!("/admin/v1/users/{}/grants", Client::segment(&user));
+        let grant = c.post(&path, &json!({ "meter": meter, "amount": amount, "expires_at": expires_at })).await?;
+        out.record(&grant, &["id", "user_id", "meter", "amount", "starts_at", "expires_at"]);
         Ok(())
     }
 }

@@ -61,6 +61,32 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    /// Streams a CSV answer into `write`, chunk by chunk; returns the lines.
+    pub async fn get_csv(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> anyhow::Result<u64> {
+        use futures_util::StreamExt;
+        let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", Client::segment(v))).collect();
+        let request = self.request(Method::GET, &format!("{path}?{}", encoded.join("&"))).header("accept", "text/csv");
+        let response = request.send().await.with_context(|| format!("cannot reach Tollgate at {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("export failed"));
+        }
+        let mut lines = 0;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.context("the export was cut off")?;
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            write(&chunk).context("cannot write the export")?;
+        }
+        Ok(lines)
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.request(Method::DELETE, path)).await
     }
@@ -72,7 +98,7 @@ pub enum Output {
     Json,
 }
 
-fn cell(value: &Value) -> String {
+pub fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -115,6 +141,14 @@ impl Output {
             Output::Table => {
                 println!("{}", table(value[field].as_array().map(Vec::as_slice).unwrap_or_default(), columns))
             }
+        }
+    }
+
+    /// Rows under a heading line (tables), or the whole answer (JSON).
+    pub fn titled_list(self, value: &Value, title: &str, rows: &[Value], columns: &[&str]) {
+        match self {
+            Output::Json => Output::json(value),
+            Output::Table => println!("{title}\n\n{}", table(rows, columns)),
         }
     }
 

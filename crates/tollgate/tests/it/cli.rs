@@ -71,6 +71,36 @@ async fn admin_commands_manage_users_plans_and_keys() {
     assert!(ok && out.contains("revoked"));
     app.api.me(&new_secret).await.expect(401);
 
+    // Usage, grants and the ledger export.
+    let events: Vec<Value> = (0..1500)
+        .map(|i| serde_json::json!({"id": format!("e{i}"), "user_id": "u_7", "input_tokens": 2, "model": "gpt-4o"}))
+        .collect();
+    app.api
+        .admin(reqwest::Method::POST, "/v1/usage/events", Some(serde_json::json!({ "events": events })))
+        .await
+        .expect(200);
+    let grant = json_of(&["grants", "add", "u_7", "--meter", "tokens", "--amount", "500"], &app, cwd);
+    assert_eq!(grant["amount"], 500);
+    let usage = json_of(&["usage", "show", "u_7"], &app, cwd);
+    assert_eq!(usage["meters"]["tokens"]["used"], 3000);
+    assert_eq!(usage["meters"]["tokens"]["limit"], 5500);
+    let (ok, table, _) = cli(&app, cwd, &["usage", "show", "u_7"]);
+    assert!(ok && table.contains("plan team"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("tokens") && l.contains("3000") && l.contains("5500")), "{table}");
+    let file = cwd.join("ledger.csv");
+    let (ok, _, err) = cli(
+        &app,
+        cwd,
+        &["usage", "export", "u_7", "--from", "2000-01-01T00:00:00Z", "--output", file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("wrote 1500 events"), "{err}");
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(csv.lines().count(), 1501);
+    assert!(csv.starts_with("id,user_id,"));
+    let (ok, stdout, _) = cli(&app, cwd, &["usage", "export", "u_7", "--from", "2000-01-01T00:00:00Z"]);
+    assert!(ok && stdout.lines().count() == 1501);
+
     let (ok, _, err) = cli(&app, cwd, &["users", "show", "nobody"]);
     assert!(!ok && err.contains("404"), "errors say what happened: {err}");
     let no_token = run_binary(cwd, &[("TOLLGATE_URL".into(), app.api.base.clone())], &["users", "list"]);
