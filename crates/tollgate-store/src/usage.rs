@@ -98,10 +98,28 @@ pub struct DailyRow {
 }
 
 const DAY_MS: i64 = 86_400_000;
-/// Rows per multi-row INSERT: well under SQLite's 32,766 parameters.
-const CHUNK: usize = 500;
+/// Rows per multi-row INSERT. Only these few sizes are used, so each table
+/// has a handful of statement shapes that stay prepared in the statement
+/// cache; a new size per batch would make SQLite parse a huge statement
+/// every time. 256 × 26 parameters stays under SQLite's 32,766.
+const SIZES: [usize; 4] = [256, 32, 4, 1];
 
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `items` cut into runs of the sizes in [`SIZES`], largest first.
+fn sized_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let size = SIZES.into_iter().find(|s| *s <= items.len()).unwrap_or(1);
+        let (head, tail) = items.split_at(size);
+        out.push(head);
+        items = tail;
+    }
+    out
+}
+
+/// `($1, $2), ($3, $4)` for Postgres; `(?, ?), (?, ?)` for SQLite, whose
+/// driver looks `$N` names up in time quadratic in their number (a 256-row
+/// insert took 40 times longer with them).
+fn placeholders(rows: usize, columns: usize, numbered: bool) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         out.push_str(if r == 0 { "(" } else { ", (" });
@@ -109,8 +127,12 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(r * columns + c + 1).to_string());
+            if numbered {
+                out.push('$');
+                out.push_str(&(r * columns + c + 1).to_string());
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -160,13 +182,14 @@ impl Store {
         let mut seen = HashSet::new();
         let fresh: Vec<&PreparedEvent> = events.iter().filter(|e| seen.insert(e.row.id.as_str())).collect();
         let mut inserted: HashSet<String> = HashSet::new();
+        let numbered = self.backend() == "postgres";
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in fresh.chunks(CHUNK) {
+            for chunk in sized_chunks(&fresh) {
                 let sql = format!(
                     "INSERT INTO usage_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                     EVENT_COLUMNS.join(", "),
-                    placeholders(chunk.len(), EVENT_COLUMNS.len())
+                    placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
                 );
                 let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
                 for e in chunk {
@@ -202,11 +225,11 @@ impl Store {
                 }
             }
             let counters: Vec<_> = counters.into_iter().collect();
-            for chunk in counters.chunks(CHUNK) {
+            for chunk in sized_chunks(&counters) {
                 let sql = format!(
                     "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
                      ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
-                    placeholders(chunk.len(), 4)
+                    placeholders(chunk.len(), 4, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for (key, n) in chunk {
@@ -215,11 +238,11 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
             let lifetime: Vec<_> = lifetime.into_iter().collect();
-            for chunk in lifetime.chunks(CHUNK) {
+            for chunk in sized_chunks(&lifetime) {
                 let sql = format!(
                     "INSERT INTO usage_lifetime (user_id, meter, used) VALUES {} \
                      ON CONFLICT (user_id, meter) DO UPDATE SET used = usage_lifetime.used + excluded.used",
-                    placeholders(chunk.len(), 3)
+                    placeholders(chunk.len(), 3, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, meter), n) in chunk {
@@ -228,7 +251,7 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
             let rollups: Vec<_> = rollups.into_iter().collect();
-            for chunk in rollups.chunks(CHUNK) {
+            for chunk in sized_chunks(&rollups) {
                 let sql = format!(
                     "INSERT INTO usage_daily (user_id, day, model, feature, key_id, provider, key_source, events, \
                      input_tokens, output_tokens, cached_tokens, requests, cost_micros) VALUES {} \
@@ -239,7 +262,7 @@ impl Store {
                      cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
                      requests = usage_daily.requests + excluded.requests, \
                      cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-                    placeholders(chunk.len(), 13)
+                    placeholders(chunk.len(), 13, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, day, model, feature, key, provider, source), sums) in chunk {

@@ -64,19 +64,21 @@ async fn load(store: &Store, counters: &CounterStore, keys: Vec<CounterKey>) -> 
 type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<bool>, String>>);
 
 async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
-    let all: Vec<PreparedEvent> = commits.iter().flat_map(|(events, _, _)| events.iter().cloned()).collect();
+    let mut all = Vec::with_capacity(commits.iter().map(|(events, _, _)| events.len()).sum());
+    let mut callers = Vec::with_capacity(commits.len());
+    for (events, settles, reply) in commits {
+        callers.push((all.len()..all.len() + events.len(), settles, reply));
+        all.extend(events);
+    }
     match store.commit_usage(&all).await {
         Ok(flags) => {
             let mut settled = Vec::new();
             let mut added = Vec::new();
-            let mut offset = 0;
-            let mut replies = Vec::new();
-            for (events, settles, reply) in commits {
-                let mine = flags[offset..offset + events.len()].to_vec();
-                offset += events.len();
-                let new_usage: Vec<(CounterKey, i64)> = events
+            let mut replies = Vec::with_capacity(callers.len());
+            for (range, settles, reply) in callers {
+                let new_usage: Vec<(CounterKey, i64)> = all[range.clone()]
                     .iter()
-                    .zip(&mine)
+                    .zip(&flags[range.clone()])
                     .filter(|(_, new)| **new)
                     .flat_map(|(e, _)| e.counters.iter().cloned())
                     .collect();
@@ -84,7 +86,7 @@ async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
                     Some(id) => settled.push((id, new_usage)),
                     None => added.extend(new_usage),
                 }
-                replies.push((reply, mine));
+                replies.push((reply, flags[range].to_vec()));
             }
             counters.apply(&settled, &added);
             metrics::counter!("tollgate_usage_events_committed_total")
@@ -95,7 +97,7 @@ async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "failed to commit usage");
-            for (_, _, reply) in commits {
+            for (_, _, reply) in callers {
                 let _ = reply.send(Err(e.to_string()));
             }
         }

@@ -90,6 +90,14 @@ struct Batch {
     events: Vec<Value>,
 }
 
+/// The same batch when every event is well-formed: parsed in one pass,
+/// without an intermediate `Value` per event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedBatch {
+    events: Vec<EventIn>,
+}
+
 /// A refused event: where it was, and why.
 struct Refused {
     field: String,
@@ -107,18 +115,21 @@ fn non_negative(field: &str, value: Option<i64>) -> Result<i64, Refused> {
     }
 }
 
-async fn parse_event(
-    state: &AppState,
-    principal: &Principal,
-    raw: Value,
-    now: Timestamp,
-) -> Result<tollgate_store::PreparedEvent, Refused> {
-    let e: EventIn = serde_path_to_error::deserialize(raw).map_err(|e| {
+fn parse_event_json(raw: Value) -> Result<EventIn, Refused> {
+    serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
         let message = without_values(&e.into_inner().to_string());
         let field = if path == "." { message.split('`').nth(1).unwrap_or("event").to_owned() } else { path };
         refuse(&field, message)
-    })?;
+    })
+}
+
+async fn check_event(
+    state: &AppState,
+    principal: &Principal,
+    e: EventIn,
+    now: Timestamp,
+) -> Result<tollgate_store::PreparedEvent, Refused> {
     if e.id.is_empty() || e.id.len() > 255 || e.id.chars().any(char::is_control) {
         return Err(refuse("id", "1 to 255 characters, no control characters"));
     }
@@ -199,18 +210,36 @@ async fn parse_event(
 async fn record_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Body(batch): Body<Batch>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     principal.require_scope(Scope::Meter)?;
-    if batch.events.len() > MAX_BATCH {
+    // Well-formed batches parse in one pass; otherwise each event is parsed
+    // on its own so that one bad event is reported and the others kept.
+    let events: Vec<Result<EventIn, (Option<String>, Refused)>> = match serde_json::from_slice::<TypedBatch>(&body) {
+        Ok(batch) => batch.events.into_iter().map(Ok).collect(),
+        Err(_) => {
+            let Batch { events } = crate::extract::parse_json(&body)?;
+            events
+                .into_iter()
+                .map(|raw| {
+                    let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+                    parse_event_json(raw).map_err(|r| (id, r))
+                })
+                .collect()
+        }
+    };
+    if events.len() > MAX_BATCH {
         return Err(ApiError::invalid("events", format!("events: at most {MAX_BATCH} per batch")));
     }
     let now = Timestamp::now();
-    let mut prepared = Vec::with_capacity(batch.events.len());
+    let mut prepared = Vec::with_capacity(events.len());
     let mut errors = Vec::new();
-    for (index, raw) in batch.events.into_iter().enumerate() {
-        let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
-        match parse_event(&state, &principal, raw, now).await {
+    for (index, event) in events.into_iter().enumerate() {
+        let (id, checked) = match event {
+            Ok(e) => (Some(e.id.clone()), check_event(&state, &principal, e, now).await),
+            Err((id, refused)) => (id, Err(refused)),
+        };
+        match checked {
             Ok(event) => prepared.push(event),
             Err(refused) => errors.push(json!({
                 "index": index,

@@ -1,0 +1,196 @@
+//! Metering throughput, printed (never asserted):
+//! * events committed per second through `POST /v1/usage/events`, batches
+//!   of 100 and of 1, on SQLite and on Postgres;
+//! * quota checks with reservations per second through `POST
+//!   /v1/quota/check`, and through the engine alone (no HTTP).
+//!
+//! The server runs in this process on a fresh database; the load comes
+//! from the same machine over loopback. Run: `cargo run --release -p
+//! tollgate-bench --bin metering [seconds]`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate_server::Config;
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+
+struct Target {
+    name: &'static str,
+    env: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+    pg: Option<String>,
+}
+
+async fn sqlite() -> Target {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("TOLLGATE_DATA_DIR".into(), dir.path().display().to_string())];
+    Target { name: "sqlite", env, _dir: dir, pg: None }
+}
+
+async fn postgres() -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    let name = format!("tollgate_bench_{}", tollgate_domain::base62::random(10).to_lowercase());
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
+    let env = vec![
+        ("TOLLGATE_DATA_DIR".into(), dir.path().display().to_string()),
+        ("TOLLGATE_DATABASE_URL".into(), format!("postgres://postgres@127.0.0.1:5432/{name}")),
+    ];
+    Ok(Target { name: "postgres", env, _dir: dir, pg: Some(name) })
+}
+
+async fn drop_pg(name: &str) {
+    if let Ok(admin) = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&admin)
+            .await;
+    }
+}
+
+/// Runs `concurrency` loops of `call` for `seconds`; returns units per second.
+async fn drive<F, Fut>(seconds: f64, concurrency: usize, call: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u64> + Send,
+{
+    let call = Arc::new(call);
+    let done = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (call, done, seq) = (call.clone(), done.clone(), seq.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    done.fetch_add(call(n).await, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
+    let mut env = target.env.clone();
+    env.push(("TOLLGATE_LISTEN".into(), "127.0.0.1:0".into()));
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN.into()));
+    env.push(("TOLLGATE_LOG".into(), "warn".into()));
+    let server = tollgate_server::start(Config::from_sources(None, &env)?).await?;
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let users = 100;
+    for u in 0..users {
+        http.post(format!("{base}/admin/v1/users"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"id": format!("u{u}"), "plan": "enterprise"}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    http.post(format!("{base}/admin/v1/plans"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"slug": "bench", "limits": {"tokens": i64::MAX / 4}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    http.put(format!("{base}/admin/v1/users/u0/plan"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"plan": "bench"}))
+        .send()
+        .await?;
+
+    for (batch, concurrency) in [(100usize, 16usize), (1, 64)] {
+        let (http, base) = (http.clone(), base.clone());
+        let tag = format!("{}_{batch}", target.name);
+        let rate = drive(seconds, concurrency, move |n| {
+            let (http, base, tag) = (http.clone(), base.clone(), tag.clone());
+            async move {
+                // Written by hand: the load generator shares the cores.
+                let mut body = String::with_capacity(batch * 110 + 16);
+                body.push_str("{\"events\":[");
+                for i in 0..batch {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    let user = (n as usize + i) % users;
+                    body.push_str(&format!(
+                        "{{\"id\":\"{tag}_{n}_{i}\",\"user_id\":\"u{user}\",\"model\":\"gpt-4o-mini\",\"input_tokens\":100,\"output_tokens\":20}}"
+                    ));
+                }
+                body.push_str("]}");
+                let r = http
+                    .post(format!("{base}/v1/usage/events"))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => batch as u64,
+                    _ => 0,
+                }
+            }
+        })
+        .await;
+        println!("{:<9} events committed/s, batches of {batch:>3} ({concurrency} clients): {rate:>9.0}", target.name);
+    }
+
+    let (h, b) = (http.clone(), base.clone());
+    let rate = drive(seconds, 64, move |_| {
+        let (http, base) = (h.clone(), b.clone());
+        async move {
+            let body = json!({"user_id": "u0", "meter": "tokens", "amount": 1, "reserve": true, "ttl_seconds": 1});
+            let r = http.post(format!("{base}/v1/quota/check")).bearer_auth(ADMIN).json(&body).send().await;
+            u64::from(matches!(r, Ok(r) if r.status().is_success()))
+        }
+    })
+    .await;
+    println!("{:<9} quota checks with reservation/s over HTTP (64 clients):     {rate:>9.0}", target.name);
+    server.shutdown().await?;
+    if let Some(name) = &target.pg {
+        drop_pg(name).await;
+    }
+    Ok(())
+}
+
+/// The engine alone: reservations per second, no HTTP, one counter.
+fn engine_only(seconds: f64) {
+    use tollgate_domain::quota::{Ask, CounterKey, Counters};
+    let mut counters = Counters::default();
+    let key = CounterKey { user: "u".into(), meter: "tokens".into(), period_start: 0 };
+    counters.load(key.clone(), 0);
+    let mutex = std::sync::Mutex::new(counters);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..1000 {
+            let id = format!("res_{n}");
+            let mut c = mutex.lock().unwrap();
+            let ok = c.reserve(&id, &[Ask { key: key.clone(), amount: 1, limit: Some(i64::MAX) }], 0, 1).is_ok();
+            c.release(&id);
+            n += u64::from(ok);
+        }
+    }
+    println!(
+        "engine    reserve + release/s, one thread, no HTTP:               {:>9.0}",
+        n as f64 / start.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    println!("tollgate metering benchmark, {seconds} s per figure, {} cores", std::thread::available_parallelism()?);
+    run(sqlite().await, seconds).await?;
+    run(postgres().await?, seconds).await?;
+    engine_only(seconds);
+    Ok(())
+}
