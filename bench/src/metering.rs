@@ -107,7 +107,7 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
         .send()
         .await?;
 
-    for (batch, concurrency) in [(100usize, 16usize), (1, 64)] {
+    for (batch, concurrency) in [(100usize, 48usize), (1, 64)] {
         let (http, base) = (http.clone(), base.clone());
         let tag = format!("{}_{batch}", target.name);
         let rate = drive(seconds, concurrency, move |n| {

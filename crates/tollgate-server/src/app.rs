@@ -21,7 +21,7 @@ use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
 use crate::metering::{Metering, MeteringConfig};
 use crate::routes::{self, RateWindows};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 /// The file, in the data directory, holding the generated master key.
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -79,7 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
         prices,
     );
-    let state = AppState {
+    let state = AppState::new(Shared {
         metering,
         rate_windows: Arc::new(RateWindows::default()),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         metrics: metrics_handle(),
         store,
         config: Arc::new(config),
-    };
+    });
     let flusher = tokio::spawn(flush_last_used_every(state.clone()));
     let housekeeper = tokio::spawn(housekeeping(state.clone()));
     let app = routes::router(state.clone());

@@ -10,8 +10,26 @@ use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
 use crate::metering::Metering;
 
+/// Shared by every handler; one `Arc`, so that axum's per-request clones
+/// cost one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub key_cache: Arc<KeyCache>,

@@ -25,6 +25,7 @@ both_stores!(
     costs_come_from_the_price_table_and_its_overrides,
     metering_needs_the_meter_scope_and_a_users_key_meters_only_itself,
     responses_carry_rate_limit_headers_and_rpm_refusals_say_when_to_retry,
+    raw_events_past_retention_are_deleted_and_rollups_stay,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -613,4 +614,43 @@ async fn anonymous_demo_mode_meters_per_address_on_a_tiny_quota() {
     // Off by default.
     let plain = TestApp::spawn(Backend::Sqlite).await;
     plain.api.call(Method::GET, "/v1/me", None, None).await.expect(401);
+}
+
+async fn raw_events_past_retention_are_deleted_and_rollups_stay(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    app.api.create_user("u_1", "pro").await;
+    let key = service_key(&app).await;
+    let old = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339();
+    let batch = json!([{"id":"old","user_id":"u_1","input_tokens":5,"timestamp":old}, {"id":"new","user_id":"u_1","input_tokens":7}]);
+    events(&app, &key, batch).await.expect(200);
+    app.stop().await;
+    let server = TestApp::start_on(&app.db, &[("TOLLGATE_RETENTION_DAYS", "1")]).await;
+    let api = crate::common::Api::new(server.addr);
+    let from = "/admin/v1/users/u_1/usage/events?from=2000-01-01T00:00:00Z";
+    let pruned = eventually(Duration::from_secs(5), || {
+        let api = api.clone();
+        async move { api.admin(Method::GET, from, None).await.expect(200)["total"] == 1 }
+    })
+    .await;
+    assert!(pruned, "the raw event past retention is deleted");
+    let u = api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
+    assert_eq!(u["lifetime"]["tokens"], 12, "totals stay");
+    let path = format!("/admin/v1/users/u_1/usage?period={}&group_by=day", &old[..7]);
+    let month = api.admin(Method::GET, &path, None).await.expect(200);
+    let day = month["groups"].as_array().unwrap().iter().find(|g| g["day"] == old[..10]).cloned();
+    assert_eq!(day.expect("the old day's rollup")["tokens"], 5, "daily rollups stay");
+    let late = api
+        .call(
+            Method::POST,
+            "/v1/usage/events",
+            Some(&key),
+            Some(json!({"events":[{"id":"late","user_id":"u_1","timestamp":old}]})),
+        )
+        .await;
+    assert_eq!(
+        late.expect(400)["error"]["field"],
+        "events[0].timestamp",
+        "an event older than retention would escape deduplication"
+    );
+    server.shutdown().await.unwrap();
 }
