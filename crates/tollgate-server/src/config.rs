@@ -438,6 +438,20 @@ mod tests {
     }
 
     #[test]
+    fn prices_and_anonymous_mode_come_from_the_file() {
+        let text = "[anonymous]\nenabled = true\n\n[prices.\"my-model\"]\ninput = 1.5\noutput = 3\n";
+        let config = from_toml(text, &[]).unwrap();
+        assert_eq!(config.anonymous.unwrap().plan.as_str(), "demo");
+        let (model, price) = &config.prices[0];
+        assert_eq!(model, "my-model");
+        assert_eq!((price.input, price.cached_input, price.output), (1_500_000, 1_500_000, 3_000_000));
+        let e = from_toml("[prices.x]\ninput = -1\noutput = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("prices.x"), "{e}");
+        let e = from_toml("[prices.x]\ninput = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("output"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_not_echoed_in_errors() {
         let e = from_toml("", &[("TOLLGATE_ADMIN_TOKEN", "tiny-secret")]).unwrap_err().to_string();
         assert!(!e.contains("tiny-secret"));

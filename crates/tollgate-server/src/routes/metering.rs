@@ -301,11 +301,32 @@ async fn check(
     let ttl = input.ttl_seconds.map(Duration::from_secs);
     let outcome = state.metering.check(&account, &input.meter, input.amount, input.reserve, ttl).await?;
     let s = &outcome.state;
-    let headers = ratelimit_headers(&input.meter, s, &outcome.period);
+    let mut headers = ratelimit_headers(&input.meter, s, &outcome.period);
+    // A plan's tokens-per-minute limit applies to tokens reserved through
+    // checks; over it, the check is refused and says when to retry.
+    let mut allowed = outcome.allowed;
+    let mut reason = (!allowed).then_some("quota");
+    let mut retry_after = None;
+    if let (true, Some(tpm), Some(id)) =
+        (input.meter.as_str() == Meter::TOKENS, account.plan.tpm, &outcome.reservation_id)
+    {
+        let who = format!("tpm:{}", account.user.id);
+        if let Err(wait_ms) = state.rate_windows.take(&who, tpm, input.amount, Timestamp::now().millis()) {
+            state.metering.release(id);
+            allowed = false;
+            reason = Some("tokens_per_minute");
+            let secs = wait_ms.div_ceil(1000).max(1);
+            retry_after = Some(secs);
+            headers.insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+    }
+    let reservation_id = if allowed { outcome.reservation_id.clone() } else { None };
     Ok((
         headers,
         Json(json!({
-            "allowed": outcome.allowed,
+            "allowed": allowed,
+            "reason": reason,
+            "retry_after": retry_after,
             "user_id": user,
             "meter": input.meter,
             "limit": s.limit,
@@ -314,7 +335,7 @@ async fn check(
             "remaining": s.remaining(),
             "reset_at": outcome.period.end,
             "period": outcome.period,
-            "reservation_id": outcome.reservation_id,
+            "reservation_id": reservation_id,
         })),
     ))
 }

@@ -26,6 +26,9 @@ both_stores!(
     metering_needs_the_meter_scope_and_a_users_key_meters_only_itself,
     responses_carry_rate_limit_headers_and_rpm_refusals_say_when_to_retry,
     raw_events_past_retention_are_deleted_and_rollups_stay,
+    per_user_overrides_replace_the_plans_limits,
+    tokens_per_minute_limit_refuses_checks_and_says_when_to_retry,
+    anchored_and_lifetime_periods_are_reported,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -653,4 +656,75 @@ async fn raw_events_past_retention_are_deleted_and_rollups_stay(backend: Backend
         "an event older than retention would escape deduplication"
     );
     server.shutdown().await.unwrap();
+}
+
+async fn per_user_overrides_replace_the_plans_limits(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "k", json!({"tokens": 100, "requests": 10})).await;
+    app.api.create_user("u_1", "k").await;
+    let key = service_key(&app).await;
+    let user = app
+        .api
+        .admin(Method::PATCH, "/admin/v1/users/u_1", Some(json!({"limits": {"tokens": 5000, "requests": null}})))
+        .await;
+    assert_eq!(user.expect(200)["limit_overrides"], json!({"tokens": 5000, "requests": null}));
+    let u = usage(&app, "u_1").await;
+    assert_eq!(u["meters"]["tokens"]["limit"], 5000);
+    assert!(u["meters"].get("requests").is_none_or(|m| m["limit"].is_null()), "null overrides to unlimited");
+    assert_eq!(check(&app, &key, json!({"user_id":"u_1","meter":"tokens","amount":4000})).await["allowed"], true);
+    app.api.admin(Method::PATCH, "/admin/v1/users/u_1", Some(json!({"limits": null}))).await.expect(200);
+    assert_eq!(usage(&app, "u_1").await["meters"]["tokens"]["limit"], 100, "back to the plan's");
+    let bad = app.api.admin(Method::PATCH, "/admin/v1/users/u_1", Some(json!({"limits": {"tokens": -5}}))).await;
+    assert_eq!(bad.expect(400)["error"]["field"], "limits");
+}
+
+async fn tokens_per_minute_limit_refuses_checks_and_says_when_to_retry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.api.admin(Method::POST, "/admin/v1/plans", Some(json!({"slug":"k","tpm":1000,"limits":{"tokens":1000000}}))).await.expect(201);
+    app.api.create_user("u_1", "k").await;
+    let key = service_key(&app).await;
+    let first = check(&app, &key, json!({"user_id":"u_1","meter":"tokens","amount":800,"reserve":true})).await;
+    assert_eq!(first["allowed"], true);
+    let reply = app
+        .api
+        .call(
+            Method::POST,
+            "/v1/quota/check",
+            Some(&key),
+            Some(json!({"user_id":"u_1","meter":"tokens","amount":300,"reserve":true})),
+        )
+        .await;
+    assert!(reply.headers.contains_key("retry-after"));
+    let second = reply.expect(200);
+    assert_eq!((second["allowed"].as_bool(), second["reason"].as_str()), (Some(false), Some("tokens_per_minute")));
+    assert!(second["reservation_id"].is_null());
+    assert!(second["retry_after"].as_u64().unwrap() >= 1);
+    assert_eq!(usage(&app, "u_1").await["meters"]["tokens"]["reserved"], 800, "the refused check holds nothing");
+}
+
+async fn anchored_and_lifetime_periods_are_reported(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.api
+        .admin(Method::POST, "/admin/v1/plans", Some(json!({"slug":"anch","period":"anchored","limits":{"tokens":10}})))
+        .await
+        .expect(201);
+    app.api
+        .admin(Method::POST, "/admin/v1/plans", Some(json!({"slug":"life","period":"lifetime","limits":{"tokens":10}})))
+        .await
+        .expect(201);
+    let anchor = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    app.api
+        .admin(Method::POST, "/admin/v1/users", Some(json!({"id":"a","plan":"anch","billing_anchor":anchor})))
+        .await
+        .expect(201);
+    app.api.create_user("l", "life").await;
+    let a = usage(&app, "a").await;
+    let start = chrono::DateTime::parse_from_rfc3339(a["period"]["start"].as_str().unwrap()).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(a["period"]["end"].as_str().unwrap()).unwrap();
+    let anchor_dt = chrono::DateTime::parse_from_rfc3339(&anchor).unwrap();
+    assert!(start > anchor_dt && start <= chrono::Utc::now() && end > chrono::Utc::now());
+    assert_eq!(start.time(), anchor_dt.time(), "periods run from the anchor's time of day");
+    let l = usage(&app, "l").await;
+    assert!(l["period"]["end"].is_null(), "a lifetime period has no end");
+    assert_eq!(l["period"]["start"], "1970-01-01T00:00:00.000Z");
 }
