@@ -153,7 +153,9 @@ async fn housekeeping(state: AppState) {
     let mut last_retention: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
-        state.metering.expire();
+        if let Err(e) = state.metering.expire().await {
+            tracing::warn!(error = %e, "failed to expire reservations");
+        }
         if let Some(days) = state.config.retention_days
             && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
         {

@@ -1,44 +1,89 @@
-//! Where live counters and reservations are kept. One instance keeps them
-//! in memory, rebuilt from the store on demand (the store is the truth for
-//! committed usage); the enum leaves room for a shared store (Redis) that
-//! several instances can use.
+//! Where live counters and reservations are kept, behind one trait.
+//!
+//! [`MemoryCounters`] serves a single instance: counters rebuilt from the
+//! store on demand (the store is the truth for committed usage), holds in
+//! memory. A shared implementation (Redis) for several instances plugs in
+//! behind the same trait; its methods are async and fallible for that.
 
 use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
 use tollgate_domain::quota::{Ask, Count, CounterKey, Counters, Refusal};
 
-pub enum CounterStore {
-    Memory(Mutex<Counters>),
+pub type CounterResult<T> = anyhow::Result<T>;
+
+/// Amounts per counter.
+pub type Parts = Vec<(CounterKey, i64)>;
+
+/// Usage committed for a settled reservation: its id and what it added.
+pub type Settled = (String, Parts);
+
+pub trait CounterStore: Send + Sync {
+    /// The keys among `keys` whose committed value is not known here yet.
+    fn missing<'a>(&'a self, keys: &'a [CounterKey]) -> BoxFuture<'a, CounterResult<Vec<CounterKey>>>;
+
+    /// Sets a counter's committed value as read from the store, unless known.
+    fn load(&self, key: CounterKey, used: i64) -> BoxFuture<'_, CounterResult<()>>;
+
+    fn count<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<Count>>;
+
+    /// Holds every ask or none; `Ok(Err(_))` is a refusal.
+    fn reserve<'a>(
+        &'a self,
+        id: &'a str,
+        asks: &'a [Ask],
+        now: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, CounterResult<Result<(), Refusal>>>;
+
+    /// What a live hold holds.
+    fn holds<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<Option<Parts>>>;
+
+    /// Gives a hold back unused; whether it existed.
+    fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>>;
+
+    /// Applies one commit: settled holds end and their usage is added, and
+    /// other committed usage is added, in one step.
+    fn apply<'a>(&'a self, settled: &'a [Settled], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>>;
+
+    /// Drops holds past their expiry; how many.
+    fn expire(&self, now: i64) -> BoxFuture<'_, CounterResult<usize>>;
 }
 
-impl CounterStore {
-    pub fn memory() -> Self {
-        CounterStore::Memory(Mutex::new(Counters::default()))
-    }
+/// One instance's counters, in memory, under one lock.
+#[derive(Default)]
+pub struct MemoryCounters(Mutex<Counters>);
 
-    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
-        match self {
-            CounterStore::Memory(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
-        }
+impl MemoryCounters {
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Counters) -> T) -> BoxFuture<'_, CounterResult<T>> {
+        let out = f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        Box::pin(std::future::ready(Ok(out)))
     }
+}
 
-    /// The keys among `keys` whose committed value is not known here yet.
-    pub fn missing(&self, keys: &[CounterKey]) -> Vec<CounterKey> {
+impl CounterStore for MemoryCounters {
+    fn missing<'a>(&'a self, keys: &'a [CounterKey]) -> BoxFuture<'a, CounterResult<Vec<CounterKey>>> {
         self.with(|c| keys.iter().filter(|k| !c.is_loaded(k)).cloned().collect())
     }
 
-    pub fn load(&self, key: CounterKey, used: i64) {
+    fn load(&self, key: CounterKey, used: i64) -> BoxFuture<'_, CounterResult<()>> {
         self.with(|c| c.load(key, used))
     }
 
-    pub fn count(&self, key: &CounterKey) -> Count {
+    fn count<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<Count>> {
         self.with(|c| c.count(key))
     }
 
-    /// Holds `asks`. Expired holds are dropped every second by the engine;
-    /// a refusal drops them at once and tries again, so a stale hold never
-    /// causes a refusal, and a grant costs no scan of every hold.
-    pub fn reserve(&self, id: &str, asks: &[Ask], now: i64, ttl_ms: i64) -> Result<(), Refusal> {
+    /// Expired holds are dropped every second by the engine; a refusal
+    /// drops them at once and tries again, so a stale hold never causes a
+    /// refusal and a grant costs no scan of every hold.
+    fn reserve<'a>(
+        &'a self,
+        id: &'a str,
+        asks: &'a [Ask],
+        now: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, CounterResult<Result<(), Refusal>>> {
         self.with(|c| {
             c.reserve(id, asks, now, ttl_ms).or_else(|_| {
                 c.expire(now);
@@ -47,17 +92,15 @@ impl CounterStore {
         })
     }
 
-    pub fn holds(&self, id: &str) -> Option<Vec<(CounterKey, i64)>> {
+    fn holds<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<Option<Parts>>> {
         self.with(|c| c.holds(id))
     }
 
-    pub fn release(&self, id: &str) -> bool {
+    fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>> {
         self.with(|c| c.release(id))
     }
 
-    /// Applies one commit: each settled reservation ends and its usage is
-    /// added, and other committed usage is added, in one step.
-    pub fn apply(&self, settled: &[(String, Vec<(CounterKey, i64)>)], added: &[(CounterKey, i64)]) {
+    fn apply<'a>(&'a self, settled: &'a [Settled], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {
         self.with(|c| {
             for (id, actual) in settled {
                 c.settle(id, actual);
@@ -68,7 +111,7 @@ impl CounterStore {
         })
     }
 
-    pub fn expire(&self, now: i64) -> usize {
+    fn expire(&self, now: i64) -> BoxFuture<'_, CounterResult<usize>> {
         self.with(|c| c.expire(now))
     }
 }

@@ -26,7 +26,7 @@ use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp, UserId, base62};
 use tollgate_store::{EventRow, PreparedEvent, Store, StoreError};
 
-pub use counters::CounterStore;
+pub use counters::{CounterStore, MemoryCounters};
 use writer::Job;
 
 use crate::error::{ApiError, ApiResult};
@@ -113,7 +113,7 @@ pub struct MeteringConfig {
 
 pub struct Metering {
     store: Arc<Store>,
-    counters: Arc<CounterStore>,
+    counters: Arc<dyn CounterStore>,
     writer: RwLock<Option<mpsc::Sender<Job>>>,
     writer_task: Mutex<Option<JoinHandle<()>>>,
     accounts: Mutex<HashMap<UserId, (Instant, Arc<Account>)>>,
@@ -128,7 +128,7 @@ fn stopped() -> ApiError {
 impl Metering {
     /// Starts the writer; prices are the built-in ones with `overrides`.
     pub fn start(store: Arc<Store>, config: MeteringConfig, overrides: Vec<(String, Price)>) -> Arc<Metering> {
-        let counters = Arc::new(CounterStore::memory());
+        let counters: Arc<dyn CounterStore> = Arc::new(MemoryCounters::default());
         let (tx, rx) = mpsc::channel(65_536);
         let task = tokio::spawn(writer::run(store.clone(), counters.clone(), rx));
         let mut prices = PriceTable::default();
@@ -230,7 +230,7 @@ impl Metering {
 
     /// Makes sure the live counters know these keys' committed values.
     pub async fn ensure_loaded(&self, keys: &[CounterKey]) -> ApiResult<()> {
-        let missing = self.counters.missing(keys);
+        let missing = self.counters.missing(keys).await?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -243,7 +243,7 @@ impl Metering {
     pub async fn state(&self, account: &Account, meter: &Meter, now: Timestamp) -> ApiResult<MeterState> {
         let key = account.key(meter, now);
         self.ensure_loaded(std::slice::from_ref(&key)).await?;
-        let count = self.counters.count(&key);
+        let count = self.counters.count(&key).await?;
         Ok(MeterState { limit: account.limit(meter, now), used: count.used, reserved: count.reserved })
     }
 
@@ -263,7 +263,7 @@ impl Metering {
         let key = account.key(meter, now);
         self.ensure_loaded(std::slice::from_ref(&key)).await?;
         let limit = account.limit(meter, now);
-        let before = self.counters.count(&key);
+        let before = self.counters.count(&key).await?;
         let state = MeterState { limit, used: before.used, reserved: before.reserved };
         if !reserve {
             let allowed = limit.is_none_or(|l| before.used + before.reserved + amount <= l);
@@ -271,7 +271,7 @@ impl Metering {
         }
         let id = format!("res_{}", base62::random(20));
         let ttl_ms = ttl.unwrap_or(self.config.reservation_ttl).as_millis() as i64;
-        match self.counters.reserve(&id, &[Ask { key, amount, limit }], now.millis(), ttl_ms) {
+        match self.counters.reserve(&id, &[Ask { key, amount, limit }], now.millis(), ttl_ms).await? {
             Ok(()) => Ok(CheckOutcome { allowed: true, state, period, reservation_id: Some(id) }),
             Err(Refusal { count, .. }) => {
                 let state = MeterState { limit, used: count.used, reserved: count.reserved };
@@ -281,10 +281,9 @@ impl Metering {
     }
 
     /// The user and meter a live reservation holds.
-    pub fn reservation(&self, id: &str) -> Option<(UserId, Meter)> {
-        let parts = self.counters.holds(id)?;
-        let (key, _) = parts.first()?;
-        Some((UserId::parse(&key.user).ok()?, Meter::parse(&key.meter).ok()?))
+    pub async fn reservation(&self, id: &str) -> ApiResult<Option<(UserId, Meter)>> {
+        let Some(parts) = self.counters.holds(id).await? else { return Ok(None) };
+        Ok(parts.first().and_then(|(key, _)| Some((UserId::parse(&key.user).ok()?, Meter::parse(&key.meter).ok()?))))
     }
 
     /// Records `amount` of the reserved meter as used (an event whose id is
@@ -292,6 +291,7 @@ impl Metering {
     pub async fn settle(&self, id: &str, amount: i64) -> ApiResult<bool> {
         let (user, meter) = self
             .reservation(id)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired")))?;
         let account = self.account(&user).await?;
         let now = Timestamp::now();
@@ -302,8 +302,8 @@ impl Metering {
         Ok(flags[0])
     }
 
-    pub fn release(&self, id: &str) -> bool {
-        self.counters.release(id)
+    pub async fn release(&self, id: &str) -> ApiResult<bool> {
+        Ok(self.counters.release(id).await?)
     }
 
     /// The event `row` with `amounts` filled in, and what it adds to
@@ -374,7 +374,7 @@ impl Metering {
     }
 
     /// Drops expired reservations; run periodically.
-    pub fn expire(&self) -> usize {
-        self.counters.expire(Timestamp::now().millis())
+    pub async fn expire(&self) -> ApiResult<usize> {
+        Ok(self.counters.expire(Timestamp::now().millis()).await?)
     }
 }

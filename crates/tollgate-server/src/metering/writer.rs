@@ -11,6 +11,8 @@ use tollgate_store::{PreparedEvent, Store};
 
 use super::counters::CounterStore;
 
+type Counters = Arc<dyn CounterStore>;
+
 pub enum Job {
     Commit {
         events: Vec<PreparedEvent>,
@@ -27,7 +29,7 @@ pub enum Job {
 /// Jobs taken into one transaction at most.
 const MAX_JOBS: usize = 1024;
 
-pub async fn run(store: Arc<Store>, counters: Arc<CounterStore>, mut jobs: mpsc::Receiver<Job>) {
+pub async fn run(store: Arc<Store>, counters: Counters, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_JOBS);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
@@ -53,17 +55,17 @@ pub async fn run(store: Arc<Store>, counters: Arc<CounterStore>, mut jobs: mpsc:
     tracing::debug!("metering writer stopped: every queued write is committed");
 }
 
-async fn load(store: &Store, counters: &CounterStore, keys: Vec<CounterKey>) -> Result<(), String> {
-    for key in counters.missing(&keys) {
+async fn load(store: &Store, counters: &Counters, keys: Vec<CounterKey>) -> Result<(), String> {
+    for key in counters.missing(&keys).await.map_err(|e| e.to_string())? {
         let used = store.counter(&key).await.map_err(|e| e.to_string())?;
-        counters.load(key, used);
+        counters.load(key, used).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
 type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<bool>, String>>);
 
-async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
+async fn commit(store: &Store, counters: &Counters, commits: Vec<Pending>) {
     let mut all = Vec::with_capacity(commits.iter().map(|(events, _, _)| events.len()).sum());
     let mut callers = Vec::with_capacity(commits.len());
     for (events, settles, reply) in commits {
@@ -88,7 +90,11 @@ async fn commit(store: &Store, counters: &CounterStore, commits: Vec<Pending>) {
                 }
                 replies.push((reply, flags[range].to_vec()));
             }
-            counters.apply(&settled, &added);
+            if let Err(e) = counters.apply(&settled, &added).await {
+                // Committed, but the live counters missed it: they catch up
+                // when reloaded; say so loudly.
+                tracing::error!(error = %e, "failed to apply committed usage to the live counters");
+            }
             metrics::counter!("tollgate_usage_events_committed_total")
                 .increment(flags.iter().filter(|f| **f).count() as u64);
             for (reply, mine) in replies {

@@ -312,7 +312,7 @@ async fn check(
     {
         let who = format!("tpm:{}", account.user.id);
         if let Err(wait_ms) = state.rate_windows.take(&who, tpm, input.amount, Timestamp::now().millis()) {
-            state.metering.release(id);
+            state.metering.release(id).await?;
             allowed = false;
             reason = Some("tokens_per_minute");
             let secs = wait_ms.div_ceil(1000).max(1);
@@ -346,10 +346,10 @@ struct SettleIn {
     amount: i64,
 }
 
-fn owns_reservation(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
+async fn owns_reservation(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
     principal.require_scope(Scope::Meter)?;
     let not_found = || ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired"));
-    let (user, _) = state.metering.reservation(id).ok_or_else(not_found)?;
+    let (user, _) = state.metering.reservation(id).await?.ok_or_else(not_found)?;
     match principal.key().and_then(|k| k.user.as_ref()) {
         Some(own) if own.id != user => Err(not_found()),
         _ => Ok(()),
@@ -365,7 +365,7 @@ async fn settle(
     if input.amount < 0 {
         return Err(ApiError::invalid("amount", "amount: must not be negative"));
     }
-    owns_reservation(&state, &principal, &id)?;
+    owns_reservation(&state, &principal, &id).await?;
     state.metering.settle(&id, input.amount).await?;
     Ok(Json(json!({ "reservation_id": id, "settled": input.amount })))
 }
@@ -375,7 +375,7 @@ async fn release(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    owns_reservation(&state, &principal, &id)?;
-    state.metering.release(&id);
+    owns_reservation(&state, &principal, &id).await?;
+    state.metering.release(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -680,7 +680,10 @@ async fn per_user_overrides_replace_the_plans_limits(backend: Backend) {
 
 async fn tokens_per_minute_limit_refuses_checks_and_says_when_to_retry(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.api.admin(Method::POST, "/admin/v1/plans", Some(json!({"slug":"k","tpm":1000,"limits":{"tokens":1000000}}))).await.expect(201);
+    app.api
+        .admin(Method::POST, "/admin/v1/plans", Some(json!({"slug":"k","tpm":1000,"limits":{"tokens":1000000}})))
+        .await
+        .expect(201);
     app.api.create_user("u_1", "k").await;
     let key = service_key(&app).await;
     let first = check(&app, &key, json!({"user_id":"u_1","meter":"tokens","amount":800,"reserve":true})).await;
