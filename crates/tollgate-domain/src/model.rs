@@ -35,6 +35,30 @@ pub struct Plan {
     pub updated_at: Timestamp,
 }
 
+impl Plan {
+    /// A monthly plan named after its slug: free, unlimited, no rate limits,
+    /// the default alert thresholds.
+    pub fn blank(slug: PlanSlug, now: Timestamp) -> Plan {
+        Plan {
+            name: slug.as_str().to_owned(),
+            slug,
+            price_cents: 0,
+            currency: "usd".into(),
+            period: PeriodKind::Month,
+            limits: Limits::default(),
+            rpm: None,
+            tpm: None,
+            byok_counts: false,
+            byok_required: false,
+            allowed_models: None,
+            alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
+            stripe_price_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {

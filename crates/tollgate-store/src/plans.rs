@@ -1,6 +1,6 @@
 //! Plans: the catalogue users are placed on.
 
-use tollgate_domain::model::{DEFAULT_ALERT_THRESHOLDS, Plan};
+use tollgate_domain::model::Plan;
 use tollgate_domain::{Invalid, Limits, Meter, PeriodKind, PlanSlug, Timestamp};
 
 use crate::{Result, Store, StoreError, on_pool};
@@ -73,21 +73,12 @@ pub fn default_plans(now: Timestamp) -> Vec<Plan> {
         .expect("the built-in limits are not negative")
     };
     let plan = |slug: &str, name: &str, price_cents, limits, rpm, tpm| Plan {
-        slug: PlanSlug::parse(slug).expect("the built-in slugs are valid"),
         name: name.to_owned(),
         price_cents,
-        currency: "usd".to_owned(),
-        period: PeriodKind::Month,
         limits,
         rpm,
         tpm,
-        byok_counts: false,
-        byok_required: false,
-        allowed_models: None,
-        alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
-        stripe_price_id: None,
-        created_at: now,
-        updated_at: now,
+        ..Plan::blank(PlanSlug::parse(slug).expect("the built-in slugs are valid"), now)
     };
     vec![
         plan("free", "Free", 0, limits(Some(100_000), Some(1_000)), Some(20), Some(40_000)),

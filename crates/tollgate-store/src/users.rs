@@ -11,6 +11,45 @@ macro_rules! columns {
     };
 }
 
+/// Binds a user's columns in the order of `columns!()`.
+macro_rules! bind_user {
+    ($q:expr, $user:expr, $overrides:expr) => {{
+        let u: &User = $user;
+        $q.bind(u.id.as_str())
+            .bind(u.plan.as_str())
+            .bind(u.status.as_str())
+            .bind(&u.email)
+            .bind(&u.stripe_customer_id)
+            .bind(u.billing_anchor.millis())
+            .bind(u.usage_reset_at.map(Timestamp::millis))
+            .bind($overrides)
+            .bind(u.created_at.millis())
+            .bind(u.updated_at.millis())
+    }};
+}
+
+fn overrides_json(user: &User) -> Result<Option<String>> {
+    user.limit_overrides
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| tollgate_domain::Invalid::new(format!("user limit_overrides: {e}")).into())
+}
+
+/// A user's write failed: a missing plan is named; a taken id or Stripe
+/// customer is a conflict.
+fn user_write_error(user: &User) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(format!("a user with id {:?} or the same stripe_customer_id exists", user.id.as_str()))
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::not_found(format!("no plan {:?}", user.plan.as_str()))
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: String,
@@ -89,30 +128,9 @@ impl Store {
             updated_at: now,
         };
         let q = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
-        on_pool!(self, p => sqlx::query(q)
-            .bind(user.id.as_str())
-            .bind(user.plan.as_str())
-            .bind(user.status.as_str())
-            .bind(&user.email)
-            .bind(&user.stripe_customer_id)
-            .bind(user.billing_anchor.millis())
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(user.created_at.millis())
-            .bind(user.updated_at.millis())
-            .execute(p)
-            .await
-            .map(|_| ()))
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
-                "a user with id {:?} or the same stripe_customer_id exists",
-                user.id.as_str()
-            )),
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::not_found(format!("no plan {:?}", user.plan.as_str()))
-            }
-            _ => StoreError::Database(e),
-        })?;
+        let overrides = overrides_json(&user)?;
+        on_pool!(self, p => bind_user!(sqlx::query(q), &user, &overrides).execute(p).await.map(|_| ()))
+            .map_err(user_write_error(&user))?;
         Ok(user)
     }
 
@@ -164,33 +182,14 @@ impl Store {
             user.limit_overrides = overrides;
         }
         user.updated_at = Timestamp::now();
-        let overrides = user
-            .limit_overrides
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| tollgate_domain::Invalid::new(format!("user limit_overrides: {e}")))?;
-        let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, \
-                 billing_anchor = $6, updated_at = $7, usage_reset_at = $8, limit_overrides = $9 WHERE id = $1";
-        let done = on_pool!(self, p => sqlx::query(q)
-            .bind(user.id.as_str())
-            .bind(user.plan.as_str())
-            .bind(user.status.as_str())
-            .bind(&user.email)
-            .bind(&user.stripe_customer_id)
-            .bind(user.billing_anchor.millis())
-            .bind(user.updated_at.millis())
-            .bind(user.usage_reset_at.map(Timestamp::millis))
-            .bind(&overrides)
+        let overrides = overrides_json(&user)?;
+        let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, billing_anchor = $6, \
+                 usage_reset_at = $7, limit_overrides = $8, created_at = $9, updated_at = $10 WHERE id = $1";
+        let done = on_pool!(self, p => bind_user!(sqlx::query(q), &user, &overrides)
             .execute(p)
             .await
             .map(|d| d.rows_affected()))
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::not_found(format!("no plan {:?}", user.plan.as_str()))
-            }
-            _ => StoreError::unique_as("another user has this stripe_customer_id")(e),
-        })?;
+        .map_err(user_write_error(&user))?;
         if done == 0 {
             return Err(user_not_found(id));
         }

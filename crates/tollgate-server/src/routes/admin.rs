@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
-use tollgate_domain::model::{DEFAULT_ALERT_THRESHOLDS, KeyKind, Plan, User, UserStatus};
+use tollgate_domain::model::{KeyKind, Plan, User, UserStatus};
 use tollgate_domain::{Limits, PeriodKind, PlanSlug, Scope, Scopes, Timestamp, UserId};
 use tollgate_store::{NewUser, UserPatch};
 
@@ -63,26 +63,6 @@ struct PlanInput {
     alert_thresholds: Option<Vec<u8>>,
     #[serde(default, deserialize_with = "present")]
     stripe_price_id: Option<Option<String>>,
-}
-
-fn blank_plan(slug: PlanSlug, now: Timestamp) -> Plan {
-    Plan {
-        name: slug.as_str().to_owned(),
-        slug,
-        price_cents: 0,
-        currency: "usd".into(),
-        period: PeriodKind::Month,
-        limits: Limits::default(),
-        rpm: None,
-        tpm: None,
-        byok_counts: false,
-        byok_required: false,
-        allowed_models: None,
-        alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
-        stripe_price_id: None,
-        created_at: now,
-        updated_at: now,
-    }
 }
 
 impl PlanInput {
@@ -159,7 +139,7 @@ async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn create_plan(State(state): State<AppState>, Body(input): Body<PlanInput>) -> ApiResult<impl IntoResponse> {
     let slug = input.slug.clone().ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
-    let plan = input.apply(blank_plan(slug, Timestamp::now()))?;
+    let plan = input.apply(Plan::blank(slug, Timestamp::now()))?;
     Ok((StatusCode::CREATED, Json(state.store.insert_plan(&plan).await?)))
 }
 
@@ -173,7 +153,7 @@ async fn replace_plan(
     Body(input): Body<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
     let current = state.store.plan(&parse_slug(&slug)?).await?;
-    let plan = input.apply(blank_plan(current.slug, current.created_at))?;
+    let plan = input.apply(Plan::blank(current.slug, current.created_at))?;
     let plan = state.store.update_plan(&plan).await?;
     state.invalidate_users();
     Ok(Json(plan))
