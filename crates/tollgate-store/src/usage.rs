@@ -171,7 +171,8 @@ macro_rules! bind_event {
     }};
 }
 
-type RollupKey = (String, i64, String, String, String, String, String);
+/// user, day, model, feature, key, provider, key source.
+type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str, &'a str, &'a str);
 
 impl Store {
     /// Appends the events that are new (by id) and, in the same
@@ -210,14 +211,14 @@ impl Store {
                     *lifetime.entry((e.row.user_id.as_str(), meter.as_str())).or_default() += n;
                 }
                 let r = &e.row;
-                let key = (
-                    r.user_id.clone(),
+                let key: RollupKey = (
+                    &r.user_id,
                     r.ts.div_euclid(DAY_MS) * DAY_MS,
-                    r.model.clone().unwrap_or_default(),
-                    r.feature.clone().unwrap_or_default(),
-                    r.key_id.clone().unwrap_or_default(),
-                    r.provider.clone().unwrap_or_default(),
-                    r.key_source.clone(),
+                    r.model.as_deref().unwrap_or_default(),
+                    r.feature.as_deref().unwrap_or_default(),
+                    r.key_id.as_deref().unwrap_or_default(),
+                    r.provider.as_deref().unwrap_or_default(),
+                    &r.key_source,
                 );
                 let sums = rollups.entry(key).or_default();
                 for (slot, n) in sums.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros]) {
@@ -266,7 +267,7 @@ impl Store {
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, day, model, feature, key, provider, source), sums) in chunk {
-                    q = q.bind(user).bind(*day).bind(model).bind(feature).bind(key).bind(provider).bind(source);
+                    q = q.bind(*user).bind(*day).bind(*model).bind(*feature).bind(*key).bind(*provider).bind(*source);
                     for n in sums {
                         q = q.bind(*n);
                     }
