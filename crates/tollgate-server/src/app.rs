@@ -146,7 +146,8 @@ async fn flush_last_used(state: &AppState) {
     }
 }
 
-/// Every second: drop expired reservations. Every hour: delete raw events
+/// Every second: drop expired reservations and checkpoint SQLite's
+/// write-ahead log. Every hour: delete raw events
 /// past the retention period.
 async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -155,6 +156,9 @@ async fn housekeeping(state: AppState) {
         tick.tick().await;
         if let Err(e) = state.metering.expire().await {
             tracing::warn!(error = %e, "failed to expire reservations");
+        }
+        if let Err(e) = state.store.checkpoint().await {
+            tracing::warn!(error = %e, "failed to checkpoint the write-ahead log");
         }
         if let Some(days) = state.config.retention_days
             && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))

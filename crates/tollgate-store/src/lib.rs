@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use error::StoreError;
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
-pub use usage::{DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
+pub use usage::{Committed, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
 pub use users::{NewUser, UserPatch};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -106,6 +106,15 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the SQLite write-ahead log into the database file as far as
+    /// readers allow (a no-op on Postgres). Run periodically.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if let Pool::Sqlite(p) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(p).await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
@@ -120,7 +129,11 @@ async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
         // a crash of the process and of the machine.
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        // Checkpoints run in the background (`Store::checkpoint`), not
+        // inside whichever commit crosses the threshold: the single usage
+        // writer never stalls copying pages.
+        .pragma("wal_autocheckpoint", "0");
     SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
