@@ -6,7 +6,7 @@
 //!
 //! The server runs in this process on a fresh database; the load comes
 //! from the same machine over loopback. Run: `cargo run --release -p
-//! tollgate-bench --bin metering [seconds]`.
+//! tollgate-bench --bin metering [seconds] [sqlite] [postgres] [engine]`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +50,45 @@ async fn drop_pg(name: &str) {
     }
 }
 
-/// Runs `concurrency` loops of `call` for `seconds`; returns units per second.
-async fn drive<F, Fut>(seconds: f64, concurrency: usize, call: F) -> f64
+/// CPU seconds used so far by this whole process, and by its SQLite worker
+/// threads alone (Linux `/proc`; clock ticks of 10 ms).
+fn cpu_seconds() -> (f64, f64) {
+    let (mut all, mut sqlite) = (0.0, 0.0);
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = fields.get(11..13).into_iter().flatten().filter_map(|f| f.parse::<f64>().ok()).sum();
+        all += ticks / 100.0;
+        if stat[open + 1..close].starts_with("sqlx-sqlite") {
+            sqlite += ticks / 100.0;
+        }
+    }
+    (all, sqlite)
+}
+
+/// What one `drive` measured.
+struct Rate {
+    per_second: f64,
+    /// CPU time per unit, of the whole process (server and load generator).
+    cpu_us: f64,
+    /// CPU time per unit of the SQLite worker threads.
+    sqlite_us: f64,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:>9.0}   (CPU {:>5.1} µs each", self.per_second, self.cpu_us)?;
+        if self.sqlite_us > 0.0 {
+            write!(f, ", SQLite thread {:.1} µs", self.sqlite_us)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Runs `concurrency` loops of `call` for `seconds`; `call` returns how many
+/// units it did.
+async fn drive<F, Fut>(seconds: f64, concurrency: usize, call: F) -> Rate
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = u64> + Send,
@@ -61,6 +98,7 @@ where
     let seq = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
+    let cpu_before = cpu_seconds();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (call, done, seq) = (call.clone(), done.clone(), seq.clone());
@@ -75,7 +113,13 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let cpu_after = cpu_seconds();
+    let units = done.load(Ordering::Relaxed).max(1) as f64;
+    Rate {
+        per_second: units / start.elapsed().as_secs_f64(),
+        cpu_us: (cpu_after.0 - cpu_before.0) * 1e6 / units,
+        sqlite_us: (cpu_after.1 - cpu_before.1) * 1e6 / units,
+    }
 }
 
 async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
@@ -134,7 +178,7 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
             }
         })
         .await;
-        println!("{:<9} events committed/s, batches of {batch:>3} ({concurrency} clients): {rate:>9.0}", target.name);
+        println!("{:<9} events committed/s, batches of {batch:>3} ({concurrency} clients): {rate}", target.name);
     }
 
     let (h, b) = (http.clone(), base.clone());
@@ -147,7 +191,7 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
         }
     })
     .await;
-    println!("{:<9} quota checks with reservation/s over HTTP (64 clients):     {rate:>9.0}", target.name);
+    println!("{:<9} quota checks with reservation/s over HTTP (64 clients):     {rate}", target.name);
     server.shutdown().await?;
     engine_commits(&target, seconds).await?;
     if let Some(name) = &target.pg {
@@ -221,7 +265,7 @@ async fn engine_commits(target: &Target, seconds: f64) -> anyhow::Result<()> {
         }
     })
     .await;
-    println!("{:<9} events committed/s through the engine, no HTTP (16 × 100):  {rate:>9.0}", target.name);
+    println!("{:<9} events committed/s through the engine, no HTTP (16 × 100):  {rate}", target.name);
     metering.shutdown().await;
     store.close().await;
     Ok(())
@@ -253,10 +297,20 @@ fn engine_only(seconds: f64) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    // Optional: which stores to run (`sqlite`, `postgres`); all by default.
+    let only: Vec<String> = args.collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("tollgate metering benchmark, {seconds} s per figure, {} cores", std::thread::available_parallelism()?);
-    run(sqlite().await, seconds).await?;
-    run(postgres().await?, seconds).await?;
-    engine_only(seconds);
+    if wanted("sqlite") {
+        run(sqlite().await, seconds).await?;
+    }
+    if wanted("postgres") {
+        run(postgres().await?, seconds).await?;
+    }
+    if wanted("engine") {
+        engine_only(seconds);
+    }
     Ok(())
 }
