@@ -1,5 +1,6 @@
 //! Plans' vocabulary: meters, period kinds and per-meter limits.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -11,8 +12,11 @@ use crate::Invalid;
 /// `cost_usd` (micro-dollars), or an app-defined one such as
 /// `requests:analyze`: lowercase letters, digits and `_`, optionally followed
 /// by `:` and a feature name of letters, digits, `_`, `-` and `.`.
+///
+/// The built-in meters borrow their `'static` names, so that naming one
+/// (which every usage event does several times) allocates nothing.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct Meter(String);
+pub struct Meter(Cow<'static, str>);
 
 impl Meter {
     pub const TOKENS: &'static str = "tokens";
@@ -32,12 +36,18 @@ impl Meter {
             !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         });
         if base_ok && feature_ok && raw.len() <= 100 {
-            Ok(Meter(raw.to_owned()))
+            Ok(Meter(Cow::Owned(raw.to_owned())))
         } else {
             Err(Invalid::new(format!(
                 "meter {raw:?} is not a meter name: use a-z, 0-9 and '_', optionally ':' and a feature name"
             )))
         }
+    }
+
+    /// One of the built-in meters (`Meter::TOKENS`, …), without allocating.
+    pub fn builtin(name: &'static str) -> Meter {
+        debug_assert!(Meter::parse(name).is_ok(), "{name:?} is not a meter name");
+        Meter(Cow::Borrowed(name))
     }
 
     pub fn as_str(&self) -> &str {

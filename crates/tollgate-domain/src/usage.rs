@@ -19,8 +19,8 @@ pub struct Amounts {
     pub extra: BTreeMap<Meter, i64>,
 }
 
-fn meter(name: &str) -> Meter {
-    Meter::parse(name).expect("built-in meter names are valid")
+fn meter(name: &'static str) -> Meter {
+    Meter::builtin(name)
 }
 
 impl Amounts {
@@ -28,10 +28,13 @@ impl Amounts {
     /// output), `input_tokens`, `output_tokens`, `requests`, `cost_usd`,
     /// `requests:<feature>`, and the extra meters. Zero amounts are left out.
     pub fn meters(&self) -> Vec<(Meter, i64)> {
-        let mut out: BTreeMap<Meter, i64> = BTreeMap::new();
+        let mut out: Vec<(Meter, i64)> = Vec::with_capacity(6 + self.extra.len());
         let mut add = |m: Meter, n: i64| {
             if n != 0 {
-                *out.entry(m).or_default() += n;
+                match out.iter_mut().find(|(have, _)| *have == m) {
+                    Some((_, sum)) => *sum += n,
+                    None => out.push((m, n)),
+                }
             }
         };
         add(meter(Meter::TOKENS), self.input_tokens + self.output_tokens);
@@ -47,7 +50,8 @@ impl Amounts {
         for (m, n) in &self.extra {
             add(m.clone(), *n);
         }
-        out.into_iter().collect()
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 

@@ -1,10 +1,13 @@
 //! The ledger and what it feeds: quota counters, lifetime totals and daily
 //! rollups, all written in the transaction that appends the events.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-
 use sqlx::AssertSqlSafe;
+use tollgate_domain::Meter;
 use tollgate_domain::quota::CounterKey;
+
+/// Maps on the commit path hash short strings; a fast hash pays there.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use crate::{Result, Store, on_pool};
 
@@ -70,13 +73,17 @@ pub const EVENT_COLUMNS: &[&str] = &[
     "estimated",
 ];
 
-/// An event with what it adds to counters (quota) and lifetime totals,
-/// applied only if the event is new.
+/// An event with what it adds, applied only if the event is new: each
+/// meter's amount goes to the user's lifetime totals and, when the event
+/// counts toward quota, to the counter of its period.
 #[derive(Clone, Debug, Default)]
 pub struct PreparedEvent {
     pub row: EventRow,
-    pub counters: Vec<(CounterKey, i64)>,
-    pub lifetime: Vec<(String, i64)>,
+    /// What the event adds per meter (zero amounts left out).
+    pub meters: Vec<(Meter, i64)>,
+    /// The start (ms) of the quota period the event counts in; `None` when
+    /// it does not count toward quota (a user's own key, on most plans).
+    pub period_start: Option<i64>,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -174,71 +181,158 @@ macro_rules! bind_event {
 /// user, day, model, feature, key, provider, key source.
 type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str, &'a str, &'a str);
 
+/// What one commit added: per event, whether it was new (a repeated id
+/// adds nothing), and the sums it added to quota counters, one entry per
+/// counter, for the live counters to follow.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub new: Vec<bool>,
+    pub counters: Vec<(CounterKey, i64)>,
+}
+
+/// The sums a set of new events adds, keyed by borrowed strings so that
+/// adding up allocates nothing per event; sorted before they are written,
+/// so that concurrent writers (Postgres instances) take row locks in one
+/// order.
+#[derive(Default)]
+struct Sums<'a> {
+    counters: HashMap<(&'a str, &'a str, i64), i64>,
+    lifetime: HashMap<(&'a str, &'a str), i64>,
+    rollups: HashMap<RollupKey<'a>, [i64; 6]>,
+}
+
+impl<'a> Sums<'a> {
+    fn of(events: &[&'a PreparedEvent]) -> Sums<'a> {
+        let mut sums = Sums::default();
+        for e in events {
+            let r = &e.row;
+            for (meter, n) in &e.meters {
+                *sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default() += n;
+                if let Some(start) = e.period_start {
+                    *sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default() += n;
+                }
+            }
+            let key: RollupKey = (
+                &r.user_id,
+                r.ts.div_euclid(DAY_MS) * DAY_MS,
+                r.model.as_deref().unwrap_or_default(),
+                r.feature.as_deref().unwrap_or_default(),
+                r.key_id.as_deref().unwrap_or_default(),
+                r.provider.as_deref().unwrap_or_default(),
+                &r.key_source,
+            );
+            let slots = sums.rollups.entry(key).or_default();
+            for (slot, n) in
+                slots.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros])
+            {
+                *slot += n;
+            }
+        }
+        sums
+    }
+}
+
+/// A sorted copy of a map's entries.
+fn sorted<K: Ord + Copy, V: Copy>(map: &HashMap<K, V>) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+    v.sort_unstable_by_key(|e| e.0);
+    v
+}
+
 impl Store {
     /// Appends the events that are new (by id) and, in the same
     /// transaction, adds what those feed to counters, lifetime totals and
-    /// rollups. Returns, per event, whether it was new; a repeated id (in
-    /// the store or earlier in `events`) is a duplicate and adds nothing.
-    pub async fn commit_usage(&self, events: &[PreparedEvent]) -> Result<Vec<bool>> {
-        let mut seen = HashSet::new();
-        let fresh: Vec<&PreparedEvent> = events.iter().filter(|e| seen.insert(e.row.id.as_str())).collect();
-        let mut inserted: HashSet<String> = HashSet::new();
+    /// rollups. A repeated id (in the store or earlier in `events`) is a
+    /// duplicate and adds nothing.
+    pub async fn commit_usage(&self, events: &[PreparedEvent]) -> Result<Committed> {
+        let mut seen = HashSet::with_capacity_and_hasher(events.len(), Default::default());
+        let first: Vec<bool> = events.iter().map(|e| seen.insert(e.row.id.as_str())).collect();
+        let fresh: Vec<&PreparedEvent> = events.iter().zip(&first).filter(|(_, f)| **f).map(|(e, _)| e).collect();
         let numbered = self.backend() == "postgres";
+        let columns = EVENT_COLUMNS.join(", ");
+        // The ids of `fresh` that were stored already.
+        let mut stored: HashSet<&str> = HashSet::default();
+        let counters;
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in sized_chunks(&fresh) {
-                let sql = format!(
-                    "INSERT INTO usage_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-                    EVENT_COLUMNS.join(", "),
-                    placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
-                );
-                let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-                for e in chunk {
-                    q = bind_event!(q, &e.row);
+            if numbered {
+                // Postgres: other instances may insert the same ids at the
+                // same time, so the insert itself says which rows were new.
+                let mut inserted: HashSet<String> = HashSet::with_capacity_and_hasher(fresh.len(), Default::default());
+                for chunk in sized_chunks(&fresh) {
+                    let sql = format!(
+                        "INSERT INTO usage_events ({columns}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                        placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
+                    );
+                    let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+                    for e in chunk {
+                        q = bind_event!(q, &e.row);
+                    }
+                    inserted.extend(q.fetch_all(&mut *tx).await?);
                 }
-                inserted.extend(q.fetch_all(&mut *tx).await?);
+                stored.extend(fresh.iter().map(|e| e.row.id.as_str()).filter(|id| !inserted.contains(*id)));
+            } else {
+                // SQLite has one writer, this one. Rows returned by the
+                // driver cost a message each, so the insert only counts:
+                // when every row went in (the usual case), all were new.
+                // Otherwise it is undone, the stored ids looked up, and
+                // the rest inserted.
+                sqlx::query("SAVEPOINT new_events").execute(&mut *tx).await?;
+                let mut added = 0;
+                for chunk in sized_chunks(&fresh) {
+                    let sql = format!(
+                        "INSERT INTO usage_events ({columns}) VALUES {} ON CONFLICT (id) DO NOTHING",
+                        placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for e in chunk {
+                        q = bind_event!(q, &e.row);
+                    }
+                    added += q.execute(&mut *tx).await?.rows_affected();
+                }
+                if added as usize != fresh.len() {
+                    sqlx::query("ROLLBACK TO new_events").execute(&mut *tx).await?;
+                    for chunk in sized_chunks(&fresh) {
+                        let sql = format!("SELECT id FROM usage_events WHERE id IN {}", placeholders(1, chunk.len(), false));
+                        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+                        for e in chunk {
+                            q = q.bind(&e.row.id);
+                        }
+                        let found: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+                        stored.extend(chunk.iter().map(|e| e.row.id.as_str()).filter(|id| found.contains(*id)));
+                    }
+                    let rest: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
+                    for chunk in sized_chunks(&rest) {
+                        let sql = format!(
+                            "INSERT INTO usage_events ({columns}) VALUES {}",
+                            placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
+                        );
+                        let mut q = sqlx::query(AssertSqlSafe(sql));
+                        for e in chunk {
+                            q = bind_event!(q, &e.row);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+                sqlx::query("RELEASE new_events").execute(&mut *tx).await?;
             }
-            let new: Vec<&&PreparedEvent> = fresh.iter().filter(|e| inserted.contains(&e.row.id)).collect();
+            let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
+            let sums = Sums::of(&new);
 
-            let mut counters: BTreeMap<&CounterKey, i64> = BTreeMap::new();
-            let mut lifetime: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-            let mut rollups: HashMap<RollupKey, [i64; 6]> = HashMap::new();
-            for e in &new {
-                for (key, n) in &e.counters {
-                    *counters.entry(key).or_default() += n;
-                }
-                for (meter, n) in &e.lifetime {
-                    *lifetime.entry((e.row.user_id.as_str(), meter.as_str())).or_default() += n;
-                }
-                let r = &e.row;
-                let key: RollupKey = (
-                    &r.user_id,
-                    r.ts.div_euclid(DAY_MS) * DAY_MS,
-                    r.model.as_deref().unwrap_or_default(),
-                    r.feature.as_deref().unwrap_or_default(),
-                    r.key_id.as_deref().unwrap_or_default(),
-                    r.provider.as_deref().unwrap_or_default(),
-                    &r.key_source,
-                );
-                let sums = rollups.entry(key).or_default();
-                for (slot, n) in sums.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros]) {
-                    *slot += n;
-                }
-            }
-            let counters: Vec<_> = counters.into_iter().collect();
-            for chunk in sized_chunks(&counters) {
+            let sorted_counters = sorted(&sums.counters);
+            for chunk in sized_chunks(&sorted_counters) {
                 let sql = format!(
                     "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
                      ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
                     placeholders(chunk.len(), 4, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (key, n) in chunk {
-                    q = q.bind(&key.user).bind(&key.meter).bind(key.period_start).bind(*n);
+                for ((user, meter, start), n) in chunk {
+                    q = q.bind(*user).bind(*meter).bind(*start).bind(*n);
                 }
                 q.execute(&mut *tx).await?;
             }
-            let lifetime: Vec<_> = lifetime.into_iter().collect();
+            let lifetime = sorted(&sums.lifetime);
             for chunk in sized_chunks(&lifetime) {
                 let sql = format!(
                     "INSERT INTO usage_lifetime (user_id, meter, used) VALUES {} \
@@ -251,7 +345,7 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            let rollups: Vec<_> = rollups.into_iter().collect();
+            let rollups = sorted(&sums.rollups);
             for chunk in sized_chunks(&rollups) {
                 let sql = format!(
                     "INSERT INTO usage_daily (user_id, day, model, feature, key_id, provider, key_source, events, \
@@ -275,10 +369,16 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            counters = sorted_counters
+                .into_iter()
+                .map(|((user, meter, period_start), n)| {
+                    (CounterKey { user: user.to_owned(), meter: meter.to_owned(), period_start }, n)
+                })
+                .collect();
             Ok::<_, sqlx::Error>(())
         })?;
-        let mut first = HashSet::new();
-        Ok(events.iter().map(|e| inserted.contains(&e.row.id) && first.insert(e.row.id.as_str())).collect())
+        let new = events.iter().zip(first).map(|(e, first)| first && !stored.contains(e.row.id.as_str())).collect();
+        Ok(Committed { new, counters })
     }
 
     /// A counter's committed value (0 if it has none yet).

@@ -15,9 +15,6 @@ pub type CounterResult<T> = anyhow::Result<T>;
 /// Amounts per counter.
 pub type Parts = Vec<(CounterKey, i64)>;
 
-/// Usage committed for a settled reservation: its id and what it added.
-pub type Settled = (String, Parts);
-
 pub trait CounterStore: Send + Sync {
     /// The keys among `keys` whose committed value is not known here yet.
     fn missing<'a>(&'a self, keys: &'a [CounterKey]) -> BoxFuture<'a, CounterResult<Vec<CounterKey>>>;
@@ -42,9 +39,9 @@ pub trait CounterStore: Send + Sync {
     /// Gives a hold back unused; whether it existed.
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>>;
 
-    /// Applies one commit: settled holds end and their usage is added, and
-    /// other committed usage is added, in one step.
-    fn apply<'a>(&'a self, settled: &'a [Settled], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>>;
+    /// Applies one commit in one step: the holds of the reservations it
+    /// settled end, and the usage it committed (theirs included) is added.
+    fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>>;
 
     /// Drops holds past their expiry; how many.
     fn expire(&self, now: i64) -> BoxFuture<'_, CounterResult<usize>>;
@@ -100,10 +97,10 @@ impl CounterStore for MemoryCounters {
         self.with(|c| c.release(id))
     }
 
-    fn apply<'a>(&'a self, settled: &'a [Settled], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {
+    fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {
         self.with(|c| {
-            for (id, actual) in settled {
-                c.settle(id, actual);
+            for id in settled {
+                c.release(id);
             }
             for (key, n) in added {
                 c.add_used(key, *n);

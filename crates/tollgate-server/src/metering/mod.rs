@@ -307,7 +307,7 @@ impl Metering {
     }
 
     /// The event `row` with `amounts` filled in, and what it adds to
-    /// counters and lifetime totals. The cost is computed from the price
+    /// counters (in the period of its time) and lifetime totals. The cost is computed from the price
     /// table unless `amounts.cost_micros` is set.
     pub fn prepare(&self, account: &Account, mut row: EventRow, amounts: &Amounts) -> PreparedEvent {
         row.input_tokens = amounts.input_tokens;
@@ -326,12 +326,9 @@ impl Metering {
         if row.recorded_at == 0 {
             row.recorded_at = Timestamp::now().millis();
         }
-        let meters = amounts.meters();
-        let t = Timestamp::from_millis(row.ts);
         let counted = account.counts(row.key_source == "byok");
-        let counters = if counted { meters.iter().map(|(m, n)| (account.key(m, t), *n)).collect() } else { Vec::new() };
-        let lifetime = meters.iter().map(|(m, n)| (m.to_string(), *n)).collect();
-        PreparedEvent { row, counters, lifetime }
+        let period_start = counted.then(|| account.period(Timestamp::from_millis(row.ts)).start.millis());
+        PreparedEvent { row, meters: amounts.meters(), period_start }
     }
 
     /// The cost of a call in micro-dollars; unknown models cost 0 and are

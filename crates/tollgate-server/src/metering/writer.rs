@@ -68,42 +68,30 @@ type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<b
 async fn commit(store: &Store, counters: &Counters, commits: Vec<Pending>) {
     let mut all = Vec::with_capacity(commits.iter().map(|(events, _, _)| events.len()).sum());
     let mut callers = Vec::with_capacity(commits.len());
+    let mut settled = Vec::new();
     for (events, settles, reply) in commits {
-        callers.push((all.len()..all.len() + events.len(), settles, reply));
+        callers.push((all.len()..all.len() + events.len(), reply));
+        settled.extend(settles);
         all.extend(events);
     }
     match store.commit_usage(&all).await {
-        Ok(flags) => {
-            let mut settled = Vec::new();
-            let mut added = Vec::new();
-            let mut replies = Vec::with_capacity(callers.len());
-            for (range, settles, reply) in callers {
-                let new_usage: Vec<(CounterKey, i64)> = all[range.clone()]
-                    .iter()
-                    .zip(&flags[range.clone()])
-                    .filter(|(_, new)| **new)
-                    .flat_map(|(e, _)| e.counters.iter().cloned())
-                    .collect();
-                match settles {
-                    Some(id) => settled.push((id, new_usage)),
-                    None => added.extend(new_usage),
-                }
-                replies.push((reply, flags[range].to_vec()));
-            }
-            if let Err(e) = counters.apply(&settled, &added).await {
+        Ok(committed) => {
+            // Holds of settled reservations end, and every new event's
+            // usage (the settled ones' included) is added, in one step.
+            if let Err(e) = counters.apply(&settled, &committed.counters).await {
                 // Committed, but the live counters missed it: they catch up
                 // when reloaded; say so loudly.
                 tracing::error!(error = %e, "failed to apply committed usage to the live counters");
             }
             metrics::counter!("tollgate_usage_events_committed_total")
-                .increment(flags.iter().filter(|f| **f).count() as u64);
-            for (reply, mine) in replies {
-                let _ = reply.send(Ok(mine));
+                .increment(committed.new.iter().filter(|f| **f).count() as u64);
+            for (range, reply) in callers {
+                let _ = reply.send(Ok(committed.new[range].to_vec()));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "failed to commit usage");
-            for (_, _, reply) in callers {
+            for (_, reply) in callers {
                 let _ = reply.send(Err(e.to_string()));
             }
         }

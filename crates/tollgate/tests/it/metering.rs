@@ -69,20 +69,28 @@ async fn events_are_committed_once_and_feed_every_meter(backend: Backend) {
     assert_eq!((reply["accepted"].as_i64(), reply["duplicates"].as_i64()), (Some(2), Some(1)));
     let again = events(&app, &key, batch).await.expect(200);
     assert_eq!((again["accepted"].as_i64(), again["duplicates"].as_i64()), (Some(0), Some(3)));
+    // Stored ids mixed with new ones: only the new count.
+    let mixed = json!([
+        {"id":"evt_3","user_id":"u_42","input_tokens":4,"output_tokens":1},
+        {"id":"evt_1","user_id":"u_42","input_tokens":1000},
+        {"id":"evt_3","user_id":"u_42","input_tokens":1000},
+    ]);
+    let reply = events(&app, &key, mixed).await.expect(200);
+    assert_eq!((reply["accepted"].as_i64(), reply["duplicates"].as_i64()), (Some(1), Some(2)));
 
     let u = usage(&app, "u_42").await;
     assert_eq!(u["user_id"], "u_42");
     assert_eq!(u["plan"], "metered");
     assert!(u["period"]["start"].is_string() && u["period"]["end"].is_string());
-    assert_eq!(u["meters"]["tokens"], json!({"used":165,"limit":1000,"remaining":835,"reserved":0}));
-    assert_eq!(u["meters"]["input_tokens"]["used"], 110);
-    assert_eq!(u["meters"]["output_tokens"]["used"], 55);
-    assert_eq!(u["meters"]["requests"]["used"], 2, "requests default to one per event");
+    assert_eq!(u["meters"]["tokens"], json!({"used":170,"limit":1000,"remaining":830,"reserved":0}));
+    assert_eq!(u["meters"]["input_tokens"]["used"], 114);
+    assert_eq!(u["meters"]["output_tokens"]["used"], 56);
+    assert_eq!(u["meters"]["requests"]["used"], 3, "requests default to one per event");
     assert!(u["meters"]["requests"]["limit"].is_null());
     assert_eq!(u["meters"]["requests:analyze"]["used"], 2);
     // gpt-4o-mini: 10 × 0.15 + 5 × 0.60 = 4.5 µ$ → 5 (the second event has no model: 0).
     assert_eq!(u["meters"]["cost_usd"]["used"], 5);
-    assert_eq!(u["lifetime"]["tokens"], 165);
+    assert_eq!(u["lifetime"]["tokens"], 170);
 }
 
 async fn bad_events_are_refused_with_the_field_named_and_the_rest_committed(backend: Backend) {
