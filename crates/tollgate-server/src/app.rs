@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -59,13 +59,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    let keyring = load_keyring(&config, true)?;
+    let (keyring, new_key) = load_keyring(&config)?;
     let store = Arc::new(open_store(&config).await?);
     let config = Arc::new(config);
     let vault = Arc::new(Vault::new(keyring, store.clone(), config.clone())?);
     if let Err(e) = vault.check_master_key().await {
         store.close().await;
         return Err(e);
+    }
+    // A new key is written only once it is known to fit the store.
+    if let Some(key) = new_key {
+        write_master_key_file(&config, &key)?;
     }
     store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
@@ -232,43 +236,49 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The vault's keyring: the configured master key (`TOLLGATE_MASTER_KEY`),
-/// or else the key file in the data directory, which is created (mode 0600)
-/// at first start when `create` allows; plus the retired keys
-/// (`TOLLGATE_MASTER_KEYS_OLD`).
-pub fn load_keyring(config: &Config, create: bool) -> anyhow::Result<Keyring> {
-    let current = match &config.master_key {
-        Some(key) => key.clone(),
-        None => master_key_file(config, create)?,
+/// or else the key file in the data directory, plus the retired keys
+/// (`TOLLGATE_MASTER_KEYS_OLD`). When there is no key file yet, a new key
+/// is made and returned too, for [`write_master_key_file`] to keep once the
+/// caller is sure of it.
+pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, Option<MasterKey>)> {
+    let (current, new) = match &config.master_key {
+        Some(key) => (key.clone(), None),
+        None => {
+            let path = config.data_dir.join(MASTER_KEY_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let key = MasterKey::from_base64(&zeroize::Zeroizing::new(text))
+                        .with_context(|| format!("the master key file {}", path.display()))?;
+                    (key, None)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let key = MasterKey::generate();
+                    (key.clone(), Some(key))
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to read the master key file {}", path.display()));
+                }
+            }
+        }
     };
-    Ok(Keyring::new(current, config.master_keys_old.iter().cloned()))
+    Ok((Keyring::new(current, config.master_keys_old.iter().cloned()), new))
 }
 
-fn master_key_file(config: &Config, create: bool) -> anyhow::Result<MasterKey> {
+/// Creates the master key file (mode 0600) in the data directory.
+pub fn write_master_key_file(config: &Config, key: &MasterKey) -> anyhow::Result<()> {
+    create_private_dir(&config.data_dir)?;
     let path = config.data_dir.join(MASTER_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => MasterKey::from_base64(&zeroize::Zeroizing::new(text))
-            .with_context(|| format!("the master key file {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => bail!(
-            "no master key: set TOLLGATE_MASTER_KEY, or run this where the data directory holds {}",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(&config.data_dir)?;
-            let key = MasterKey::generate();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("failed to create the master key file {}", path.display()))?;
-            let text = key.to_base64();
-            std::io::Write::write_all(&mut file, text.as_bytes())
-                .and_then(|()| std::io::Write::write_all(&mut file, b"\n"))
-                .with_context(|| format!("failed to write the master key file {}", path.display()))?;
-            file.sync_all()?;
-            tracing::info!(path = %path.display(), key_id = %key.id(), "created a new master key file; back it up");
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("failed to read the master key file {}", path.display())),
-    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("failed to create the master key file {}", path.display()))?;
+    let text = key.to_base64();
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| std::io::Write::write_all(&mut file, b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("failed to write the master key file {}", path.display()))?;
+    tracing::info!(path = %path.display(), key_id = %key.id(), "created a new master key file; back it up");
+    Ok(())
 }

@@ -593,6 +593,86 @@ mod tests {
     }
 
     #[test]
+    fn known_providers_have_their_sdks_base_urls_and_read_platform_keys_from_the_usual_variables() {
+        let config = from_toml("", &[("OPENAI_API_KEY", "sk-platform-0001"), ("GROQ_API_KEY", " ")]).unwrap();
+        let check = |name: &str, url: &str| {
+            let p = config.provider(name).unwrap_or_else(|| panic!("{name} is built in"));
+            assert_eq!(p.base_url, url);
+            assert_eq!(p.known.map(KnownProvider::name), Some(name));
+        };
+        check("openai", "https://api.openai.com/v1");
+        check("groq", "https://api.groq.com/openai/v1");
+        check("anthropic", "https://api.anthropic.com");
+        check("gemini", "https://generativelanguage.googleapis.com");
+        check("github", "https://api.github.com");
+        assert_eq!(config.provider("openai").unwrap().platform_key.as_ref().unwrap().expose(), "sk-platform-0001");
+        assert_eq!(config.provider("openai").unwrap().api_key_env, "OPENAI_API_KEY");
+        assert!(config.provider("groq").unwrap().platform_key.is_none(), "a blank variable is no key");
+        assert!(config.provider("anthropic").unwrap().platform_key.is_none());
+        assert!(config.provider("together").is_none());
+        assert!(!format!("{config:?}").contains("sk-platform-0001"), "the platform key is never printed");
+    }
+
+    #[test]
+    fn base_urls_are_replaced_and_new_providers_added_by_env_and_file() {
+        let text = "[providers.together-ai]\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_KEY\"\n";
+        let vars = [
+            ("TOLLGATE_GROQ_BASE_URL", "http://127.0.0.1:9/openai/v1/"),
+            ("TOLLGATE_MY_LLM_BASE_URL", "http://127.0.0.1:8/v1"),
+            ("MY_LLM_API_KEY", "my-llm-platform-key"),
+            ("TOLLGATE_TOGETHER_AI_BASE_URL", "http://127.0.0.1:7/v1"),
+            ("TOGETHER_KEY", "together-platform-key"),
+            ("TOGETHER_AI_API_KEY", "not-this-one"),
+        ];
+        let config = from_toml(text, &vars).unwrap();
+        assert_eq!(config.provider("groq").unwrap().base_url, "http://127.0.0.1:9/openai/v1");
+        let mine = config.provider("my_llm").expect("a provider added by its variable");
+        assert_eq!((mine.base_url.as_str(), mine.known), ("http://127.0.0.1:8/v1", None));
+        assert_eq!(mine.platform_key.as_ref().unwrap().expose(), "my-llm-platform-key");
+        let together = config.provider("together-ai").unwrap();
+        assert_eq!(together.base_url, "http://127.0.0.1:7/v1", "the variable wins over the file");
+        assert_eq!(together.platform_key.as_ref().unwrap().expose(), "together-platform-key");
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        let check = |text: &str, vars: &[(&str, &str)], expected: &str| {
+            let message = from_toml(text, vars).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+        };
+        check("[providers.custom]\napi_key_env = \"X\"\n", &[], "providers.custom");
+        check("[providers.openai]\ntoken = \"x\"\n", &[], "token");
+        check("[providers.Bad]\nbase_url = \"http://x\"\n", &[], "providers.Bad");
+        check("", &[("TOLLGATE_OPENAI_BASE_URL", "ftp://example.com")], "TOLLGATE_OPENAI_BASE_URL");
+        check("", &[("TOLLGATE_OPENAI_BASE_URL", "not a url")], "TOLLGATE_OPENAI_BASE_URL");
+        check("[providers.openai]\napi_key_env = \"TOLLGATE_ADMIN_TOKEN\"\n", &[], "api_key_env");
+    }
+
+    #[test]
+    fn master_keys_are_parsed_and_retired_ones_listed_with_commas() {
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        let old = format!("{}, {}", a.to_base64().as_str(), b.to_base64().as_str());
+        let config = from_toml("", &[("TOLLGATE_MASTER_KEYS_OLD", &old)]).unwrap();
+        let ids: Vec<_> = config.master_keys_old.iter().map(|k| k.id().clone()).collect();
+        assert_eq!(ids, [a.id().clone(), b.id().clone()]);
+        let bad = format!("{},bm90IDMyIGJ5dGVz", a.to_base64().as_str());
+        let e = from_toml("", &[("TOLLGATE_MASTER_KEYS_OLD", &bad)]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_MASTER_KEYS_OLD") && e.contains("key 2 of 2"), "{e}");
+        assert!(!e.contains("bm90") && !e.contains(a.to_base64().as_str()), "{e}");
+        let e = from_toml("", &[("TOLLGATE_MASTER_KEY", "bm90IDMyIGJ5dGVz")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_MASTER_KEY") && !e.contains("bm90"), "{e}");
+        let current = MasterKey::generate();
+        let config = from_toml("", &[("TOLLGATE_MASTER_KEY", current.to_base64().as_str())]).unwrap();
+        assert!(!format!("{config:?}").contains(current.to_base64().as_str()));
+    }
+
+    #[test]
+    fn only_tollgate_variables_are_held_to_the_known_list() {
+        let vars = env(&[("HOME", "/root"), ("OPENAI_API_KEY", "sk-x-123456"), ("TOLLGATE_MASTER_KEYS_OLD", "")]);
+        assert!(Config::from_sources(None, &vars).is_ok());
+    }
+
+    #[test]
     fn secrets_are_not_echoed_in_errors() {
         let e = from_toml("", &[("TOLLGATE_ADMIN_TOKEN", "tiny-secret")]).unwrap_err().to_string();
         assert!(!e.contains("tiny-secret"));

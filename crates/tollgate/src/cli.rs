@@ -386,7 +386,13 @@ impl VaultCommand {
     async fn run(self) -> anyhow::Result<()> {
         let VaultCommand::Rotate { args, batch_size } = self;
         let config = load_config(&args)?;
-        let keyring = tollgate_server::app::load_keyring(&config, false)?;
+        let (keyring, new_key) = tollgate_server::app::load_keyring(&config)?;
+        if new_key.is_some() {
+            anyhow::bail!(
+                "no master key: set TOLLGATE_MASTER_KEY to the new key (and TOLLGATE_MASTER_KEYS_OLD to the old \
+                 ones), or run this where the data directory holds master.key"
+            );
+        }
         let store = tollgate_server::app::open_store(&config).await?;
         let total = store.count_credentials_not_under(keyring.current_id()).await?;
         let bar = if total > 0 { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
