@@ -411,7 +411,9 @@ impl RawConfig {
     fn build(mut self) -> Result<Config, ConfigError> {
         let providers = self.build_providers()?;
         let master_key = match &self.master_key {
-            Some(text) => Some(MasterKey::from_base64(text).map_err(|e| err(format!("{}: {e}", name_of("master_key"))))?),
+            Some(text) => {
+                Some(MasterKey::from_base64(text).map_err(|e| err(format!("{}: {e}", name_of("master_key"))))?)
+            }
             None => None,
         };
         let mut master_keys_old = Vec::new();
@@ -615,7 +617,8 @@ mod tests {
 
     #[test]
     fn base_urls_are_replaced_and_new_providers_added_by_env_and_file() {
-        let text = "[providers.together-ai]\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_KEY\"\n";
+        let text =
+            "[providers.together-ai]\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_KEY\"\n";
         let vars = [
             ("TOLLGATE_GROQ_BASE_URL", "http://127.0.0.1:9/openai/v1/"),
             ("TOLLGATE_MY_LLM_BASE_URL", "http://127.0.0.1:8/v1"),

@@ -112,7 +112,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
-            ApiError::Undecryptable(message) => tracing::error!(error = %message, "a stored credential did not decrypt"),
+            ApiError::Undecryptable(message) => {
+                tracing::error!(error = %message, "a stored credential did not decrypt")
+            }
             _ => {}
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
@@ -173,7 +175,10 @@ mod tests {
     fn no_credential_names_the_provider() {
         let e = ApiError::NoCredential { message: "no openai key".into(), provider: "openai".into() };
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(e.body(), json!({"error": {"type": "no_credential", "message": "no openai key", "provider": "openai"}}));
+        assert_eq!(
+            e.body(),
+            json!({"error": {"type": "no_credential", "message": "no openai key", "provider": "openai"}})
+        );
     }
 
     #[test]

@@ -80,14 +80,7 @@ impl Vault {
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("failed to build the HTTP client for credential validation")?;
-        Ok(Vault {
-            keyring,
-            store,
-            config,
-            cache: Mutex::new(HashMap::new()),
-            uses: Mutex::new(HashMap::new()),
-            http,
-        })
+        Ok(Vault { keyring, store, config, cache: Mutex::new(HashMap::new()), uses: Mutex::new(HashMap::new()), http })
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -156,7 +149,10 @@ impl Vault {
             }
         };
         let aad = credential_aad(user.as_str(), provider.as_str());
-        let sealed = self.keyring.seal(secret.expose().as_bytes(), &aad).map_err(|e| ApiError::invalid("secret", e.to_string()))?;
+        let sealed = self
+            .keyring
+            .seal(secret.expose().as_bytes(), &aad)
+            .map_err(|e| ApiError::invalid("secret", e.to_string()))?;
         let new = NewCredential {
             user_id: user.clone(),
             provider: provider.clone(),

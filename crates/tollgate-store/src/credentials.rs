@@ -193,7 +193,8 @@ impl Store {
 
     /// Up to `limit` credentials sealed under `key_id`, to try opening.
     pub async fn credentials_sealed_with(&self, key_id: &str, limit: i64) -> Result<Vec<StoredCredential>> {
-        let q = concat!("SELECT ", columns!(), " FROM credentials WHERE key_id = $1 ORDER BY user_id, provider LIMIT $2");
+        let q =
+            concat!("SELECT ", columns!(), " FROM credentials WHERE key_id = $1 ORDER BY user_id, provider LIMIT $2");
         let rows: Vec<CredentialRow> =
             on_pool!(self, p => sqlx::query_as(q).bind(key_id).bind(limit).fetch_all(p).await)?;
         rows.into_iter().map(StoredCredential::try_from).collect()

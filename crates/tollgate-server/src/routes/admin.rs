@@ -391,7 +391,11 @@ async fn get_key(State(state): State<AppState>, Path(key_id): Path<String>) -> A
     Ok(Json(keys::view(&state, &record)))
 }
 
-async fn revoke_key(State(state): State<AppState>, origin: Origin, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_key(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
     let record = keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
     state.audit.note(keys::audit_entry(&origin, AuditAction::KeyRevoked, &record)).await;
     Ok(StatusCode::NO_CONTENT)

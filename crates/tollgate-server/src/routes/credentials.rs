@@ -272,7 +272,9 @@ async fn audit_log(State(state): State<AppState>, Params(q): Params<AuditQuery>)
     }
     let before = match q.cursor.as_deref() {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::invalid("cursor", "cursor: a next_cursor from a previous page"))?),
+        Some(c) => Some(
+            c.parse::<i64>().map_err(|_| ApiError::invalid("cursor", "cursor: a next_cursor from a previous page"))?,
+        ),
     };
     let filter = AuditFilter { user: q.user, action: q.action, since: q.since, until: q.until, before, limit };
     let entries = state.store.audit(&filter).await?;

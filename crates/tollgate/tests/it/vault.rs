@@ -71,7 +71,8 @@ async fn a_credential_is_stored_encrypted_and_only_its_status_is_ever_shown(back
     assert!(replaced["label"].is_null(), "PUT replaces the whole credential");
     set(&app.api, "u_42", "groq", "gsk_GroqSecret0123456789").await;
     let listed = app.api.admin(Method::GET, "/admin/v1/users/u_42/credentials", None).await.expect(200);
-    let providers: Vec<&str> = listed["credentials"].as_array().unwrap().iter().map(|c| c["provider"].as_str().unwrap()).collect();
+    let providers: Vec<&str> =
+        listed["credentials"].as_array().unwrap().iter().map(|c| c["provider"].as_str().unwrap()).collect();
     assert_eq!(providers, ["groq", "openai"]);
 
     app.api.admin(Method::GET, &path("u_42", "anthropic"), None).await.expect(404);
@@ -108,7 +109,9 @@ async fn secret_formats_are_checked_per_provider_and_bad_input_changes_nothing(b
     let refused = |provider: &str, query: &str, body: String, field: &str| {
         let (api, provider, query, field) = (app.api.clone(), provider.to_owned(), query.to_owned(), field.to_owned());
         async move {
-            let reply = api.raw(Method::PUT, &format!("{}{query}", path("u_1", &provider)), Some(ADMIN_TOKEN), Some(body.clone())).await;
+            let reply = api
+                .raw(Method::PUT, &format!("{}{query}", path("u_1", &provider)), Some(ADMIN_TOKEN), Some(body.clone()))
+                .await;
             let error = reply.expect(400);
             assert_eq!(error["error"]["type"], "invalid_request", "{provider} {body}");
             assert_eq!(error["error"]["field"], field.as_str(), "{provider} {body}: {error}");
@@ -171,7 +174,8 @@ async fn resolution_takes_the_users_key_then_the_platform_key_then_says_no_crede
     assert_eq!(resolve(&app.api, &service, "u_1", "openai").await.expect(200)["secret"], platform);
 
     resolve(&app.api, &service, "nobody", "openai").await.expect(404);
-    let bad = app.api.call(Method::POST, "/v1/credentials/resolve", Some(&service), Some(json!({"user_id":"u_1"}))).await;
+    let bad =
+        app.api.call(Method::POST, "/v1/credentials/resolve", Some(&service), Some(json!({"user_id":"u_1"}))).await;
     assert_eq!(bad.expect(400)["error"]["field"], "provider");
     assert_eq!(resolve(&app.api, &service, "u_1", "Open AI").await.expect(400)["error"]["field"], "provider");
 }
@@ -201,7 +205,10 @@ async fn resolve_needs_credentials_read_and_every_read_is_audited(backend: Backe
 
     resolve(&app.api, user_key, "u_1", "openai").await.expect(403);
     resolve(&app.api, &meter_only, "u_1", "openai").await.expect(403);
-    let anonymous = app.api.call(Method::POST, "/v1/credentials/resolve", None, Some(json!({"user_id":"u_1","provider":"openai"}))).await;
+    let anonymous = app
+        .api
+        .call(Method::POST, "/v1/credentials/resolve", None, Some(json!({"user_id":"u_1","provider":"openai"})))
+        .await;
     anonymous.expect(401);
     let audit = app.api.admin(Method::GET, "/admin/v1/audit?action=credential.resolved", None).await.expect(200);
     assert_eq!(audit["entries"], json!([]), "refused attempts hand out nothing");
@@ -212,7 +219,9 @@ async fn resolve_needs_credentials_read_and_every_read_is_audited(backend: Backe
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{audit}");
     let services = app.api.admin(Method::GET, "/admin/v1/service-keys", None).await.expect(200);
-    let service_id = services["keys"].as_array().unwrap().iter().find(|k| k["scopes"] == json!(["credentials:read"])).unwrap()["id"].clone();
+    let service_id =
+        services["keys"].as_array().unwrap().iter().find(|k| k["scopes"] == json!(["credentials:read"])).unwrap()["id"]
+            .clone();
     assert_eq!(entries[0]["actor"], "admin", "newest first");
     assert_eq!(entries[1]["actor"], service_id);
     for entry in entries {
@@ -279,7 +288,8 @@ async fn user_b_can_never_read_or_change_user_as_credentials(backend: Backend) {
         let (api, key, provider) = (app.api.clone(), key.to_owned(), provider.to_owned());
         async move { api.call(method, &format!("/v1/me/credentials/{provider}"), Some(&key), body).await }
     };
-    let stored = mine(a, Method::PUT, "openai", Some(json!({"secret":"sk-alice-secret-0001","label":"a"}))).await.expect(200);
+    let stored =
+        mine(a, Method::PUT, "openai", Some(json!({"secret":"sk-alice-secret-0001","label":"a"}))).await.expect(200);
     assert_eq!(stored["user_id"], "u_a");
 
     // B sees and changes only B's own.
@@ -321,7 +331,8 @@ async fn user_b_can_never_read_or_change_user_as_credentials(backend: Backend) {
 }
 
 async fn validation_asks_the_provider_through_its_base_url_and_stores_the_outcome(backend: Backend) {
-    let good = ["sk-good-openai-0001", "sk-ant-good-0002", "AIzaGoodGeminiKey0003", "ghp_good-github-0004", "local-good-0005"];
+    let good =
+        ["sk-good-openai-0001", "sk-ant-good-0002", "AIzaGoodGeminiKey0003", "ghp_good-github-0004", "local-good-0005"];
     let stub = provider_stub(&good).await;
     let v1 = format!("{}/v1", stub.base);
     let app = TestApp::spawn_with(
@@ -359,7 +370,10 @@ async fn validation_asks_the_provider_through_its_base_url_and_stores_the_outcom
     let message = refused["validation"]["message"].as_str().unwrap();
     assert!(message.contains("401"), "{message}");
     assert!(!message.contains("Incorrect API key"), "the provider's body is not repeated");
-    assert_eq!(app.api.admin(Method::GET, &path("u_1", "openai"), None).await.expect(200)["validation"]["outcome"], "invalid");
+    assert_eq!(
+        app.api.admin(Method::GET, &path("u_1", "openai"), None).await.expect(200)["validation"]["outcome"],
+        "invalid"
+    );
 
     for (provider, secret, request) in [
         ("anthropic", good[1], "GET /v1/models x-api-key+anthropic-version"),
@@ -382,7 +396,8 @@ async fn validation_asks_the_provider_through_its_base_url_and_stores_the_outcom
     assert_eq!(nowhere["error"]["field"], "validate");
 
     let audit = app.api.admin(Method::GET, "/admin/v1/audit?action=credential.set&limit=1000", None).await.expect(200);
-    let outcomes: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["details"]["validation"].as_str()).collect();
+    let outcomes: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().filter_map(|e| e["details"]["validation"].as_str()).collect();
     assert!(outcomes.contains(&"valid") && outcomes.contains(&"invalid") && outcomes.contains(&"unreachable"));
 }
 
@@ -499,7 +514,9 @@ async fn a_wrong_master_key_at_start_is_reported_clearly(backend: Backend) {
     let refused = run_binary(cwd, &with_keys(&db, &c, None), &["serve"]);
     assert!(!refused.status.success(), "a start with the wrong key fails");
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    for expected in ["master key does not match", &key_id(&a), &key_id(&c), "TOLLGATE_MASTER_KEY", "TOLLGATE_MASTER_KEYS_OLD"] {
+    for expected in
+        ["master key does not match", &key_id(&a), &key_id(&c), "TOLLGATE_MASTER_KEY", "TOLLGATE_MASTER_KEYS_OLD"]
+    {
         assert!(stderr.contains(expected), "{stderr:?} should say {expected:?}");
     }
     assert!(!stderr.contains(&a) && !stderr.contains(&c), "the keys themselves are not shown");
@@ -550,12 +567,24 @@ async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_
     let own = first.api.create_key("u_2", json!({"scopes":["credentials:manage"]})).await;
     let own = own["key"].as_str().unwrap().to_owned();
     let body = json!({ "secret": secrets[3] });
-    first.api.call(Method::PUT, "/v1/me/credentials/anthropic", Some(&own), Some(json!({"secret":"sk-ant-via-self-service-0005"}))).await.expect(200);
+    first
+        .api
+        .call(
+            Method::PUT,
+            "/v1/me/credentials/anthropic",
+            Some(&own),
+            Some(json!({"secret":"sk-ant-via-self-service-0005"})),
+        )
+        .await
+        .expect(200);
     first.api.call(Method::PUT, "/v1/me/credentials/together", Some(&own), Some(body)).await.expect(200);
     let service = service_key(&first.api, &["credentials:read"]).await;
     assert_eq!(resolve(&first.api, &service, "u_1", "openai").await.expect(200)["secret"], secrets[0]);
     let platform_reply = resolve(&first.api, &service, "u_3", "openai").await.expect(200);
-    assert_eq!((platform_reply["source"].as_str(), platform_reply["secret"].as_str()), (Some("platform"), Some(platform)));
+    assert_eq!(
+        (platform_reply["source"].as_str(), platform_reply["secret"].as_str()),
+        (Some("platform"), Some(platform))
+    );
     assert!(first.terminate());
 
     let rotated = run_binary(cwd, &with_logs(&b, Some(&a)), &["vault", "rotate"]);
@@ -564,7 +593,8 @@ async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_
     let mut second = BinApp::start(cwd, &with_logs(&b, None), &[], "second");
     assert_eq!(resolve(&second.api, &service, "u_2", "together").await.expect(200)["secret"], secrets[3]);
     let audit = second.api.admin(Method::GET, "/admin/v1/audit?limit=1000", None).await.expect(200);
-    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for action in ["credential.set", "credential.resolved", "credential.rotated", "key.created"] {
         assert!(actions.contains(&action), "{action} is audited: {actions:?}");
     }
@@ -576,7 +606,15 @@ async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_
     let dump = db.dump();
     assert!(dump.contains("credential.resolved"), "the dump holds the audit log");
     let mut everything = secrets.to_vec();
-    everything.extend(["sk-ant-via-self-service-0005", platform, a.as_str(), b.as_str(), ADMIN_TOKEN, own.as_str(), service.as_str()]);
+    everything.extend([
+        "sk-ant-via-self-service-0005",
+        platform,
+        a.as_str(),
+        b.as_str(),
+        ADMIN_TOKEN,
+        own.as_str(),
+        service.as_str(),
+    ]);
     for secret in everything {
         let middle = &secret[2..secret.len() - 4];
         for (place, text) in [("the store", &dump), ("the logs", &logs), ("the audit log", &audit)] {
