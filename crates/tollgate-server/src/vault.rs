@@ -291,8 +291,12 @@ impl Vault {
         Ok(SecretString::new(text))
     }
 
+    /// After a credential was replaced or removed: its cached sealed value
+    /// and its pending last use belong to the old secret.
     fn forget(&self, user: &UserId, provider: &ProviderName) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&(user.clone(), provider.clone()));
+        let slot = (user.clone(), provider.clone());
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+        self.uses.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
     }
 
     fn touch(&self, user: &UserId, provider: &ProviderName) {

@@ -344,14 +344,20 @@ impl CredentialsCommand {
                 if validate {
                     columns.push("validation");
                 }
-                out.record(&stored, &columns);
+                out.record(&validation_outcome(out, stored), &columns);
             }
             CredentialsCommand::List { user, remote } => {
                 let (c, out) = client(&remote)?;
                 let path = format!("/admin/v1/users/{}/credentials", Client::segment(&user));
                 let mut columns = CREDENTIAL_COLUMNS.to_vec();
                 columns.push("validation");
-                out.list(&c.get(&path).await?, "credentials", &columns);
+                let mut listed = c.get(&path).await?;
+                if let Some(items) = listed["credentials"].as_array_mut() {
+                    for item in items {
+                        *item = validation_outcome(out, item.take());
+                    }
+                }
+                out.list(&listed, "credentials", &columns);
             }
             CredentialsCommand::Delete { user, provider, remote } => {
                 let (c, out) = client(&remote)?;
@@ -366,6 +372,15 @@ impl CredentialsCommand {
         }
         Ok(())
     }
+}
+
+/// In a table, a credential's validation is its outcome alone (the JSON
+/// output keeps the time and message).
+fn validation_outcome(out: Output, mut credential: Value) -> Value {
+    if matches!(out, Output::Table) {
+        credential["validation"] = credential["validation"]["outcome"].clone();
+    }
+    credential
 }
 
 /// One line of standard input, without its line break.

@@ -13,6 +13,7 @@ use axum::{Extension, Json, Router};
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::Grant;
 use tollgate_domain::period::Period;
 use tollgate_domain::pricing::Price;
@@ -268,7 +269,7 @@ async fn reset_usage(State(state): State<AppState>, origin: Origin, Path(id): Pa
     let patch = UserPatch { billing_anchor: Some(now), usage_reset_at: Some(now), ..UserPatch::default() };
     state.store.update_user(&id, patch).await?;
     state.metering.invalidate(Some(&id));
-    let entry = origin.entry(tollgate_domain::audit::AuditAction::UsageReset, format!("user:{id}")).user(&id);
+    let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(&id);
     state.audit.note(entry).await;
     let account = state.metering.account(&id).await?;
     Ok(Json(usage_view(&state, &account, &UsageQuery::default()).await?))

@@ -157,6 +157,10 @@ async fn resolution_takes_the_users_key_then_the_platform_key_then_says_no_crede
     assert_eq!((got["source"].as_str(), got["secret"].as_str()), (Some("byok"), Some("sk-users-own-key-0001")));
     let status = app.api.admin(Method::GET, &path("u_1", "openai"), None).await.expect(200);
     assert!(status["last_used_at"].is_string(), "a resolution is a use: {status}");
+    set(&app.api, "u_1", "openai", "sk-users-new-key-0002").await;
+    let replaced = app.api.admin(Method::GET, &path("u_1", "openai"), None).await.expect(200);
+    assert!(replaced["last_used_at"].is_null(), "a new secret has not been used: {replaced}");
+    assert_eq!(resolve(&app.api, &service, "u_1", "openai").await.expect(200)["secret"], "sk-users-new-key-0002");
 
     let none = resolve(&app.api, &service, "u_1", "anthropic").await.expect(400);
     assert_eq!(none["error"]["type"], "no_credential");
