@@ -1,10 +1,12 @@
 //! Tollgate's rules, with no IO: the gateway-key format, the identifiers and
-//! names that cross the API, scopes and plans.
+//! names that cross the API, scopes and plans, providers and the audit log's
+//! vocabulary.
 //!
 //! This crate knows nothing of HTTP, SQL or async runtimes. Every type here
 //! that carries a rule has a private field and one checking constructor, so a
 //! value that exists is a valid one ("parse, don't validate").
 
+pub mod audit;
 pub mod base62;
 pub mod ids;
 pub mod key;
@@ -12,6 +14,7 @@ pub mod model;
 pub mod period;
 pub mod plan;
 pub mod pricing;
+pub mod provider;
 pub mod quota;
 pub mod scope;
 pub mod secret;
@@ -21,6 +24,7 @@ pub mod usage;
 pub use ids::{KeyId, PlanSlug, UserId};
 pub use key::{GatewayKey, KeyHash, KeyParseError};
 pub use plan::{Limits, Meter, PeriodKind};
+pub use provider::{KnownProvider, ProviderName};
 pub use scope::{Scope, Scopes};
 pub use secret::SecretString;
 pub use time::Timestamp;

@@ -184,3 +184,58 @@ impl KeyRecord {
         }
     }
 }
+
+/// A user's own secret for a provider, as shown: never the secret itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub user_id: UserId,
+    pub provider: crate::ProviderName,
+    pub label: Option<String>,
+    /// The secret's last four characters, for `…abcd`.
+    pub last4: String,
+    pub created_at: Timestamp,
+    /// When the secret was last replaced.
+    pub updated_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    /// The outcome of the last check against the provider, if one was asked for.
+    pub validation: Option<Validation>,
+}
+
+/// What the provider said when the secret was checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub outcome: ValidationOutcome,
+    pub checked_at: Timestamp,
+    /// Ours, from the status code alone: a provider's body may echo the key.
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationOutcome {
+    /// The provider accepted the secret.
+    Valid,
+    /// The provider refused it (401 or 403).
+    Invalid,
+    /// The check could not tell: no answer, or an unexpected one.
+    Unreachable,
+}
+
+impl ValidationOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidationOutcome::Valid => "valid",
+            ValidationOutcome::Invalid => "invalid",
+            ValidationOutcome::Unreachable => "unreachable",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, crate::Invalid> {
+        match raw {
+            "valid" => Ok(ValidationOutcome::Valid),
+            "invalid" => Ok(ValidationOutcome::Invalid),
+            "unreachable" => Ok(ValidationOutcome::Unreachable),
+            other => Err(crate::Invalid::new(format!("{other:?} is not a validation outcome"))),
+        }
+    }
+}

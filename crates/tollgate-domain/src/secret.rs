@@ -1,7 +1,11 @@
 //! A string that must never be printed: `Debug` and `Display` show only a
 //! short, harmless hint, so a log line or an error cannot carry it by mistake.
+//! Its memory is zeroized when it is dropped.
 
 use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+use zeroize::Zeroize;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
@@ -18,6 +22,12 @@ impl SecretString {
     }
 }
 
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretString(…)")
@@ -30,6 +40,14 @@ impl fmt::Display for SecretString {
     }
 }
 
+/// Read from a JSON string (a request body). There is deliberately no
+/// `Serialize`: a secret leaves only through [`SecretString::expose`].
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretString)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +57,17 @@ mod tests {
         let s = SecretString::new("sk-very-secret-value");
         assert!(!format!("{s:?} {s}").contains("very-secret"));
         assert_eq!(s.expose(), "sk-very-secret-value");
+    }
+
+    #[test]
+    fn it_is_read_from_json_and_not_shown_by_debug_of_its_holder() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Input {
+            secret: SecretString,
+        }
+        let input: Input = serde_json::from_str(r#"{"secret":"sk-abc-123"}"#).unwrap();
+        assert_eq!(input.secret.expose(), "sk-abc-123");
+        assert!(!format!("{input:?}").contains("abc-123"));
     }
 }

@@ -1,5 +1,6 @@
-//! Start and stop: the data directory, the master key file, the store, the
-//! admin token, the listener, and the background flush of last-used times.
+//! Start and stop: the data directory, the master key file and keyring, the
+//! store, the vault's start-up check, the admin token, the listener, and the
+//! background flush of last-used times.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -7,21 +8,21 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use rand::RngCore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate_domain::{KeyHash, Limits, Meter, PlanSlug, SecretString, Timestamp, base62};
 use tollgate_store::{Store, StoreConfig, StoreError};
+use tollgate_vault::{Keyring, MasterKey};
 
+use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
 use crate::metering::{Metering, MeteringConfig};
 use crate::routes::{self, RateWindows};
 use crate::state::{AppState, Shared};
+use crate::vault::Vault;
 
 /// The file, in the data directory, holding the generated master key.
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -58,8 +59,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    ensure_master_key(&config)?;
-    let store = open_store(&config).await?;
+    let (keyring, new_key) = load_keyring(&config)?;
+    let store = Arc::new(open_store(&config).await?);
+    let config = Arc::new(config);
+    let vault = Arc::new(Vault::new(keyring, store.clone(), config.clone())?);
+    if let Err(e) = vault.check_master_key().await {
+        store.close().await;
+        return Err(e);
+    }
+    // A new key is written only once it is known to fit the store.
+    if let Some(key) = new_key {
+        write_master_key_file(&config, &key)?;
+    }
     store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
     if let Some(anonymous) = &config.anonymous {
@@ -73,7 +84,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("failed to listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    let store = Arc::new(store);
     let metering = Metering::start(
         store.clone(),
         MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
@@ -87,8 +97,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         last_used: Arc::new(LastUsed::default()),
         admin_token_hash: Arc::new(admin_token_hash),
         metrics: metrics_handle(),
+        audit: AuditLog::start(store.clone()),
+        vault,
         store,
-        config: Arc::new(config),
+        config,
     });
     let flusher = tokio::spawn(flush_last_used_every(state.clone()));
     let housekeeper = tokio::spawn(housekeeping(state.clone()));
@@ -106,6 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         housekeeper.abort();
         // Requests are done: commit what they queued, then stop the writer.
         state.metering.shutdown().await;
+        state.audit.shutdown().await;
         flush_last_used(&state).await;
         state.store.close().await;
         tracing::info!("tollgate stopped");
@@ -144,6 +157,7 @@ async fn flush_last_used(state: &AppState) {
         tracing::warn!(error = %e, "failed to record key last-used times; will retry");
         state.last_used.restore(uses);
     }
+    state.vault.flush_uses().await;
 }
 
 /// Every second: drop expired reservations and checkpoint SQLite's
@@ -225,39 +239,50 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to restrict {}", dir.display()))
 }
 
-/// Checks the configured master key, or creates the key file (mode 0600)
-/// in the data directory at first start.
-fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
-    if let Some(key) = &config.master_key {
-        return decode_master_key(key.expose()).context("TOLLGATE_MASTER_KEY");
-    }
-    create_private_dir(&config.data_dir)?;
-    let path = config.data_dir.join(MASTER_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => decode_master_key(text.trim()).with_context(|| format!("the master key file {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("failed to create the master key file {}", path.display()))?;
-            std::io::Write::write_all(&mut file, format!("{}\n", BASE64.encode(key)).as_bytes())
-                .with_context(|| format!("failed to write the master key file {}", path.display()))?;
-            file.sync_all()?;
-            tracing::info!(path = %path.display(), "created a new master key file; back it up");
-            Ok(())
+/// The vault's keyring: the configured master key (`TOLLGATE_MASTER_KEY`),
+/// or else the key file in the data directory, plus the retired keys
+/// (`TOLLGATE_MASTER_KEYS_OLD`). When there is no key file yet, a new key
+/// is made and returned too, for [`write_master_key_file`] to keep once the
+/// caller is sure of it.
+pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, Option<MasterKey>)> {
+    let (current, new) = match &config.master_key {
+        Some(key) => (key.clone(), None),
+        None => {
+            let path = config.data_dir.join(MASTER_KEY_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let key = MasterKey::from_base64(&zeroize::Zeroizing::new(text))
+                        .with_context(|| format!("the master key file {}", path.display()))?;
+                    (key, None)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let key = MasterKey::generate();
+                    (key.clone(), Some(key))
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to read the master key file {}", path.display()));
+                }
+            }
         }
-        Err(e) => Err(e).with_context(|| format!("failed to read the master key file {}", path.display())),
-    }
+    };
+    Ok((Keyring::new(current, config.master_keys_old.iter().cloned()), new))
 }
 
-fn decode_master_key(text: &str) -> anyhow::Result<()> {
-    match BASE64.decode(text) {
-        Ok(bytes) if bytes.len() == 32 => Ok(()),
-        Ok(bytes) => bail!("the master key must be 32 bytes, base64-encoded; this one is {} bytes", bytes.len()),
-        Err(_) => bail!("the master key is not valid base64"),
-    }
+/// Creates the master key file (mode 0600) in the data directory.
+pub fn write_master_key_file(config: &Config, key: &MasterKey) -> anyhow::Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let path = config.data_dir.join(MASTER_KEY_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("failed to create the master key file {}", path.display()))?;
+    let text = key.to_base64();
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| std::io::Write::write_all(&mut file, b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("failed to write the master key file {}", path.display()))?;
+    tracing::info!(path = %path.display(), key_id = %key.id(), "created a new master key file; back it up");
+    Ok(())
 }

@@ -3,14 +3,19 @@
 //! form mirrors the file and refuses unknown keys; [`Config`] is what the
 //! program uses, with every default filled in and every value checked.
 //! Errors name the key or variable at fault and never echo a secret.
+//!
+//! Besides `TOLLGATE_*`, the platform's provider keys are read from their
+//! usual variables (`OPENAI_API_KEY`, …; see [`ProviderConfig`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tollgate_domain::SecretString;
+use tollgate_domain::{KnownProvider, ProviderName, SecretString};
 use tollgate_store::StoreConfig;
+use tollgate_vault::MasterKey;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
@@ -32,9 +37,13 @@ pub struct Config {
     /// The admin token, when the operator sets one; otherwise one is
     /// generated at first start and only its hash is kept.
     pub admin_token: Option<SecretString>,
-    /// The vault's master key (base64 of 32 bytes), when set; otherwise the
-    /// key file in the data directory is used, created at first start.
-    pub master_key: Option<SecretString>,
+    /// The vault's master key, when set; otherwise the key file in the data
+    /// directory is used, created at first start.
+    pub master_key: Option<MasterKey>,
+    /// Retired master keys, still allowed to decrypt (during a rotation).
+    pub master_keys_old: Vec<MasterKey>,
+    /// Upstream providers by name: the built-in ones and any configured.
+    pub providers: BTreeMap<String, ProviderConfig>,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `tollgate=debug`.
     pub log_level: String,
@@ -57,6 +66,42 @@ pub struct Config {
     pub anonymous: Option<Anonymous>,
     /// Model prices that replace or add to the built-in list.
     pub prices: Vec<(String, tollgate_domain::pricing::Price)>,
+}
+
+/// One upstream provider: where it is, and the platform's own key for it.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub name: ProviderName,
+    /// The built-in provider, or `None` for an OpenAI-compatible one added
+    /// by configuration.
+    pub known: Option<KnownProvider>,
+    /// The base URL, without a trailing slash (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// The platform's key, used for users who bring none. Never printed.
+    pub platform_key: Option<SecretString>,
+    /// The variable the platform key is read from (`OPENAI_API_KEY`).
+    pub api_key_env: String,
+}
+
+impl Config {
+    /// The provider of this name, if it is built in or configured.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.get(name)
+    }
+}
+
+/// `[providers.<name>]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: Option<String>,
+    /// The variable holding the platform key (default `<NAME>_API_KEY`).
+    api_key_env: Option<String>,
+}
+
+/// `together-ai` → `TOGETHER_AI`, as the provider appears in variable names.
+fn env_name(provider: &str) -> String {
+    provider.to_ascii_uppercase().replace('-', "_")
 }
 
 /// Requests without a key, on a small quota metered per client address.
@@ -91,6 +136,8 @@ struct RawConfig {
     redis_url: Option<String>,
     admin_token: Option<String>,
     master_key: Option<String>,
+    /// Retired master keys, comma-separated.
+    master_keys_old: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
     key_cache_ttl_seconds: Option<u64>,
@@ -105,6 +152,11 @@ struct RawConfig {
     anonymous: RawAnonymous,
     #[serde(default)]
     prices: std::collections::BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    /// Platform keys found in the environment, by variable name.
+    #[serde(skip)]
+    platform_keys: BTreeMap<String, SecretString>,
 }
 
 /// A configuration that cannot be used; the message names what is wrong.
@@ -135,9 +187,10 @@ macro_rules! variables {
                         $($var => self.$field = Some(parse_env($var, value)?),)*
                         "TOLLGATE_ANONYMOUS_ENABLED" => self.anonymous.enabled = Some(parse_env(name, value)?),
                         "TOLLGATE_ANONYMOUS_PLAN" => self.anonymous.plan = Some(parse_env(name, value)?),
-                        _ => {}
+                        _ => self.overlay_provider_variable(name, value),
                     }
                 }
+                self.read_platform_keys(env);
                 Ok(())
             }
         }
@@ -151,6 +204,7 @@ variables! {
     redis_url => "TOLLGATE_REDIS_URL",
     admin_token => "TOLLGATE_ADMIN_TOKEN",
     master_key => "TOLLGATE_MASTER_KEY",
+    master_keys_old => "TOLLGATE_MASTER_KEYS_OLD",
     log_format => "TOLLGATE_LOG_FORMAT",
     log_level => "TOLLGATE_LOG",
     key_cache_ttl_seconds => "TOLLGATE_KEY_CACHE_TTL_SECONDS",
@@ -217,11 +271,14 @@ number_env_value!(u32, u64, usize);
 impl Config {
     /// Reads the file (if any) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")).collect();
+        let env: Vec<(String, String)> =
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
         Config::from_sources(file, &env)
     }
 
-    /// Builds the configuration from a file and `TOLLGATE_*` variables.
+    /// Builds the configuration from a file and environment variables:
+    /// every `TOLLGATE_*` one must be known; of the others only the
+    /// providers' key variables are read.
     pub fn from_sources(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut raw = match file {
             Some(path) => {
@@ -231,7 +288,7 @@ impl Config {
             }
             None => RawConfig::default(),
         };
-        for (name, _) in env {
+        for (name, _) in env.iter().filter(|(name, _)| name.starts_with("TOLLGATE_")) {
             let known = VARIABLES.iter().any(|(_, var)| var == name)
                 || CLIENT_VARIABLES.contains(&name.as_str())
                 || NESTED_VARIABLES.contains(&name.as_str())
@@ -248,12 +305,81 @@ impl Config {
     }
 }
 
-/// Per-provider settings (`TOLLGATE_OPENAI_BASE_URL`, …) belong to the
-/// gateway and are read there.
+/// `TOLLGATE_<PROVIDER>_BASE_URL`: the provider part, if it is one.
+fn provider_of_variable(name: &str) -> Option<&str> {
+    name.strip_prefix("TOLLGATE_").and_then(|rest| rest.strip_suffix("_BASE_URL")).filter(|p| !p.is_empty())
+}
+
 fn is_provider_variable(name: &str) -> bool {
-    name.strip_prefix("TOLLGATE_")
-        .and_then(|rest| rest.strip_suffix("_BASE_URL"))
-        .is_some_and(|provider| !provider.is_empty())
+    provider_of_variable(name).is_some()
+}
+
+impl RawConfig {
+    /// `TOLLGATE_<PROVIDER>_BASE_URL` replaces a provider's base URL, or
+    /// adds an OpenAI-compatible provider of that name (lowercased).
+    fn overlay_provider_variable(&mut self, name: &str, value: &str) {
+        let Some(upper) = provider_of_variable(name) else { return };
+        let known = KnownProvider::ALL.iter().map(|k| k.name().to_owned());
+        let provider = known
+            .chain(self.providers.keys().cloned())
+            .find(|p| env_name(p) == upper)
+            .unwrap_or_else(|| upper.to_ascii_lowercase());
+        self.providers.entry(provider).or_default().base_url = Some(value.to_owned());
+    }
+
+    /// Picks the platform keys of the built-in and configured providers
+    /// out of the environment.
+    fn read_platform_keys(&mut self, env: &[(String, String)]) {
+        let wanted: Vec<String> = KnownProvider::ALL
+            .iter()
+            .map(|k| k.name().to_owned())
+            .chain(self.providers.keys().cloned())
+            .map(|p| self.api_key_env(&p))
+            .collect();
+        for (name, value) in env {
+            if wanted.contains(name) && !value.trim().is_empty() {
+                self.platform_keys.insert(name.clone(), SecretString::new(value.trim()));
+            }
+        }
+    }
+
+    fn api_key_env(&self, provider: &str) -> String {
+        self.providers
+            .get(provider)
+            .and_then(|p| p.api_key_env.clone())
+            .unwrap_or_else(|| format!("{}_API_KEY", env_name(provider)))
+    }
+
+    /// The built-in providers with the file's and the environment's
+    /// changes, and the providers they add.
+    fn build_providers(&mut self) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+        let mut names: Vec<String> = KnownProvider::ALL.iter().map(|k| k.name().to_owned()).collect();
+        names.extend(self.providers.keys().filter(|p| !names.contains(p)).cloned().collect::<Vec<_>>());
+        let mut providers = BTreeMap::new();
+        for raw_name in names {
+            let what = format!("`providers.{raw_name}`");
+            let name = ProviderName::parse(&raw_name).map_err(|e| err(format!("{what}: {e}")))?;
+            let known = name.known();
+            let raw = self.providers.get(&raw_name);
+            let variable = format!("TOLLGATE_{}_BASE_URL", env_name(&raw_name));
+            let base_url = match (raw.and_then(|r| r.base_url.as_deref()), known) {
+                (Some(url), _) => url.trim().trim_end_matches('/').to_owned(),
+                (None, Some(k)) => k.default_base_url().to_owned(),
+                (None, None) => return Err(err(format!("{what} ({variable}): a provider needs a base_url"))),
+            };
+            let parsed = reqwest::Url::parse(&base_url).ok();
+            if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()) {
+                return Err(err(format!("{what}.base_url ({variable}): not an http:// or https:// URL")));
+            }
+            let api_key_env = self.api_key_env(&raw_name);
+            if api_key_env.is_empty() || api_key_env.starts_with("TOLLGATE_") {
+                return Err(err(format!("{what}.api_key_env: the name of a variable outside TOLLGATE_*")));
+            }
+            let platform_key = self.platform_keys.remove(&api_key_env);
+            providers.insert(raw_name, ProviderConfig { name, known, base_url, platform_key, api_key_env });
+        }
+        Ok(providers)
+    }
 }
 
 fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
@@ -282,7 +408,22 @@ fn name_of(field: &str) -> String {
 }
 
 impl RawConfig {
-    fn build(self) -> Result<Config, ConfigError> {
+    fn build(mut self) -> Result<Config, ConfigError> {
+        let providers = self.build_providers()?;
+        let master_key = match &self.master_key {
+            Some(text) => {
+                Some(MasterKey::from_base64(text).map_err(|e| err(format!("{}: {e}", name_of("master_key"))))?)
+            }
+            None => None,
+        };
+        let mut master_keys_old = Vec::new();
+        let old: Vec<&str> = self.master_keys_old.as_deref().unwrap_or("").split(',').map(str::trim).collect();
+        let old: Vec<&str> = old.into_iter().filter(|k| !k.is_empty()).collect();
+        for (i, text) in old.iter().enumerate() {
+            let key = MasterKey::from_base64(text)
+                .map_err(|e| err(format!("{}: key {} of {}: {e}", name_of("master_keys_old"), i + 1, old.len())))?;
+            master_keys_old.push(key);
+        }
         let listen_raw = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_raw.parse().map_err(|_| {
             err(format!("{}: {listen_raw:?} is not an address such as 127.0.0.1:8787", name_of("listen")))
@@ -362,7 +503,9 @@ impl RawConfig {
             store,
             redis_url: self.redis_url,
             admin_token,
-            master_key: self.master_key.map(SecretString::new),
+            master_key,
+            master_keys_old,
+            providers,
             log_format,
             log_level: self.log_level.unwrap_or_else(|| "info".to_owned()),
             key_cache_ttl: Duration::from_secs(self.key_cache_ttl_seconds.unwrap_or(5)),
@@ -449,6 +592,87 @@ mod tests {
         assert!(e.contains("prices.x"), "{e}");
         let e = from_toml("[prices.x]\ninput = 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("output"), "{e}");
+    }
+
+    #[test]
+    fn known_providers_have_their_sdks_base_urls_and_read_platform_keys_from_the_usual_variables() {
+        let config = from_toml("", &[("OPENAI_API_KEY", "sk-platform-0001"), ("GROQ_API_KEY", " ")]).unwrap();
+        let check = |name: &str, url: &str| {
+            let p = config.provider(name).unwrap_or_else(|| panic!("{name} is built in"));
+            assert_eq!(p.base_url, url);
+            assert_eq!(p.known.map(KnownProvider::name), Some(name));
+        };
+        check("openai", "https://api.openai.com/v1");
+        check("groq", "https://api.groq.com/openai/v1");
+        check("anthropic", "https://api.anthropic.com");
+        check("gemini", "https://generativelanguage.googleapis.com");
+        check("github", "https://api.github.com");
+        assert_eq!(config.provider("openai").unwrap().platform_key.as_ref().unwrap().expose(), "sk-platform-0001");
+        assert_eq!(config.provider("openai").unwrap().api_key_env, "OPENAI_API_KEY");
+        assert!(config.provider("groq").unwrap().platform_key.is_none(), "a blank variable is no key");
+        assert!(config.provider("anthropic").unwrap().platform_key.is_none());
+        assert!(config.provider("together").is_none());
+        assert!(!format!("{config:?}").contains("sk-platform-0001"), "the platform key is never printed");
+    }
+
+    #[test]
+    fn base_urls_are_replaced_and_new_providers_added_by_env_and_file() {
+        let text =
+            "[providers.together-ai]\nbase_url = \"https://api.together.xyz/v1\"\napi_key_env = \"TOGETHER_KEY\"\n";
+        let vars = [
+            ("TOLLGATE_GROQ_BASE_URL", "http://127.0.0.1:9/openai/v1/"),
+            ("TOLLGATE_MY_LLM_BASE_URL", "http://127.0.0.1:8/v1"),
+            ("MY_LLM_API_KEY", "my-llm-platform-key"),
+            ("TOLLGATE_TOGETHER_AI_BASE_URL", "http://127.0.0.1:7/v1"),
+            ("TOGETHER_KEY", "together-platform-key"),
+            ("TOGETHER_AI_API_KEY", "not-this-one"),
+        ];
+        let config = from_toml(text, &vars).unwrap();
+        assert_eq!(config.provider("groq").unwrap().base_url, "http://127.0.0.1:9/openai/v1");
+        let mine = config.provider("my_llm").expect("a provider added by its variable");
+        assert_eq!((mine.base_url.as_str(), mine.known), ("http://127.0.0.1:8/v1", None));
+        assert_eq!(mine.platform_key.as_ref().unwrap().expose(), "my-llm-platform-key");
+        let together = config.provider("together-ai").unwrap();
+        assert_eq!(together.base_url, "http://127.0.0.1:7/v1", "the variable wins over the file");
+        assert_eq!(together.platform_key.as_ref().unwrap().expose(), "together-platform-key");
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        let check = |text: &str, vars: &[(&str, &str)], expected: &str| {
+            let message = from_toml(text, vars).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+        };
+        check("[providers.custom]\napi_key_env = \"X\"\n", &[], "providers.custom");
+        check("[providers.openai]\ntoken = \"x\"\n", &[], "token");
+        check("[providers.Bad]\nbase_url = \"http://x\"\n", &[], "providers.Bad");
+        check("", &[("TOLLGATE_OPENAI_BASE_URL", "ftp://example.com")], "TOLLGATE_OPENAI_BASE_URL");
+        check("", &[("TOLLGATE_OPENAI_BASE_URL", "not a url")], "TOLLGATE_OPENAI_BASE_URL");
+        check("[providers.openai]\napi_key_env = \"TOLLGATE_ADMIN_TOKEN\"\n", &[], "api_key_env");
+    }
+
+    #[test]
+    fn master_keys_are_parsed_and_retired_ones_listed_with_commas() {
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        let old = format!("{}, {}", a.to_base64().as_str(), b.to_base64().as_str());
+        let config = from_toml("", &[("TOLLGATE_MASTER_KEYS_OLD", &old)]).unwrap();
+        let ids: Vec<_> = config.master_keys_old.iter().map(|k| k.id().clone()).collect();
+        assert_eq!(ids, [a.id().clone(), b.id().clone()]);
+        let bad = format!("{},bm90IDMyIGJ5dGVz", a.to_base64().as_str());
+        let e = from_toml("", &[("TOLLGATE_MASTER_KEYS_OLD", &bad)]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_MASTER_KEYS_OLD") && e.contains("key 2 of 2"), "{e}");
+        assert!(!e.contains("bm90") && !e.contains(a.to_base64().as_str()), "{e}");
+        let e = from_toml("", &[("TOLLGATE_MASTER_KEY", "bm90IDMyIGJ5dGVz")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_MASTER_KEY") && !e.contains("bm90"), "{e}");
+        let current = MasterKey::generate();
+        let config = from_toml("", &[("TOLLGATE_MASTER_KEY", current.to_base64().as_str())]).unwrap();
+        assert!(!format!("{config:?}").contains(current.to_base64().as_str()));
+    }
+
+    #[test]
+    fn only_tollgate_variables_are_held_to_the_known_list() {
+        let vars = env(&[("HOME", "/root"), ("OPENAI_API_KEY", "sk-x-123456"), ("TOLLGATE_MASTER_KEYS_OLD", "")]);
+        assert!(Config::from_sources(None, &vars).is_ok());
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub enum ApiError {
     RateLimited { message: String, retry_after_seconds: u64, details: Option<LimitDetails> },
     #[error("{message}")]
     QuotaExceeded { message: String, retry_after_seconds: u64, details: LimitDetails },
+    /// Neither the user's own credential nor a platform key for a provider
+    /// (or the plan requires the user's own).
+    #[error("{message}")]
+    NoCredential { message: String, provider: String },
+    /// A stored credential that does not decrypt: the message says which
+    /// case (unknown master key, or altered / moved ciphertext), never more.
+    #[error("{0}")]
+    Undecryptable(String),
     /// Ours. The cause is logged; the caller sees only that it happened.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -51,7 +59,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NoCredential { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) | ApiError::Undecryptable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -64,7 +73,8 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
-            ApiError::Internal(_) => "internal",
+            ApiError::NoCredential { .. } => "no_credential",
+            ApiError::Internal(_) | ApiError::Undecryptable(_) => "internal",
         }
     }
 
@@ -83,6 +93,9 @@ impl ApiError {
                     error.extend(serde_json::to_value(d).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default());
                 }
             }
+            ApiError::NoCredential { provider, .. } => {
+                error.insert("provider".into(), json!(provider));
+            }
             ApiError::QuotaExceeded { retry_after_seconds, details, .. } => {
                 error.insert("retry_after".into(), json!(retry_after_seconds));
                 error.extend(
@@ -97,8 +110,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            ApiError::Undecryptable(message) => {
+                tracing::error!(error = %message, "a stored credential did not decrypt")
+            }
+            _ => {}
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let ApiError::RateLimited { retry_after_seconds, .. } | ApiError::QuotaExceeded { retry_after_seconds, .. } =
@@ -152,6 +169,16 @@ mod tests {
         check("invalid type: integer `12345`, expected a string", "invalid type: integer, expected a string");
         check("unknown field `lissen`, expected one of `listen`", "unknown field `lissen`, expected one of `listen`");
         check("missing field `plan`", "missing field `plan`");
+    }
+
+    #[test]
+    fn no_credential_names_the_provider() {
+        let e = ApiError::NoCredential { message: "no openai key".into(), provider: "openai".into() };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.body(),
+            json!({"error": {"type": "no_credential", "message": "no openai key", "provider": "openai"}})
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! tests start it in-process through [`app::start`].
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod metering;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod vault;
 
 pub use app::{Server, start};
 pub use config::{Config, LogFormat};

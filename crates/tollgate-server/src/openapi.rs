@@ -59,6 +59,12 @@ fn public(summary: &str, response: Value) -> Value {
     json!({ "summary": summary, "responses": { "200": { "description": "success", "content": { "application/json": { "schema": response } } } } })
 }
 
+/// `operation` with query parameters.
+fn with_params(mut operation: Value, parameters: Value) -> Value {
+    operation["parameters"] = parameters;
+    operation
+}
+
 fn path_param(name: &str, description: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": description })
 }
@@ -78,6 +84,9 @@ pub fn document() -> Value {
     let slug = path_param("slug", "the plan's slug");
     let id = path_param("id", "the app's own user id (percent-encoded)");
     let key_id = path_param("key_id", "a key id, `key_…`");
+    let provider = path_param("provider", "a provider: openai, anthropic, gemini, groq, github, or a configured name");
+    let validate = json!({ "name": "validate", "in": "query", "schema": { "type": "boolean", "default": false },
+                           "description": "call the provider's models list (GitHub: /user) with the key and store the outcome" });
     let mut paths = json!({
         "/healthz": { "get": public("liveness", json!({ "type": "object" })) },
         "/readyz": { "get": public("readiness: the store answers (503 when it does not)", json!({ "type": "object" })) },
@@ -162,6 +171,47 @@ pub fn document() -> Value {
             "parameters": [path_param("model", "a model name")],
             "put": admin("set a model's price", Some(r("Price")), 200, Some(r("Price"))),
             "delete": admin("remove a price set through the API", None, 204, None),
+        },
+        "/admin/v1/users/{id}/credentials": {
+            "parameters": [id],
+            "get": admin("a user's provider credentials: status only, never the secrets", None, 200, Some(list("credentials", "Credential"))),
+        },
+        "/admin/v1/users/{id}/credentials/{provider}": {
+            "parameters": [id, provider],
+            "get": admin("one provider credential's status (never the secret)", None, 200, Some(r("Credential"))),
+            "put": with_params(admin("store (or replace) a user's own key for a provider, encrypted; ?validate=true asks the provider first and stores its answer", Some(r("CredentialSet")), 200, Some(r("Credential"))), json!([validate])),
+            "delete": admin("delete a user's credential for a provider", None, 204, None),
+        },
+        "/v1/me/credentials": {
+            "get": key("the caller's provider credentials, status only (scope credentials:manage)", None, 200, Some(list("credentials", "Credential"))),
+        },
+        "/v1/me/credentials/{provider}": {
+            "parameters": [provider],
+            "get": key("one of the caller's provider credentials (scope credentials:manage)", None, 200, Some(r("Credential"))),
+            "put": with_params(key("store (or replace) the caller's own key for a provider (scope credentials:manage)", Some(r("CredentialSet")), 200, Some(r("Credential"))), json!([validate])),
+            "delete": key("delete the caller's credential for a provider (scope credentials:manage)", None, 204, None),
+        },
+        "/v1/credentials/resolve": {
+            "post": key("the secret to call a provider with for a user: the user's own credential, else the platform key (a service key with credentials:read); audited; 400 no_credential when there is neither", Some(r("Resolve")), 200, Some(r("Resolved"))),
+        },
+        "/admin/v1/audit": {
+            "get": {
+                "summary": "the audit log, newest first: who did what, to which thing, from where (never a secret)",
+                "security": [{ "adminToken": [] }],
+                "parameters": [
+                    { "name": "user", "in": "query", "schema": { "type": "string" }, "description": "entries about this user" },
+                    { "name": "action", "in": "query", "schema": { "type": "string" }, "description": "an action (credential.set) or a family (credential)" },
+                    { "name": "since", "in": "query", "schema": time(), "description": "entries at or after this time" },
+                    { "name": "until", "in": "query", "schema": time(), "description": "entries before this time" },
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                ],
+                "responses": {
+                    "200": { "description": "success", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "entries": { "type": "array", "items": r("AuditEntry") }, "next_cursor": nullable("string") } } } } },
+                    "400": error_response("invalid request; `error.field` names what is wrong"),
+                },
+            },
         },
     });
     // Conflicts are possible wherever something is created or deleted.
@@ -255,6 +305,28 @@ pub fn document() -> Value {
                 "GrantInput": { "type": "object", "required": ["meter", "amount"], "properties": { "meter": { "type": "string" }, "amount": { "type": "integer", "minimum": 1 },
                     "starts_at": time(), "expires_at": time_or_null() } },
                 "Price": { "type": "object", "properties": { "model": { "type": "string" }, "input": { "type": "number" }, "cached_input": { "type": "number" }, "output": { "type": "number" } } },
+                "Credential": { "type": "object", "properties": {
+                    "user_id": { "type": "string" }, "provider": { "type": "string" }, "label": nullable("string"),
+                    "last4": { "type": "string", "description": "the secret's last four characters" },
+                    "created_at": time(), "updated_at": time(), "last_used_at": time_or_null(),
+                    "validation": { "type": ["object", "null"], "properties": {
+                        "outcome": { "type": "string", "enum": ["valid", "invalid", "unreachable"] },
+                        "checked_at": time(), "message": { "type": "string" } } } } },
+                "CredentialSet": { "type": "object", "required": ["secret"], "additionalProperties": false, "properties": {
+                    "secret": { "type": "string", "description": "the provider key: sk-… (OpenAI), sk-ant-… (Anthropic), AIza… (Gemini), gsk_… (Groq), ghp_…/github_pat_… (GitHub)" },
+                    "label": nullable("string") } },
+                "Resolve": { "type": "object", "required": ["user_id", "provider"], "additionalProperties": false, "properties": {
+                    "user_id": { "type": "string" }, "provider": { "type": "string" } } },
+                "Resolved": { "type": "object", "properties": {
+                    "user_id": { "type": "string" }, "provider": { "type": "string" },
+                    "source": { "type": "string", "enum": ["byok", "platform"] }, "secret": { "type": "string" } } },
+                "AuditEntry": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "time": time(),
+                    "actor": { "type": "string", "description": "admin, system, or the key id (key_…) that acted" },
+                    "action": { "type": "string", "enum": tollgate_domain::audit::AuditAction::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>() },
+                    "target": { "type": "string", "description": "credential:USER/PROVIDER, key:KEY_ID, plan:SLUG or user:USER" },
+                    "user_id": nullable("string"), "client_ip": nullable("string"),
+                    "details": { "type": "object", "additionalProperties": { "type": "string" } } } },
                 "Me": { "type": "object", "properties": {
                     "user_id": nullable("string"), "plan": nullable("string"), "admin": { "type": "boolean" },
                     "key": { "type": ["object", "null"], "properties": { "id": { "type": "string" }, "prefix": { "type": "string" }, "scopes": scopes } } } },

@@ -6,9 +6,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate_domain::KeyHash;
 use tollgate_store::Store;
 
+use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
 use crate::metering::Metering;
+use crate::vault::Vault;
 
 /// Shared by every handler; one `Arc`, so that axum's per-request clones
 /// cost one reference count, not one per field.
@@ -40,12 +42,17 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     pub metering: Arc<Metering>,
     pub rate_windows: Arc<crate::routes::RateWindows>,
+    /// Users' provider credentials and the one resolution rule.
+    pub vault: Arc<Vault>,
+    pub audit: Arc<AuditLog>,
 }
 
 impl AppState {
-    /// After a change to users or plans: forget verified keys and accounts.
+    /// After a change to users or plans: forget verified keys, accounts and
+    /// cached credentials.
     pub fn invalidate_users(&self) {
         self.key_cache.invalidate_all();
         self.metering.invalidate(None);
+        self.vault.invalidate_all();
     }
 }

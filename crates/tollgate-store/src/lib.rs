@@ -10,6 +10,8 @@
 //!
 //! This crate knows nothing of HTTP.
 
+mod audit;
+mod credentials;
 mod error;
 mod grants;
 mod keys;
@@ -26,6 +28,8 @@ use anyhow::Context;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use audit::AuditFilter;
+pub use credentials::{NewCredential, Resealed, StoredCredential};
 pub use error::StoreError;
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;

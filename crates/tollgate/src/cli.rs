@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, and the admin commands, which
-//! speak to a running Tollgate over its admin API.
+//! The command line: `serve`, `migrate`, `vault rotate` (which work on the
+//! store directly), and the admin commands, which speak to a running
+//! Tollgate over its admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,58 @@ enum Command {
     /// Extra allowance (add-on tokens).
     #[command(subcommand)]
     Grants(GrantsCommand),
+    /// Users' own provider keys (BYOK).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// The vault's master key.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Store a user's own key for a provider; the secret is read from
+    /// standard input (one line), so that it stays out of shell history.
+    Set {
+        user: String,
+        /// openai, anthropic, gemini, groq, github, or a configured name.
+        provider: String,
+        #[arg(long)]
+        label: Option<String>,
+        /// Ask the provider whether it accepts the key, and keep the answer.
+        #[arg(long)]
+        validate: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a user's provider credentials (never the secrets).
+    List {
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a user's credential for a provider.
+    Delete {
+        user: String,
+        provider: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Re-encrypt every credential under the current master key
+    /// (TOLLGATE_MASTER_KEY), opening old ones with the keys in
+    /// TOLLGATE_MASTER_KEYS_OLD. Works on the database directly, in
+    /// batches; run it again to finish an interrupted rotation.
+    Rotate {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Credentials re-encrypted per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_size: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +263,8 @@ impl Cli {
             Command::Keys(c) => c.run().await,
             Command::Usage(c) => c.run().await,
             Command::Grants(c) => c.run().await,
+            Command::Credentials(c) => c.run().await,
+            Command::Vault(c) => c.run().await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -269,6 +324,124 @@ async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
 fn client(remote: &Remote) -> anyhow::Result<(Client, Output)> {
     let output = if remote.json { Output::Json } else { Output::Table };
     Ok((Client::new(&remote.url)?, output))
+}
+
+const CREDENTIAL_COLUMNS: &[&str] = &["provider", "label", "last4", "created_at", "updated_at", "last_used_at"];
+
+impl CredentialsCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            CredentialsCommand::Set { user, provider, label, validate, remote } => {
+                let (c, out) = client(&remote)?;
+                let secret = read_secret(&provider)?;
+                let mut path =
+                    format!("/admin/v1/users/{}/credentials/{}", Client::segment(&user), Client::segment(&provider));
+                if validate {
+                    path.push_str("?validate=true");
+                }
+                let stored = c.put(&path, &json!({ "secret": secret.as_str(), "label": label })).await?;
+                let mut columns = CREDENTIAL_COLUMNS.to_vec();
+                if validate {
+                    columns.push("validation");
+                }
+                out.record(&validation_outcome(out, stored), &columns);
+            }
+            CredentialsCommand::List { user, remote } => {
+                let (c, out) = client(&remote)?;
+                let path = format!("/admin/v1/users/{}/credentials", Client::segment(&user));
+                let mut columns = CREDENTIAL_COLUMNS.to_vec();
+                columns.push("validation");
+                let mut listed = c.get(&path).await?;
+                if let Some(items) = listed["credentials"].as_array_mut() {
+                    for item in items {
+                        *item = validation_outcome(out, item.take());
+                    }
+                }
+                out.list(&listed, "credentials", &columns);
+            }
+            CredentialsCommand::Delete { user, provider, remote } => {
+                let (c, out) = client(&remote)?;
+                let path =
+                    format!("/admin/v1/users/{}/credentials/{}", Client::segment(&user), Client::segment(&provider));
+                c.delete(&path).await?;
+                out.done(
+                    &format!("deleted the {provider} credential of {user}"),
+                    json!({ "user_id": user, "provider": provider, "deleted": true }),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// In a table, a credential's validation is its outcome alone (the JSON
+/// output keeps the time and message).
+fn validation_outcome(out: Output, mut credential: Value) -> Value {
+    if matches!(out, Output::Table) {
+        credential["validation"] = credential["validation"]["outcome"].clone();
+    }
+    credential
+}
+
+/// One line of standard input, without its line break.
+fn read_secret(provider: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("paste the {provider} key and press Enter:");
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line).context("cannot read the secret from standard input")?;
+    let secret = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if secret.is_empty() {
+        anyhow::bail!("no secret on standard input: pipe it in, e.g. `printenv MY_KEY | tollgate credentials set …`");
+    }
+    Ok(secret)
+}
+
+impl VaultCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        let VaultCommand::Rotate { args, batch_size } = self;
+        let config = load_config(&args)?;
+        let (keyring, new_key) = tollgate_server::app::load_keyring(&config)?;
+        if new_key.is_some() {
+            anyhow::bail!(
+                "no master key: set TOLLGATE_MASTER_KEY to the new key (and TOLLGATE_MASTER_KEYS_OLD to the old \
+                 ones), or run this where the data directory holds master.key"
+            );
+        }
+        let store = tollgate_server::app::open_store(&config).await?;
+        let total = store.count_credentials_not_under(keyring.current_id()).await?;
+        let bar = if total > 0 { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} credentials ({eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let report = tollgate_server::vault::rotate(&store, &keyring, batch_size, |done| bar.set_position(done)).await;
+        bar.finish_and_clear();
+        store.close().await;
+        let report = report?;
+        let current = keyring.current_id();
+        println!(
+            "re-encrypted {} of {} credentials under master key {current}{}",
+            report.resealed,
+            report.total,
+            if report.changed_meanwhile > 0 {
+                format!(" ({} changed meanwhile and were left as they are)", report.changed_meanwhile)
+            } else {
+                String::new()
+            }
+        );
+        if !report.failed.is_empty() {
+            for failure in &report.failed {
+                eprintln!("  {failure}");
+            }
+            anyhow::bail!(
+                "{} credentials could not be opened; list the key they were encrypted with in TOLLGATE_MASTER_KEYS_OLD and run `tollgate vault rotate` again",
+                report.failed.len()
+            );
+        }
+        println!("every credential is encrypted under master key {current}; the old keys are no longer needed");
+        Ok(())
+    }
 }
 
 const USER_COLUMNS: &[&str] = &["id", "plan", "status", "email", "created_at"];

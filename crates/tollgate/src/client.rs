@@ -61,6 +61,10 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
     /// Streams a CSV answer into `write`, chunk by chunk; returns the lines.
     pub async fn get_csv(
         &self,

@@ -1,5 +1,6 @@
 //! `/admin/v1`: plans, users, keys and service keys. Reached only with the
-//! admin token (see `auth::require_admin`).
+//! admin token (see `auth::require_admin`). Changes to plans, a user's plan
+//! and keys are written to the audit log.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,11 +9,13 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::{KeyKind, Plan, User, UserStatus};
 use tollgate_domain::{Limits, PeriodKind, PlanSlug, Scope, Scopes, Timestamp, UserId};
 use tollgate_store::{NewUser, UserPatch};
 
 use super::keys::{self, KeyInput, RotateInput};
+use crate::audit::Origin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, OptionalBody, Params};
 use crate::state::AppState;
@@ -137,10 +140,20 @@ async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "plans": state.store.plans().await? })))
 }
 
-async fn create_plan(State(state): State<AppState>, Body(input): Body<PlanInput>) -> ApiResult<impl IntoResponse> {
+fn plan_target(slug: &PlanSlug) -> String {
+    format!("plan:{slug}")
+}
+
+async fn create_plan(
+    State(state): State<AppState>,
+    origin: Origin,
+    Body(input): Body<PlanInput>,
+) -> ApiResult<impl IntoResponse> {
     let slug = input.slug.clone().ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
     let plan = input.apply(Plan::blank(slug, Timestamp::now()))?;
-    Ok((StatusCode::CREATED, Json(state.store.insert_plan(&plan).await?)))
+    let plan = state.store.insert_plan(&plan).await?;
+    state.audit.note(origin.entry(AuditAction::PlanCreated, plan_target(&plan.slug))).await;
+    Ok((StatusCode::CREATED, Json(plan)))
 }
 
 async fn get_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Plan>> {
@@ -149,6 +162,7 @@ async fn get_plan(State(state): State<AppState>, Path(slug): Path<String>) -> Ap
 
 async fn replace_plan(
     State(state): State<AppState>,
+    origin: Origin,
     Path(slug): Path<String>,
     Body(input): Body<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
@@ -156,11 +170,13 @@ async fn replace_plan(
     let plan = input.apply(Plan::blank(current.slug, current.created_at))?;
     let plan = state.store.update_plan(&plan).await?;
     state.invalidate_users();
+    state.audit.note(origin.entry(AuditAction::PlanUpdated, plan_target(&plan.slug))).await;
     Ok(Json(plan))
 }
 
 async fn update_plan(
     State(state): State<AppState>,
+    origin: Origin,
     Path(slug): Path<String>,
     Body(input): Body<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
@@ -168,11 +184,14 @@ async fn update_plan(
     let plan = input.apply(current)?;
     let plan = state.store.update_plan(&plan).await?;
     state.invalidate_users();
+    state.audit.note(origin.entry(AuditAction::PlanUpdated, plan_target(&plan.slug))).await;
     Ok(Json(plan))
 }
 
-async fn delete_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<StatusCode> {
-    state.store.delete_plan(&parse_slug(&slug)?).await?;
+async fn delete_plan(State(state): State<AppState>, origin: Origin, Path(slug): Path<String>) -> ApiResult<StatusCode> {
+    let slug = parse_slug(&slug)?;
+    state.store.delete_plan(&slug).await?;
+    state.audit.note(origin.entry(AuditAction::PlanDeleted, plan_target(&slug))).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,10 +335,12 @@ struct PlanChange {
 /// Moves a user to another plan; `reset_usage` starts a new period now.
 async fn change_plan(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     Body(input): Body<PlanChange>,
 ) -> ApiResult<Json<User>> {
     let id = parse_user_id(&id)?;
+    let before = state.store.user(&id).await?;
     let plan = existing_plan(&state, input.plan).await?;
     let patch = UserPatch {
         plan: Some(plan),
@@ -329,6 +350,13 @@ async fn change_plan(
     };
     let user = state.store.update_user(&id, patch).await?;
     state.invalidate_users();
+    let entry = origin
+        .entry(AuditAction::UserPlanChanged, format!("user:{id}"))
+        .user(&id)
+        .detail("from", before.plan.as_str())
+        .detail("to", user.plan.as_str())
+        .detail("reset_usage", input.reset_usage.to_string());
+    state.audit.note(entry).await;
     Ok(Json(user))
 }
 
@@ -341,6 +369,7 @@ async fn list_user_keys(State(state): State<AppState>, Path(id): Path<String>) -
 
 async fn create_user_key(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     OptionalBody(input): OptionalBody<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
@@ -353,6 +382,7 @@ async fn create_user_key(
         Scope::allowed_for_user_key,
     )?;
     let record = state.store.insert_key(&new).await?;
+    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }
 
@@ -361,17 +391,26 @@ async fn get_key(State(state): State<AppState>, Path(key_id): Path<String>) -> A
     Ok(Json(keys::view(&state, &record)))
 }
 
-async fn revoke_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
-    keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
+async fn revoke_key(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let record = keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
+    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyRevoked, &record)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rotate_key(
     State(state): State<AppState>,
+    origin: Origin,
     Path(key_id): Path<String>,
     OptionalBody(input): OptionalBody<RotateInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let (record, secret) = keys::rotate(&state, &keys::parse_key_id(&key_id)?, input).await?;
+    let old = keys::parse_key_id(&key_id)?;
+    let (record, secret) = keys::rotate(&state, &old, input).await?;
+    let entry = keys::audit_entry(&origin, AuditAction::KeyRotated, &record);
+    state.audit.note(entry.detail("replaces", old.as_str())).await;
     Ok(keys::created(&state, &record, &secret))
 }
 
@@ -381,9 +420,11 @@ async fn list_service_keys(State(state): State<AppState>) -> ApiResult<Json<Valu
 
 async fn create_service_key(
     State(state): State<AppState>,
+    origin: Origin,
     Body(input): Body<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
     let (new, secret) = keys::prepare(KeyKind::Service, None, input, None, Scope::allowed_for_service_key)?;
     let record = state.store.insert_key(&new).await?;
+    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -4,10 +4,12 @@
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tollgate_domain::audit::{AuditAction, NewAuditEntry};
 use tollgate_domain::model::{KeyKind, KeyRecord};
 use tollgate_domain::{GatewayKey, KeyId, Scope, Scopes, Timestamp, UserId};
 use tollgate_store::NewKey;
 
+use crate::audit::Origin;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -99,6 +101,20 @@ pub fn prepare(
         last_used_at: None,
     };
     Ok((NewKey { record, hash: secret.hash() }, secret))
+}
+
+/// An audit entry about a key: its id is the target, its owner the user,
+/// its kind, name and scopes the details.
+pub fn audit_entry(origin: &Origin, action: AuditAction, key: &KeyRecord) -> NewAuditEntry {
+    let mut entry = origin
+        .entry(action, format!("key:{}", key.id))
+        .detail("kind", key.kind.as_str())
+        .detail("name", key.name.as_str())
+        .detail("scopes", key.scopes.to_stored());
+    if let Some(user) = &key.user_id {
+        entry = entry.user(user);
+    }
+    entry
 }
 
 pub fn parse_key_id(raw: &str) -> ApiResult<KeyId> {

@@ -8,9 +8,11 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use tollgate_domain::Scope;
+use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::KeyKind;
 
 use super::keys::{self, KeyInput};
+use crate::audit::Origin;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::OptionalBody;
@@ -62,6 +64,7 @@ async fn list_keys(
 async fn create_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    origin: Origin,
     OptionalBody(input): OptionalBody<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require_scope(Scope::KeysManage)?;
@@ -70,12 +73,14 @@ async fn create_key(
         caller.scopes.contains(s)
     })?;
     let record = state.store.insert_key(&new).await?;
+    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }
 
 async fn revoke_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    origin: Origin,
     Path(key_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     principal.require_scope(Scope::KeysManage)?;
@@ -86,7 +91,8 @@ async fn revoke_key(
     if record.user_id.as_ref() != Some(&user.id) {
         return Err(ApiError::NotFound(format!("no key {:?}", id.as_str())));
     }
-    keys::revoke(&state, &id).await?;
+    let record = keys::revoke(&state, &id).await?;
+    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyRevoked, &record)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

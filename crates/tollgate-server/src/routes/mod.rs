@@ -5,6 +5,7 @@
 //! route pattern, never its query string (which may hold `?key=`).
 
 mod admin;
+mod credentials;
 mod keys;
 mod me;
 mod metering;
@@ -31,10 +32,12 @@ pub use quota::RateWindows;
 pub fn router(state: AppState) -> Router {
     let admin = admin::routes()
         .merge(usage::admin_routes())
+        .merge(credentials::admin_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let me = me::routes()
         .merge(usage::me_routes())
         .merge(metering::routes())
+        .merge(credentials::key_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), quota::headers))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
     Router::new()

@@ -13,12 +13,14 @@ use axum::{Extension, Json, Router};
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::Grant;
 use tollgate_domain::period::Period;
 use tollgate_domain::pricing::Price;
 use tollgate_domain::{Meter, Scope, Timestamp, UserId, base62};
 use tollgate_store::{EVENT_COLUMNS, EventRow, UserPatch};
 
+use crate::audit::Origin;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Params};
@@ -261,12 +263,14 @@ async fn user_usage(
 }
 
 /// Starts a new period now; lifetime totals stay.
-async fn reset_usage(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn reset_usage(State(state): State<AppState>, origin: Origin, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_user(&id)?;
     let now = Timestamp::now();
     let patch = UserPatch { billing_anchor: Some(now), usage_reset_at: Some(now), ..UserPatch::default() };
     state.store.update_user(&id, patch).await?;
     state.metering.invalidate(Some(&id));
+    let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(&id);
+    state.audit.note(entry).await;
     let account = state.metering.account(&id).await?;
     Ok(Json(usage_view(&state, &account, &UsageQuery::default()).await?))
 }

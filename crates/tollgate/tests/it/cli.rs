@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{ADMIN_TOKEN, Backend, BinApp, TestDb, run_binary};
+use crate::common::{ADMIN_TOKEN, Backend, BinApp, TestDb, run_binary, run_binary_with_input};
 
 fn cli(app: &BinApp, cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let env = vec![
@@ -107,4 +107,50 @@ async fn admin_commands_manage_users_plans_and_keys() {
     assert!(!no_token.status.success());
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("TOLLGATE_ADMIN_TOKEN"));
     assert!(app.terminate());
+}
+
+#[tokio::test]
+async fn credentials_commands_set_list_and_delete_a_users_provider_keys() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cwd = db.dir.path();
+    let mut env = db.env();
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    let mut app = BinApp::start(cwd, &env, &[], "credentials");
+    app.api.create_user("u_7", "free").await;
+    let remote = vec![
+        ("TOLLGATE_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+        ("TOLLGATE_URL".to_owned(), app.api.base.clone()),
+    ];
+    let secret = "sk-from-standard-input-7777";
+    let args = ["credentials", "set", "u_7", "openai", "--label", "work"];
+    let out = run_binary_with_input(cwd, &remote, &args, &format!("{secret}\n"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.starts_with("PROVIDER") && printed.contains("openai") && printed.contains("7777"), "{printed}");
+    assert!(!printed.contains(secret), "the secret is not printed back");
+
+    let (ok, table, _) = cli(&app, cwd, &["credentials", "list", "u_7"]);
+    assert!(
+        ok && table.lines().any(|l| l.starts_with("openai") && l.contains("work") && l.contains("7777")),
+        "{table}"
+    );
+    let listed = json_of(&["credentials", "list", "u_7"], &app, cwd);
+    assert_eq!(listed["credentials"][0]["last4"], "7777");
+    assert!(!listed.to_string().contains(secret));
+
+    let bad =
+        run_binary_with_input(cwd, &remote, &["credentials", "set", "u_7", "anthropic"], "sk-proj-not-anthropic\n");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("400"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let empty = run_binary_with_input(cwd, &remote, &["credentials", "set", "u_7", "groq"], "");
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("standard input"));
+
+    let (ok, out, _) = cli(&app, cwd, &["credentials", "delete", "u_7", "openai"]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    assert_eq!(json_of(&["credentials", "list", "u_7"], &app, cwd)["credentials"], serde_json::json!([]));
+    let (ok, _, err) = cli(&app, cwd, &["credentials", "delete", "u_7", "openai"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    assert!(app.terminate());
+    assert!(!app.output().contains(secret));
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -92,6 +93,27 @@ impl TestDb {
                     .expect("pg_dump runs");
                 assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
                 String::from_utf8(out.stdout).unwrap()
+            }
+        }
+    }
+
+    /// Runs one SQL statement on the database directly (as an attacker with
+    /// write access to it would); returns the rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.database_url() {
+            None => {
+                let url = format!("sqlite://{}", self.sqlite_path().display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let done = sqlx::query(sql).execute(&pool).await.unwrap().rows_affected();
+                pool.close().await;
+                done
+            }
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let done = sqlx::query(sql).execute(&pool).await.unwrap().rows_affected();
+                pool.close().await;
+                done
             }
         }
     }
@@ -270,9 +292,7 @@ impl BinApp {
         let stderr = cwd.join(format!("{tag}.stderr"));
         let mut command = Command::new(binary());
         command.arg("serve").args(args).current_dir(cwd);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
-            command.env_remove(k);
-        }
+        clear_inherited_settings(&mut command);
         let child = command
             .envs(env.iter().cloned())
             .stdout(std::fs::File::create(&stdout).unwrap())
@@ -334,12 +354,103 @@ impl Drop for BinApp {
     }
 }
 
+/// Removes what the test process inherited that would configure the
+/// binary: `TOLLGATE_*` and the providers' platform key variables.
+fn clear_inherited_settings(command: &mut Command) {
+    let platform_keys = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY", "GITHUB_API_KEY"];
+    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+        if k.starts_with("TOLLGATE_") || platform_keys.contains(&k.as_str()) {
+            command.env_remove(k);
+        }
+    }
+}
+
+/// Runs `tollgate` with `args`, writing `input` to its standard input.
+pub fn run_binary_with_input(cwd: &Path, env: &[(String, String)], args: &[&str], input: &str) -> std::process::Output {
+    let mut command = Command::new(binary());
+    command.args(args).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    clear_inherited_settings(&mut command);
+    let mut child = command.envs(env.iter().cloned()).spawn().expect("the binary runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A new random master key, base64.
+pub fn new_master_key() -> String {
+    tollgate_vault::MasterKey::generate().to_base64().to_string()
+}
+
+/// A service key (the app's own) with `scopes`; returns the secret.
+pub async fn service_key(api: &Api, scopes: &[&str]) -> String {
+    let body = json!({ "name": "backend", "scopes": scopes });
+    let created = api.admin(Method::POST, "/admin/v1/service-keys", Some(body)).await.expect(201);
+    created["key"].as_str().unwrap().to_owned()
+}
+
+/// A stand-in for a provider's API, for the credential-validation tests,
+/// until the lead swaps in `tollgate mock-llm` (crate `tollgate-mock`, not
+/// on this branch). Accepts the `good_keys` and refuses (401) any other on
+/// each provider's cheapest authenticated endpoint, in that provider's
+/// style: `GET /v1/models` with `Authorization: Bearer` (OpenAI, Groq,
+/// any OpenAI-compatible provider) or `x-api-key` + `anthropic-version`
+/// (Anthropic), `GET /v1beta/models` with `x-goog-api-key` (Gemini),
+/// `GET /user` with `Authorization: Bearer` (GitHub). Each request is
+/// noted as "GET PATH HOW" in `seen`.
+pub struct ProviderStub {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ProviderStub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn provider_stub(good_keys: &[&str]) -> ProviderStub {
+    use axum::http::{HeaderMap, StatusCode as Status, Uri};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let good: Arc<Vec<String>> = Arc::new(good_keys.iter().map(|k| k.to_string()).collect());
+    let log = seen.clone();
+    let answer = move |uri: Uri, headers: HeaderMap| {
+        let (good, log) = (good.clone(), log.clone());
+        async move {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+            let (how, key) = match uri.path() {
+                "/v1beta/models" => ("x-goog-api-key", header("x-goog-api-key")),
+                "/v1/models" if header("x-api-key").is_some() => match header("anthropic-version") {
+                    Some(_) => ("x-api-key+anthropic-version", header("x-api-key")),
+                    None => ("x-api-key", header("x-api-key")),
+                },
+                _ => ("bearer", bearer),
+            };
+            log.lock().unwrap().push(format!("GET {} {how}", uri.path()));
+            if key.is_some_and(|k| good.contains(&k)) {
+                (Status::OK, axum::Json(json!({ "object": "list", "data": [{ "id": "stub-model" }] })))
+            } else {
+                (Status::UNAUTHORIZED, axum::Json(json!({ "error": { "message": "Incorrect API key provided" } })))
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v1/models", axum::routing::get(answer.clone()))
+        .route("/v1beta/models", axum::routing::get(answer.clone()))
+        .route("/user", axum::routing::get(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    ProviderStub { base, seen, task }
+}
+
 /// Runs `tollgate` with `args` to completion (for config errors and the CLI).
 pub fn run_binary(cwd: &Path, env: &[(String, String)], args: &[&str]) -> std::process::Output {
     let mut command = Command::new(binary());
     command.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")) {
-        command.env_remove(k);
-    }
+    clear_inherited_settings(&mut command);
     command.envs(env.iter().cloned()).output().expect("the binary runs")
 }

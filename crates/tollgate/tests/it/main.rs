@@ -2,6 +2,7 @@
 //! Postgres database each, driven over HTTP; some start the real binary.
 
 mod admin;
+mod audit;
 mod auth;
 mod cli;
 mod common;
@@ -9,3 +10,4 @@ mod keys;
 mod metering;
 mod ops;
 mod process;
+mod vault;

@@ -110,6 +110,16 @@ async fn openapi_describes_every_admin_and_self_service_route(backend: Backend) 
         ("get", "/admin/v1/prices"),
         ("put", "/admin/v1/prices/{model}"),
         ("delete", "/admin/v1/prices/{model}"),
+        ("get", "/admin/v1/users/{id}/credentials"),
+        ("get", "/admin/v1/users/{id}/credentials/{provider}"),
+        ("put", "/admin/v1/users/{id}/credentials/{provider}"),
+        ("delete", "/admin/v1/users/{id}/credentials/{provider}"),
+        ("get", "/v1/me/credentials"),
+        ("get", "/v1/me/credentials/{provider}"),
+        ("put", "/v1/me/credentials/{provider}"),
+        ("delete", "/v1/me/credentials/{provider}"),
+        ("post", "/v1/credentials/resolve"),
+        ("get", "/admin/v1/audit"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -127,8 +137,11 @@ async fn openapi_describes_every_admin_and_self_service_route(backend: Backend) 
     }
     // And the documented paths are the router's: each answers something other than 404-no-route.
     for (method, path) in routes {
-        let concrete =
-            path.replace("{slug}", "free").replace("{id}", "nobody").replace("{key_id}", "key_AAAAAAAAAAAAAAAAAAAA");
+        let concrete = path
+            .replace("{slug}", "free")
+            .replace("{id}", "nobody")
+            .replace("{key_id}", "key_AAAAAAAAAAAAAAAAAAAA")
+            .replace("{provider}", "openai");
         let reply = app.api.call(method.to_uppercase().parse().unwrap(), &concrete, None, None).await;
         let no_route =
             reply.status == 404 && reply.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("no route"));
