@@ -343,3 +343,84 @@ pub fn run_binary(cwd: &Path, env: &[(String, String)], args: &[&str]) -> std::p
     }
     command.envs(env.iter().cloned()).output().expect("the binary runs")
 }
+
+/// `tollgate mock-llm` in this process, accepting only `api_keys` (any
+/// non-empty key when empty).
+pub async fn mock_llm(api_keys: &[&str]) -> tollgate_mock::MockServer {
+    let config = tollgate_mock::MockConfig {
+        api_keys: api_keys.iter().map(|k| k.to_string()).collect(),
+        ..tollgate_mock::MockConfig::default()
+    };
+    tollgate_mock::start(config).await.expect("the mock starts")
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// What a client-SDK script printed, and whether it exited 0.
+pub struct ScriptRun {
+    pub script: String,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ScriptRun {
+    /// The JSON on the script's last line of output, once it is known to
+    /// have succeeded (the script's output otherwise).
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        assert!(self.success, "{} failed\n--- stdout\n{}\n--- stderr\n{}", self.script, self.stdout, self.stderr);
+        let line = self.stdout.lines().last().unwrap_or_else(|| panic!("{} printed nothing", self.script));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{} printed no JSON last ({e}): {line}", self.script))
+    }
+}
+
+/// Runs `tests/sdk/python/<script>` with the Python of `.venv/` (the
+/// official SDKs, installed by `scripts/test.sh`). The script sees only
+/// `env`, `PATH` and `HOME`, so no provider key or base URL leaks in.
+pub async fn python(script: &str, env: &[(&str, &str)]) -> ScriptRun {
+    let interpreter = repo_root().join(".venv/bin/python");
+    assert!(
+        interpreter.exists(),
+        "the Python SDKs are not installed ({} is missing): run scripts/test.sh",
+        interpreter.display()
+    );
+    run_script(interpreter, repo_root().join("tests/sdk/python").join(script), env).await
+}
+
+/// Runs `tests/sdk/node/<script>` with Node and the packages of
+/// `tests/sdk/node_modules` (installed by `scripts/test.sh`).
+pub async fn node(script: &str, env: &[(&str, &str)]) -> ScriptRun {
+    let modules = repo_root().join("tests/sdk/node_modules");
+    assert!(
+        modules.join("ai").exists(),
+        "the Node SDKs are not installed ({} is missing): run scripts/test.sh",
+        modules.display()
+    );
+    run_script(PathBuf::from("node"), repo_root().join("tests/sdk/node").join(script), env).await
+}
+
+async fn run_script(program: PathBuf, script: PathBuf, env: &[(&str, &str)]) -> ScriptRun {
+    assert!(script.exists(), "no script at {}", script.display());
+    let mut command = tokio::process::Command::new(&program);
+    command.arg(&script).current_dir(repo_root().join("tests/sdk")).env_clear().stdin(Stdio::null()).kill_on_drop(true);
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish in 180 s", script.display()))
+        .unwrap_or_else(|e| panic!("{} could not start: {e}", program.display()));
+    ScriptRun {
+        script: script.display().to_string(),
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
