@@ -12,6 +12,10 @@
 //! Wire JSON lives in one module per provider (`openai`, `anthropic`,
 //! `gemini`); `reply` decides what to answer; `stream` paces and cuts.
 
+// A refusal is the whole HTTP answer, returned at most once per request:
+// boxing it would only add an allocation to the error path.
+#![allow(clippy::result_large_err)]
+
 mod anthropic;
 mod gemini;
 mod openai;
@@ -27,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -183,6 +187,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(gemini::routes())
         .route("/_mock/requests", get(list_requests).delete(clear_requests))
         .fallback(not_found)
+        // Prompts with images run to megabytes; the providers take them.
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(shared)
 }
 
