@@ -347,31 +347,28 @@ enum Input<'a> {
     Tokens(&'a [Value]),
 }
 
+/// `input`: a non-empty string, an array of them, one token array, or an
+/// array of token arrays.
 fn read_inputs(body: &Value) -> Result<Vec<Input<'_>>, String> {
-    let bad = || "input: expected a non-empty string, an array of them, or token arrays".to_owned();
-    let one = |v: &'_ Value| -> Option<()> { (!v.as_str()?.is_empty()).then_some(()) };
     let inputs = match body.get("input") {
-        Some(Value::String(s)) if !s.is_empty() => vec![Input::Text(s)],
-        Some(Value::Array(items)) if !items.is_empty() => {
-            if items.iter().all(Value::is_u64) {
-                vec![Input::Tokens(items)]
-            } else {
-                items
-                    .iter()
-                    .map(|item| match item {
-                        Value::String(s) => one(item).map(|()| Input::Text(s)),
-                        Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(Value::is_u64) => {
-                            Some(Input::Tokens(tokens))
-                        }
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(bad)?
-            }
-        }
-        _ => return Err(bad()),
+        Some(Value::Array(items)) if tokens(items) => Some(vec![Input::Tokens(items)]),
+        Some(Value::Array(items)) if !items.is_empty() => items.iter().map(one).collect(),
+        Some(item @ Value::String(_)) => one(item).map(|input| vec![input]),
+        _ => None,
     };
-    Ok(inputs)
+    inputs.ok_or_else(|| "input: expected a non-empty string, an array of them, or token arrays".to_owned())
+}
+
+fn tokens(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(Value::is_u64)
+}
+
+fn one(item: &Value) -> Option<Input<'_>> {
+    match item {
+        Value::String(s) if !s.is_empty() => Some(Input::Text(s)),
+        Value::Array(items) if tokens(items) => Some(Input::Tokens(items)),
+        _ => None,
+    }
 }
 
 async fn embeddings_answer(
