@@ -21,6 +21,9 @@ fi
 requirements_hash=$(sha256sum tests/sdk/requirements.txt | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$requirements_hash" ]; then
     echo "installing the Python SDKs into .venv/"
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
     rm -rf .venv
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
