@@ -1,13 +1,39 @@
 #!/usr/bin/env bash
 # Runs every test Tollgate has, as CI does. Needs PostgreSQL on
 # 127.0.0.1:5432 (trust auth, user postgres): the storage tests run on both
-# SQLite and Postgres and fail loudly when Postgres is unreachable.
+# SQLite and Postgres and fail loudly when Postgres is unreachable. Installs
+# what the SDK tests need when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v pg_dump >/dev/null; then
     echo "installing the PostgreSQL client (pg_dump) for the storage tests"
     apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
+fi
+
+# The official client SDKs the integration tests drive (tests/sdk/): Python's
+# in .venv/, Node's in tests/sdk/node_modules/. Each is (re)installed only
+# when missing or when its pinned list changed; a failed install stops here.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing Node.js and npm for the SDK tests"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+requirements_hash=$(sha256sum tests/sdk/requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$requirements_hash" ]; then
+    echo "installing the Python SDKs into .venv/"
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf .venv
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+    echo "$requirements_hash" > .venv/.requirements.sha256
+fi
+lock_hash=$(sha256sum tests/sdk/package-lock.json | cut -d' ' -f1)
+if [ "$(cat tests/sdk/node_modules/.lock.sha256 2>/dev/null)" != "$lock_hash" ]; then
+    echo "installing the Node SDKs into tests/sdk/node_modules/"
+    (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > tests/sdk/node_modules/.lock.sha256
 fi
 
 cargo fmt --all -- --check

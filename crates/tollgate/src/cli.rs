@@ -1,6 +1,6 @@
 //! The command line: `serve`, `migrate`, `vault rotate` (which work on the
-//! store directly), and the admin commands, which speak to a running
-//! Tollgate over its admin API.
+//! store directly), `mock-llm` (the provider stand-in), and the admin
+//! commands, which speak to a running Tollgate over its admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(ServeArgs),
+    /// A stand-in for the OpenAI, Anthropic and Gemini APIs, for tests and benchmarks.
+    MockLlm(MockLlmArgs),
     /// Users of the host app.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -145,6 +147,28 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct MockLlmArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    listen: std::net::SocketAddr,
+    /// Wait this long before the first byte of every answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Pace streams at this many tokens per second (default: as fast as possible).
+    #[arg(long)]
+    tokens_per_second: Option<f64>,
+    /// An accepted key; repeat for more (default: any non-empty key).
+    #[arg(long = "api-key", value_name = "KEY")]
+    api_keys: Vec<String>,
+    /// Reply length in tokens when a request gives no max tokens.
+    #[arg(long, default_value_t = 16)]
+    output_tokens: u32,
+    /// Requests kept for GET /_mock/requests (0 records nothing, for benchmarks).
+    #[arg(long, default_value_t = 10_000)]
+    record_limit: usize,
+}
+
 /// Where the admin commands find Tollgate, and how they print.
 #[derive(Args)]
 struct Remote {
@@ -258,6 +282,7 @@ impl Cli {
         let result = match self.command {
             Command::Serve(args) => serve(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::MockLlm(args) => mock_llm(args).await,
             Command::Users(c) => c.run().await,
             Command::Plans(c) => c.run().await,
             Command::Keys(c) => c.run().await,
@@ -302,6 +327,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await
+}
+
+async fn mock_llm(args: MockLlmArgs) -> anyhow::Result<()> {
+    if let Some(tps) = args.tokens_per_second {
+        anyhow::ensure!(tps.is_finite() && tps > 0.0, "--tokens-per-second: {tps} is not a positive number");
+    }
+    let config = tollgate_mock::MockConfig {
+        listen: args.listen,
+        api_keys: args.api_keys,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        tokens_per_second: args.tokens_per_second,
+        output_tokens: args.output_tokens,
+        record_limit: args.record_limit,
+        ..tollgate_mock::MockConfig::default()
+    };
+    let mock = tollgate_mock::start(config).await?;
+    println!("mock-llm listening on {}", mock.base_url());
+    shutdown_signal().await;
+    mock.shutdown().await
 }
 
 async fn shutdown_signal() {

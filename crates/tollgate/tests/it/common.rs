@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -387,70 +386,91 @@ pub async fn service_key(api: &Api, scopes: &[&str]) -> String {
     created["key"].as_str().unwrap().to_owned()
 }
 
-/// A stand-in for a provider's API, for the credential-validation tests,
-/// until the lead swaps in `tollgate mock-llm` (crate `tollgate-mock`, not
-/// on this branch). Accepts the `good_keys` and refuses (401) any other on
-/// each provider's cheapest authenticated endpoint, in that provider's
-/// style: `GET /v1/models` with `Authorization: Bearer` (OpenAI, Groq,
-/// any OpenAI-compatible provider) or `x-api-key` + `anthropic-version`
-/// (Anthropic), `GET /v1beta/models` with `x-goog-api-key` (Gemini),
-/// `GET /user` with `Authorization: Bearer` (GitHub). Each request is
-/// noted as "GET PATH HOW" in `seen`.
-pub struct ProviderStub {
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
-    pub base: String,
-    pub seen: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ProviderStub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-pub async fn provider_stub(good_keys: &[&str]) -> ProviderStub {
-    use axum::http::{HeaderMap, StatusCode as Status, Uri};
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let good: Arc<Vec<String>> = Arc::new(good_keys.iter().map(|k| k.to_string()).collect());
-    let log = seen.clone();
-    let answer = move |uri: Uri, headers: HeaderMap| {
-        let (good, log) = (good.clone(), log.clone());
-        async move {
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
-            let (how, key) = match uri.path() {
-                "/v1beta/models" => ("x-goog-api-key", header("x-goog-api-key")),
-                "/v1/models" if header("x-api-key").is_some() => match header("anthropic-version") {
-                    Some(_) => ("x-api-key+anthropic-version", header("x-api-key")),
-                    None => ("x-api-key", header("x-api-key")),
-                },
-                _ => ("bearer", bearer),
-            };
-            log.lock().unwrap().push(format!("GET {} {how}", uri.path()));
-            if key.is_some_and(|k| good.contains(&k)) {
-                (Status::OK, axum::Json(json!({ "object": "list", "data": [{ "id": "stub-model" }] })))
-            } else {
-                (Status::UNAUTHORIZED, axum::Json(json!({ "error": { "message": "Incorrect API key provided" } })))
-            }
-        }
-    };
-    let app = axum::Router::new()
-        .route("/v1/models", axum::routing::get(answer.clone()))
-        .route("/v1beta/models", axum::routing::get(answer.clone()))
-        .route("/user", axum::routing::get(answer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    ProviderStub { base, seen, task }
-}
-
 /// Runs `tollgate` with `args` to completion (for config errors and the CLI).
 pub fn run_binary(cwd: &Path, env: &[(String, String)], args: &[&str]) -> std::process::Output {
     let mut command = Command::new(binary());
     command.args(args).current_dir(cwd).stdin(Stdio::null());
     clear_inherited_settings(&mut command);
     command.envs(env.iter().cloned()).output().expect("the binary runs")
+}
+
+/// `tollgate mock-llm` in this process, accepting only `api_keys` (any
+/// non-empty key when empty).
+pub async fn mock_llm(api_keys: &[&str]) -> tollgate_mock::MockServer {
+    let config = tollgate_mock::MockConfig {
+        api_keys: api_keys.iter().map(|k| k.to_string()).collect(),
+        ..tollgate_mock::MockConfig::default()
+    };
+    tollgate_mock::start(config).await.expect("the mock starts")
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// What a client-SDK script printed, and whether it exited 0.
+pub struct ScriptRun {
+    pub script: String,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ScriptRun {
+    /// The JSON on the script's last line of output, once it is known to
+    /// have succeeded (the script's output otherwise).
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        assert!(self.success, "{} failed\n--- stdout\n{}\n--- stderr\n{}", self.script, self.stdout, self.stderr);
+        let line = self.stdout.lines().last().unwrap_or_else(|| panic!("{} printed nothing", self.script));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{} printed no JSON last ({e}): {line}", self.script))
+    }
+}
+
+/// Runs `tests/sdk/python/<script>` with the Python of `.venv/` (the
+/// official SDKs, installed by `scripts/test.sh`). The script sees only
+/// `env`, `PATH` and `HOME`, so no provider key or base URL leaks in.
+pub async fn python(script: &str, env: &[(&str, &str)]) -> ScriptRun {
+    let interpreter = repo_root().join(".venv/bin/python");
+    assert!(
+        interpreter.exists(),
+        "the Python SDKs are not installed ({} is missing): run scripts/test.sh",
+        interpreter.display()
+    );
+    run_script(interpreter, repo_root().join("tests/sdk/python").join(script), env).await
+}
+
+/// Runs `tests/sdk/node/<script>` with Node and the packages of
+/// `tests/sdk/node_modules` (installed by `scripts/test.sh`).
+pub async fn node(script: &str, env: &[(&str, &str)]) -> ScriptRun {
+    let modules = repo_root().join("tests/sdk/node_modules");
+    assert!(
+        modules.join("ai").exists(),
+        "the Node SDKs are not installed ({} is missing): run scripts/test.sh",
+        modules.display()
+    );
+    run_script(PathBuf::from("node"), repo_root().join("tests/sdk/node").join(script), env).await
+}
+
+async fn run_script(program: PathBuf, script: PathBuf, env: &[(&str, &str)]) -> ScriptRun {
+    assert!(script.exists(), "no script at {}", script.display());
+    let mut command = tokio::process::Command::new(&program);
+    command.arg(&script).current_dir(repo_root().join("tests/sdk")).env_clear().stdin(Stdio::null()).kill_on_drop(true);
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish in 180 s", script.display()))
+        .unwrap_or_else(|e| panic!("{} could not start: {e}", program.display()));
+    ScriptRun {
+        script: script.display().to_string(),
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }

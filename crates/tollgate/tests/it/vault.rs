@@ -9,7 +9,7 @@ use tollgate_server::Config;
 
 use crate::both_stores;
 use crate::common::{
-    ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, new_master_key, provider_stub, run_binary, service_key,
+    ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, mock_llm, new_master_key, run_binary, service_key,
 };
 
 both_stores!(
@@ -337,16 +337,16 @@ async fn user_b_can_never_read_or_change_user_as_credentials(backend: Backend) {
 async fn validation_asks_the_provider_through_its_base_url_and_stores_the_outcome(backend: Backend) {
     let good =
         ["sk-good-openai-0001", "sk-ant-good-0002", "AIzaGoodGeminiKey0003", "ghp_good-github-0004", "local-good-0005"];
-    let stub = provider_stub(&good).await;
-    let v1 = format!("{}/v1", stub.base);
+    let mock = mock_llm(&good).await;
+    let (v1, base) = (mock.openai_base_url(), mock.base_url());
     let app = TestApp::spawn_with(
         backend,
         &[
             ("TOLLGATE_OPENAI_BASE_URL", &v1),
-            ("TOLLGATE_GROQ_BASE_URL", &v1),
-            ("TOLLGATE_ANTHROPIC_BASE_URL", &stub.base),
-            ("TOLLGATE_GEMINI_BASE_URL", &stub.base),
-            ("TOLLGATE_GITHUB_BASE_URL", &stub.base),
+            ("TOLLGATE_GROQ_BASE_URL", &mock.groq_base_url()),
+            ("TOLLGATE_ANTHROPIC_BASE_URL", &base),
+            ("TOLLGATE_GEMINI_BASE_URL", &base),
+            ("TOLLGATE_GITHUB_BASE_URL", &base),
             ("TOLLGATE_LOCAL_BASE_URL", &v1),
             ("TOLLGATE_DEAD_BASE_URL", "http://127.0.0.1:1/v1"),
         ],
@@ -360,7 +360,22 @@ async fn validation_asks_the_provider_through_its_base_url_and_stores_the_outcom
             api.admin(Method::PUT, &route, Some(json!({ "secret": secret }))).await.expect(200)
         }
     };
-    let seen = || stub.seen.lock().unwrap().clone();
+    // Each request the mock received: method, path, and how the key came.
+    let seen = || -> Vec<String> {
+        let requests = mock.requests();
+        requests
+            .iter()
+            .map(|r| {
+                let how = match (r.header("x-goog-api-key"), r.header("x-api-key"), r.header("anthropic-version")) {
+                    (Some(_), _, _) => "x-goog-api-key",
+                    (None, Some(_), Some(_)) => "x-api-key+anthropic-version",
+                    (None, Some(_), None) => "x-api-key",
+                    _ => "bearer",
+                };
+                format!("{} {} {how}", r.method, r.path)
+            })
+            .collect()
+    };
 
     let accepted = validate("openai", good[0]).await;
     assert_eq!(accepted["validation"]["outcome"], "valid", "{accepted}");
@@ -542,7 +557,7 @@ async fn a_wrong_master_key_at_start_is_reported_clearly(backend: Backend) {
 
 async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_and_rotate(backend: Backend) {
     let good = "sk-validated-byok-0001";
-    let stub = provider_stub(&[good]).await;
+    let mock = mock_llm(&[good]).await;
     let db = TestDb::new(backend).await;
     let cwd = db.dir.path();
     let (a, b) = (new_master_key(), new_master_key());
@@ -551,7 +566,7 @@ async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_
         let mut env = with_keys(&db, key, old);
         env.push(("TOLLGATE_LOG_FORMAT".into(), "json".into()));
         env.push(("TOLLGATE_LOG".into(), "debug".into()));
-        env.push(("TOLLGATE_OPENAI_BASE_URL".into(), format!("{}/v1", stub.base)));
+        env.push(("TOLLGATE_OPENAI_BASE_URL".into(), mock.openai_base_url()));
         env.push(("OPENAI_API_KEY".into(), platform.into()));
         env
     };

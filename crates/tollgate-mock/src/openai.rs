@@ -1,0 +1,509 @@
+//! OpenAI's wire format (also Groq's and every OpenAI-compatible API):
+//! `POST chat/completions` (streamed as `chat.completion.chunk` events,
+//! usage only with `stream_options.include_usage`, in a last chunk whose
+//! `choices` is empty), `POST embeddings`, `GET models`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::post;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::record::Usage;
+use crate::reply::{self, Ask, Content, Finish, Reply};
+use crate::stream::{self, Frame};
+use crate::{Exchange, Provider, Shared, optional_count, unix_now};
+
+const FINGERPRINT: &str = "fp_tollgate_mock";
+const MODELS: [&str; 7] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1-mini",
+    "o3-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "llama-3.1-8b-instant",
+];
+static NULL: Value = Value::Null;
+
+fn role(message: &Value) -> &str {
+    message.get("role").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Chat completions and embeddings under `/v1` and `/openai/v1`; the models
+/// routes are shared with Anthropic under `/v1` and mounted by the caller.
+pub fn routes() -> Router<Arc<Shared>> {
+    let mut router = Router::new();
+    for prefix in ["/v1", "/openai/v1"] {
+        router = router
+            .route(&format!("{prefix}/chat/completions"), post(chat))
+            .route(&format!("{prefix}/embeddings"), post(embeddings));
+    }
+    router
+}
+
+type Answer = Result<Response, Response>;
+
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    chat_answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
+}
+
+struct Chat<'a> {
+    model: &'a str,
+    stream: bool,
+    include_usage: bool,
+    ask: Ask<'a>,
+}
+
+fn read_chat(body: &Value) -> Result<Chat<'_>, String> {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or("model: you must provide a model parameter")?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("messages: expected a non-empty array")?;
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = stream && body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    let max_tokens = match optional_count(body, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => optional_count(body, "max_tokens")?,
+    };
+    let tools = body.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let ends_with_tool_result = messages.last().is_some_and(|m| matches!(role(m), "tool" | "function"));
+    let tool = if ends_with_tool_result { None } else { choose_tool(tools, body.get("tool_choice")) };
+    let last_user_text = messages
+        .iter()
+        .rev()
+        .filter(|m| role(m) == "user")
+        .map(|m| reply::text_of(m.get("content").unwrap_or(&NULL)))
+        .find(|text| !text.is_empty())
+        .unwrap_or_default();
+    let ask = Ask {
+        input_tokens: reply::input_tokens(messages.iter(), tools.iter()),
+        last_user_text,
+        turns: messages.len(),
+        max_tokens,
+        tool,
+    };
+    Ok(Chat { model, stream, include_usage, ask })
+}
+
+/// The tool `tool_choice` allows: none for `"none"`, the named one, or the first.
+fn choose_tool<'a>(tools: &'a [Value], choice: Option<&Value>) -> Option<(&'a str, &'a Value)> {
+    let function = |tool: &'a Value| {
+        let f = tool.get("function")?;
+        Some((f.get("name")?.as_str()?, f.get("parameters").unwrap_or(&NULL)))
+    };
+    let named = choice.and_then(|c| c.pointer("/function/name")).and_then(Value::as_str);
+    match (choice, named) {
+        (Some(Value::String(none)), _) if none == "none" => None,
+        (_, Some(name)) => tools.iter().filter_map(function).find(|(n, _)| *n == name),
+        _ => tools.iter().find_map(function),
+    }
+}
+
+async fn chat_answer(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Answer {
+    let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
+    let request = exchange.json(body)?;
+    let chat = read_chat(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
+    let knobs = exchange.knobs(&chat.ask.last_user_text, headers)?;
+    let reply = reply::reply(&chat.ask, &knobs, &shared.config);
+    exchange.wait(&knobs).await?;
+    let id = shared.next_id();
+    let meta = Meta { id: &format!("chatcmpl-mock{id}"), call_id: &format!("call_mock{id}"), model: chat.model };
+    let mut response = if chat.stream {
+        let frames = chunks(&meta, &reply, chat.include_usage);
+        stream::respond(exchange, "text/event-stream; charset=utf-8", frames, reply.usage, &knobs)
+    } else {
+        exchange.answer(completion(&meta, &reply), Some(reply.usage), reply.visible_tokens())
+    };
+    decorate(&mut response, meta.id);
+    Ok(response)
+}
+
+struct Meta<'a> {
+    id: &'a str,
+    call_id: &'a str,
+    model: &'a str,
+}
+
+fn finish_reason(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+        Finish::ToolCall => "tool_calls",
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": { "cached_tokens": u.cached_tokens, "audio_tokens": 0 },
+        "completion_tokens_details": {
+            "reasoning_tokens": u.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+fn completion(meta: &Meta<'_>, reply: &Reply) -> Value {
+    let mut message = json!({ "role": "assistant", "content": null, "refusal": null, "annotations": [] });
+    match &reply.content {
+        Content::Text(_) => message["content"] = Value::String(reply.text()),
+        Content::Tool(call) => {
+            message["tool_calls"] = json!([{
+                "id": meta.call_id,
+                "type": "function",
+                "function": { "name": call.name, "arguments": call.arguments_json }
+            }]);
+        }
+    }
+    json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": meta.model,
+        "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(reply.finish) }],
+        "usage": usage_json(&reply.usage),
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT
+    })
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    service_tier: &'static str,
+    system_fingerprint: &'static str,
+    choices: &'a [Choice<'a>],
+    /// Absent without `include_usage`; `null` on every chunk but the last with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<&'a Value>>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Delta<'a> {
+    Start { role: &'static str, content: Option<&'a str>, refusal: Option<()> },
+    ToolStart { role: &'static str, content: Option<()>, refusal: Option<()>, tool_calls: [ToolDelta<'a>; 1] },
+    Content { content: &'a str },
+    Arguments { tool_calls: [ToolDelta<'a>; 1] },
+    Empty {},
+}
+
+#[derive(Serialize)]
+struct ToolDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+fn chunks(meta: &Meta<'_>, reply: &Reply, include_usage: bool) -> Vec<Frame> {
+    let created = unix_now();
+    let usage = include_usage.then(|| usage_json(&reply.usage));
+    let event = |delta: Delta<'_>, finish: Option<&'static str>| {
+        let choice = [Choice { index: 0, delta, logprobs: None, finish_reason: finish }];
+        sse(&Chunk {
+            id: meta.id,
+            object: "chat.completion.chunk",
+            created,
+            model: meta.model,
+            service_tier: "default",
+            system_fingerprint: FINGERPRINT,
+            choices: &choice,
+            usage: usage.as_ref().map(|_| None),
+        })
+    };
+    let mut frames = Vec::new();
+    match &reply.content {
+        Content::Text(pieces) => {
+            frames.reserve(pieces.len() + 4);
+            let start = Delta::Start { role: "assistant", content: Some(""), refusal: None };
+            frames.push(Frame::other(event(start, None)));
+            for piece in pieces {
+                frames.push(Frame::content(event(Delta::Content { content: piece }, None), 1));
+            }
+        }
+        Content::Tool(call) => {
+            let fragments = call.fragments();
+            frames.reserve(fragments.len() + 4);
+            let start = ToolDelta {
+                index: 0,
+                id: Some(meta.call_id),
+                kind: Some("function"),
+                function: FunctionDelta { name: Some(&call.name), arguments: "" },
+            };
+            let delta = Delta::ToolStart { role: "assistant", content: None, refusal: None, tool_calls: [start] };
+            frames.push(Frame::content(event(delta, None), 1));
+            for fragment in fragments {
+                let args = ToolDelta {
+                    index: 0,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta { name: None, arguments: fragment },
+                };
+                frames.push(Frame::content(event(Delta::Arguments { tool_calls: [args] }, None), 1));
+            }
+        }
+    }
+    frames.push(Frame::other(event(Delta::Empty {}, Some(finish_reason(reply.finish)))));
+    if let Some(usage) = &usage {
+        frames.push(Frame::usage(sse(&Chunk {
+            id: meta.id,
+            object: "chat.completion.chunk",
+            created,
+            model: meta.model,
+            service_tier: "default",
+            system_fingerprint: FINGERPRINT,
+            choices: &[],
+            usage: Some(Some(usage)),
+        })));
+    }
+    frames.push(Frame::other(Bytes::from_static(b"data: [DONE]\n\n")));
+    frames
+}
+
+fn sse(chunk: &Chunk<'_>) -> Bytes {
+    let mut buf = Vec::with_capacity(320);
+    buf.extend_from_slice(b"data: ");
+    // Writing plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_writer(&mut buf, chunk).expect("a chunk serializes");
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+/// The headers OpenAI puts on its answers, so a gateway shows whether it
+/// passes or replaces them.
+fn decorate(response: &mut Response, request_id: &str) {
+    let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-reset-requests", "6ms"),
+        ("x-ratelimit-limit-tokens", "10000000"),
+        ("x-ratelimit-remaining-tokens", "9999000"),
+        ("x-ratelimit-reset-tokens", "6ms"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+}
+
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    embeddings_answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
+}
+
+enum Input<'a> {
+    Text(&'a str),
+    Tokens(&'a [Value]),
+}
+
+/// `input`: a non-empty string, an array of them, one token array, or an
+/// array of token arrays.
+fn read_inputs(body: &Value) -> Result<Vec<Input<'_>>, String> {
+    let inputs = match body.get("input") {
+        Some(Value::Array(items)) if tokens(items) => Some(vec![Input::Tokens(items)]),
+        Some(Value::Array(items)) if !items.is_empty() => items.iter().map(one).collect(),
+        Some(item @ Value::String(_)) => one(item).map(|input| vec![input]),
+        _ => None,
+    };
+    inputs.ok_or_else(|| "input: expected a non-empty string, an array of them, or token arrays".to_owned())
+}
+
+fn tokens(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(Value::is_u64)
+}
+
+fn one(item: &Value) -> Option<Input<'_>> {
+    match item {
+        Value::String(s) if !s.is_empty() => Some(Input::Text(s)),
+        Value::Array(items) if tokens(items) => Some(Input::Tokens(items)),
+        _ => None,
+    }
+}
+
+async fn embeddings_answer(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Answer {
+    let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
+    let request = exchange.json(body)?;
+    let refuse = |m: String| exchange.fail(StatusCode::BAD_REQUEST, &m);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| refuse("model: you must provide a model parameter".into()))?;
+    let inputs = read_inputs(&request).map_err(refuse)?;
+    let base64 = match request.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(refuse(format!("encoding_format: {other:?} is not one of float, base64"))),
+    };
+    let dimensions = match optional_count(&request, "dimensions").map_err(refuse)? {
+        Some(d) if (1..=8192).contains(&d) => d as usize,
+        Some(_) => return Err(refuse("dimensions: expected 1 to 8192".into())),
+        None if model.contains("large") => 3072,
+        None => 1536,
+    };
+    let first_text = inputs.iter().find_map(|i| if let Input::Text(t) = i { Some(*t) } else { None }).unwrap_or("");
+    let knobs = exchange.knobs(first_text, headers)?;
+    exchange.wait(&knobs).await?;
+    let mut tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let (seed, count) = match input {
+                Input::Text(t) => (fnv(t.as_bytes()), (t.split_whitespace().count() as u64).max(1)),
+                Input::Tokens(ts) => (fnv(Value::Array(ts.to_vec()).to_string().as_bytes()), ts.len() as u64),
+            };
+            tokens += count;
+            let vector = embedding(seed, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens }
+    });
+    let usage = Usage { input_tokens: tokens, ..Usage::default() };
+    let mut response = exchange.answer(body, Some(usage), 0);
+    decorate(&mut response, &format!("req_mock{}", shared.next_id()));
+    Ok(response)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)) | 1
+}
+
+/// A unit vector of `dimensions` floats derived from `seed`.
+fn embedding(mut state: u64, dimensions: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            ((state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// `GET models`, checked with OpenAI's credential.
+pub async fn models(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let exchange = match Exchange::open(shared, Provider::OpenAi, method, uri, headers, &Bytes::new()) {
+        Ok(e) => e,
+        Err(refusal) => return refusal,
+    };
+    let data: Vec<Value> = MODELS.iter().map(|id| model_json(id)).collect();
+    exchange.answer(json!({ "object": "list", "data": data }), None, 0)
+}
+
+/// `GET models/{id}`.
+pub async fn model(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str) -> Response {
+    let exchange = match Exchange::open(shared, Provider::OpenAi, method, uri, headers, &Bytes::new()) {
+        Ok(e) => e,
+        Err(refusal) => return refusal,
+    };
+    if !MODELS.contains(&id) {
+        return exchange.fail(StatusCode::NOT_FOUND, &format!("The model '{id}' does not exist"));
+    }
+    exchange.answer(model_json(id), None, 0)
+}
+
+/// `GET /openai/v1/models` (Groq's shape).
+pub async fn models_route(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    models(&shared, &method, &uri, &headers).await
+}
+
+/// `GET /openai/v1/models/{id}`.
+pub async fn model_route(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    model(&shared, &method, &uri, &headers, &id).await
+}
+
+fn model_json(id: &str) -> Value {
+    let owner = if id.starts_with("llama") { "Meta" } else { "openai" };
+    json!({ "id": id, "object": "model", "created": 1_715_367_049, "owned_by": owner })
+}
+
+/// OpenAI's error shape: `{"error":{"message","type","param","code"}}`.
+pub fn error_body(status: StatusCode, message: &str) -> Value {
+    let (kind, code) = match status.as_u16() {
+        401 => ("invalid_request_error", Some("invalid_api_key")),
+        403 => ("permission_denied", None),
+        404 => ("invalid_request_error", Some("model_not_found")),
+        429 => ("requests", Some("rate_limit_exceeded")),
+        500..=599 => ("server_error", None),
+        _ => ("invalid_request_error", None),
+    };
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+}

@@ -1,0 +1,786 @@
+//! `tollgate mock-llm` on its own: each provider's wire format (Gemini's
+//! here, the others also through their SDKs in `sdk`), streams, tool calls,
+//! credentials, injected errors, cut streams, hangs, latency, recording.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tollgate_mock::{MockConfig, MockServer, Provider, Usage};
+
+use crate::common::{binary, eventually, mock_llm};
+
+const KEY: &str = "mock-key-good";
+
+/// A request to one provider's generation route, credential included.
+struct Call {
+    provider: Provider,
+    path: String,
+    body: Value,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Call {
+    fn openai(body: Value) -> Call {
+        Call { provider: Provider::OpenAi, path: "/v1/chat/completions".into(), body, headers: vec![] }
+    }
+
+    fn anthropic(body: Value) -> Call {
+        let headers = vec![("anthropic-version", "2023-06-01".to_owned())];
+        Call { provider: Provider::Anthropic, path: "/v1/messages".into(), body, headers }
+    }
+
+    fn gemini(action: &str, body: Value) -> Call {
+        Call {
+            provider: Provider::Gemini,
+            path: format!("/v1beta/models/gemini-2.5-flash:{action}"),
+            body,
+            headers: vec![],
+        }
+    }
+
+    /// The same conversation for each provider, streamed or not.
+    fn each(text: &str, stream: bool) -> [Call; 3] {
+        let mut openai = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": text }] });
+        let mut anthropic = json!({ "model": "claude-haiku-4-5", "max_tokens": 500, "messages": [{ "role": "user", "content": text }] });
+        if stream {
+            openai["stream"] = json!(true);
+            openai["stream_options"] = json!({ "include_usage": true });
+            anthropic["stream"] = json!(true);
+        }
+        let gemini = json!({ "contents": [{ "role": "user", "parts": [{ "text": text }] }] });
+        let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        [Call::openai(openai), Call::anthropic(anthropic), Call::gemini(action, gemini)]
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Call {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn request(&self, mock: &MockServer, key: &str) -> reqwest::RequestBuilder {
+        let mut request = reqwest::Client::new().post(format!("{}{}", mock.base_url(), self.path)).json(&self.body);
+        request = match self.provider {
+            Provider::OpenAi => request.bearer_auth(key),
+            Provider::Anthropic => request.header("x-api-key", key),
+            Provider::Gemini => request.header("x-goog-api-key", key),
+            Provider::GitHub => unreachable!("GitHub has no completions"),
+        };
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        request
+    }
+
+    async fn send(&self, mock: &MockServer) -> (u16, HeaderMap, String) {
+        self.send_with(mock, KEY).await
+    }
+
+    async fn send_with(&self, mock: &MockServer, key: &str) -> (u16, HeaderMap, String) {
+        let response = self.request(mock, key).send().await.expect("the mock answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.expect("a whole body"))
+    }
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The `data:` payloads of an SSE body (events split on blank lines, LF or CRLF).
+fn sse_data(text: &str) -> Vec<String> {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .collect()
+}
+
+/// `(event name, data)` of an Anthropic SSE body.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|event| {
+            let name = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default();
+            let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
+            (name.to_owned(), json_of(data))
+        })
+        .collect()
+}
+
+/// Reads a streamed body until it ends; returns the text and whether it
+/// ended in an error (a cut connection) rather than cleanly.
+async fn read_stream(response: reqwest::Response) -> (String, bool) {
+    let mut body = response.bytes_stream();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => text.extend_from_slice(&bytes),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&text).into_owned(), false)
+}
+
+/// The generated text of a whole (not streamed) answer.
+fn text_of(provider: Provider, body: &Value) -> String {
+    let text = match provider {
+        Provider::OpenAi => &body["choices"][0]["message"]["content"],
+        Provider::Anthropic => &body["content"][0]["text"],
+        Provider::Gemini => &body["candidates"][0]["content"]["parts"][0]["text"],
+        Provider::GitHub => unreachable!("GitHub has no completions"),
+    };
+    text.as_str().unwrap_or_else(|| panic!("no text in {body}")).to_owned()
+}
+
+/// The text of a streamed answer, and the usage its stream reported.
+fn streamed(provider: Provider, body: &str) -> (String, Usage) {
+    let mut text = String::new();
+    let mut usage = Usage::default();
+    match provider {
+        Provider::OpenAi => {
+            for data in sse_data(body).iter().filter(|d| *d != "[DONE]") {
+                let chunk = json_of(data);
+                text.push_str(chunk["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+                if let Some(u) = chunk["usage"].as_object() {
+                    usage.input_tokens = u["prompt_tokens"].as_u64().unwrap();
+                    usage.output_tokens = u["completion_tokens"].as_u64().unwrap();
+                }
+            }
+        }
+        Provider::Anthropic => {
+            for (name, data) in sse_events(body) {
+                match name.as_str() {
+                    "message_start" => usage.input_tokens = data["message"]["usage"]["input_tokens"].as_u64().unwrap(),
+                    "content_block_delta" => text.push_str(data["delta"]["text"].as_str().unwrap_or("")),
+                    "message_delta" => usage.output_tokens = data["usage"]["output_tokens"].as_u64().unwrap(),
+                    _ => {}
+                }
+            }
+        }
+        Provider::Gemini => {
+            for data in sse_data(body) {
+                let chunk = json_of(&data);
+                text.push_str(chunk["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap_or(""));
+                // Cumulative: the last chunk's counts are the totals.
+                usage.input_tokens = chunk["usageMetadata"]["promptTokenCount"].as_u64().unwrap();
+                usage.output_tokens = chunk["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap();
+            }
+        }
+        Provider::GitHub => unreachable!("GitHub has no completions"),
+    }
+    (text, usage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_streams_the_same_text_it_answers_whole_with_the_same_usage() {
+    let mock = mock_llm(&[]).await;
+    let prompt = "Tell me a story about gates [mock tokens=12]";
+    for (whole, stream) in Call::each(prompt, false).into_iter().zip(Call::each(prompt, true)) {
+        let (status, _, body) = whole.send(&mock).await;
+        assert_eq!(status, 200, "{body}");
+        let text = text_of(whole.provider, &json_of(&body));
+        assert_eq!(text.split_whitespace().count(), 12);
+        let (status, headers, body) = stream.send(&mock).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let (streamed_text, usage) = streamed(stream.provider, &body);
+        assert_eq!(streamed_text, text, "{:?}: the stream spells the whole answer", stream.provider);
+        let recorded = mock.requests();
+        let (whole_usage, stream_usage) = (recorded[recorded.len() - 2].usage, recorded[recorded.len() - 1].usage);
+        assert_eq!(whole_usage, stream_usage);
+        let recorded = stream_usage.expect("usage was reported");
+        assert_eq!((usage.input_tokens, usage.output_tokens), (recorded.input_tokens, recorded.output_tokens));
+    }
+    // The same prompt gets the same answer; another prompt another one.
+    let text = |body: String| text_of(Provider::OpenAi, &json_of(&body));
+    let first = text(Call::each(prompt, false)[0].send(&mock).await.2);
+    assert_eq!(first, text(Call::each(prompt, false)[0].send(&mock).await.2));
+    assert_ne!(first, text(Call::each("Another story [mock tokens=12]", false)[0].send(&mock).await.2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_tokens_follow_the_documented_rule() {
+    let mock = mock_llm(&[]).await;
+    // Two messages of 3 and 2 words: 2 × 4 overhead + 5 words.
+    let messages =
+        json!([{ "role": "system", "content": "be very brief" }, { "role": "user", "content": "hello there" }]);
+    let (_, _, body) = Call::openai(json!({ "model": "gpt-4o-mini", "messages": messages })).send(&mock).await;
+    assert_eq!(json_of(&body)["usage"]["prompt_tokens"], 2 * tollgate_mock::MESSAGE_OVERHEAD + 5);
+    // A tool adds its overhead and the words of its definition.
+    let tool = json!({ "type": "function", "function": { "name": "f", "description": "two words" } });
+    let body = json!({ "model": "gpt-4o-mini", "messages": messages, "tools": [tool], "tool_choice": "none" });
+    let (_, _, body) = Call::openai(body).send(&mock).await;
+    let expected = 2 * tollgate_mock::MESSAGE_OVERHEAD + 5 + tollgate_mock::TOOL_OVERHEAD + 3;
+    assert_eq!(json_of(&body)["usage"]["prompt_tokens"], expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_sets_the_reply_length_and_the_finish_reason_of_each_provider() {
+    let mock = mock_llm(&[]).await;
+    let openai = json!({ "model": "m", "max_completion_tokens": 4, "messages": [{ "role": "user", "content": "hi" }] });
+    let (_, _, body) = Call::openai(openai).send(&mock).await;
+    let body = json_of(&body);
+    assert_eq!(
+        (body["usage"]["completion_tokens"].as_u64(), &body["choices"][0]["finish_reason"]),
+        (Some(4), &json!("length"))
+    );
+
+    let anthropic = json!({ "model": "m", "max_tokens": 3, "messages": [{ "role": "user", "content": "hi" }] });
+    let body = json_of(&Call::anthropic(anthropic).send(&mock).await.2);
+    assert_eq!((body["usage"]["output_tokens"].as_u64(), &body["stop_reason"]), (Some(3), &json!("max_tokens")));
+
+    let gemini = json!({ "contents": [{ "parts": [{ "text": "hi" }] }], "generationConfig": { "maxOutputTokens": 2 } });
+    let body = json_of(&Call::gemini("generateContent", gemini).send(&mock).await.2);
+    let candidate = &body["candidates"][0];
+    assert_eq!(
+        (body["usageMetadata"]["candidatesTokenCount"].as_u64(), &candidate["finishReason"]),
+        (Some(2), &json!("MAX_TOKENS"))
+    );
+
+    // Without max tokens: the configured default length, and a natural stop.
+    let body = json_of(
+        &Call::openai(json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] })).send(&mock).await.2,
+    );
+    assert_eq!(body["usage"]["completion_tokens"], MockConfig::default().output_tokens);
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_stream_usage_comes_only_with_include_usage_in_a_last_chunk_without_choices() {
+    let mock = mock_llm(&[]).await;
+    let messages = json!([{ "role": "user", "content": "count [mock tokens=3]" }]);
+    let plain = Call::openai(json!({ "model": "m", "stream": true, "messages": messages }));
+    let body = plain.send(&mock).await.2;
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| json_of(d)).collect();
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage field at all without include_usage");
+    assert_eq!(chunks.len(), 5, "role, three words, finish");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
+
+    let with_usage = Call::openai(
+        json!({ "model": "m", "stream": true, "stream_options": { "include_usage": true }, "messages": messages }),
+    );
+    let body = with_usage.send(&mock).await.2;
+    let data = sse_data(&body);
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| json_of(d)).collect();
+    assert_eq!(chunks.len(), 6);
+    assert!(
+        chunks[..5].iter().all(|c| c["usage"].is_null() && c.get("usage").is_some()),
+        "usage: null before the last"
+    );
+    let last = &chunks[5];
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 3);
+    let recorded = mock.requests();
+    assert_eq!((recorded[0].usage, recorded[0].tokens_sent), (None, 3));
+    assert_eq!(recorded[1].usage.map(|u| u.output_tokens), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_tool_calls_stream_in_fragments_then_a_tool_result_gets_text() {
+    let mock = mock_llm(&[]).await;
+    let tools = json!([{ "type": "function", "function": { "name": "get_weather", "parameters": {
+        "type": "object", "properties": { "city": { "type": "string" }, "days": { "type": "integer" } },
+        "required": ["city", "days"] } } }]);
+    let question = json!([{ "role": "user", "content": "weather? [mock tokens=2]" }]);
+    let body =
+        Call::openai(json!({ "model": "m", "stream": true, "tools": tools, "messages": question })).send(&mock).await.2;
+    let data = sse_data(&body);
+    let chunks: Vec<Value> = data.iter().filter(|d| *d != "[DONE]").map(|d| json_of(d)).collect();
+    let first = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        (&first["function"]["name"], &first["type"], &first["index"]),
+        (&json!("get_weather"), &json!("function"), &json!(0))
+    );
+    let id = first["id"].as_str().unwrap().to_owned();
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(json_of(&arguments), json!({ "city": "mock", "days": 1 }));
+    assert!(chunks.len() > 3, "the arguments come in several fragments");
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+
+    let mut conversation = question.as_array().unwrap().clone();
+    conversation.push(json!({ "role": "assistant", "content": null, "tool_calls": [{ "id": id, "type": "function",
+        "function": { "name": "get_weather", "arguments": arguments } }] }));
+    conversation.push(json!({ "role": "tool", "tool_call_id": id, "content": "sunny" }));
+    let body =
+        json_of(&Call::openai(json!({ "model": "m", "tools": tools, "messages": conversation })).send(&mock).await.2);
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_stream_is_the_documented_event_sequence_with_usage_in_start_and_delta() {
+    let mock = mock_llm(&[]).await;
+    let body = json!({ "model": "claude-haiku-4-5", "max_tokens": 50, "stream": true,
+        "messages": [{ "role": "user", "content": "hi [mock tokens=2 cached=3]" }] });
+    let events = sse_events(&Call::anthropic(body).send(&mock).await.2);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert!(events.iter().all(|(name, data)| data["type"] == name.as_str()));
+    let start = &events[0].1["message"]["usage"];
+    let recorded = mock.requests()[0].usage.unwrap();
+    assert_eq!(start["input_tokens"].as_u64(), Some(recorded.input_tokens - 3), "input_tokens excludes cache reads");
+    assert_eq!(start["cache_read_input_tokens"], 3);
+    assert_eq!(events[6].1["usage"]["output_tokens"], 2);
+    assert_eq!(events[6].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(events[3].1["delta"]["type"], "text_delta");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_tool_use_streams_input_json_deltas() {
+    let mock = mock_llm(&[]).await;
+    let tools = json!([{ "name": "lookup", "input_schema": { "type": "object",
+        "properties": { "q": { "type": "string" } }, "required": ["q"] } }]);
+    let body = json!({ "model": "m", "max_tokens": 50, "stream": true, "tools": tools,
+        "messages": [{ "role": "user", "content": "find it" }] });
+    let events = sse_events(&Call::anthropic(body).send(&mock).await.2);
+    assert_eq!(events[1].1["content_block"]["type"], "tool_use");
+    assert_eq!(events[1].1["content_block"]["name"], "lookup");
+    let input: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(json_of(&input), json!({ "q": "mock" }));
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_generate_content_reports_usage_metadata_with_cached_and_thoughts_tokens() {
+    let mock = mock_llm(&[]).await;
+    let request = json!({
+        "systemInstruction": { "parts": [{ "text": "be brief" }] },
+        "contents": [{ "role": "user", "parts": [{ "text": "hello gemini [mock tokens=5 cached=4 reasoning=6]" }] }]
+    });
+    let body = json_of(&Call::gemini("generateContent", request).send(&mock).await.2);
+    let usage = &body["usageMetadata"];
+    // (4 + 2) for the system instruction, (4 + 2 words + 4 directive words) for the user.
+    assert_eq!(usage["promptTokenCount"], 16);
+    assert_eq!(usage["candidatesTokenCount"], 5);
+    assert_eq!(usage["thoughtsTokenCount"], 6);
+    assert_eq!(usage["cachedContentTokenCount"], 4);
+    assert_eq!(usage["totalTokenCount"], 16 + 5 + 6);
+    assert_eq!(body["candidates"][0]["content"]["role"], "model");
+    assert_eq!(body["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(body["modelVersion"], "gemini-2.5-flash");
+    let recorded = mock.requests()[0].usage.unwrap();
+    assert_eq!(recorded, Usage { input_tokens: 16, output_tokens: 11, cached_tokens: 4, reasoning_tokens: 6 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_sse_stream_carries_cumulative_usage_in_every_chunk() {
+    let mock = mock_llm(&[]).await;
+    let request = json!({ "contents": [{ "parts": [{ "text": "stream it [mock tokens=4]" }] }] });
+    let call = Call::gemini("streamGenerateContent?alt=sse", request.clone());
+    let (status, _, body) = call.send(&mock).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\r\n\r\n"), "events end with CRLF CRLF as Google's do");
+    let chunks: Vec<Value> = sse_data(&body).iter().map(|d| json_of(d)).collect();
+    assert_eq!(chunks.len(), 4);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let usage = &chunk["usageMetadata"];
+        // 4 for the message and 4 words ("stream it [mock tokens=4]").
+        assert_eq!(usage["promptTokenCount"], 8, "the prompt count is in every chunk");
+        assert_eq!(usage["candidatesTokenCount"], i + 1, "the output count is cumulative");
+        assert_eq!(usage["totalTokenCount"], 8 + i + 1);
+        assert_eq!(chunk["candidates"][0]["finishReason"].is_string(), i == 3, "only the last chunk finishes");
+    }
+
+    // Without alt=sse the stream is one JSON array, written piece by piece.
+    let (status, headers, body) = Call::gemini("streamGenerateContent", request).send(&mock).await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    let array = json_of(&body);
+    assert_eq!(array.as_array().map(Vec::len), Some(4));
+    assert_eq!(array[3]["usageMetadata"]["candidatesTokenCount"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_calls_the_first_function_then_answers_its_response_with_text() {
+    let mock = mock_llm(&[]).await;
+    let tools = json!([{ "functionDeclarations": [{ "name": "get_time", "parameters": { "type": "OBJECT",
+        "properties": { "zone": { "type": "STRING" } }, "required": ["zone"] } }] }]);
+    let mut contents = vec![json!({ "role": "user", "parts": [{ "text": "what time? [mock tokens=3]" }] })];
+    let body =
+        json_of(&Call::gemini("generateContent", json!({ "contents": contents, "tools": tools })).send(&mock).await.2);
+    let part = &body["candidates"][0]["content"]["parts"][0];
+    assert_eq!(part["functionCall"], json!({ "name": "get_time", "args": { "zone": "mock" } }));
+
+    contents.push(json!({ "role": "model", "parts": [part] }));
+    contents.push(json!({ "role": "user", "parts": [{ "functionResponse": { "name": "get_time", "response": { "time": "noon" } } }] }));
+    let call = Call::gemini("streamGenerateContent?alt=sse", json!({ "contents": contents, "tools": tools }));
+    let (text, usage) = streamed(Provider::Gemini, &call.send(&mock).await.2);
+    assert_eq!((text.split_whitespace().count(), usage.output_tokens), (3, 3));
+
+    let none = json!({ "contents": [contents[0]], "tools": tools, "toolConfig": { "functionCallingConfig": { "mode": "NONE" } } });
+    let body = json_of(&Call::gemini("generateContent", none).send(&mock).await.2);
+    assert!(body["candidates"][0]["content"]["parts"][0]["text"].is_string(), "mode NONE gets text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_provider_checks_its_own_credential_and_refuses_in_its_own_shape() {
+    let mock = mock_llm(&[KEY]).await;
+    for call in Call::each("hello", false) {
+        let (status, _, body) = call.send(&mock).await;
+        assert_eq!(status, 200, "{:?}: {body}", call.provider);
+        let (status, _, body) = call.send_with(&mock, "wrong-key").await;
+        assert_eq!(status, 401, "{:?}", call.provider);
+        let body = json_of(&body);
+        match call.provider {
+            Provider::OpenAi => assert_eq!(body["error"]["code"], "invalid_api_key"),
+            Provider::Anthropic => {
+                assert_eq!((&body["type"], &body["error"]["type"]), (&json!("error"), &json!("authentication_error")))
+            }
+            Provider::Gemini => {
+                assert_eq!(
+                    (&body["error"]["code"], &body["error"]["status"]),
+                    (&json!(401), &json!("UNAUTHENTICATED"))
+                );
+                assert_eq!(body["error"]["details"][0]["reason"], "API_KEY_INVALID");
+            }
+            Provider::GitHub => unreachable!("GitHub has no completions"),
+        }
+        assert!(!body.to_string().contains("wrong-key"), "the refused key is not echoed");
+    }
+    let recorded: Vec<Option<String>> = mock.requests().into_iter().map(|r| r.credential).collect();
+    assert_eq!(recorded.iter().filter(|c| c.as_deref() == Some("wrong-key")).count(), 3);
+
+    // Another provider's header is not this provider's credential.
+    let http = reqwest::Client::new();
+    let body = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] });
+    let url = format!("{}/v1/chat/completions", mock.base_url());
+    let response = http.post(&url).header("x-api-key", KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    // Gemini takes ?key= too; Anthropic takes a bearer token too, as its current SDKs send it.
+    let gemini = json!({ "contents": [{ "parts": [{ "text": "hi" }] }] });
+    let url = format!("{}/v1beta/models/gemini-2.5-flash:generateContent?key={KEY}", mock.base_url());
+    assert_eq!(http.post(&url).json(&gemini).send().await.unwrap().status(), 200);
+    let anthropic = json!({ "model": "m", "max_tokens": 5, "messages": [{ "role": "user", "content": "hi" }] });
+    let url = format!("{}/v1/messages", mock.base_url());
+    let response =
+        http.post(&url).bearer_auth(KEY).header("anthropic-version", "2023-06-01").json(&anthropic).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    // GitHub's `GET /user`, for validating GitHub tokens: `Bearer` or `token`.
+    let url = format!("{}/user", mock.base_url());
+    assert_eq!(http.get(&url).header("authorization", format!("token {KEY}")).send().await.unwrap().status(), 200);
+    let refused = http.get(&url).bearer_auth("wrong-key").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.json::<Value>().await.unwrap()["message"], "Bad credentials");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_errors_come_in_each_providers_shape_from_the_message_or_the_header() {
+    let mock = mock_llm(&[]).await;
+    let cases = [
+        (429, "requests", "rate_limit_error", "RESOURCE_EXHAUSTED"),
+        (500, "server_error", "api_error", "INTERNAL"),
+        (503, "server_error", "api_error", "UNAVAILABLE"),
+        (400, "invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
+    ];
+    for (status, openai, anthropic, gemini) in cases {
+        for (i, call) in Call::each(&format!("fail [mock status={status}]"), false).into_iter().enumerate() {
+            let (got, headers, body) = call.send(&mock).await;
+            assert_eq!(got, status, "{:?}: {body}", call.provider);
+            let body = json_of(&body);
+            match call.provider {
+                Provider::OpenAi => assert_eq!(body["error"]["type"], openai),
+                Provider::Anthropic => {
+                    assert_eq!((&body["type"], &body["error"]["type"]), (&json!("error"), &json!(anthropic)))
+                }
+                Provider::Gemini => {
+                    assert_eq!((&body["error"]["code"], &body["error"]["status"]), (&json!(status), &json!(gemini)))
+                }
+                Provider::GitHub => unreachable!("GitHub has no completions"),
+            }
+            assert_eq!(headers.get("retry-after").is_some(), status == 429, "case {i}");
+        }
+    }
+    // The header does the same, and wins over the message.
+    for call in Call::each("fine [mock status=500]", true) {
+        let (status, headers, _) = call.header("x-mock", "status=429 retry_after=9").send(&mock).await;
+        assert_eq!(status, 429);
+        assert_eq!(headers["retry-after"], "9");
+    }
+    let recorded = mock.requests();
+    assert!(recorded.iter().all(|r| r.usage.is_none() && r.status.is_some_and(|s| s >= 400)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_ends_abruptly_after_the_given_content_chunks_for_every_provider() {
+    let mock = mock_llm(&[]).await;
+    for call in Call::each("long story [mock tokens=20]", true) {
+        let call = call.header("x-mock", "cut_after=3");
+        let response = call.request(&mock, KEY).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let (body, errored) = read_stream(response).await;
+        assert!(errored, "{:?}: the connection is cut, not closed cleanly: {body}", call.provider);
+        let (text, usage) = streamed(call.provider, &body);
+        assert_eq!(text.split_whitespace().count(), 3, "{:?}: {body}", call.provider);
+        assert!(!body.contains("[DONE]") && !body.contains("message_stop") && !body.contains("finishReason"));
+        assert_eq!(usage.output_tokens, if call.provider == Provider::Gemini { 3 } else { 0 }, "no final usage");
+        let recorded = mock.requests().pop().unwrap();
+        assert!(!recorded.completed && recorded.usage.is_none());
+        assert_eq!(recorded.tokens_sent, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_stream_is_recorded_as_incomplete() {
+    let config = MockConfig { tokens_per_second: Some(200.0), ..MockConfig::default() };
+    let mock = tollgate_mock::start(config).await.unwrap();
+    let call = &Call::each("long [mock tokens=500]", true)[0];
+    let response = call.request(&mock, KEY).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    body.next().await.expect("a first chunk").unwrap();
+    drop(body);
+    assert!(
+        eventually(Duration::from_secs(10), || async { mock.requests()[0].status == Some(200) }).await,
+        "the dropped stream is recorded"
+    );
+    let recorded = mock.requests().remove(0);
+    assert!(!recorded.completed && recorded.usage.is_none() && recorded.tokens_sent < 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_request_is_recorded_never_answered_and_does_not_block_shutdown() {
+    let mock = mock_llm(&[]).await;
+    let call = &Call::each("wait [mock hang]", false)[1];
+    let timed_out = call.request(&mock, KEY).timeout(Duration::from_millis(300)).send().await;
+    assert!(timed_out.unwrap_err().is_timeout());
+
+    let pending = tokio::spawn(call.request(&mock, KEY).send());
+    assert!(eventually(Duration::from_secs(10), || async { mock.requests().len() == 2 }).await);
+    assert!(mock.requests().iter().all(|r| r.status.is_none()), "no answer was given");
+    assert!(!pending.is_finished());
+    tokio::time::timeout(Duration::from_secs(10), mock.shutdown()).await.expect("shutdown is not blocked").unwrap();
+    let ended = pending.await.unwrap();
+    assert!(ended.is_err() || ended.is_ok_and(|r| r.status() == 503), "the hanging request ends at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_and_pacing_delay_the_answer_by_at_least_the_given_time() {
+    // Lower bounds only: a slow machine can only make these longer.
+    let config = MockConfig { latency: Duration::from_millis(150), ..MockConfig::default() };
+    let mock = tollgate_mock::start(config).await.unwrap();
+    let call = &Call::each("hi [mock tokens=1]", false)[0];
+    let start = Instant::now();
+    assert_eq!(call.send(&mock).await.0, 200);
+    assert!(start.elapsed() >= Duration::from_millis(150), "the configured latency");
+
+    let call = &Call::each("hi [mock latency_ms=300 tokens=1]", false)[2];
+    let start = Instant::now();
+    assert_eq!(call.send(&mock).await.0, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300), "the directive's latency wins");
+
+    // 11 tokens at 50 per second: 10 gaps of 20 ms after the first.
+    let call =
+        Call::each("hi [mock tokens=11 latency_ms=0]", true).into_iter().nth(1).unwrap().header("x-mock", "tps=50");
+    let start = Instant::now();
+    let (status, _, body) = call.send(&mock).await;
+    assert_eq!(status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(200), "paced at 50 tokens per second");
+    assert_eq!(streamed(Provider::Anthropic, &body).1.output_tokens, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_400s_in_the_providers_shape_naming_the_field() {
+    let mock = mock_llm(&[]).await;
+    let user = json!([{ "role": "user", "content": "hi" }]);
+    let cases = [
+        (Call::openai(json!({ "messages": user })), "model"),
+        (Call::openai(json!({ "model": "m", "messages": [] })), "messages"),
+        (Call::openai(json!({ "model": "m", "messages": user, "max_tokens": "ten" })), "max_tokens"),
+        (
+            Call::openai(json!({ "model": "m", "messages": [{ "role": "user", "content": "[mock stauts=500]" }] })),
+            "stauts",
+        ),
+        (Call::anthropic(json!({ "model": "m", "messages": user })), "max_tokens"),
+        (Call::gemini("generateContent", json!({ "contents": [] })), "contents"),
+        (
+            Call::gemini(
+                "generateContent",
+                json!({ "contents": [{ "parts": [{ "text": "hi" }] }],
+            "generationConfig": { "maxOutputTokens": -1 } }),
+            ),
+            "maxOutputTokens",
+        ),
+    ];
+    for (call, field) in cases {
+        let (status, _, body) = call.send(&mock).await;
+        assert_eq!(status, 400, "{body}");
+        // All three shapes keep the message at error.message.
+        let message = json_of(&body)["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(field), "{message:?} should name {field}");
+    }
+    let http = reqwest::Client::new();
+    let no_version = http.post(format!("{}/v1/messages", mock.base_url())).header("x-api-key", KEY);
+    let response = no_version.json(&json!({ "model": "m", "max_tokens": 5, "messages": user })).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("anthropic-version"));
+    let not_json = http.post(format!("{}/v1/chat/completions", mock.base_url())).bearer_auth(KEY).body("{nope");
+    let response = not_json.send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(json_of(&response.text().await.unwrap())["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_come_as_floats_or_base64_with_the_asked_dimensions() {
+    let mock = mock_llm(&[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/embeddings", mock.base_url());
+    let ask = |body: Value| http.post(&url).bearer_auth(KEY).json(&body).send();
+    let body: Value = ask(json!({ "model": "text-embedding-3-small", "input": ["one two", "three"] }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "list");
+    let vector: Vec<f64> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(vector.len(), 1536);
+    let norm: f64 = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "a unit vector");
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(body["usage"], json!({ "prompt_tokens": 3, "total_tokens": 3 }));
+
+    let body: Value = ask(
+        json!({ "model": "text-embedding-3-large", "input": "one two", "encoding_format": "base64", "dimensions": 8 }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    use base64::Engine;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(body["data"][0]["embedding"].as_str().unwrap()).unwrap();
+    let floats: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(floats.len(), 8);
+    let same: Value =
+        ask(json!({ "model": "m", "input": "one two", "dimensions": 8 })).await.unwrap().json().await.unwrap();
+    let same: Vec<f32> = serde_json::from_value(same["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(same, floats, "the same text gets the same vector in both encodings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_listed_in_each_providers_shape_and_groqs_base_url_works() {
+    let mock = mock_llm(&[KEY]).await;
+    let http = reqwest::Client::new();
+    let base = mock.base_url();
+    let openai: Value =
+        http.get(format!("{base}/v1/models")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(openai["object"], "list");
+    assert!(openai["data"].as_array().unwrap().iter().any(|m| m["id"] == "gpt-4o-mini" && m["object"] == "model"));
+    let anthropic =
+        http.get(format!("{base}/v1/models")).header("x-api-key", KEY).header("anthropic-version", "2023-06-01");
+    let anthropic: Value = anthropic.send().await.unwrap().json().await.unwrap();
+    assert_eq!(anthropic["has_more"], false);
+    assert!(
+        anthropic["data"].as_array().unwrap().iter().all(|m| m["type"] == "model" && m["display_name"].is_string())
+    );
+    let gemini: Value = http.get(format!("{base}/v1beta/models?key={KEY}")).send().await.unwrap().json().await.unwrap();
+    assert!(gemini["models"].as_array().unwrap().iter().any(|m| m["name"] == "models/gemini-2.5-flash"));
+
+    let groq = mock.groq_base_url();
+    let models: Value = http.get(format!("{groq}/models")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "llama-3.1-8b-instant"));
+    let body = json!({ "model": "llama-3.1-8b-instant", "messages": [{ "role": "user", "content": "hi" }] });
+    let response = http.post(format!("{groq}/chat/completions")).bearer_auth(KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(mock.requests().last().unwrap().path, "/openai/v1/chat/completions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_keeps_the_newest_requests_and_can_be_turned_off() {
+    let limited = tollgate_mock::start(MockConfig { record_limit: 2, ..MockConfig::default() }).await.unwrap();
+    for i in 0..3 {
+        Call::each(&format!("request {i}"), false)[0].send(&limited).await;
+    }
+    let seqs: Vec<u64> = limited.requests().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [2, 3]);
+    limited.clear_requests();
+    assert!(limited.requests().is_empty());
+
+    let off = tollgate_mock::start(MockConfig { record_limit: 0, ..MockConfig::default() }).await.unwrap();
+    assert_eq!(Call::each("hi", true)[1].send(&off).await.0, 200);
+    assert!(off.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_llm_command_prints_its_address_and_shows_what_it_received_over_http() {
+    let mut child = tokio::process::Command::new(binary())
+        .args([
+            "mock-llm",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+            "--latency-ms",
+            "1",
+            "--tokens-per-second",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("a line in time").unwrap();
+    let base =
+        line.as_deref().and_then(|l| l.strip_prefix("mock-llm listening on ")).expect("the ready line").to_owned();
+
+    let http = reqwest::Client::new();
+    let body = json!({ "model": "gpt-4o-mini", "stream": true, "messages": [{ "role": "user", "content": "hi [mock tokens=3]" }] });
+    let response = http.post(format!("{base}/v1/chat/completions")).bearer_auth(KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(streamed(Provider::OpenAi, &response.text().await.unwrap()).0.split_whitespace().count(), 3);
+    let response =
+        http.post(format!("{base}/v1/chat/completions")).bearer_auth("nope").json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+
+    let listed: Value = http.get(format!("{base}/_mock/requests")).send().await.unwrap().json().await.unwrap();
+    let requests = listed["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["body"], body);
+    assert_eq!(
+        (&requests[0]["credential"], &requests[0]["status"], &requests[0]["provider"]),
+        (&json!(KEY), &json!(200), &json!("openai"))
+    );
+    assert_eq!(requests[0]["headers"]["authorization"], format!("Bearer {KEY}"));
+    assert_eq!((&requests[1]["credential"], &requests[1]["status"]), (&json!("nope"), &json!(401)));
+    let records: Vec<tollgate_mock::Recorded> = serde_json::from_value(listed["requests"].clone()).unwrap();
+    assert_eq!(records[0].tokens_sent, 3);
+
+    let cleared = http.delete(format!("{base}/_mock/requests")).send().await.unwrap();
+    assert_eq!(cleared.status(), 204);
+    let listed: Value = http.get(format!("{base}/_mock/requests")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["requests"], json!([]));
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits on SIGTERM").unwrap();
+    assert!(status.success());
+}
