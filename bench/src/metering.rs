@@ -6,7 +6,8 @@
 //!
 //! The server runs in this process on a fresh database; the load comes
 //! from the same machine over loopback. Run: `cargo run --release -p
-//! tollgate-bench --bin metering [seconds] [sqlite] [postgres] [engine]`.
+//! tollgate-bench --bin metering [seconds] [sqlite|postgres]… [events|checks|engine]…`
+//! (everything when nothing is named).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,11 +87,11 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// Runs `concurrency` loops of `call` for `seconds`; `call` returns how many
-/// units it did.
+/// Runs `concurrency` loops of `call(sequence number, loop index)` for
+/// `seconds`; `call` returns how many units it did.
 async fn drive<F, Fut>(seconds: f64, concurrency: usize, call: F) -> Rate
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(u64, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = u64> + Send,
 {
     let call = Arc::new(call);
@@ -100,12 +101,12 @@ where
     let start = Instant::now();
     let cpu_before = cpu_seconds();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|task| {
             let (call, done, seq) = (call.clone(), done.clone(), seq.clone());
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    done.fetch_add(call(n).await, Ordering::Relaxed);
+                    done.fetch_add(call(n, task).await, Ordering::Relaxed);
                 }
             })
         })
@@ -122,7 +123,25 @@ where
     }
 }
 
-async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
+/// What to measure: stores (`sqlite`, `postgres`) and parts (`events`,
+/// `checks`, `engine`), from the command line; all when none is named.
+struct Choice(Vec<String>);
+
+impl Choice {
+    fn wants(&self, group: &[&str], name: &str) -> bool {
+        !self.0.iter().any(|a| group.contains(&a.as_str())) || self.0.iter().any(|a| a == name)
+    }
+
+    fn store(&self, name: &str) -> bool {
+        self.wants(&["sqlite", "postgres"], name)
+    }
+
+    fn part(&self, name: &str) -> bool {
+        self.wants(&["events", "checks", "engine"], name)
+    }
+}
+
+async fn run(target: Target, seconds: f64, choice: &Choice) -> anyhow::Result<()> {
     let mut env = target.env.clone();
     env.push(("TOLLGATE_LISTEN".into(), "127.0.0.1:0".into()));
     env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN.into()));
@@ -151,7 +170,8 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
         .send()
         .await?;
 
-    for (batch, concurrency) in [(100usize, 48usize), (1, 64)] {
+    let batches: &[(usize, usize)] = if choice.part("events") { &[(100, 48), (1, 64)] } else { &[] };
+    for &(batch, concurrency) in batches {
         // Bodies are built before the clock starts, so that the load
         // generator spends its share of the cores on sending, not on
         // formatting JSON.
@@ -159,20 +179,15 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
         let bodies: Arc<Vec<bytes_body::Body>> = Arc::new(
             (0..count).map(|n| bytes_body::batch(&format!("{}_{batch}_{n}", target.name), batch, users, n)).collect(),
         );
-        let (http, base) = (http.clone(), base.clone());
-        let rate = drive(seconds, concurrency, move |n| {
-            let (http, base, bodies) = (http.clone(), base.clone(), bodies.clone());
+        let requests: Arc<Vec<bytes::Bytes>> =
+            Arc::new(bodies.iter().map(|b| raw::request("POST", "/v1/usage/events", ADMIN, b)).collect());
+        let conns = raw::connections(server.addr, concurrency).await?;
+        let rate = drive(seconds, concurrency, move |n, task| {
+            let (conns, requests) = (conns.clone(), requests.clone());
             async move {
-                let Some(body) = bodies.get(n as usize) else { return 0 };
-                let r = http
-                    .post(format!("{base}/v1/usage/events"))
-                    .bearer_auth(ADMIN)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => batch as u64,
+                let Some(request) = requests.get(n as usize) else { return 0 };
+                match conns[task].lock().await.send(request).await {
+                    Ok(status) if (200..300).contains(&status) => batch as u64,
                     _ => 0,
                 }
             }
@@ -181,23 +196,104 @@ async fn run(target: Target, seconds: f64) -> anyhow::Result<()> {
         println!("{:<9} events committed/s, batches of {batch:>3} ({concurrency} clients): {rate}", target.name);
     }
 
-    let (h, b) = (http.clone(), base.clone());
-    let rate = drive(seconds, 64, move |_| {
-        let (http, base) = (h.clone(), b.clone());
-        async move {
-            let body = json!({"user_id": "u0", "meter": "tokens", "amount": 1, "reserve": true, "ttl_seconds": 1});
-            let r = http.post(format!("{base}/v1/quota/check")).bearer_auth(ADMIN).json(&body).send().await;
-            u64::from(matches!(r, Ok(r) if r.status().is_success()))
-        }
-    })
-    .await;
-    println!("{:<9} quota checks with reservation/s over HTTP (64 clients):     {rate}", target.name);
+    if choice.part("checks") {
+        checks(server.addr, target.name, seconds).await?;
+    }
     server.shutdown().await?;
-    engine_commits(&target, seconds).await?;
+    if choice.part("engine") {
+        engine_commits(&target, seconds).await?;
+    }
     if let Some(name) = &target.pg {
         drop_pg(name).await;
     }
     Ok(())
+}
+
+/// Quota checks with reservations per second over HTTP.
+async fn checks(addr: std::net::SocketAddr, name: &str, seconds: f64) -> anyhow::Result<()> {
+    let body = json!({"user_id": "u0", "meter": "tokens", "amount": 1, "reserve": true, "ttl_seconds": 1});
+    let request = raw::request("POST", "/v1/quota/check", ADMIN, body.to_string().as_bytes());
+    let conns = raw::connections(addr, 64).await?;
+    let rate = drive(seconds, 64, move |_, task| {
+        let (conns, request) = (conns.clone(), request.clone());
+        async move { u64::from(matches!(conns[task].lock().await.send(&request).await, Ok(200))) }
+    })
+    .await;
+    println!("{name:<9} quota checks with reservation/s over HTTP (64 clients):     {rate}");
+    Ok(())
+}
+
+/// The load generator: keep-alive HTTP/1.1 connections that send requests
+/// made before the clock starts and read whole responses, as `wrk` does, so
+/// that its share of the cores goes to sending and reading, not to a client
+/// library's bookkeeping.
+mod raw {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use bytes::{Buf, Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Mutex;
+
+    /// A whole request, ready to send.
+    pub fn request(method: &str, path: &str, token: &str, body: &[u8]) -> Bytes {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut out = BytesMut::with_capacity(head.len() + body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(body);
+        out.freeze()
+    }
+
+    pub struct Conn {
+        stream: TcpStream,
+        buf: BytesMut,
+    }
+
+    /// `n` connections, one per load loop.
+    pub async fn connections(addr: SocketAddr, n: usize) -> std::io::Result<Arc<Vec<Mutex<Conn>>>> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            conns.push(Mutex::new(Conn { stream, buf: BytesMut::with_capacity(16 * 1024) }));
+        }
+        Ok(Arc::new(conns))
+    }
+
+    impl Conn {
+        /// Sends `request` and reads its response; the response's status.
+        pub async fn send(&mut self, request: &[u8]) -> std::io::Result<u16> {
+            self.stream.write_all(request).await?;
+            loop {
+                if let Some((status, len)) = parse(&self.buf)? {
+                    self.buf.advance(len);
+                    return Ok(status);
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+
+    /// The status and whole length of the response at the start of `buf`,
+    /// once it is all there.
+    fn parse(buf: &[u8]) -> std::io::Result<Option<(u16, usize)>> {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
+        let head = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))?;
+        let body = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| std::io::Error::other("no content-length"))?;
+        Ok((buf.len() >= end + 4 + body).then_some((status, end + 4 + body)))
+    }
 }
 
 mod bytes_body {
@@ -244,7 +340,7 @@ async fn engine_commits(target: &Target, seconds: f64) -> anyhow::Result<()> {
     let config = MeteringConfig { account_ttl: Duration::from_secs(60), reservation_ttl: Duration::from_secs(600) };
     let metering = Metering::start(store.clone(), config, Vec::new());
     let m = metering.clone();
-    let rate = drive(seconds, 16, move |n| {
+    let rate = drive(seconds, 16, move |n, _| {
         let m = m.clone();
         async move {
             let mut events = Vec::with_capacity(100);
@@ -299,17 +395,15 @@ fn engine_only(seconds: f64) {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    // Optional: which stores to run (`sqlite`, `postgres`); all by default.
-    let only: Vec<String> = args.collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let choice = Choice(args.collect());
     println!("tollgate metering benchmark, {seconds} s per figure, {} cores", std::thread::available_parallelism()?);
-    if wanted("sqlite") {
-        run(sqlite().await, seconds).await?;
+    if choice.store("sqlite") {
+        run(sqlite().await, seconds, &choice).await?;
     }
-    if wanted("postgres") {
-        run(postgres().await?, seconds).await?;
+    if choice.store("postgres") {
+        run(postgres().await?, seconds, &choice).await?;
     }
-    if wanted("engine") {
+    if choice.part("engine") {
         engine_only(seconds);
     }
     Ok(())

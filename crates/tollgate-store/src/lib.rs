@@ -137,7 +137,12 @@ async fn open_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
         // Checkpoints run in the background (`Store::checkpoint`), not
         // inside whichever commit crosses the threshold: the single usage
         // writer never stalls copying pages.
-        .pragma("wal_autocheckpoint", "0");
+        .pragma("wal_autocheckpoint", "0")
+        // Multi-row statements keep a statement journal (the pages they
+        // touch, to undo the statement alone); in memory it costs a copy,
+        // not a temporary file's writes.
+        .pragma("temp_store", "memory")
+        .pragma("cache_size", "-16384");
     SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)

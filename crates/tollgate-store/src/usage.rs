@@ -275,9 +275,11 @@ impl Store {
                 // SQLite has one writer, this one. Rows returned by the
                 // driver cost a message each, so the insert only counts:
                 // when every row went in (the usual case), all were new.
-                // Otherwise it is undone, the stored ids looked up, and
-                // the rest inserted.
-                sqlx::query("SAVEPOINT new_events").execute(&mut *tx).await?;
+                // Otherwise the ids that were there already are the ones
+                // found at or below the largest rowid from before the
+                // insert (new rows always get larger ones).
+                let before: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM usage_events").fetch_one(&mut *tx).await?;
                 let mut added = 0;
                 for chunk in sized_chunks(&fresh) {
                     let sql = format!(
@@ -291,30 +293,19 @@ impl Store {
                     added += q.execute(&mut *tx).await?.rows_affected();
                 }
                 if added as usize != fresh.len() {
-                    sqlx::query("ROLLBACK TO new_events").execute(&mut *tx).await?;
                     for chunk in sized_chunks(&fresh) {
-                        let sql = format!("SELECT id FROM usage_events WHERE id IN {}", placeholders(1, chunk.len(), false));
-                        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+                        let sql = format!(
+                            "SELECT id FROM usage_events WHERE rowid <= ? AND id IN {}",
+                            placeholders(1, chunk.len(), false)
+                        );
+                        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(before);
                         for e in chunk {
                             q = q.bind(&e.row.id);
                         }
                         let found: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
                         stored.extend(chunk.iter().map(|e| e.row.id.as_str()).filter(|id| found.contains(*id)));
                     }
-                    let rest: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
-                    for chunk in sized_chunks(&rest) {
-                        let sql = format!(
-                            "INSERT INTO usage_events ({columns}) VALUES {}",
-                            placeholders(chunk.len(), EVENT_COLUMNS.len(), numbered)
-                        );
-                        let mut q = sqlx::query(AssertSqlSafe(sql));
-                        for e in chunk {
-                            q = bind_event!(q, &e.row);
-                        }
-                        q.execute(&mut *tx).await?;
-                    }
                 }
-                sqlx::query("RELEASE new_events").execute(&mut *tx).await?;
             }
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
             let sums = Sums::of(&new);
