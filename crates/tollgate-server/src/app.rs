@@ -58,7 +58,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    ensure_master_key(&config)?;
+    let master_key = ensure_master_key(&config)?;
     let store = open_store(&config).await?;
     store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
@@ -82,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state = AppState::new(Shared {
         metering,
         rate_windows: Arc::new(RateWindows::default()),
+        web_key: Arc::new(crate::web::SigningKey::derive(&master_key)),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
         failures: Arc::new(FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window)),
         last_used: Arc::new(LastUsed::default()),
@@ -222,8 +223,8 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Checks the configured master key, or creates the key file (mode 0600)
-/// in the data directory at first start.
-fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
+/// in the data directory at first start; returns the key.
+fn ensure_master_key(config: &Config) -> anyhow::Result<[u8; 32]> {
     if let Some(key) = &config.master_key {
         return decode_master_key(key.expose()).context("TOLLGATE_MASTER_KEY");
     }
@@ -244,15 +245,19 @@ fn ensure_master_key(config: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("failed to write the master key file {}", path.display()))?;
             file.sync_all()?;
             tracing::info!(path = %path.display(), "created a new master key file; back it up");
-            Ok(())
+            Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("failed to read the master key file {}", path.display())),
     }
 }
 
-fn decode_master_key(text: &str) -> anyhow::Result<()> {
+fn decode_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
     match BASE64.decode(text) {
-        Ok(bytes) if bytes.len() == 32 => Ok(()),
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
         Ok(bytes) => bail!("the master key must be 32 bytes, base64-encoded; this one is {} bytes", bytes.len()),
         Err(_) => bail!("the master key is not valid base64"),
     }

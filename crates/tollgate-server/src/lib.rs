@@ -12,6 +12,7 @@ pub mod metering;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 pub use app::{Server, start};
 pub use config::{Config, LogFormat};

@@ -40,6 +40,9 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     pub metering: Arc<Metering>,
     pub rate_windows: Arc<crate::routes::RateWindows>,
+    /// Signs one-time portal links and CSRF tokens; derived from the
+    /// master key, so every instance sharing it agrees.
+    pub web_key: Arc<crate::web::SigningKey>,
 }
 
 impl AppState {

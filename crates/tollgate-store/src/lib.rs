@@ -17,6 +17,7 @@ mod plans;
 mod settings;
 mod usage;
 mod users;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +32,7 @@ pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
 pub use usage::{DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
 pub use users::{NewUser, UserPatch};
+pub use web::{SessionOwner, WebSession};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
