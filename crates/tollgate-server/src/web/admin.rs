@@ -56,7 +56,10 @@ pub fn routes() -> axum::Router<AppState> {
 
 /// The path of a user's page, with the id percent-encoded.
 pub(crate) fn user_path(id: &UserId) -> String {
-    format!("/ui/users/{}", percent_encoding::utf8_percent_encode(id.as_str(), percent_encoding::NON_ALPHANUMERIC))
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    /// Everything but the unreserved characters of RFC 3986.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("/ui/users/{}", utf8_percent_encode(id.as_str(), SEGMENT))
 }
 
 fn parse_user(raw: &str) -> Result<UserId, WebError> {

@@ -37,11 +37,11 @@ fn draw_daily(svg: &mut String, days: &[(NaiveDate, i64)]) -> Result<(), String>
     let n = days.len() as i32;
     let top = days.iter().map(|d| d.1).max().unwrap_or(0).max(1);
     let top = top + top / 10 + 1;
-    let root = SVGBackend::with_string(svg, (720, 260)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (600, 260)).into_drawing_area();
     let mut chart = ChartBuilder::on(&root)
         .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(52)
+        .x_label_area_size(34)
+        .y_label_area_size(56)
         .build_cartesian_2d((0..n).into_segmented(), 0i64..top)
         .map_err(|e| e.to_string())?;
     let label = |v: &SegmentValue<i32>| match v {
@@ -56,11 +56,11 @@ fn draw_daily(svg: &mut String, days: &[(NaiveDate, i64)]) -> Result<(), String>
         .light_line_style(WHITE)
         .bold_line_style(FAINT)
         .axis_style(FAINT)
-        .x_labels(8)
+        .x_labels(6)
         .y_labels(5)
         .x_label_formatter(&label)
         .y_label_formatter(&|v| compact(*v))
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", 17))
         .draw()
         .map_err(|e| e.to_string())?;
     chart

@@ -38,11 +38,14 @@ pub fn routes() -> Router<AppState> {
         .merge(portal::routes())
         .route("/assets/tollgate.css", get(style))
         .route("/assets/copy.js", get(script))
+        .route("/assets/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
         .layer(middleware::from_fn(security_headers))
 }
 
 const STYLE: &str = include_str!("../../assets/tollgate.css");
 const SCRIPT: &str = include_str!("../../assets/copy.js");
+const ICON: &str = include_str!("../../assets/favicon.svg");
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
@@ -50,6 +53,10 @@ async fn style() -> Response {
 
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -161,7 +168,10 @@ pub(crate) struct UsageSection {
     pub plan_name: String,
     pub plan_slug: String,
     pub period: String,
+    /// Meters with a limit.
     pub meters: Vec<view::MeterView>,
+    /// Meters counted without a limit.
+    pub others: Vec<view::MeterView>,
     pub chart: String,
     pub chart_summary: String,
     pub days: Vec<(String, String)>,
@@ -208,6 +218,7 @@ pub(crate) async fn usage_section(state: &AppState, account: &Account) -> Result
         ),
         None => "Tokens per day: nothing used in this period yet.".into(),
     };
+    let (meters, others) = view::meters(account, &meters, now).into_iter().partition(|m| m.limit.is_some());
     Ok(UsageSection {
         plan_name: account.plan.name.clone(),
         plan_slug: account.plan.slug.to_string(),
@@ -215,7 +226,8 @@ pub(crate) async fn usage_section(state: &AppState, account: &Account) -> Result
             Some(end) => format!("{} – {}", view::date(period.start), view::date(end)),
             None => format!("since {}", view::date(period.start)),
         },
-        meters: view::meters(account, &meters, now),
+        meters,
+        others,
         chart: chart::daily(&days),
         chart_summary,
         days: days

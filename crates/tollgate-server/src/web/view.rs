@@ -110,12 +110,10 @@ pub fn level(percent: i64, exhausted: bool) -> &'static str {
     }
 }
 
-/// The meters of an account's current period, limited ones first.
+/// The meters of an account's current period.
 pub fn meters(account: &Account, meters: &[(Meter, MeterState)], now: Timestamp) -> Vec<MeterView> {
     let period = account.period(now);
-    let mut views: Vec<MeterView> = meters.iter().map(|(m, s)| meter(account, &period, m, s, now)).collect();
-    views.sort_by_key(|v| v.limit.is_none());
-    views
+    meters.iter().map(|(m, s)| meter(account, &period, m, s, now)).collect()
 }
 
 fn meter(account: &Account, period: &Period, meter: &Meter, s: &MeterState, now: Timestamp) -> MeterView {

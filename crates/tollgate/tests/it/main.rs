@@ -9,3 +9,4 @@ mod keys;
 mod metering;
 mod ops;
 mod process;
+mod web;
