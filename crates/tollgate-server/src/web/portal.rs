@@ -309,10 +309,9 @@ async fn plans_page(State(state): State<AppState>, session: Portal) -> Result<Re
     let user = session_user(&session)?;
     let account = state.metering.account(&user).await?;
     let upgrade = state.config.web.upgrade_url.as_deref();
-    let plans = state
-        .store
-        .plans()
-        .await?
+    let mut plans = state.store.plans().await?;
+    plans.sort_by(|a, b| a.price_cents.cmp(&b.price_cents).then_with(|| a.slug.cmp(&b.slug)));
+    let plans = plans
         .iter()
         .map(|p| {
             let current = p.slug == account.plan.slug;
