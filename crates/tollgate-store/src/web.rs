@@ -43,9 +43,10 @@ impl TryFrom<SessionRow> for WebSession {
     fn try_from(row: SessionRow) -> Result<WebSession> {
         let owner = match (row.kind.as_str(), row.user_id) {
             ("admin", _) => SessionOwner::Admin,
-            (_, Some(id)) => {
-                SessionOwner::User { id: UserId::parse(&id)?, key: row.key_id.as_deref().map(KeyId::parse).transpose()? }
-            }
+            (_, Some(id)) => SessionOwner::User {
+                id: UserId::parse(&id)?,
+                key: row.key_id.as_deref().map(KeyId::parse).transpose()?,
+            },
             (kind, None) => {
                 return Err(StoreError::Corrupt(tollgate_domain::Invalid::new(format!(
                     "a {kind} web session without a user"
@@ -72,22 +73,22 @@ impl Store {
         let q = "INSERT INTO web_sessions (id_hash, kind, user_id, key_id, scopes, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)";
         on_pool!(self, p => sqlx::query(q)
-            .bind(s.id_hash.as_str())
-            .bind(kind)
-            .bind(user)
-            .bind(key)
-            .bind(s.scopes.to_stored())
-            .bind(s.created_at.millis())
-            .bind(s.expires_at.millis())
-            .execute(p)
-            .await
-            .map(|_| ())
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    StoreError::not_found(format!("no user {:?}", user.unwrap_or_default()))
-                }
-                _ => StoreError::unique_as("a session with this id exists")(e),
-            }))?;
+        .bind(s.id_hash.as_str())
+        .bind(kind)
+        .bind(user)
+        .bind(key)
+        .bind(s.scopes.to_stored())
+        .bind(s.created_at.millis())
+        .bind(s.expires_at.millis())
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::not_found(format!("no user {:?}", user.unwrap_or_default()))
+            }
+            _ => StoreError::unique_as("a session with this id exists")(e),
+        }))?;
         let q = "DELETE FROM web_sessions WHERE expires_at <= $1";
         on_pool!(self, p => sqlx::query(q).bind(s.created_at.millis()).execute(p).await.map(|_| ()))?;
         Ok(())

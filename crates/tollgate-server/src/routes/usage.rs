@@ -227,7 +227,12 @@ impl GroupRow {
 
 /// A user's usage in `period`, from the daily rollups, grouped by `day`,
 /// `model`, `feature`, `key` or `provider`, in key order.
-pub(crate) async fn breakdown(state: &AppState, user: &str, period: &Period, group_by: &str) -> ApiResult<Vec<GroupRow>> {
+pub(crate) async fn breakdown(
+    state: &AppState,
+    user: &str,
+    period: &Period,
+    group_by: &str,
+) -> ApiResult<Vec<GroupRow>> {
     let end = period.end.map(Timestamp::millis).unwrap_or(i64::MAX);
     let rows = state.store.daily_of(user, period.start.millis(), end).await?;
     let mut sums: BTreeMap<String, GroupRow> = BTreeMap::new();

@@ -9,13 +9,13 @@
 //! entry of `admin_nav.html`).
 
 use askama::Template;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use tollgate_domain::model::UserStatus;
 use tollgate_domain::{Limits, Meter, PeriodKind, PlanSlug, Timestamp, UserId};
@@ -128,7 +128,11 @@ pub(crate) async fn signin(
         Ok(principal) => Ok(Ok(principal)),
         Err(e @ ApiError::RateLimited { .. }) => Ok(Err(refused(StatusCode::TOO_MANY_REQUESTS, &e.to_string())?)),
         Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) => {
-            let message = if portal { "That key is not valid, or it is not a key of a user." } else { "That is not the admin token." };
+            let message = if portal {
+                "That key is not valid, or it is not a key of a user."
+            } else {
+                "That is not the admin token."
+            };
             Ok(Err(refused(StatusCode::UNAUTHORIZED, message)?))
         }
         Err(e) => Err(e.into()),
@@ -203,7 +207,14 @@ async fn overview(State(state): State<AppState>, session: Admin) -> Result<Respo
             Some((m, s)) => {
                 let limit = s.limit.unwrap_or(0);
                 let percent = if limit > 0 { (i128::from(s.used) * 100 / i128::from(limit)) as i64 } else { 100 };
-                (view::label(m), view::amount(m, s.used), view::amount(m, limit), percent, s.used.min(limit), limit.max(1))
+                (
+                    view::label(m),
+                    view::amount(m, s.used),
+                    view::amount(m, limit),
+                    percent,
+                    s.used.min(limit),
+                    limit.max(1),
+                )
             }
             None => ("—".into(), "—".into(), "unlimited".into(), 0, 0, 1),
         };
@@ -277,7 +288,13 @@ struct Once {
     portal_link: Option<(String, String)>,
 }
 
-async fn render_user(state: &AppState, session: &Admin, id: &UserId, notice: Option<&'static str>, once: Once) -> Result<Response, WebError> {
+async fn render_user(
+    state: &AppState,
+    session: &Admin,
+    id: &UserId,
+    notice: Option<&'static str>,
+    once: Once,
+) -> Result<Response, WebError> {
     let account = state.metering.account(id).await?;
     let user = &account.user;
     let now = Timestamp::now();
@@ -369,7 +386,11 @@ async fn grant(
     Ok(done(&user_path(&id), "grant"))
 }
 
-async fn reset(State(state): State<AppState>, Path(id): Path<String>, _posted: AdminForm<Empty>) -> Result<Response, WebError> {
+async fn reset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _posted: AdminForm<Empty>,
+) -> Result<Response, WebError> {
     let id = parse_user(&id)?;
     usage::reset_usage(&state, &id).await?;
     Ok(done(&user_path(&id), "reset"))
@@ -498,9 +519,14 @@ impl PlanFormView {
     }
 }
 
-async fn plans_page(State(state): State<AppState>, session: Admin, Query(q): Query<DoneQuery>) -> Result<Response, WebError> {
+async fn plans_page(
+    State(state): State<AppState>,
+    session: Admin,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, WebError> {
     let plans = state.store.plans().await?;
-    let form = PlanFormView { currency: "usd".into(), period: "month".into(), price: "0.00".into(), ..Default::default() };
+    let form =
+        PlanFormView { currency: "usd".into(), period: "month".into(), price: "0.00".into(), ..Default::default() };
     page(&PlansPage {
         csrf: session.csrf(&state.web_key),
         notice: notice(q.done.as_deref()),
@@ -525,7 +551,11 @@ async fn plan_page(
 ) -> Result<Response, WebError> {
     let slug = PlanSlug::parse(&slug).map_err(|e| WebError::invalid("slug", &e.to_string()))?;
     let plan = state.store.plan(&slug).await?;
-    page(&PlanPage { csrf: session.csrf(&state.web_key), notice: notice(q.done.as_deref()), form: PlanFormView::of(&plan) })
+    page(&PlanPage {
+        csrf: session.csrf(&state.web_key),
+        notice: notice(q.done.as_deref()),
+        form: PlanFormView::of(&plan),
+    })
 }
 
 #[derive(Deserialize)]
@@ -646,7 +676,11 @@ fn dollars(micros: i64) -> String {
     format!("${}.{fraction:0<2}", micros / 1_000_000)
 }
 
-async fn prices_page(State(state): State<AppState>, session: Admin, Query(q): Query<DoneQuery>) -> Result<Response, WebError> {
+async fn prices_page(
+    State(state): State<AppState>,
+    session: Admin,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, WebError> {
     let mut prices = state.metering.prices();
     prices.sort_by(|a, b| a.0.cmp(&b.0));
     page(&PricesPage {
@@ -679,9 +713,10 @@ struct PriceForm {
 async fn set_price(State(state): State<AppState>, posted: AdminForm<PriceForm>) -> Result<Response, WebError> {
     let f = &posted.form;
     let number = |field: &str, raw: &str| -> Result<f64, WebError> {
-        raw.trim().trim_start_matches('$').parse().map_err(|_| {
-            WebError::invalid(field, &format!("{field}: US dollars per million tokens, such as 0.15"))
-        })
+        raw.trim()
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| WebError::invalid(field, &format!("{field}: US dollars per million tokens, such as 0.15")))
     };
     let cached_input = match f.cached_input.trim() {
         "" => None,
@@ -706,6 +741,38 @@ async fn remove_price(State(state): State<AppState>, posted: AdminForm<RemovePri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MARKUP: &str = "<script>alert(1)</script>";
+
+    #[test]
+    fn a_user_id_with_markup_renders_inert_in_the_overview() {
+        let id = UserId::parse(&format!("u_{MARKUP}\"'")).unwrap();
+        let row = OverviewRow {
+            id: id.to_string(),
+            path: user_path(&id),
+            plan: "free".into(),
+            status: "active",
+            meter: "tokens".into(),
+            used: "1".into(),
+            limit: "10".into(),
+            percent: 10,
+            level: "green",
+            bar_value: 1,
+            bar_max: 10,
+            sparkline: super::super::chart::sparkline(&[0, 1]),
+        };
+        let html = OverviewPage { csrf: "t".into(), notice: None, rows: vec![row] }.render().unwrap();
+        assert!(!html.contains(MARKUP), "{html}");
+        assert!(html.contains("u_&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;"), "{html}");
+        assert!(html.contains("href=\"/ui/users/u_%3Cscript%3Ealert%281%29%3C%2Fscript%3E%22%27\""), "{html}");
+    }
+
+    #[test]
+    fn an_error_message_with_markup_renders_inert_on_the_sign_in_page() {
+        let html = LoginPage { portal: false, csrf: MARKUP.into(), error: Some(MARKUP.into()) }.render().unwrap();
+        assert!(!html.contains(MARKUP), "{html}");
+        assert_eq!(html.matches("&#60;script&#62;").count(), 2, "{html}");
+    }
 
     #[test]
     fn form_amounts_are_read_as_people_type_them() {

@@ -170,14 +170,17 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Result
 }
 
 async fn login(State(state): State<AppState>, parts: Parts, body: Bytes) -> Result<Response, WebError> {
-    let refuse = |message: &str| login_response(&state, &parts.headers, true, StatusCode::FORBIDDEN, Some(message.into()));
+    let refuse =
+        |message: &str| login_response(&state, &parts.headers, true, StatusCode::FORBIDDEN, Some(message.into()));
     let authed = match signin(&state, &parts, &body, true).await? {
         Err(refusal) => return Ok(refusal),
         Ok(Principal::Key(authed)) if authed.user.is_some() && authed.key.kind == KeyKind::User => authed,
         Ok(_) => return refuse("Sign in with one of your own gateway keys (tg_…)."),
     };
     if !authed.key.scopes.contains(Scope::UsageRead) {
-        return refuse("This key may not read usage (it lacks usage:read). Use another key, or open the portal from the app.");
+        return refuse(
+            "This key may not read usage (it lacks usage:read). Use another key, or open the portal from the app.",
+        );
     }
     let Some(user) = &authed.user else { return refuse("Sign in with one of your own gateway keys (tg_…).") };
     let owner = SessionOwner::User { id: user.id.clone(), key: Some(authed.key.id.clone()) };
@@ -241,7 +244,11 @@ async fn render_home(
     })
 }
 
-async fn home(State(state): State<AppState>, session: Portal, Query(q): Query<DoneQuery>) -> Result<Response, WebError> {
+async fn home(
+    State(state): State<AppState>,
+    session: Portal,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, WebError> {
     render_home(&state, &session, notice(q.done.as_deref()), None).await
 }
 
@@ -249,7 +256,10 @@ async fn create_key(State(state): State<AppState>, posted: PortalForm<KeyForm>) 
     let session = &posted.session;
     let user = session_user(session)?;
     if !session.record.scopes.contains(Scope::KeysManage) {
-        return Err(ApiError::Forbidden("this session may not manage keys (the key it began with lacks keys:manage)".into()).into());
+        return Err(ApiError::Forbidden(
+            "this session may not manage keys (the key it began with lacks keys:manage)".into(),
+        )
+        .into());
     }
     let allowed = |s: Scope| s.allowed_for_user_key() && session.record.scopes.contains(s);
     let scopes = parse_scopes(&posted.all("scopes"))?;
@@ -300,7 +310,10 @@ struct PlansPage {
 
 /// The app's upgrade page for `plan`, with the plan and the user in its query.
 fn upgrade_link(base: &str, plan: &str, user: &UserId) -> String {
-    let query = form_urlencoded::Serializer::new(String::new()).append_pair("plan", plan).append_pair("user_id", user.as_str()).finish();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("plan", plan)
+        .append_pair("user_id", user.as_str())
+        .finish();
     let join = if base.contains('?') { '&' } else { '?' };
     format!("{base}{join}{query}")
 }
@@ -315,7 +328,11 @@ async fn plans_page(State(state): State<AppState>, session: Portal) -> Result<Re
         .iter()
         .map(|p| {
             let current = p.slug == account.plan.slug;
-            PortalPlan { plan: view::plan(p), current, upgrade: upgrade.filter(|_| !current).map(|u| upgrade_link(u, p.slug.as_str(), &user)) }
+            PortalPlan {
+                plan: view::plan(p),
+                current,
+                upgrade: upgrade.filter(|_| !current).map(|u| upgrade_link(u, p.slug.as_str(), &user)),
+            }
         })
         .collect();
     page(&PlansPage {
@@ -331,9 +348,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_with_markup_render_inert_in_the_portal() {
+        let markup = "<script>alert(1)</script>";
+        let usage = UsageSection {
+            plan_name: markup.into(),
+            plan_slug: "free".into(),
+            period: "1 Nov 2026 – 1 Dec 2026".into(),
+            meters: Vec::new(),
+            others: Vec::new(),
+            chart: String::new(),
+            chart_summary: markup.into(),
+            days: vec![(markup.into(), "1".into())],
+            by_model: vec![view::GroupView {
+                name: markup.into(),
+                requests: "1".into(),
+                tokens: "1".into(),
+                cost: "$0.00".into(),
+            }],
+            by_feature: Vec::new(),
+        };
+        let key = KeyView {
+            id: "key_1".into(),
+            name: markup.into(),
+            shown: "tg_AbCd…wxyz".into(),
+            scopes: "proxy".into(),
+            created: "1 Nov 2026".into(),
+            last_used: "never".into(),
+            status: "active",
+            active: true,
+        };
+        let page = PortalPage {
+            csrf: "t".into(),
+            notice: None,
+            user_id: format!("u_{markup}"),
+            suspended: false,
+            usage,
+            keys: vec![key],
+            new_key: Some(NewKey { name: markup.into(), secret: "tg_secret".into() }),
+            scope_choices: scope_choices(|_| true),
+            keys_action: "/portal/keys".into(),
+            can_manage_keys: true,
+            portal: true,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains(markup), "{html}");
+        assert!(html.contains("u_&#60;script&#62;"), "{html}");
+        assert!(html.matches("&#60;script&#62;alert(1)").count() >= 7, "{html}");
+    }
+
+    #[test]
     fn upgrade_links_carry_the_plan_and_the_user() {
         let user = UserId::parse("u 1&x").unwrap();
-        assert_eq!(upgrade_link("https://app.example/billing", "pro", &user), "https://app.example/billing?plan=pro&user_id=u+1%26x");
-        assert_eq!(upgrade_link("https://buy.stripe.com/x?a=1", "pro", &user), "https://buy.stripe.com/x?a=1&plan=pro&user_id=u+1%26x");
+        assert_eq!(
+            upgrade_link("https://app.example/billing", "pro", &user),
+            "https://app.example/billing?plan=pro&user_id=u+1%26x"
+        );
+        assert_eq!(
+            upgrade_link("https://buy.stripe.com/x?a=1", "pro", &user),
+            "https://buy.stripe.com/x?a=1&plan=pro&user_id=u+1%26x"
+        );
     }
 }

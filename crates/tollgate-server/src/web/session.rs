@@ -170,8 +170,13 @@ impl<A: Area> Session<A> {
         let raw_id = base62::random(32);
         let now = Timestamp::now();
         let ttl = state.config.web.session_ttl.as_secs() as i64;
-        let record =
-            WebSession { id_hash: KeyHash::of(&raw_id), owner, scopes, created_at: now, expires_at: now.plus_seconds(ttl) };
+        let record = WebSession {
+            id_hash: KeyHash::of(&raw_id),
+            owner,
+            scopes,
+            created_at: now,
+            expires_at: now.plus_seconds(ttl),
+        };
         state.store.insert_web_session(&record).await.map_err(crate::error::ApiError::from)?;
         Ok(set_cookie(A::COOKIE, &raw_id, A::PATH, ttl, A::SAME_SITE, is_https(state, headers)))
     }

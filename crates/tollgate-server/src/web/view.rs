@@ -19,7 +19,7 @@ pub fn number(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -143,9 +143,9 @@ fn meter(account: &Account, period: &Period, meter: &Meter, s: &MeterState, now:
             "Almost out: {percent}% of your {label} are used. At the limit, requests are refused {until}. \
              Upgrade your plan{own_key} to avoid the interruption."
         )),
-        Some(_) if percent >= 75 => Some(format!(
-            "{percent}% of your {label} are used. At the limit, requests are refused {until}."
-        )),
+        Some(_) if percent >= 75 => {
+            Some(format!("{percent}% of your {label} are used. At the limit, requests are refused {until}."))
+        }
         _ => None,
     };
     let projection = s.limit.filter(|_| !exhausted).and_then(|l| {

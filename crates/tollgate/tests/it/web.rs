@@ -70,7 +70,8 @@ async fn browser(script: &str, backend: Backend, api: &Api, env: &[(&str, String
 }
 
 async fn create_plan(api: &Api, slug: &str, name: &str, tokens: i64) {
-    let body = json!({ "slug": slug, "name": name, "period": "month", "limits": { "tokens": tokens, "requests": null } });
+    let body =
+        json!({ "slug": slug, "name": name, "period": "month", "limits": { "tokens": tokens, "requests": null } });
     api.admin(Method::POST, "/admin/v1/plans", Some(body)).await.expect(201);
 }
 
@@ -154,14 +155,18 @@ async fn admin_changes_to_plan_and_grants_show_in_the_portal(backend: Backend) {
     assert_eq!(usage["meters"]["tokens"]["limit"], 15_000, "{usage}");
     assert_eq!(usage["meters"]["tokens"]["used"], 200, "the plan change kept the usage: {usage}");
     let team = app.api.admin(Method::GET, "/admin/v1/plans/team", None).await.expect(200);
-    assert_eq!((team["limits"]["tokens"].as_i64(), team["rpm"].as_i64(), team["price_cents"].as_i64()), (Some(50_000), Some(60), Some(4900)));
+    assert_eq!(
+        (team["limits"]["tokens"].as_i64(), team["rpm"].as_i64(), team["price_cents"].as_i64()),
+        (Some(50_000), Some(60), Some(4900))
+    );
 }
 
 async fn a_portal_link_works_once_even_across_instances(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.api.create_user("u_once", "free").await;
     let link = portal_link(&app.api, "u_once").await;
-    browser("portal_link_once", backend, &app.api, &[("TG_PORTAL_URL", link["url"].as_str().unwrap().to_owned())]).await;
+    browser("portal_link_once", backend, &app.api, &[("TG_PORTAL_URL", link["url"].as_str().unwrap().to_owned())])
+        .await;
 
     // Opened on one instance, refused on another.
     let (sibling, _server) = app.sibling(&[]).await;
@@ -202,7 +207,8 @@ async fn get(api: &Api, path: &str, cookie: Option<&str>) -> reqwest::Response {
 
 async fn post_form(api: &Api, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let body: String = form.iter().map(|(k, v)| format!("{}={}", urlencoded(k), urlencoded(v))).collect::<Vec<_>>().join("&");
+    let body: String =
+        form.iter().map(|(k, v)| format!("{}={}", urlencoded(k), urlencoded(v))).collect::<Vec<_>>().join("&");
     client
         .post(format!("{}{path}", api.base))
         .header("cookie", cookie)
@@ -305,18 +311,29 @@ async fn forms_without_their_session_token_are_refused(backend: Backend) {
         let reply = post_form(&app.api, "/ui/users/u_csrf/reset", &cookie, &form).await;
         assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{form:?}");
     }
-    let reply = post_form(&app.api, "/ui/users/u_csrf/grants", &cookie, &[("csrf", "x"), ("meter", "tokens"), ("amount", "9")]).await;
+    let reply =
+        post_form(&app.api, "/ui/users/u_csrf/grants", &cookie, &[("csrf", "x"), ("meter", "tokens"), ("amount", "9")])
+            .await;
     assert_eq!(reply.status(), StatusCode::FORBIDDEN);
     let usage = app.api.admin(Method::GET, "/admin/v1/users/u_csrf/usage", None).await.expect(200);
     assert_eq!(usage["meters"]["tokens"]["used"], 40, "nothing was reset: {usage}");
-    assert_eq!(app.api.admin(Method::GET, "/admin/v1/users/u_csrf/grants", None).await.expect(200)["grants"], json!([]));
+    assert_eq!(
+        app.api.admin(Method::GET, "/admin/v1/users/u_csrf/grants", None).await.expect(200)["grants"],
+        json!([])
+    );
     // Another session's token does not pass either.
     let (_, other_csrf) = admin_session(&app.api).await;
     assert_ne!(other_csrf, csrf);
     let reply = post_form(&app.api, "/ui/users/u_csrf/reset", &cookie, &[("csrf", &other_csrf)]).await;
     assert_eq!(reply.status(), StatusCode::FORBIDDEN);
     // Bad input is a 400 naming the field; the right token works.
-    let reply = post_form(&app.api, "/ui/users/u_csrf/grants", &cookie, &[("csrf", &csrf), ("meter", "tokens"), ("amount", "lots")]).await;
+    let reply = post_form(
+        &app.api,
+        "/ui/users/u_csrf/grants",
+        &cookie,
+        &[("csrf", &csrf), ("meter", "tokens"), ("amount", "lots")],
+    )
+    .await;
     assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
     assert!(reply.text().await.unwrap().contains("amount"));
     let reply = post_form(&app.api, "/ui/users/u_csrf/reset", &cookie, &[("csrf", &csrf)]).await;
@@ -342,7 +359,10 @@ async fn a_portal_sign_in_with_a_key_lasts_as_long_as_the_key(backend: Backend) 
     let html = page.text().await.unwrap();
     assert!(html.contains("u_key") && html.contains("cannot manage keys"), "a key without keys:manage manages none");
     // The portal cookie is no admin session.
-    assert_eq!(get(&app.api, "/ui", Some(&cookie.replace("tollgate_portal", "tollgate_ui"))).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        get(&app.api, "/ui", Some(&cookie.replace("tollgate_portal", "tollgate_ui"))).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let id = key["id"].as_str().unwrap();
     app.api.admin(Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await.expect(204);
     assert_eq!(get(&app.api, "/portal", Some(&cookie)).await.headers()[LOCATION], "/portal/login");
@@ -373,14 +393,17 @@ async fn no_session_id_link_or_token_reaches_the_store_or_the_logs(backend: Back
     let reply = sign_in(&api, "ui", ADMIN_TOKEN).await;
     let admin_cookie = session_cookie(reply.headers(), "tollgate_ui");
     // Bad input on the new route is a 400 naming the field, and nothing is kept.
-    let bad = api.admin(Method::POST, "/admin/v1/users/u_logs/portal-sessions", Some(json!({ "ttl_seconds": 0 }))).await;
+    let bad =
+        api.admin(Method::POST, "/admin/v1/users/u_logs/portal-sessions", Some(json!({ "ttl_seconds": 0 }))).await;
     assert_eq!(bad.expect(400)["error"]["field"], "ttl_seconds");
     api.admin(Method::POST, "/admin/v1/users/nobody/portal-sessions", None).await.expect(404);
     assert!(bin.terminate());
     let logs = bin.output();
     assert!(logs.contains("/portal/session/…"), "the request was logged, without its link");
     let store = db.dump();
-    for secret in [token.as_str(), ADMIN_TOKEN, portal_cookie.split('=').nth(1).unwrap(), admin_cookie.split('=').nth(1).unwrap()] {
+    for secret in
+        [token.as_str(), ADMIN_TOKEN, portal_cookie.split('=').nth(1).unwrap(), admin_cookie.split('=').nth(1).unwrap()]
+    {
         assert!(!logs.contains(secret), "a secret is in the logs");
         assert!(!store.contains(secret), "a secret is in the store");
     }
@@ -410,9 +433,16 @@ async fn portal_links_are_refused_when_tampered_with_or_expired() {
     })
     .await;
     assert!(expired, "the link should expire after a second");
-    let lived = app.api.admin(Method::POST, "/admin/v1/users/u_t/portal-sessions", Some(json!({ "ttl_seconds": 600 }))).await.expect(201);
+    let lived = app
+        .api
+        .admin(Method::POST, "/admin/v1/users/u_t/portal-sessions", Some(json!({ "ttl_seconds": 600 })))
+        .await
+        .expect(201);
     let at = tollgate_domain::Timestamp::parse_rfc3339(lived["expires_at"].as_str().unwrap()).unwrap();
-    assert!(at.millis() - tollgate_domain::Timestamp::now().millis() > 500_000, "ttl_seconds sets the lifetime: {lived}");
+    assert!(
+        at.millis() - tollgate_domain::Timestamp::now().millis() > 500_000,
+        "ttl_seconds sets the lifetime: {lived}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +459,11 @@ async fn user_ids_with_markup_render_inert_on_every_page() {
     let portal_cookie = session_cookie(opened.headers(), "tollgate_portal");
     let portal = get(&app.api, "/portal", Some(&portal_cookie)).await.text().await.unwrap();
     for (name, html) in [("overview", &overview), ("user page", &user_page), ("portal", &portal)] {
-        assert!(html.contains("u_&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("u_&lt;script&gt;alert(1)&lt;/script&gt;"), "{name}: {html}");
+        assert!(
+            html.contains("u_&#60;script&#62;alert(1)&#60;/script&#62;")
+                || html.contains("u_&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{name}: {html}"
+        );
         assert!(!html.contains("<script>alert"), "{name} renders the id as markup");
     }
 }
