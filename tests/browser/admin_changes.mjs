@@ -23,6 +23,9 @@ await run(async (browser) => {
 
   await row.locator('a').click();
   check(pathOf(page).startsWith('/ui/users/'), 'the user page opens');
+  const month = new Date().toLocaleString('en-GB', { month: 'long', year: 'numeric', timeZone: 'UTC' });
+  const history = await page.locator('#history tbody tr').first().innerText();
+  check(history.includes(month) && history.includes('200'), `the history shows this month's tokens: ${history}`);
   await shoot(page, 'admin-user');
   await page.selectOption('#plan', env('TG_PLAN'));
   await page.click('button:has-text("Change plan")');

@@ -251,6 +251,44 @@ async fn find_user(_session: Admin, Query(q): Query<FindUser>) -> Result<Respons
 
 // ---- one user ----
 
+/// One calendar month of a user's history.
+struct MonthRow {
+    month: String,
+    requests: String,
+    tokens: String,
+    cost: String,
+}
+
+/// Months the history table covers, this one included.
+const HISTORY_MONTHS: u32 = 6;
+
+/// A user's usage per calendar month, newest first, from the daily rollups.
+async fn history(state: &AppState, id: &UserId, now: Timestamp) -> Result<Vec<MonthRow>, WebError> {
+    use chrono::Datelike;
+    let today = now.to_datetime().date_naive();
+    let first =
+        today.with_day(1).and_then(|d| d.checked_sub_months(chrono::Months::new(HISTORY_MONTHS - 1))).unwrap_or(today);
+    let from = first.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0);
+    let mut months: std::collections::BTreeMap<(i32, u32), (i64, i64, i64)> = std::collections::BTreeMap::new();
+    for r in state.store.daily_of(id.as_str(), from, now.millis() + 86_400_000).await? {
+        let day = Timestamp::from_millis(r.day).to_datetime();
+        let m = months.entry((day.year(), day.month())).or_default();
+        m.0 += r.requests;
+        m.1 += r.input_tokens + r.output_tokens;
+        m.2 += r.cost_micros;
+    }
+    Ok(months
+        .into_iter()
+        .rev()
+        .map(|((y, m), (requests, tokens, cost))| MonthRow {
+            month: chrono::NaiveDate::from_ymd_opt(y, m, 1).map(|d| d.format("%B %Y").to_string()).unwrap_or_default(),
+            requests: view::number(requests),
+            tokens: view::number(tokens),
+            cost: view::money(cost),
+        })
+        .collect())
+}
+
 struct GrantRow {
     meter: String,
     amount: String,
@@ -271,6 +309,7 @@ struct UserPage {
     usage: UsageSection,
     plans: Vec<(String, String)>,
     grants: Vec<GrantRow>,
+    history: Vec<MonthRow>,
     meters: Vec<String>,
     keys: Vec<KeyView>,
     new_key: Option<NewKey>,
@@ -324,6 +363,7 @@ async fn render_user(
         usage: super::usage_section(state, &account).await?,
         plans: state.store.plans().await?.into_iter().map(|p| (p.slug.to_string(), p.name)).collect(),
         grants,
+        history: history(state, id, now).await?,
         meters,
         keys: view::keys(state, &state.store.keys_of_user(id).await?),
         new_key: once.new_key,
