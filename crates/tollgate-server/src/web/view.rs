@@ -143,9 +143,10 @@ fn meter(account: &Account, period: &Period, meter: &Meter, s: &MeterState, now:
             "Almost out: {percent}% of your {label} are used. At the limit, requests are refused {until}. \
              Upgrade your plan{own_key} to avoid the interruption."
         )),
-        Some(_) if percent >= 75 => {
-            Some(format!("{percent}% of your {label} are used. At the limit, requests are refused {until}."))
-        }
+        Some(_) if percent >= 75 => Some(format!(
+            "{percent}% of your {label} are used. At the limit, requests are refused {until}. \
+                 Upgrade your plan{own_key} to keep going past it."
+        )),
         _ => None,
     };
     let projection = s.limit.filter(|_| !exhausted).and_then(|l| {
