@@ -48,6 +48,7 @@ await run(async (browser) => {
   await page.fill('#name', 'Team');
   await page.fill('#price', '49');
   await page.fill('#limits', 'tokens = 50000\nrequests = unlimited');
+  await page.fill('#payment_link', 'https://buy.stripe.com/test_team');
   await page.click('button:has-text("Create plan")');
   equal(await page.locator('.notice').innerText(), 'The plan was created.', 'the new plan is confirmed');
   check((await page.locator('tr[data-plan="team"]').innerText()).includes('50,000'), 'the new plan is listed with its limit');

@@ -193,6 +193,7 @@ pub fn document() -> Value {
         "allowed_models": { "type": ["array", "null"], "items": { "type": "string" } },
         "alert_thresholds": { "type": "array", "items": { "type": "integer" } },
         "stripe_price_id": nullable("string"),
+        "payment_link": { "type": ["string", "null"], "description": "where the portal's upgrade button for this plan goes (a Stripe payment link, say); else upgrade_url" },
     });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();

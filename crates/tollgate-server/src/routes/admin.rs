@@ -64,6 +64,9 @@ pub(crate) struct PlanInput {
     pub alert_thresholds: Option<Vec<u8>>,
     #[serde(default, deserialize_with = "present")]
     pub stripe_price_id: Option<Option<String>>,
+    /// Where the portal's upgrade button for this plan goes.
+    #[serde(default, deserialize_with = "present")]
+    pub payment_link: Option<Option<String>>,
 }
 
 impl PlanInput {
@@ -124,6 +127,17 @@ impl PlanInput {
                 return Err(ApiError::invalid("stripe_price_id", "stripe_price_id: a Stripe price id, or null"));
             }
             plan.stripe_price_id = price_id;
+        }
+        if let Some(link) = self.payment_link {
+            let link = link.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+            if link.as_ref().is_some_and(|l| {
+                !(l.starts_with("https://") || l.starts_with("http://"))
+                    || l.len() > 2000
+                    || l.contains(char::is_whitespace)
+            }) {
+                return Err(ApiError::invalid("payment_link", "payment_link: an http:// or https:// URL, or null"));
+            }
+            plan.payment_link = link;
         }
         plan.updated_at = Timestamp::now();
         Ok(plan)

@@ -534,6 +534,7 @@ struct PlanFormView {
     tpm: String,
     byok_counts: bool,
     byok_required: bool,
+    payment_link: String,
 }
 
 impl PlanFormView {
@@ -555,6 +556,7 @@ impl PlanFormView {
             tpm: optional(plan.tpm),
             byok_counts: plan.byok_counts,
             byok_required: plan.byok_required,
+            payment_link: plan.payment_link.clone().unwrap_or_default(),
         }
     }
 }
@@ -618,6 +620,8 @@ struct PlanForm {
     tpm: String,
     byok_counts: Option<String>,
     byok_required: Option<String>,
+    #[serde(default)]
+    payment_link: String,
 }
 
 /// `20`, `20.5`, `20.50` → cents.
@@ -669,6 +673,7 @@ impl PlanForm {
             tpm: Some(optional("tpm", &self.tpm)?),
             byok_counts: Some(self.byok_counts.is_some()),
             byok_required: Some(self.byok_required.is_some()),
+            payment_link: Some(Some(self.payment_link.trim().to_owned()).filter(|l| !l.is_empty())),
             ..PlanInput::default()
         })
     }

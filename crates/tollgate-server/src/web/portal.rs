@@ -308,14 +308,25 @@ struct PlansPage {
     upgrade_configured: bool,
 }
 
-/// The app's upgrade page for `plan`, with the plan and the user in its query.
-fn upgrade_link(base: &str, plan: &str, user: &UserId) -> String {
-    let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("plan", plan)
-        .append_pair("user_id", user.as_str())
-        .finish();
+/// `base` with `pairs` added to its query.
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
     let join = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{join}{query}")
+    format!("{base}{join}{}", query.finish())
+}
+
+/// Where the upgrade button for `plan` goes: the plan's payment link with
+/// the user as Stripe's `client_reference_id`, else the app's upgrade page
+/// with the plan and the user in its query.
+fn upgrade_link(plan: &tollgate_domain::model::Plan, upgrade_url: Option<&str>, user: &UserId) -> Option<String> {
+    match (&plan.payment_link, upgrade_url) {
+        (Some(link), _) => Some(with_query(link, &[("client_reference_id", user.as_str())])),
+        (None, Some(base)) => Some(with_query(base, &[("plan", plan.slug.as_str()), ("user_id", user.as_str())])),
+        (None, None) => None,
+    }
 }
 
 async fn plans_page(State(state): State<AppState>, session: Portal) -> Result<Response, WebError> {
@@ -324,23 +335,15 @@ async fn plans_page(State(state): State<AppState>, session: Portal) -> Result<Re
     let upgrade = state.config.web.upgrade_url.as_deref();
     let mut plans = state.store.plans().await?;
     plans.sort_by(|a, b| a.price_cents.cmp(&b.price_cents).then_with(|| a.slug.cmp(&b.slug)));
-    let plans = plans
+    let plans: Vec<PortalPlan> = plans
         .iter()
         .map(|p| {
             let current = p.slug == account.plan.slug;
-            PortalPlan {
-                plan: view::plan(p),
-                current,
-                upgrade: upgrade.filter(|_| !current).map(|u| upgrade_link(u, p.slug.as_str(), &user)),
-            }
+            PortalPlan { plan: view::plan(p), current, upgrade: upgrade_link(p, upgrade, &user).filter(|_| !current) }
         })
         .collect();
-    page(&PlansPage {
-        csrf: session.csrf(&state.web_key),
-        user_id: user.to_string(),
-        plans,
-        upgrade_configured: upgrade.is_some(),
-    })
+    let upgrade_configured = plans.iter().any(|p| p.upgrade.is_some());
+    page(&PlansPage { csrf: session.csrf(&state.web_key), user_id: user.to_string(), plans, upgrade_configured })
 }
 
 #[cfg(test)]
@@ -399,13 +402,13 @@ mod tests {
     #[test]
     fn upgrade_links_carry_the_plan_and_the_user() {
         let user = UserId::parse("u 1&x").unwrap();
-        assert_eq!(
-            upgrade_link("https://app.example/billing", "pro", &user),
-            "https://app.example/billing?plan=pro&user_id=u+1%26x"
-        );
-        assert_eq!(
-            upgrade_link("https://buy.stripe.com/x?a=1", "pro", &user),
-            "https://buy.stripe.com/x?a=1&plan=pro&user_id=u+1%26x"
-        );
+        let slug = tollgate_domain::PlanSlug::parse("pro").unwrap();
+        let mut plan = tollgate_domain::model::Plan::blank(slug, Timestamp::now());
+        let app = Some("https://app.example/billing");
+        assert_eq!(upgrade_link(&plan, app, &user).unwrap(), "https://app.example/billing?plan=pro&user_id=u+1%26x");
+        assert_eq!(upgrade_link(&plan, None, &user), None);
+        plan.payment_link = Some("https://buy.stripe.com/x?a=1".into());
+        let link = upgrade_link(&plan, app, &user).unwrap();
+        assert_eq!(link, "https://buy.stripe.com/x?a=1&client_reference_id=u+1%26x");
     }
 }

@@ -20,3 +20,7 @@ CREATE TABLE portal_links_used (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX portal_links_used_expires ON portal_links_used (expires_at);
+
+-- Where the portal's upgrade button for a plan goes (a Stripe payment
+-- link, say); NULL: the configured upgrade URL.
+ALTER TABLE plans ADD COLUMN payment_link TEXT;

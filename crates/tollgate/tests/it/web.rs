@@ -155,6 +155,7 @@ async fn admin_changes_to_plan_and_grants_show_in_the_portal(backend: Backend) {
     assert_eq!(usage["meters"]["tokens"]["limit"], 15_000, "{usage}");
     assert_eq!(usage["meters"]["tokens"]["used"], 200, "the plan change kept the usage: {usage}");
     let team = app.api.admin(Method::GET, "/admin/v1/plans/team", None).await.expect(200);
+    assert_eq!(team["payment_link"], "https://buy.stripe.com/test_team");
     assert_eq!(
         (team["limits"]["tokens"].as_i64(), team["rpm"].as_i64(), team["price_cents"].as_i64()),
         (Some(50_000), Some(60), Some(4900))
@@ -443,6 +444,26 @@ async fn portal_links_are_refused_when_tampered_with_or_expired() {
         at.millis() - tollgate_domain::Timestamp::now().millis() > 500_000,
         "ttl_seconds sets the lifetime: {lived}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_payment_link_is_where_its_upgrade_button_goes() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("TOLLGATE_UPGRADE_URL", "https://app.example/billing")]).await;
+    let bad = json!({ "slug": "pro_x", "payment_link": "javascript:alert(1)" });
+    let reply = app.api.admin(Method::POST, "/admin/v1/plans", Some(bad)).await;
+    assert_eq!(reply.expect(400)["error"]["field"], "payment_link");
+    let body = json!({ "slug": "pro_x", "name": "Pro X", "payment_link": "https://buy.stripe.com/test_1" });
+    let plan = app.api.admin(Method::POST, "/admin/v1/plans", Some(body)).await.expect(201);
+    assert_eq!(plan["payment_link"], "https://buy.stripe.com/test_1");
+    app.api.create_user("u_up", "free").await;
+    let link = portal_link(&app.api, "u_up").await;
+    let opened = get(&app.api, link["path"].as_str().unwrap(), None).await;
+    let cookie = session_cookie(opened.headers(), "tollgate_portal");
+    let html = get(&app.api, "/portal/plans", Some(&cookie)).await.text().await.unwrap();
+    assert!(html.contains("href=\"https://buy.stripe.com/test_1?client_reference_id=u_up\""), "{html}");
+    assert!(html.contains("href=\"https://app.example/billing?plan=pro&#38;user_id=u_up\""), "{html}");
+    let cleared = app.api.admin(Method::PATCH, "/admin/v1/plans/pro_x", Some(json!({ "payment_link": null }))).await;
+    assert!(cleared.expect(200)["payment_link"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
