@@ -40,8 +40,8 @@ export async function run(main) {
 }
 
 /** A page in a fresh context (its own cookies), watched for problems. */
-export async function newPage(browser, { width = 1280, permissions = [] } = {}) {
-  const context = await browser.newContext({ viewport: { width, height: 900 } });
+export async function newPage(browser, { width = 1280, permissions = [], javaScriptEnabled = true } = {}) {
+  const context = await browser.newContext({ viewport: { width, height: 900 }, javaScriptEnabled });
   if (permissions.length) await context.grantPermissions(permissions, { origin: process.env.TG_BASE });
   const page = await context.newPage();
   page.on('console', (m) => {

@@ -1,5 +1,6 @@
-// Without a session every page leads to its sign-in page.
-import { env, run, newPage, shoot, equal, pathOf } from './lib.mjs';
+// Without a session every page leads to its sign-in page; signing in and
+// using the dashboard work without JavaScript.
+import { env, run, newPage, shoot, check, equal, pathOf } from './lib.mjs';
 
 const base = env('TG_BASE');
 
@@ -11,4 +12,13 @@ await run(async (browser) => {
     equal(pathOf(page), login, `${path} without a session leads to`);
   }
   await shoot(page, 'portal-login');
+
+  const plain = await newPage(browser, { javaScriptEnabled: false });
+  await plain.goto(`${base}/ui`);
+  await plain.fill('#token', env('TG_ADMIN_TOKEN'));
+  await plain.click('button:has-text("Sign in")');
+  equal(pathOf(plain), '/ui', 'without JavaScript, signing in leads to');
+  await plain.click('a:has-text("Plans")');
+  check((await plain.locator('h1').innerText()) === 'Plans', 'without JavaScript, the links work');
+  check(!(await plain.locator('button[data-copy]').isVisible().catch(() => false)), 'copy buttons stay hidden');
 });
