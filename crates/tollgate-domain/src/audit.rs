@@ -78,21 +78,24 @@ impl<'de> Deserialize<'de> for AuditAction {
     }
 }
 
-/// Who did it: the admin token, a key (a user's or the app's own), or
-/// Tollgate itself (a command such as `vault rotate`).
+/// Who did it: the admin token (or the admin's dashboard session), a key (a
+/// user's or the app's own), a user in the portal opened with a one-time
+/// link, or Tollgate itself (a command such as `vault rotate`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     Admin,
     Key(KeyId),
+    Portal(UserId),
     System,
 }
 
 impl Actor {
-    /// `admin`, `system`, or the key's id (`key_…`).
+    /// `admin`, `system`, `portal:<user id>`, or the key's id (`key_…`).
     pub fn to_stored(&self) -> String {
         match self {
             Actor::Admin => "admin".into(),
             Actor::System => "system".into(),
+            Actor::Portal(user) => format!("portal:{user}"),
             Actor::Key(id) => id.to_string(),
         }
     }
@@ -101,7 +104,10 @@ impl Actor {
         match raw {
             "admin" => Ok(Actor::Admin),
             "system" => Ok(Actor::System),
-            other => KeyId::parse(other).map(Actor::Key),
+            other => match other.strip_prefix("portal:") {
+                Some(user) => UserId::parse(user).map(Actor::Portal),
+                None => KeyId::parse(other).map(Actor::Key),
+            },
         }
     }
 }
@@ -182,7 +188,8 @@ mod tests {
             assert!(["credential", "key", "plan", "user", "usage", "admin"].contains(&action.family()));
         }
         assert!(AuditAction::parse("credential.stolen").unwrap_err().to_string().contains("credential.set"));
-        for actor in [Actor::Admin, Actor::System, Actor::Key(KeyId::generate())] {
+        let portal = Actor::Portal(UserId::parse("u_42").unwrap());
+        for actor in [Actor::Admin, Actor::System, Actor::Key(KeyId::generate()), portal] {
             assert_eq!(Actor::from_stored(&actor.to_stored()).unwrap(), actor);
         }
         assert!(Actor::from_stored("root").is_err());

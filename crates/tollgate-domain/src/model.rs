@@ -31,6 +31,9 @@ pub struct Plan {
     /// Percentages of a limit at which alerts fire.
     pub alert_thresholds: Vec<u8>,
     pub stripe_price_id: Option<String>,
+    /// Where the portal's upgrade button for this plan goes (a Stripe
+    /// payment link, say); else the configured upgrade URL.
+    pub payment_link: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -53,6 +56,7 @@ impl Plan {
             allowed_models: None,
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             stripe_price_id: None,
+            payment_link: None,
             created_at: now,
             updated_at: now,
         }

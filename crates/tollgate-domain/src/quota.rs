@@ -136,11 +136,38 @@ impl Counters {
     }
 }
 
+/// When a meter reaches `limit` if usage goes on at the pace it had from
+/// `start` to `now` (ms): `None` when nothing is used yet, or the limit is
+/// already reached.
+pub fn projected_exhaustion(used: i64, limit: i64, start: i64, now: i64) -> Option<i64> {
+    let remaining = limit.checked_sub(used)?;
+    if used <= 0 || remaining <= 0 || now <= start {
+        return None;
+    }
+    let elapsed = i128::from(now - start);
+    let wait = i128::from(remaining) * elapsed / i128::from(used);
+    Some(i64::try_from(i128::from(now) + wait).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_projection_follows_the_pace_so_far() {
+        let check = |used, limit, start, now, expected| {
+            assert_eq!(projected_exhaustion(used, limit, start, now), expected, "{used}/{limit}");
+        };
+        check(100, 1000, 0, 10, Some(100));
+        check(500, 1000, 0, 10, Some(20));
+        check(0, 1000, 0, 10, None);
+        check(1000, 1000, 0, 10, None);
+        check(1200, 1000, 0, 10, None);
+        check(10, 1000, 10, 10, None);
+        check(1, i64::MAX, 0, i64::MAX / 2, Some(i64::MAX));
+    }
 
     fn key() -> CounterKey {
         CounterKey { user: "u".into(), meter: "tokens".into(), period_start: 0 }

@@ -92,6 +92,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state = AppState::new(Shared {
         metering,
         rate_windows: Arc::new(RateWindows::default()),
+        web_key: Arc::new(crate::web::SigningKey::derive(vault.keyring())),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
         failures: Arc::new(FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window)),
         last_used: Arc::new(LastUsed::default()),

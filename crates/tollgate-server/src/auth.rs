@@ -218,20 +218,35 @@ fn matches_admin(state: &AppState, credential: &str) -> bool {
 /// Verifies the request's credential.
 pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Principal> {
     let ip = client_ip(parts, state.config.trust_forwarded_for);
-    if let Some(ip) = ip
-        && let Err(wait) = state.failures.check(ip)
-    {
-        return Err(ApiError::RateLimited {
-            message: "too many failed authentication attempts from this address; try again later".into(),
-            retry_after_seconds: wait,
-            details: None,
-        });
-    }
+    refuse_repeated_failures(state, ip)?;
     let credential = presented_credential(&parts.headers, parts.uri.query()).ok_or_else(|| {
         ApiError::Unauthorized(
             "no credential: send `Authorization: Bearer <key>` (or X-API-Key, x-goog-api-key, ?key=)".into(),
         )
     })?;
+    verify_credential(state, ip, credential).await
+}
+
+/// 429 when `ip` has failed to authenticate too often in this window.
+fn refuse_repeated_failures(state: &AppState, ip: Option<IpAddr>) -> ApiResult<()> {
+    match ip.map(|ip| state.failures.check(ip)) {
+        Some(Err(wait)) => Err(ApiError::RateLimited {
+            message: "too many failed authentication attempts from this address; try again later".into(),
+            retry_after_seconds: wait,
+            details: None,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Verifies a credential typed into a sign-in form (the admin token or a
+/// gateway key), with the same checks and failure limit as a request's.
+pub async fn verify_signin(state: &AppState, ip: Option<IpAddr>, credential: &str) -> ApiResult<Principal> {
+    refuse_repeated_failures(state, ip)?;
+    verify_credential(state, ip, credential.trim()).await
+}
+
+async fn verify_credential(state: &AppState, ip: Option<IpAddr>, credential: &str) -> ApiResult<Principal> {
     if matches_admin(state, credential) {
         return Ok(Principal::Admin);
     }

@@ -66,6 +66,24 @@ pub struct Config {
     pub anonymous: Option<Anonymous>,
     /// Model prices that replace or add to the built-in list.
     pub prices: Vec<(String, tollgate_domain::pricing::Price)>,
+    /// The web pages: `/ui` and `/portal`.
+    pub web: Web,
+}
+
+/// Settings of the admin dashboard and the user portal.
+#[derive(Clone, Debug)]
+pub struct Web {
+    /// How browsers reach this service (`https://tollgate.example.com`), for
+    /// the links portal sessions return and for `Secure` cookies; when
+    /// unset, the request's own `Host` is used.
+    pub public_url: Option<String>,
+    /// Where the portal's upgrade button goes (the app's billing page or a
+    /// Stripe payment link); `plan` and `user_id` are added to its query.
+    pub upgrade_url: Option<String>,
+    /// How long a one-time portal link can be opened.
+    pub portal_link_ttl: Duration,
+    /// How long a signed-in web session lasts.
+    pub session_ttl: Duration,
 }
 
 /// One upstream provider: where it is, and the platform's own key for it.
@@ -148,6 +166,10 @@ struct RawConfig {
     last_used_flush_seconds: Option<u64>,
     retention_days: Option<u32>,
     reservation_ttl_seconds: Option<u64>,
+    public_url: Option<String>,
+    upgrade_url: Option<String>,
+    portal_link_ttl_seconds: Option<u64>,
+    session_ttl_seconds: Option<u64>,
     #[serde(default)]
     anonymous: RawAnonymous,
     #[serde(default)]
@@ -215,6 +237,10 @@ variables! {
     last_used_flush_seconds => "TOLLGATE_LAST_USED_FLUSH_SECONDS",
     retention_days => "TOLLGATE_RETENTION_DAYS",
     reservation_ttl_seconds => "TOLLGATE_RESERVATION_TTL_SECONDS",
+    public_url => "TOLLGATE_PUBLIC_URL",
+    upgrade_url => "TOLLGATE_UPGRADE_URL",
+    portal_link_ttl_seconds => "TOLLGATE_PORTAL_LINK_TTL_SECONDS",
+    session_ttl_seconds => "TOLLGATE_SESSION_TTL_SECONDS",
 }
 
 /// A variable's value as the field's type. Secrets are never echoed.
@@ -489,7 +515,25 @@ impl RawConfig {
                 name_of("retention_days")
             )));
         }
+        let url = |field: &str, value: Option<String>| match value.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) if (v.starts_with("https://") || v.starts_with("http://")) && !v.contains(char::is_whitespace) => {
+                Ok(Some(v.trim_end_matches('/').to_owned()))
+            }
+            Some(_) => Err(err(format!("{}: an http:// or https:// URL", name_of(field)))),
+        };
+        let web = Web {
+            public_url: url("public_url", self.public_url)?,
+            upgrade_url: url("upgrade_url", self.upgrade_url)?,
+            portal_link_ttl: Duration::from_secs(positive(
+                "portal_link_ttl_seconds",
+                self.portal_link_ttl_seconds,
+                300,
+            )?),
+            session_ttl: Duration::from_secs(positive("session_ttl_seconds", self.session_ttl_seconds, 8 * 3600)?),
+        };
         Ok(Config {
+            web,
             retention_days: self.retention_days,
             reservation_ttl: Duration::from_secs(positive(
                 "reservation_ttl_seconds",
@@ -570,6 +614,9 @@ mod tests {
         check("database_url = \"mysql://x\"", &[], "TOLLGATE_DATABASE_URL");
         check("log_format = \"xml\"", &[], "log_format");
         check("", &[("TOLLGATE_ADMIN_TOKEN", "short")], "TOLLGATE_ADMIN_TOKEN");
+        check("upgrade_url = \"ftp://x\"", &[], "TOLLGATE_UPGRADE_URL");
+        check("", &[("TOLLGATE_PUBLIC_URL", "tollgate.example.com")], "TOLLGATE_PUBLIC_URL");
+        check("", &[("TOLLGATE_PORTAL_LINK_TTL_SECONDS", "0")], "TOLLGATE_PORTAL_LINK_TTL_SECONDS");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod vault;
+pub mod web;
 
 pub use app::{Server, start};
 pub use config::{Config, LogFormat};

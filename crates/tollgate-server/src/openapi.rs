@@ -133,6 +133,7 @@ pub fn document() -> Value {
         "/admin/v1/users/{id}/suspend": { "parameters": [id], "post": admin("suspend: the user's keys get 403", None, 200, Some(r("User"))) },
         "/admin/v1/users/{id}/unsuspend": { "parameters": [id], "post": admin("lift a suspension", None, 200, Some(r("User"))) },
         "/admin/v1/users/{id}/plan": { "parameters": [id], "put": admin("move a user to another plan", Some(r("PlanChange")), 200, Some(r("User"))) },
+        "/admin/v1/users/{id}/portal-sessions": { "parameters": [id], "post": admin("a one-time URL that opens the portal (/portal) as this user: signed, short-lived, single use; the body may be left out", Some(r("PortalSessionInput")), 201, Some(r("PortalSession"))) },
         "/admin/v1/users/{id}/keys": {
             "parameters": [id],
             "get": admin("a user's keys, never the secrets", None, 200, Some(list("keys", "Key"))),
@@ -242,6 +243,7 @@ pub fn document() -> Value {
         "allowed_models": { "type": ["array", "null"], "items": { "type": "string" } },
         "alert_thresholds": { "type": "array", "items": { "type": "integer" } },
         "stripe_price_id": nullable("string"),
+        "payment_link": { "type": ["string", "null"], "description": "where the portal's upgrade button for this plan goes (a Stripe payment link, say); else upgrade_url" },
     });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();
@@ -271,6 +273,12 @@ pub fn document() -> Value {
                     "id": { "type": "string" }, "plan": { "type": "string", "default": "free" }, "email": { "type": "string" }, "stripe_customer_id": { "type": "string" } } },
                 "UserUpdate": { "type": "object", "additionalProperties": false, "properties": {
                     "email": nullable("string"), "stripe_customer_id": nullable("string"), "status": { "type": "string", "enum": ["active", "suspended"] } } },
+                "PortalSessionInput": { "type": "object", "additionalProperties": false, "properties": {
+                    "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": 86400, "description": "how long the link can be opened; default portal_link_ttl_seconds (300)" } } },
+                "PortalSession": { "type": "object", "properties": {
+                    "url": { "type": "string", "description": "the one-time link, on TOLLGATE_PUBLIC_URL (or the request's host)" },
+                    "path": { "type": "string", "description": "the same link without the scheme and host" },
+                    "expires_at": time(), "user_id": { "type": "string" } } },
                 "PlanChange": { "type": "object", "required": ["plan"], "additionalProperties": false, "properties": {
                     "plan": { "type": "string" }, "reset_usage": { "type": "boolean", "default": false } } },
                 "Key": { "type": "object", "properties": key_properties },

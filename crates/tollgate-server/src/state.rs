@@ -45,6 +45,9 @@ pub struct Shared {
     /// Users' provider credentials and the one resolution rule.
     pub vault: Arc<Vault>,
     pub audit: Arc<AuditLog>,
+    /// Signs one-time portal links and CSRF tokens; derived from the
+    /// master key, so every instance sharing it agrees.
+    pub web_key: Arc<crate::web::SigningKey>,
 }
 
 impl AppState {

@@ -19,6 +19,7 @@ mod plans;
 mod settings;
 mod usage;
 mod users;
+mod web;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,6 +36,7 @@ pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
 pub use usage::{Committed, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
 pub use users::{NewUser, UserPatch};
+pub use web::{SessionOwner, WebSession};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

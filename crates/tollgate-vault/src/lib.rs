@@ -202,6 +202,19 @@ impl Keyring {
         std::iter::once(&self.current).chain(&self.retired).find(|k| &k.id == id)
     }
 
+    /// A 32-byte key for another purpose (signing web links, …): the
+    /// HMAC-SHA256 of `label` under the current master key, so that every
+    /// instance sharing the master key derives the same one, and a
+    /// rotation changes it.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; KEY_LEN]> {
+        use hmac::Mac;
+        // HMAC takes a key of any length: this cannot fail.
+        let mut mac =
+            <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.current.bytes.as_slice()).expect("any key length");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// Encrypts under the current key with a fresh random nonce.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, SealError> {
         if plaintext.len() > MAX_PLAINTEXT {

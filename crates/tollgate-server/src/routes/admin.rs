@@ -22,13 +22,14 @@ use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/plans", get(list_plans).post(create_plan))
-        .route("/plans/{slug}", get(get_plan).put(replace_plan).patch(update_plan).delete(delete_plan))
+        .route("/plans", get(list_plans).post(create_plan_route))
+        .route("/plans/{slug}", get(get_plan).put(replace_plan).patch(update_plan_route).delete(delete_plan))
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/users/{id}/suspend", post(suspend_user))
         .route("/users/{id}/unsuspend", post(unsuspend_user))
-        .route("/users/{id}/plan", put(change_plan))
+        .route("/users/{id}/plan", put(change_plan_route))
+        .route("/users/{id}/portal-sessions", post(crate::web::create_portal_session))
         .route("/users/{id}/keys", get(list_user_keys).post(create_user_key))
         .route("/keys/{key_id}", get(get_key).delete(revoke_key))
         .route("/keys/{key_id}/rotate", post(rotate_key))
@@ -48,29 +49,32 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// their defaults; on `PATCH` they keep their current value.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlanInput {
-    slug: Option<PlanSlug>,
-    name: Option<String>,
-    price_cents: Option<i64>,
-    currency: Option<String>,
-    period: Option<PeriodKind>,
-    limits: Option<Limits>,
+pub(crate) struct PlanInput {
+    pub slug: Option<PlanSlug>,
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub period: Option<PeriodKind>,
+    pub limits: Option<Limits>,
     #[serde(default, deserialize_with = "present")]
-    rpm: Option<Option<i64>>,
+    pub rpm: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    tpm: Option<Option<i64>>,
-    byok_counts: Option<bool>,
-    byok_required: Option<bool>,
+    pub tpm: Option<Option<i64>>,
+    pub byok_counts: Option<bool>,
+    pub byok_required: Option<bool>,
     #[serde(default, deserialize_with = "present")]
-    allowed_models: Option<Option<Vec<String>>>,
-    alert_thresholds: Option<Vec<u8>>,
+    pub allowed_models: Option<Option<Vec<String>>>,
+    pub alert_thresholds: Option<Vec<u8>>,
     #[serde(default, deserialize_with = "present")]
-    stripe_price_id: Option<Option<String>>,
+    pub stripe_price_id: Option<Option<String>>,
+    /// Where the portal's upgrade button for this plan goes.
+    #[serde(default, deserialize_with = "present")]
+    pub payment_link: Option<Option<String>>,
 }
 
 impl PlanInput {
     /// Applies the fields given to `plan` and checks the result.
-    fn apply(self, mut plan: Plan) -> ApiResult<Plan> {
+    pub(crate) fn apply(self, mut plan: Plan) -> ApiResult<Plan> {
         if let Some(slug) = self.slug
             && slug != plan.slug
         {
@@ -127,6 +131,17 @@ impl PlanInput {
             }
             plan.stripe_price_id = price_id;
         }
+        if let Some(link) = self.payment_link {
+            let link = link.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+            if link.as_ref().is_some_and(|l| {
+                !(l.starts_with("https://") || l.starts_with("http://"))
+                    || l.len() > 2000
+                    || l.contains(char::is_whitespace)
+            }) {
+                return Err(ApiError::invalid("payment_link", "payment_link: an http:// or https:// URL, or null"));
+            }
+            plan.payment_link = link;
+        }
         plan.updated_at = Timestamp::now();
         Ok(plan)
     }
@@ -144,16 +159,20 @@ fn plan_target(slug: &PlanSlug) -> String {
     format!("plan:{slug}")
 }
 
-async fn create_plan(
+async fn create_plan_route(
     State(state): State<AppState>,
     origin: Origin,
     Body(input): Body<PlanInput>,
 ) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(create_plan(&state, &origin, input).await?)))
+}
+
+pub(crate) async fn create_plan(state: &AppState, origin: &Origin, input: PlanInput) -> ApiResult<Plan> {
     let slug = input.slug.clone().ok_or_else(|| ApiError::invalid("slug", "slug: missing"))?;
     let plan = input.apply(Plan::blank(slug, Timestamp::now()))?;
     let plan = state.store.insert_plan(&plan).await?;
     state.audit.note(origin.entry(AuditAction::PlanCreated, plan_target(&plan.slug))).await;
-    Ok((StatusCode::CREATED, Json(plan)))
+    Ok(plan)
 }
 
 async fn get_plan(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Plan>> {
@@ -174,18 +193,28 @@ async fn replace_plan(
     Ok(Json(plan))
 }
 
-async fn update_plan(
+async fn update_plan_route(
     State(state): State<AppState>,
     origin: Origin,
     Path(slug): Path<String>,
     Body(input): Body<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
-    let current = state.store.plan(&parse_slug(&slug)?).await?;
+    Ok(Json(update_plan(&state, &origin, &parse_slug(&slug)?, input).await?))
+}
+
+/// Changes the fields of a plan that `input` gives.
+pub(crate) async fn update_plan(
+    state: &AppState,
+    origin: &Origin,
+    slug: &PlanSlug,
+    input: PlanInput,
+) -> ApiResult<Plan> {
+    let current = state.store.plan(slug).await?;
     let plan = input.apply(current)?;
     let plan = state.store.update_plan(&plan).await?;
     state.invalidate_users();
     state.audit.note(origin.entry(AuditAction::PlanUpdated, plan_target(&plan.slug))).await;
-    Ok(Json(plan))
+    Ok(plan)
 }
 
 async fn delete_plan(State(state): State<AppState>, origin: Origin, Path(slug): Path<String>) -> ApiResult<StatusCode> {
@@ -197,7 +226,7 @@ async fn delete_plan(State(state): State<AppState>, origin: Origin, Path(slug): 
 
 // ---- users ----
 
-fn parse_user_id(raw: &str) -> ApiResult<UserId> {
+pub(crate) fn parse_user_id(raw: &str) -> ApiResult<UserId> {
     UserId::parse(raw).map_err(|e| ApiError::invalid("id", e.to_string()))
 }
 
@@ -303,19 +332,20 @@ async fn update_user(
     Ok(Json(user))
 }
 
-async fn set_status(state: &AppState, id: &str, status: UserStatus) -> ApiResult<Json<User>> {
+/// Suspends a user (their keys get 403 at once) or lifts it.
+pub(crate) async fn set_status(state: &AppState, id: &UserId, status: UserStatus) -> ApiResult<User> {
     let patch = UserPatch { status: Some(status), ..UserPatch::default() };
-    let user = state.store.update_user(&parse_user_id(id)?, patch).await?;
+    let user = state.store.update_user(id, patch).await?;
     state.invalidate_users();
-    Ok(Json(user))
+    Ok(user)
 }
 
 async fn suspend_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<User>> {
-    set_status(&state, &id, UserStatus::Suspended).await
+    Ok(Json(set_status(&state, &parse_user_id(&id)?, UserStatus::Suspended).await?))
 }
 
 async fn unsuspend_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<User>> {
-    set_status(&state, &id, UserStatus::Active).await
+    Ok(Json(set_status(&state, &parse_user_id(&id)?, UserStatus::Active).await?))
 }
 
 async fn delete_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -332,32 +362,42 @@ struct PlanChange {
     reset_usage: bool,
 }
 
-/// Moves a user to another plan; `reset_usage` starts a new period now.
-async fn change_plan(
+async fn change_plan_route(
     State(state): State<AppState>,
     origin: Origin,
     Path(id): Path<String>,
     Body(input): Body<PlanChange>,
 ) -> ApiResult<Json<User>> {
-    let id = parse_user_id(&id)?;
-    let before = state.store.user(&id).await?;
-    let plan = existing_plan(&state, input.plan).await?;
+    Ok(Json(change_plan(&state, &origin, &parse_user_id(&id)?, input.plan, input.reset_usage).await?))
+}
+
+/// Moves a user to another plan; `reset_usage` starts a new period now.
+pub(crate) async fn change_plan(
+    state: &AppState,
+    origin: &Origin,
+    id: &UserId,
+    plan: PlanSlug,
+    reset_usage: bool,
+) -> ApiResult<User> {
+    let before = state.store.user(id).await?;
+    let plan = existing_plan(state, plan).await?;
+    let now = Timestamp::now();
     let patch = UserPatch {
         plan: Some(plan),
-        billing_anchor: input.reset_usage.then(Timestamp::now),
-        usage_reset_at: input.reset_usage.then(Timestamp::now),
+        billing_anchor: reset_usage.then_some(now),
+        usage_reset_at: reset_usage.then_some(now),
         ..UserPatch::default()
     };
-    let user = state.store.update_user(&id, patch).await?;
+    let user = state.store.update_user(id, patch).await?;
     state.invalidate_users();
     let entry = origin
         .entry(AuditAction::UserPlanChanged, format!("user:{id}"))
-        .user(&id)
+        .user(id)
         .detail("from", before.plan.as_str())
         .detail("to", user.plan.as_str())
-        .detail("reset_usage", input.reset_usage.to_string());
+        .detail("reset_usage", reset_usage.to_string());
     state.audit.note(entry).await;
-    Ok(Json(user))
+    Ok(user)
 }
 
 // ---- keys ----
@@ -374,16 +414,27 @@ async fn create_user_key(
     OptionalBody(input): OptionalBody<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
     let user = state.store.user(&parse_user_id(&id)?).await?;
+    let (record, secret) = issue_user_key(&state, &origin, &user.id, input).await?;
+    Ok(keys::created(&state, &record, &secret))
+}
+
+/// A key for `user` as the admin issues it: default scopes `proxy` and
+/// `usage:read`, any scope a user's key may hold.
+pub(crate) async fn issue_user_key(
+    state: &AppState,
+    origin: &Origin,
+    user: &UserId,
+    input: KeyInput,
+) -> ApiResult<(tollgate_domain::model::KeyRecord, tollgate_domain::GatewayKey)> {
     let (new, secret) = keys::prepare(
         KeyKind::User,
-        Some(user.id),
+        Some(user.clone()),
         input,
         Some(Scopes::default_for_user_key()),
         Scope::allowed_for_user_key,
     )?;
-    let record = state.store.insert_key(&new).await?;
-    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
-    Ok(keys::created(&state, &record, &secret))
+    let record = keys::insert(state, origin, &new).await?;
+    Ok((record, secret))
 }
 
 async fn get_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<Value>> {
@@ -396,8 +447,7 @@ async fn revoke_key(
     origin: Origin,
     Path(key_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let record = keys::revoke(&state, &keys::parse_key_id(&key_id)?).await?;
-    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyRevoked, &record)).await;
+    keys::revoke(&state, &origin, &keys::parse_key_id(&key_id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -424,7 +474,6 @@ async fn create_service_key(
     Body(input): Body<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
     let (new, secret) = keys::prepare(KeyKind::Service, None, input, None, Scope::allowed_for_service_key)?;
-    let record = state.store.insert_key(&new).await?;
-    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
+    let record = keys::insert(&state, &origin, &new).await?;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -122,9 +122,19 @@ pub fn parse_key_id(raw: &str) -> ApiResult<KeyId> {
 }
 
 /// Revokes at once and forgets cached verifications.
-pub async fn revoke(state: &AppState, id: &KeyId) -> ApiResult<KeyRecord> {
+/// Stores a new key and notes it in the audit log.
+pub async fn insert(state: &AppState, origin: &Origin, new: &NewKey) -> ApiResult<KeyRecord> {
+    let record = state.store.insert_key(new).await?;
+    state.audit.note(audit_entry(origin, AuditAction::KeyCreated, &record)).await;
+    Ok(record)
+}
+
+/// Revokes a key at once (on this instance; others within the cache TTL)
+/// and notes it in the audit log.
+pub async fn revoke(state: &AppState, origin: &Origin, id: &KeyId) -> ApiResult<KeyRecord> {
     let record = state.store.revoke_key(id, Timestamp::now()).await?;
     state.key_cache.invalidate_all();
+    state.audit.note(audit_entry(origin, AuditAction::KeyRevoked, &record)).await;
     Ok(record)
 }
 

@@ -8,7 +8,6 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use tollgate_domain::Scope;
-use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::KeyKind;
 
 use super::keys::{self, KeyInput};
@@ -72,8 +71,7 @@ async fn create_key(
     let (new, secret) = keys::prepare(KeyKind::User, Some(user.id.clone()), input, Some(caller.scopes.clone()), |s| {
         caller.scopes.contains(s)
     })?;
-    let record = state.store.insert_key(&new).await?;
-    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
+    let record = keys::insert(&state, &origin, &new).await?;
     Ok(keys::created(&state, &record, &secret))
 }
 
@@ -91,8 +89,7 @@ async fn revoke_key(
     if record.user_id.as_ref() != Some(&user.id) {
         return Err(ApiError::NotFound(format!("no key {:?}", id.as_str())));
     }
-    let record = keys::revoke(&state, &id).await?;
-    state.audit.note(keys::audit_entry(&origin, AuditAction::KeyRevoked, &record)).await;
+    keys::revoke(&state, &origin, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,14 +4,14 @@
 //! Every response carries `X-Request-Id`; every request is logged by its
 //! route pattern, never its query string (which may hold `?key=`).
 
-mod admin;
+pub(crate) mod admin;
 mod credentials;
-mod keys;
+pub(crate) mod keys;
 mod me;
 mod metering;
 mod ops;
 mod quota;
-mod usage;
+pub(crate) mod usage;
 
 use std::time::Instant;
 
@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .nest("/admin/v1", admin)
         .merge(me)
+        .merge(crate::web::routes())
         .route_layer(middleware::from_fn(tag_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -88,7 +89,11 @@ fn request_id(req: &Request) -> HeaderValue {
 async fn observe(req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A one-time portal link is a credential until it is used: not logged.
+    let path = match req.uri().path() {
+        p if p.starts_with("/portal/session/") => "/portal/session/…".to_owned(),
+        p => p.to_owned(),
+    };
     let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""), %method);
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;

@@ -3,6 +3,7 @@
 //! headers every authenticated response carries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
@@ -14,7 +15,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tollgate_domain::audit::AuditAction;
-use tollgate_domain::model::Grant;
+use tollgate_domain::model::{Grant, User};
 use tollgate_domain::period::Period;
 use tollgate_domain::pricing::Price;
 use tollgate_domain::{Meter, Scope, Timestamp, UserId, base62};
@@ -32,11 +33,11 @@ pub fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/usage", get(overview))
         .route("/users/{id}/usage", get(user_usage))
-        .route("/users/{id}/usage/reset", post(reset_usage))
+        .route("/users/{id}/usage/reset", post(reset_usage_route))
         .route("/users/{id}/usage/events", get(user_events))
-        .route("/users/{id}/grants", get(list_grants).post(add_grant))
+        .route("/users/{id}/grants", get(list_grants).post(add_grant_route))
         .route("/prices", get(list_prices))
-        .route("/prices/{model}", put(set_price).delete(delete_price))
+        .route("/prices/{model}", put(set_price_route).delete(delete_price_route))
 }
 
 /// Self-service routes.
@@ -95,7 +96,9 @@ pub async fn binding_meter(
     Ok(best.map(|(m, s, _)| (m, s, period)))
 }
 
-fn share(s: &MeterState) -> f64 {
+/// The share of its limit a meter has used: 0 when unlimited, infinite
+/// for a limit of 0.
+pub(crate) fn share(s: &MeterState) -> f64 {
     match s.limit {
         Some(0) => f64::INFINITY,
         Some(l) => s.used as f64 / l as f64,
@@ -139,13 +142,8 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
     };
     let mut meters = serde_json::Map::new();
     if current {
-        let mut used: BTreeMap<String, i64> = state.metering_store_counters(user, period.start.millis()).await?;
-        for meter in account.limited_meters(now) {
-            used.entry(meter.to_string()).or_insert(0);
-        }
-        for (name, _) in used {
-            let Ok(meter) = Meter::parse(&name) else { continue };
-            meters.insert(name, meter_json(&state.metering.state(account, &meter, now).await?));
+        for (meter, s) in current_meters(state, account, now).await? {
+            meters.insert(meter.to_string(), meter_json(&s));
         }
     } else {
         let end = period.end.map(Timestamp::millis).unwrap_or(i64::MAX);
@@ -189,10 +187,57 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
     Ok(view)
 }
 
-async fn groups(state: &AppState, user: &str, period: &Period, group_by: &str) -> ApiResult<Value> {
+/// Every meter of the account's current period that has a limit or a
+/// committed count, in name order.
+pub(crate) async fn current_meters(
+    state: &AppState,
+    account: &Account,
+    now: Timestamp,
+) -> ApiResult<Vec<(Meter, MeterState)>> {
+    let user = account.user.id.as_str();
+    let period = account.period(now);
+    let mut names: BTreeSet<String> =
+        state.store.counters_of(user, period.start.millis()).await?.into_iter().map(|(m, _)| m).collect();
+    names.extend(account.limited_meters(now).iter().map(Meter::to_string));
+    let mut meters = Vec::with_capacity(names.len());
+    for name in names {
+        let Ok(meter) = Meter::parse(&name) else { continue };
+        let s = state.metering.state(account, &meter, now).await?;
+        meters.push((meter, s));
+    }
+    Ok(meters)
+}
+
+/// One group of a usage breakdown: a day (`YYYY-MM-DD`), model, feature,
+/// key id or provider (`None`: events that named none), and its sums.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GroupRow {
+    pub key: Option<String>,
+    pub events: i64,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_micros: i64,
+}
+
+impl GroupRow {
+    pub fn tokens(&self) -> i64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// A user's usage in `period`, from the daily rollups, grouped by `day`,
+/// `model`, `feature`, `key` or `provider`, in key order.
+pub(crate) async fn breakdown(
+    state: &AppState,
+    user: &str,
+    period: &Period,
+    group_by: &str,
+) -> ApiResult<Vec<GroupRow>> {
     let end = period.end.map(Timestamp::millis).unwrap_or(i64::MAX);
     let rows = state.store.daily_of(user, period.start.millis(), end).await?;
-    let mut sums: BTreeMap<String, [i64; 6]> = BTreeMap::new();
+    let mut sums: BTreeMap<String, GroupRow> = BTreeMap::new();
     for r in rows {
         let key = match group_by {
             "day" => Timestamp::from_millis(r.day).to_rfc3339()[..10].to_owned(),
@@ -202,30 +247,30 @@ async fn groups(state: &AppState, user: &str, period: &Period, group_by: &str) -
             "provider" => r.provider,
             _ => return Err(ApiError::invalid("group_by", "group_by: day, model, feature, key or provider")),
         };
-        let s = sums.entry(key).or_default();
-        for (slot, n) in
-            s.iter_mut().zip([r.events, r.requests, r.input_tokens, r.output_tokens, r.cached_tokens, r.cost_micros])
-        {
-            *slot += n;
-        }
+        let g = sums.entry(key).or_default();
+        g.events += r.events;
+        g.requests += r.requests;
+        g.input_tokens += r.input_tokens;
+        g.output_tokens += r.output_tokens;
+        g.cached_tokens += r.cached_tokens;
+        g.cost_micros += r.cost_micros;
     }
+    Ok(sums.into_iter().map(|(k, g)| GroupRow { key: (!k.is_empty()).then_some(k), ..g }).collect())
+}
+
+async fn groups(state: &AppState, user: &str, period: &Period, group_by: &str) -> ApiResult<Value> {
     let name = if group_by == "key" { "key_id" } else { group_by };
     Ok(json!(
-        sums.into_iter()
-            .map(|(k, [events, requests, input, output, cached, cost])| json!({
-                name: if k.is_empty() { Value::Null } else { json!(k) },
-                "events": events, "requests": requests, "input_tokens": input, "output_tokens": output,
-                "cached_tokens": cached, "tokens": input + output, "cost_usd": cost,
+        breakdown(state, user, period, group_by)
+            .await?
+            .into_iter()
+            .map(|g| json!({
+                name: g.key, "events": g.events, "requests": g.requests, "input_tokens": g.input_tokens,
+                "output_tokens": g.output_tokens, "cached_tokens": g.cached_tokens, "tokens": g.tokens(),
+                "cost_usd": g.cost_micros,
             }))
             .collect::<Vec<_>>()
     ))
-}
-
-impl AppState {
-    /// Committed counters of a user's period, by meter.
-    async fn metering_store_counters(&self, user: &str, period_start: i64) -> ApiResult<BTreeMap<String, i64>> {
-        Ok(self.store.counters_of(user, period_start).await?.into_iter().collect())
-    }
 }
 
 fn parse_user(raw: &str) -> ApiResult<UserId> {
@@ -262,40 +307,52 @@ async fn user_usage(
     Ok(Json(usage_view(&state, &account, &q).await?).into_response())
 }
 
+async fn reset_usage_route(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let account = reset_usage(&state, &origin, &parse_user(&id)?).await?;
+    Ok(Json(usage_view(&state, &account, &UsageQuery::default()).await?))
+}
+
 /// Starts a new period now; lifetime totals stay.
-async fn reset_usage(State(state): State<AppState>, origin: Origin, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let id = parse_user(&id)?;
+pub(crate) async fn reset_usage(state: &AppState, origin: &Origin, id: &UserId) -> ApiResult<Arc<Account>> {
     let now = Timestamp::now();
     let patch = UserPatch { billing_anchor: Some(now), usage_reset_at: Some(now), ..UserPatch::default() };
-    state.store.update_user(&id, patch).await?;
-    state.metering.invalidate(Some(&id));
-    let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(&id);
+    state.store.update_user(id, patch).await?;
+    state.metering.invalidate(Some(id));
+    let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(id);
     state.audit.note(entry).await;
-    let account = state.metering.account(&id).await?;
-    Ok(Json(usage_view(&state, &account, &UsageQuery::default()).await?))
+    state.metering.account(id).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantIn {
-    meter: Meter,
-    amount: i64,
-    starts_at: Option<Timestamp>,
+pub(crate) struct GrantIn {
+    pub meter: Meter,
+    pub amount: i64,
+    pub starts_at: Option<Timestamp>,
     /// Default: the end of the current period.
     #[serde(default)]
-    expires_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
 }
 
-async fn add_grant(
+async fn add_grant_route(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Body(input): Body<GrantIn>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_user(&id)?;
+    let grant = add_grant(&state, &parse_user(&id)?, input).await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+/// Adds allowance for one meter, by default until the end of the period.
+pub(crate) async fn add_grant(state: &AppState, id: &UserId, input: GrantIn) -> ApiResult<Grant> {
     if input.amount <= 0 {
         return Err(ApiError::invalid("amount", "amount: must be positive"));
     }
-    let account = state.metering.account(&id).await?;
+    let account = state.metering.account(id).await?;
     let now = Timestamp::now();
     let starts_at = input.starts_at.unwrap_or(now);
     let expires_at = input.expires_at.or(account.period(now).end);
@@ -312,8 +369,8 @@ async fn add_grant(
         created_at: now,
     };
     let grant = state.store.insert_grant(&grant).await?;
-    state.metering.invalidate(Some(&id));
-    Ok((StatusCode::CREATED, Json(grant)))
+    state.metering.invalidate(Some(id));
+    Ok(grant)
 }
 
 async fn list_grants(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -331,43 +388,62 @@ struct OverviewQuery {
 /// Every user with their meters, sorted by the largest share of a limit used.
 async fn overview(State(state): State<AppState>, Params(q): Params<OverviewQuery>) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let users: Vec<Value> = overview_rows(&state, limit)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let meters: serde_json::Map<String, Value> =
+                row.meters.iter().map(|(m, s)| (m.to_string(), meter_json(s))).collect();
+            json!({
+                "user_id": row.user.id, "plan": row.user.plan, "status": row.user.status,
+                "share": if row.share.is_finite() { row.share } else { 1.0 },
+                "binding_meter": row.binding, "meters": meters,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+/// A user in the overview: their limited meters and the largest share of
+/// a limit used (`binding` is that meter).
+pub(crate) struct OverviewRow {
+    pub user: User,
+    pub share: f64,
+    pub binding: Option<Meter>,
+    pub meters: Vec<(Meter, MeterState)>,
+}
+
+/// The `limit` users with the largest share of a limit used, largest first.
+pub(crate) async fn overview_rows(state: &AppState, limit: usize) -> ApiResult<Vec<OverviewRow>> {
     let mut rows = Vec::new();
     let mut cursor: Option<String> = None;
+    let now = Timestamp::now();
     loop {
         let page = state.store.users(cursor.as_deref(), 1000, None).await?;
         let last = page.last().map(|u| u.id.to_string());
-        for user in &page {
+        for user in page.iter() {
             let account = state.metering.account(&user.id).await?;
-            let now = Timestamp::now();
-            let mut meters = serde_json::Map::new();
-            let mut best: Option<(String, f64)> = None;
-            let names: BTreeSet<String> = account.limited_meters(now).iter().map(|m| m.to_string()).collect();
-            for name in names {
-                let meter = Meter::parse(&name).expect("a stored meter name");
+            let mut meters = Vec::new();
+            let mut best: Option<(Meter, f64)> = None;
+            for meter in account.limited_meters(now) {
                 let s = state.metering.state(&account, &meter, now).await?;
                 let sh = share(&s);
                 if best.as_ref().is_none_or(|(_, b)| sh > *b) {
-                    best = Some((name.clone(), sh));
+                    best = Some((meter.clone(), sh));
                 }
-                meters.insert(name, meter_json(&s));
+                meters.push((meter, s));
             }
-            let (binding, sh) = best.map(|(m, s)| (Some(m), s)).unwrap_or((None, 0.0));
-            rows.push((
-                sh,
-                json!({
-                    "user_id": user.id, "plan": user.plan, "status": user.status,
-                    "share": if sh.is_finite() { sh } else { 1.0 }, "binding_meter": binding, "meters": meters,
-                }),
-            ));
+            let (binding, share) = best.map(|(m, s)| (Some(m), s)).unwrap_or((None, 0.0));
+            rows.push(OverviewRow { user: user.clone(), share, binding, meters });
         }
         if page.len() < 1000 {
             break;
         }
         cursor = last;
     }
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let users: Vec<Value> = rows.into_iter().take(limit).map(|(_, v)| v).collect();
-    Ok(Json(json!({ "users": users })))
+    rows.sort_by(|a, b| b.share.total_cmp(&a.share).then_with(|| a.user.id.cmp(&b.user.id)));
+    rows.truncate(limit);
+    Ok(rows)
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,11 +574,11 @@ async fn export_csv(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PriceIn {
+pub(crate) struct PriceIn {
     /// US dollars per million tokens.
-    input: f64,
-    cached_input: Option<f64>,
-    output: f64,
+    pub input: f64,
+    pub cached_input: Option<f64>,
+    pub output: f64,
 }
 
 fn price_json(model: &str, p: &Price) -> Value {
@@ -514,11 +590,17 @@ async fn list_prices(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "prices": state.metering.prices().iter().map(|(m, p)| price_json(m, p)).collect::<Vec<_>>() }))
 }
 
-async fn set_price(
+async fn set_price_route(
     State(state): State<AppState>,
     Path(model): Path<String>,
     Body(input): Body<PriceIn>,
 ) -> ApiResult<Json<Value>> {
+    let price = set_price(&state, &model, input).await?;
+    Ok(Json(price_json(&model, &price)))
+}
+
+/// Sets a model's price, here and in the store.
+pub(crate) async fn set_price(state: &AppState, model: &str, input: PriceIn) -> ApiResult<Price> {
     if model.is_empty() || model.len() > 200 {
         return Err(ApiError::invalid("model", "model: 1 to 200 characters"));
     }
@@ -530,15 +612,21 @@ async fn set_price(
         }
     }
     let price = Price::dollars(input.input, input.cached_input.unwrap_or(input.input), input.output);
-    state.store.set_price(&model, price).await?;
-    state.metering.set_price(&model, Some(price));
-    Ok(Json(price_json(&model, &price)))
+    state.store.set_price(model, price).await?;
+    state.metering.set_price(model, Some(price));
+    Ok(price)
 }
 
-async fn delete_price(State(state): State<AppState>, Path(model): Path<String>) -> ApiResult<StatusCode> {
-    if !state.store.delete_price(&model).await? {
+async fn delete_price_route(State(state): State<AppState>, Path(model): Path<String>) -> ApiResult<StatusCode> {
+    delete_price(&state, &model).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a price set through the API; a built-in one applies again.
+pub(crate) async fn delete_price(state: &AppState, model: &str) -> ApiResult<()> {
+    if !state.store.delete_price(model).await? {
         return Err(ApiError::NotFound(format!("no price set for {model:?}")));
     }
-    state.metering.set_price(&model, None);
-    Ok(StatusCode::NO_CONTENT)
+    state.metering.set_price(model, None);
+    Ok(())
 }

@@ -15,3 +15,4 @@ mod ops;
 mod process;
 mod sdk;
 mod vault;
+mod web;

@@ -83,6 +83,7 @@ async fn openapi_describes_every_admin_and_self_service_route(backend: Backend) 
         ("post", "/admin/v1/users/{id}/suspend"),
         ("post", "/admin/v1/users/{id}/unsuspend"),
         ("put", "/admin/v1/users/{id}/plan"),
+        ("post", "/admin/v1/users/{id}/portal-sessions"),
         ("get", "/admin/v1/users/{id}/keys"),
         ("post", "/admin/v1/users/{id}/keys"),
         ("get", "/admin/v1/keys/{key_id}"),
