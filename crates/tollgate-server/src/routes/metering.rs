@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -286,7 +286,7 @@ async fn check(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Body(input): Body<CheckIn>,
-) -> ApiResult<(HeaderMap, Json<Value>)> {
+) -> ApiResult<Response> {
     let user = metered_user(&principal, input.user_id.as_deref(), "user_id")?;
     if input.amount < 0 {
         return Err(ApiError::invalid("amount", "amount: must not be negative"));
@@ -321,23 +321,38 @@ async fn check(
         }
     }
     let reservation_id = if allowed { outcome.reservation_id.clone() } else { None };
-    Ok((
-        headers,
-        Json(json!({
-            "allowed": allowed,
-            "reason": reason,
-            "retry_after": retry_after,
-            "user_id": user,
-            "meter": input.meter,
-            "limit": s.limit,
-            "used": s.used,
-            "reserved": s.reserved,
-            "remaining": s.remaining(),
-            "reset_at": outcome.period.end,
-            "period": outcome.period,
-            "reservation_id": reservation_id,
-        })),
-    ))
+    let body = CheckOut {
+        allowed,
+        reason,
+        retry_after,
+        user_id: &user,
+        meter: &input.meter,
+        limit: s.limit,
+        used: s.used,
+        reserved: s.reserved,
+        remaining: s.remaining(),
+        reset_at: outcome.period.end,
+        period: &outcome.period,
+        reservation_id,
+    };
+    Ok((headers, Json(body)).into_response())
+}
+
+/// The answer to a check (typed: it is serialized on every check).
+#[derive(serde::Serialize)]
+struct CheckOut<'a> {
+    allowed: bool,
+    reason: Option<&'static str>,
+    retry_after: Option<u64>,
+    user_id: &'a UserId,
+    meter: &'a Meter,
+    limit: Option<i64>,
+    used: i64,
+    reserved: i64,
+    remaining: Option<i64>,
+    reset_at: Option<Timestamp>,
+    period: &'a tollgate_domain::period::Period,
+    reservation_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,25 +49,34 @@ fn header_value(v: impl ToString) -> HeaderValue {
     HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"))
 }
 
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const X_RATELIMIT_RESOURCE: HeaderName = HeaderName::from_static("x-ratelimit-resource");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// The rate-limit headers for one meter: GitHub's `X-RateLimit-*`, and the
 /// IETF draft's `RateLimit-Policy` / `RateLimit`. None for an unlimited meter.
+/// (On every response to a key: names are constants, numbers need no text.)
 pub fn ratelimit_headers(meter: &Meter, state: &MeterState, period: &Period) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let Some(limit) = state.limit else { return h };
+    let Some(limit) = state.limit else { return HeaderMap::new() };
+    let mut h = HeaderMap::with_capacity(8);
     let remaining = state.remaining().unwrap_or(0);
     let now = Timestamp::now();
     let reset = period.end.map(Timestamp::unix_seconds);
     let until = period.end.map(|e| (e.unix_seconds() - now.unix_seconds()).max(0));
     let window = period.end.map(|e| (e.unix_seconds() - period.start.unix_seconds()).max(0));
-    h.insert("x-ratelimit-limit", header_value(limit));
-    h.insert("x-ratelimit-remaining", header_value(remaining));
-    h.insert("x-ratelimit-used", header_value(state.used));
-    h.insert("x-ratelimit-reset", header_value(reset.unwrap_or(0)));
-    h.insert("x-ratelimit-resource", header_value(meter));
+    h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
+    h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    h.insert(X_RATELIMIT_USED, HeaderValue::from(state.used));
+    h.insert(X_RATELIMIT_RESET, HeaderValue::from(reset.unwrap_or(0)));
+    h.insert(X_RATELIMIT_RESOURCE, header_value(meter));
     let w = window.map(|w| format!(";w={w}")).unwrap_or_default();
-    h.insert(HeaderName::from_static("ratelimit-policy"), header_value(format!("\"{meter}\";q={limit}{w}")));
+    h.insert(RATELIMIT_POLICY, header_value(format!("\"{meter}\";q={limit}{w}")));
     let t = until.map(|t| format!(";t={t}")).unwrap_or_default();
-    h.insert(HeaderName::from_static("ratelimit"), header_value(format!("\"{meter}\";r={remaining}{t}")));
+    h.insert(RATELIMIT, header_value(format!("\"{meter}\";r={remaining}{t}")));
     h
 }
 
