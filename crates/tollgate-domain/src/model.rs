@@ -9,6 +9,10 @@ use crate::{KeyId, Limits, PeriodKind, PlanSlug, Scopes, UserId, time::Timestamp
 /// The alert thresholds a plan gets when none are given, in percent.
 pub const DEFAULT_ALERT_THRESHOLDS: [u8; 3] = [75, 90, 100];
 
+/// Output tokens the gateway reserves for a request that names no output
+/// limit, unless the plan says otherwise.
+pub const DEFAULT_OUTPUT_RESERVATION: i64 = 4096;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub slug: PlanSlug,
@@ -31,6 +35,9 @@ pub struct Plan {
     /// Percentages of a limit at which alerts fire.
     pub alert_thresholds: Vec<u8>,
     pub stripe_price_id: Option<String>,
+    /// Output tokens the gateway reserves for a request that names no
+    /// output limit (`max_tokens` and the like).
+    pub default_output_reservation: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -53,6 +60,7 @@ impl Plan {
             allowed_models: None,
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             stripe_price_id: None,
+            default_output_reservation: DEFAULT_OUTPUT_RESERVATION,
             created_at: now,
             updated_at: now,
         }

@@ -242,6 +242,7 @@ pub fn document() -> Value {
         "allowed_models": { "type": ["array", "null"], "items": { "type": "string" } },
         "alert_thresholds": { "type": "array", "items": { "type": "integer" } },
         "stripe_price_id": nullable("string"),
+        "default_output_reservation": { "type": "integer", "minimum": 1, "description": "output tokens the gateway reserves when a request names no output limit (default 4096)" },
     });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();

@@ -66,6 +66,7 @@ struct PlanInput {
     alert_thresholds: Option<Vec<u8>>,
     #[serde(default, deserialize_with = "present")]
     stripe_price_id: Option<Option<String>>,
+    default_output_reservation: Option<i64>,
 }
 
 impl PlanInput {
@@ -126,6 +127,15 @@ impl PlanInput {
                 return Err(ApiError::invalid("stripe_price_id", "stripe_price_id: a Stripe price id, or null"));
             }
             plan.stripe_price_id = price_id;
+        }
+        if let Some(tokens) = self.default_output_reservation {
+            if !(1..=10_000_000).contains(&tokens) {
+                return Err(ApiError::invalid(
+                    "default_output_reservation",
+                    "default_output_reservation: output tokens, 1 to 10000000",
+                ));
+            }
+            plan.default_output_reservation = tokens;
         }
         plan.updated_at = Timestamp::now();
         Ok(plan)
