@@ -45,6 +45,8 @@ pub struct Shared {
     /// Users' provider credentials and the one resolution rule.
     pub vault: Arc<Vault>,
     pub audit: Arc<AuditLog>,
+    /// The LLM gateway's upstream client.
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {
