@@ -158,6 +158,9 @@ async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<
         Err(e) => e.into_response(api),
     };
     add_rate_limits(&state, &caller.account, &mut response).await;
+    if caller.key_id.is_none() {
+        response.headers_mut().insert("x-demo-mode", HeaderValue::from_static("true"));
+    }
     response
 }
 

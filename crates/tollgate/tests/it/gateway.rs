@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tollgate_mock::{MockServer, Recorded};
 
 use crate::both_stores;
-use crate::common::{Backend, Reply, TestApp, eventually, mock_llm};
+use crate::common::{Backend, BinApp, Reply, TestApp, TestDb, eventually, mock_llm};
 
 both_stores!(
     a_chat_completion_is_answered_and_recorded_with_the_usage_the_provider_reported,
@@ -689,4 +689,135 @@ async fn a_client_that_goes_away_before_the_answer_cancels_the_call_and_its_inpu
     assert!(event["input_tokens"].as_u64().unwrap() > 0);
     let usage = gw.usage("u_1").await;
     assert_eq!(usage["meters"]["tokens"]["reserved"], 0, "the hold ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_demo_mode_lets_calls_without_a_key_through_on_the_demo_plans_quota() {
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_ANONYMOUS_ENABLED", "true")], "").await;
+    let reply = gw.app.api.call(Method::POST, "/v1/chat/completions", None, Some(chat("hi [mock tokens=4]"))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["x-demo-mode"], "true");
+    let used: u64 = reply.headers["x-ratelimit-used"].to_str().unwrap().parse().unwrap();
+    assert_eq!(used, usage_of(&gw.mock.requests()[0]).input_tokens + 4, "metered per client address");
+    assert_eq!(gw.mock.requests()[0].credential.as_deref(), Some(OPENAI_KEY));
+    let long = "word ".repeat(2500);
+    let refused = gw.app.api.call(Method::POST, "/v1/chat/completions", None, Some(chat(&long))).await;
+    assert_eq!(refused.status, 429, "the demo plan's quota holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_provider_secret_reaches_the_logs_or_the_store_through_the_gateway() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mock = mock_llm(&[]).await;
+    let mut env = db.env();
+    let own = "sk-ant-users-own-secret-31337";
+    for (k, v) in [
+        ("TOLLGATE_LOG_FORMAT", "json".to_owned()),
+        ("TOLLGATE_LOG", "debug".to_owned()),
+        ("TOLLGATE_ADMIN_TOKEN", crate::common::ADMIN_TOKEN.to_owned()),
+        ("TOLLGATE_OPENAI_BASE_URL", mock.openai_base_url()),
+        ("TOLLGATE_ANTHROPIC_BASE_URL", mock.base_url()),
+        ("TOLLGATE_GEMINI_BASE_URL", mock.base_url()),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_owned()),
+        ("GEMINI_API_KEY", GEMINI_KEY.to_owned()),
+    ] {
+        env.push((k.to_owned(), v));
+    }
+    let mut app = BinApp::start(db.dir.path(), &env, &[], "gateway");
+    let api = app.api.clone();
+    api.create_user("u_1", "pro").await;
+    let key = api.create_key("u_1", json!({"scopes": ["proxy", "credentials:manage"]})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.call(Method::PUT, "/v1/me/credentials/anthropic", Some(&key), Some(json!({"secret": own}))).await.expect(200);
+    let post = |path: &'static str, body: Value| api.call(Method::POST, path, Some(&key), Some(body));
+    post("/v1/chat/completions", chat("hello [mock tokens=3]")).await.expect(200);
+    post("/v1/chat/completions", chat("[mock status=401]")).await.expect(401);
+    post("/v1/chat/completions", chat("[mock status=500]")).await.expect(502);
+    let mut streamed = chat("stream [mock tokens=3]");
+    streamed["stream"] = json!(true);
+    post("/v1/chat/completions", streamed).await.expect(200);
+    let message =
+        json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    post("/v1/messages", message).await.expect(200);
+    let gemini = format!("{}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={key}", api.base);
+    let body = json!({"contents": [{"parts": [{"text": "hi [mock tokens=2]"}]}]});
+    assert_eq!(api.http.post(gemini).json(&body).send().await.unwrap().status(), 200);
+    assert_eq!(mock.requests().iter().filter(|r| r.credential.as_deref() == Some(own)).count(), 1);
+    assert!(app.terminate());
+    let all = app.output();
+    assert!(all.contains("/v1/chat/completions"), "the calls were logged");
+    for secret in [&key[3..], OPENAI_KEY, GEMINI_KEY, own, crate::common::ADMIN_TOKEN] {
+        assert!(!all.contains(secret), "{secret} is in the logs");
+    }
+    let dump = db.dump();
+    assert!(dump.contains("/v1/chat/completions"), "the dump holds the ledger");
+    for secret in [&key[3..], OPENAI_KEY, GEMINI_KEY, own] {
+        assert!(!dump.contains(secret), "{secret} is in the store");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tollgate_demo_prints_a_key_a_curl_command_and_a_python_snippet_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = dir.path().join("demo.stdout");
+    let mut command = std::process::Command::new(crate::common::binary());
+    command
+        .arg("demo")
+        .current_dir(dir.path())
+        .env("TOLLGATE_LISTEN", "127.0.0.1:0")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("demo.stderr")).unwrap());
+    let mut child = ChildGuard(command.spawn().expect("the demo starts"));
+    let printed = {
+        let ready = eventually(Duration::from_secs(30), || async {
+            std::fs::read_to_string(&stdout).unwrap_or_default().contains("Ctrl-C stops the demo")
+        });
+        assert!(ready.await, "the demo printed its instructions");
+        std::fs::read_to_string(&stdout).unwrap()
+    };
+    let key = printed.lines().find_map(|l| l.trim().strip_prefix("tg_")).map(|k| format!("tg_{k}")).unwrap();
+    let url = printed.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches(',').to_owned();
+    assert!(printed.contains(&format!("{url}/ui")), "the dashboard's URL");
+    assert!(printed.contains(&format!("curl -s {url}/v1/chat/completions")));
+
+    // The curl command's request.
+    let http = reqwest::Client::new();
+    let curl = printed.lines().find(|l| l.trim().starts_with("-d '")).unwrap();
+    let body = curl.trim().trim_start_matches("-d '").trim_end_matches('\'').to_owned();
+    let reply = http.post(format!("{url}/v1/chat/completions")).bearer_auth(&key).body(body).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    // The Python snippet, as printed.
+    let start = printed.find("from openai import OpenAI").unwrap();
+    let end = printed[start..].find("reply.usage)").unwrap() + start + "reply.usage)".len();
+    let snippet: String =
+        printed[start..end].lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let script = dir.path().join("snippet.py");
+    std::fs::write(&script, snippet).unwrap();
+    let python = crate::common::repo_root().join(".venv/bin/python");
+    let ran = std::process::Command::new(python).arg(&script).output().unwrap();
+    assert!(ran.status.success(), "the snippet failed: {}", String::from_utf8_lossy(&ran.stderr));
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("CompletionUsage"));
+    let usage: Value =
+        http.get(format!("{url}/v1/me/usage")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["meters"]["requests"]["used"], 2);
+
+    let data_dir = printed.split("its data (").nth(1).and_then(|s| s.split(')').next()).unwrap().to_owned();
+    assert!(std::path::Path::new(&data_dir).exists());
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "a clean exit");
+    assert!(!std::path::Path::new(&data_dir).exists(), "the demo's data is removed");
+}
+
+/// Kills the child when the test ends, however it ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
