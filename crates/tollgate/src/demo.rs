@@ -4,7 +4,7 @@
 //! every provider's base URL points at the mock, whose platform keys are
 //! made up. The temporary data is removed at exit.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context;
 use serde_json::json;
@@ -17,8 +17,8 @@ use crate::client::Client;
 const PLAN: &str = "starter";
 const USER: &str = "demo-user";
 
-/// Runs the demo until Ctrl-C or SIGTERM. `listen` is where the service
-/// listens (`TOLLGATE_LISTEN` or 127.0.0.1:8787).
+/// Runs the demo until `shutdown` (Ctrl-C or SIGTERM). The service listens
+/// on `TOLLGATE_LISTEN` (default 127.0.0.1:8787).
 pub async fn run(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let mock = tollgate_mock::start(tollgate_mock::MockConfig {
         tokens_per_second: Some(30.0),
@@ -36,7 +36,7 @@ pub async fn run(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Res
 
 /// The demo's settings: the caller's `TOLLGATE_LISTEN` and log settings, a
 /// temporary data directory, and every provider at the mock.
-fn config(mock: &tollgate_mock::MockServer, data_dir: &PathBuf, admin_token: &str) -> anyhow::Result<Config> {
+fn config(mock: &tollgate_mock::MockServer, data_dir: &Path, admin_token: &str) -> anyhow::Result<Config> {
     let kept = ["TOLLGATE_LISTEN", "TOLLGATE_LOG", "TOLLGATE_LOG_FORMAT"];
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| kept.contains(&k.as_str())).collect();
     let (openai, groq, base) = (mock.openai_base_url(), mock.groq_base_url(), mock.base_url());
@@ -59,7 +59,7 @@ fn config(mock: &tollgate_mock::MockServer, data_dir: &PathBuf, admin_token: &st
 
 async fn serve(
     mock: &tollgate_mock::MockServer,
-    data_dir: &PathBuf,
+    data_dir: &Path,
     admin_token: &str,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -97,7 +97,7 @@ async fn seed(url: &str, admin_token: &str) -> anyhow::Result<String> {
     key["key"].as_str().map(str::to_owned).context("the new key's secret was not returned")
 }
 
-fn instructions(url: &str, mock: &str, admin_token: &str, key: &str, data_dir: &PathBuf) -> String {
+fn instructions(url: &str, mock: &str, admin_token: &str, key: &str, data_dir: &Path) -> String {
     format!(
         r#"Tollgate demo: the gateway at {url}, in front of a built-in mock provider ({mock}).
 Nothing leaves this machine: every provider's base URL points at the mock.
