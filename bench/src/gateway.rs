@@ -30,10 +30,12 @@ use serde_json::json;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 const PLATFORM_KEY: &str = "sk-bench-platform-key";
-const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me about toll gates [mock tokens=16]"}]}"#;
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me about toll gates [mock tokens=16]"}]}"#;
 const STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me about toll gates [mock tokens=16]"}]}"#;
 /// Held open for the memory figure: 30 tokens at 2 per second.
-const SLOW_STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hold on [mock tokens=30 tps=2]"}]}"#;
+const SLOW_STREAM: &str =
+    r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hold on [mock tokens=30 tps=2]"}]}"#;
 
 struct Settings {
     seconds: f64,
@@ -307,29 +309,32 @@ fn ms(us: u64) -> String {
 async fn seed(gateway: SocketAddr) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let base = format!("http://{gateway}");
-    let admin = |path: &str, body: serde_json::Value| {
-        http.post(format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send()
-    };
+    let admin =
+        |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send();
     let plan = json!({"slug": "bench", "limits": {"tokens": 1_000_000_000_000i64, "requests": 1_000_000_000}});
     admin("/admin/v1/plans", plan).await?.error_for_status()?;
     admin("/admin/v1/users", json!({"id": "bench_user", "plan": "bench"})).await?.error_for_status()?;
-    let key: serde_json::Value =
-        admin("/admin/v1/users/bench_user/keys", json!({"scopes": ["proxy"]})).await?.error_for_status()?.json().await?;
+    let key: serde_json::Value = admin("/admin/v1/users/bench_user/keys", json!({"scopes": ["proxy"]}))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     key["key"].as_str().map(str::to_owned).context("no key in the answer")
 }
 
 async fn bench(s: Settings) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let mock = Process::spawn("mock", &[])?;
-    let gateway = Process::spawn(
-        "gateway",
-        &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())],
-    )?;
+    let gateway =
+        Process::spawn("gateway", &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())])?;
     let (idle_rss, _) = gateway.rss_mb();
     let key = seed(gateway.addr).await?;
     let direct = Target { name: "mock-llm directly", addr: mock.addr, key: PLATFORM_KEY.into() };
     let through = Target { name: "through the gateway", addr: gateway.addr, key };
-    println!("gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite, full metering) as child processes", s.seconds);
+    println!(
+        "gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite, full metering) as child processes",
+        s.seconds
+    );
     println!("idle gateway RSS: {idle_rss:.1} MB (before any request)");
 
     // Warm both paths (connections, the tokenizer, the price table).
@@ -344,13 +349,19 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         (gateway.cpu_seconds() - cpu_before) / (gateway_rps * started.elapsed().as_secs_f64()).max(1.0) * 1e6;
     println!("\nthroughput, {} connections, closed loop (non-streamed chat completions):", s.concurrency);
     println!("  mock-llm directly    {direct_rps:>9.0} req/s");
-    println!("  through the gateway  {gateway_rps:>9.0} req/s   ratio {:.1} % (target ≥ 50 %)", 100.0 * gateway_rps / direct_rps);
+    println!(
+        "  through the gateway  {gateway_rps:>9.0} req/s   ratio {:.1} % (target ≥ 50 %)",
+        100.0 * gateway_rps / direct_rps
+    );
     println!("  gateway CPU per call {cpu_per_call:>9.0} µs");
 
     let connections = 64;
     let direct_lat = open_loop(&direct, s.rate, connections, s.seconds).await?;
     let gateway_lat = open_loop(&through, s.rate, connections, s.seconds).await?;
-    println!("\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):", s.rate);
+    println!(
+        "\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):",
+        s.rate
+    );
     println!("  {:<6} {:>12} {:>12} {:>12}", "", "direct", "gateway", "added");
     for p in [50.0, 90.0, 99.0, 99.9] {
         let (d, g) = (percentile(&direct_lat, p), percentile(&gateway_lat, p));
@@ -377,7 +388,10 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     println!("\ngateway memory (RSS):");
     println!("  idle                         {idle_rss:>7.1} MB   (target ≤ 30 MB)");
     println!("  after the load above         {after_load:>7.1} MB");
-    println!("  holding {:>5} open streams   {with_streams:>7.1} MB   (peak {peak:.1} MB; target ≤ 300 MB)", held.len());
+    println!(
+        "  holding {:>5} open streams   {with_streams:>7.1} MB   (peak {peak:.1} MB; target ≤ 300 MB)",
+        held.len()
+    );
     println!("  (mock-llm meanwhile: {mock_rss:.1} MB)");
     drop(held);
     Ok(())

@@ -243,6 +243,11 @@ impl Request {
         self.fields.max_output
     }
 
+    /// Whether the call generates output (embeddings do not).
+    pub fn generates_output(&self) -> bool {
+        self.op != Operation::Embeddings
+    }
+
     /// How many choices the client asked for (OpenAI's `n`; 1 elsewhere).
     pub fn choices(&self) -> u64 {
         self.fields.choices.max(1)
@@ -264,7 +269,7 @@ impl Request {
 
     /// Lowers the output limit to `max` tokens per choice.
     pub fn limit_output(&mut self, max: u64, style: LimitStyle) {
-        if self.fields.max_output.is_some_and(|m| m <= max) {
+        if !self.generates_output() || self.fields.max_output.is_some_and(|m| m <= max) {
             return;
         }
         self.op.api().adapter().set_max_output(&mut self.body, max, style);

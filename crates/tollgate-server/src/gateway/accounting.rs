@@ -95,8 +95,12 @@ pub async fn reserve(
     style: LimitStyle,
 ) -> Result<Held, ProxyError> {
     let now = Timestamp::now();
-    let choices = request.choices();
-    let asked = request.max_output().unwrap_or(account.plan.default_output_reservation.max(1) as u64);
+    // Output tokens per choice at least, and at most as asked (embeddings: none).
+    let (choices, asked) = if request.generates_output() {
+        (request.choices(), request.max_output().unwrap_or(account.plan.default_output_reservation.max(1) as u64))
+    } else {
+        (0, 0)
+    };
     let [tokens, input_tokens, output_tokens, requests, cost] =
         [Meter::TOKENS, Meter::INPUT_TOKENS, Meter::OUTPUT_TOKENS, Meter::REQUESTS, Meter::COST_USD]
             .map(Meter::builtin);
@@ -116,7 +120,7 @@ pub async fn reserve(
             if remaining < least {
                 return Err(quota_refusal(account, meter, &s, least));
             }
-            if *meter != input_tokens {
+            if *meter != input_tokens && choices > 0 {
                 let r = (remaining - fixed) / choices;
                 room = Some(room.map_or(r, |have| have.min(r)));
             }

@@ -262,7 +262,7 @@ async fn forward(
     if status.is_success() && streaming {
         let headers = upstream::response_headers(response.headers());
         let settlement = unsettled.take().ok_or_else(settled_twice)?;
-        let body = relay::body(upstream, response, tap, settlement, started, first_byte);
+        let body = relay::body(upstream, response, tap, settlement, started);
         let mut out = Response::new(body);
         *out.status_mut() = status;
         out.headers_mut().extend(headers);

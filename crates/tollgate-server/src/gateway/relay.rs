@@ -75,7 +75,6 @@ pub fn body(
     tap: StreamTap,
     settlement: Settlement,
     started: Instant,
-    first_byte: Duration,
 ) -> Body {
     let relay = Relay {
         upstream,
@@ -83,7 +82,7 @@ pub fn body(
         tap,
         settlement: Some(settlement),
         started,
-        first_byte: Some(first_byte),
+        first_byte: None,
         sent: 0,
         phase: Phase::Relaying,
     };

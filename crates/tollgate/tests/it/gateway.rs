@@ -449,6 +449,9 @@ async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_pl
         .await
         .expect(200);
     assert_eq!(reply["data"].as_array().unwrap().len(), 2);
+    let sent = &gw.mock.requests()[0];
+    assert!(sent.body.get("max_tokens").is_none() && sent.body.get("max_completion_tokens").is_none(), "{}", sent.body);
+    assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["reserved"], 0);
     let event = &gw.events("u_1").await[0];
     assert_eq!((event["route"].as_str(), event["input_tokens"].as_u64()), (Some("/v1/embeddings"), Some(5)));
     assert_eq!(event["output_tokens"], 0);
