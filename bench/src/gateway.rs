@@ -14,7 +14,8 @@
 //! load generator: its own HTTP/1.1 connections over loopback, one request
 //! at a time each. All three share the machine's cores, so the figures are
 //! a floor. Run: `cargo run --release -p tollgate-bench --bin gateway --
-//! [--seconds 3] [--concurrency 32] [--rate 2000] [--streams 5000]`.
+//! [--seconds 3] [--concurrency 32] [--rate 2000] [--streams 5000]
+//! [--data-dir /dev/shm]`.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -42,10 +43,14 @@ struct Settings {
     concurrency: usize,
     rate: f64,
     streams: usize,
+    /// Where the gateway's SQLite database goes (a temporary directory of
+    /// its own inside); on tmpfs (`/dev/shm`) its fsyncs cost nothing, which
+    /// shows what they cost on disk.
+    data_parent: Option<std::path::PathBuf>,
 }
 
 fn settings() -> anyhow::Result<Settings> {
-    let mut s = Settings { seconds: 3.0, concurrency: 32, rate: 2000.0, streams: 5000 };
+    let mut s = Settings { seconds: 3.0, concurrency: 32, rate: 2000.0, streams: 5000, data_parent: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -54,6 +59,7 @@ fn settings() -> anyhow::Result<Settings> {
             "--concurrency" => s.concurrency = value.parse()?,
             "--rate" => s.rate = value.parse()?,
             "--streams" => s.streams = value.parse()?,
+            "--data-dir" => s.data_parent = Some(value.into()),
             other => anyhow::bail!("unknown option {other}"),
         }
     }
@@ -323,7 +329,10 @@ async fn seed(gateway: SocketAddr) -> anyhow::Result<String> {
 }
 
 async fn bench(s: Settings) -> anyhow::Result<()> {
-    let data = tempfile::tempdir()?;
+    let data = match &s.data_parent {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
     let mock = Process::spawn("mock", &[])?;
     let gateway =
         Process::spawn("gateway", &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())])?;
@@ -332,8 +341,9 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let direct = Target { name: "mock-llm directly", addr: mock.addr, key: PLATFORM_KEY.into() };
     let through = Target { name: "through the gateway", addr: gateway.addr, key };
     println!(
-        "gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite, full metering) as child processes",
-        s.seconds
+        "gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite in {}, full metering) as child processes",
+        s.seconds,
+        data.path().display()
     );
     println!("idle gateway RSS: {idle_rss:.1} MB (before any request)");
 
@@ -380,6 +390,23 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         println!("  p{p:<5} direct {:>11}  gateway {:>11}  added {:>11}", ms(d), ms(g), ms(g.saturating_sub(d)));
     }
     println!("  (target: added ≤ 1 ms)");
+
+    // Where a call's time goes, as the gateway measured it.
+    let metrics = reqwest::get(format!("http://{}/metrics", gateway.addr)).await?.text().await?;
+    println!("\nthe gateway's own timings over the whole run (from /metrics):");
+    for (name, what) in [
+        ("tollgate_gateway_upstream_first_byte_seconds", "the provider's first byte"),
+        ("tollgate_gateway_commit_seconds", "the usage commit (SQLite, synchronous=FULL)"),
+    ] {
+        let quantile = |q: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{quantile=\"{q}\"}}")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map_or("?".to_owned(), |v| ms((v * 1e6) as u64))
+        };
+        println!("  {what:<45} p50 {:>10}  p99 {:>10}", quantile("0.5"), quantile("0.99"));
+    }
 
     let (after_load, _) = gateway.rss_mb();
     let held = hold_streams(&through, s.streams).await?;

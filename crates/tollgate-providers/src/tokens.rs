@@ -9,8 +9,9 @@
 //! sizes the reservation and the output limit; what is settled is the
 //! provider's own usage.
 //!
-//! Each encoding is loaded on first use (some 20 MB in memory for
-//! `o200k_base`), then shared.
+//! Each encoding is loaded on first use, then shared: some 40 MB for
+//! `o200k_base`, which is why it is not loaded at start (an idle gateway
+//! stays small) and why other providers' models share it.
 
 use std::panic::AssertUnwindSafe;
 
@@ -49,11 +50,6 @@ pub fn count(encoding: Encoding, text: &str) -> u64 {
     };
     std::panic::catch_unwind(AssertUnwindSafe(|| bpe.encode_ordinary(text).len() as u64))
         .unwrap_or_else(|_| (text.len() as u64).div_ceil(2))
-}
-
-/// Loads `encoding` now, so that the first request does not wait for it.
-pub fn warm(encoding: Encoding) {
-    count(encoding, "warm");
 }
 
 #[cfg(test)]

@@ -232,9 +232,13 @@ impl Settlement {
     /// durable. The commit runs on its own task, so a caller that goes away
     /// meanwhile cannot leave it half done.
     pub async fn settle(self, outcome: Outcome) -> ApiResult<()> {
-        tokio::spawn(self.commit(outcome))
+        let started = Instant::now();
+        let settled = tokio::spawn(self.commit(outcome))
             .await
-            .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?
+            .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?;
+        // The wait for the commit is part of every call's latency: shown apart.
+        metrics::histogram!("tollgate_gateway_commit_seconds").record(started.elapsed().as_secs_f64());
+        settled
     }
 
     /// For a call abandoned midway: settles on a task of its own.
@@ -289,6 +293,9 @@ impl Settlement {
             estimated,
             ..EventRow::default()
         };
+        if let Some(first_byte) = outcome.first_byte {
+            metrics::histogram!("tollgate_gateway_upstream_first_byte_seconds").record(first_byte.as_secs_f64());
+        }
         let event = self.state.metering.prepare(&self.account, row, &amounts);
         let provider = info.provider.clone();
         metrics::counter!("tollgate_gateway_calls_total", "provider" => provider.clone(), "status" => outcome.status.to_string())

@@ -64,12 +64,6 @@ impl Gateway {
     }
 }
 
-/// Loads the tokenizer on a blocking thread, so that the first call does
-/// not wait for it.
-pub fn warm_tokenizer() {
-    tokio::task::spawn_blocking(|| tokens::warm(Encoding::O200kBase));
-}
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
