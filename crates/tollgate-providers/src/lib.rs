@@ -185,9 +185,8 @@ impl Seen {
         }
     }
 
-    /// Output tokens of what passed: the provider's count when it gave one,
-    /// else the text's tokens (characters past the kept text at four per
-    /// token).
+    /// Output tokens of the text that passed (characters past the kept
+    /// text at four per token), for a stream cut before its usage.
     pub fn output_estimate(&self, encoding: Encoding) -> u64 {
         tokens::count(encoding, &self.text) + self.dropped_chars.div_ceil(4)
     }

@@ -465,8 +465,12 @@ async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_pl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_models_by_name() {
     let file = "[models.fast]\nprovider = \"groq\"\nmodel = \"llama-3.1-8b-instant\"\n";
-    let plan = json!({"limits": {"tokens": 100000}, "allowed_models": ["fast", "gpt-4o-mini", "claude-haiku-4-5"]});
-    let gw = Gateway::start(Backend::Sqlite, plan, &[], file).await;
+    let plan = json!({"limits": {"tokens": 100000},
+                      "allowed_models": ["fast", "gpt-4o-mini", "claude-haiku-4-5", "local/*"]});
+    let mock = mock_llm(&[]).await;
+    let local = mock.openai_base_url();
+    let extra = [("TOLLGATE_LOCAL_BASE_URL", local.as_str()), ("LOCAL_API_KEY", "local-platform-key-1")];
+    let gw = Gateway::start(Backend::Sqlite, plan, &extra, file).await;
     let hi = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi [mock tokens=2]"}]});
     let reply = gw.post("/v1/chat/completions", hi("fast")).await.expect(200);
     assert_eq!(reply["model"], "llama-3.1-8b-instant");
@@ -477,6 +481,14 @@ async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_model
     );
     assert_eq!(sent[0].credential.as_deref(), Some(GROQ_KEY));
     assert_eq!(gw.events("u_1").await[0]["provider"], "groq");
+    // Any OpenAI-compatible API added by its base URL is a provider too.
+    let reply = gw.post("/v1/chat/completions", hi("local/my-finetune")).await.expect(200);
+    assert_eq!(reply["model"], "my-finetune");
+    let received = &mock.requests()[0];
+    assert_eq!(
+        (received.credential.as_deref(), received.body["model"].as_str()),
+        (Some("local-platform-key-1"), Some("my-finetune"))
+    );
 
     // Not on the list: a 403 naming the model, in OpenAI's shape, and no call.
     let refused = gw.post("/v1/chat/completions", hi("gpt-4o")).await;
@@ -499,7 +511,7 @@ async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_model
     let wrong = gw.post("/v1/chat/completions", hi("anthropic/claude-haiku-4-5")).await;
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.body["error"]["param"], "model");
-    assert_eq!(gw.mock.requests().len(), 1, "refusals never reach the provider");
+    assert_eq!(gw.mock.requests().len() + mock.requests().len(), 2, "refusals never reach a provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,6 +614,12 @@ async fn provider_errors_pass_through_as_4xx_and_become_502_as_5xx() {
     assert!(limited.body["error"]["message"].as_str().unwrap().contains("mock-llm"));
     let bad = gw.post("/v1/chat/completions", chat("[mock status=400]")).await;
     assert_eq!(bad.status, 400);
+    // A stream is answered 200 only once the provider has: a failing one is a 502 error, not a stream.
+    let mut streamed = chat("[mock status=503]");
+    streamed["stream"] = json!(true);
+    let failed_stream = gw.stream("/v1/chat/completions", streamed).await;
+    assert_eq!(failed_stream.status(), 502);
+    assert!(failed_stream.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     let failed = gw.post("/v1/chat/completions", chat("[mock status=503]")).await;
     assert_eq!(failed.status, 502);
     assert_eq!(failed.body["error"]["type"], "server_error");
@@ -613,7 +631,7 @@ async fn provider_errors_pass_through_as_4xx_and_become_502_as_5xx() {
     assert_eq!((anthropic.status.as_u16(), anthropic.body["error"]["type"].as_str()), (502, Some("api_error")));
     let events = gw.events("u_1").await;
     let statuses: Vec<i64> = events.iter().map(|e| e["status_code"].as_i64().unwrap()).collect();
-    assert_eq!(statuses, [429, 400, 502, 502], "failed calls are recorded");
+    assert_eq!(statuses, [429, 400, 502, 502, 502], "failed calls are recorded");
     assert!(events.iter().all(|e| e["requests"] == 0 && e["input_tokens"] == 0));
     assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 0, "and cost nothing");
 }
