@@ -234,6 +234,12 @@ impl Adapter for OpenAi {
             ErrorKind::Forbidden => ("permission_denied", Some("model_not_allowed")),
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::QuotaExceeded => ("insufficient_quota", Some("insufficient_quota")),
+            // OpenAI names the limit that bound: requests or tokens per minute.
+            ErrorKind::RateLimited
+                if error.details.get("meter").and_then(Value::as_str) == Some("tokens_per_minute") =>
+            {
+                ("tokens", Some("rate_limit_exceeded"))
+            }
             ErrorKind::RateLimited => ("requests", Some("rate_limit_exceeded")),
             ErrorKind::NoCredential => ("invalid_request_error", Some("no_credential")),
             ErrorKind::Upstream => ("server_error", Some("upstream_error")),

@@ -176,6 +176,7 @@ pub async fn reserve(
         }
         return Ok(held);
     }
+    // Every path of the last attempt returns: a refusal is not retried then.
     unreachable!("the last attempt returns")
 }
 
@@ -223,7 +224,7 @@ pub struct Settlement {
 }
 
 impl Settlement {
-    /// The output tokens of `text`, for a cut stream's estimate.
+    /// The encoding the input was counted with, to count a cut stream's text.
     pub fn encoding(&self) -> Encoding {
         self.encoding
     }

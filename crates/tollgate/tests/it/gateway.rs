@@ -569,6 +569,7 @@ async fn per_minute_request_and_token_limits_refuse_with_retry_after() {
     let refused = gw.post("/v1/chat/completions", body).await;
     assert_eq!(refused.status, 429);
     assert_eq!(refused.body["error"]["meter"], "tokens_per_minute");
+    assert_eq!(refused.body["error"]["type"], "tokens");
     assert_eq!(gw.mock.requests().len(), 2);
 }
 
