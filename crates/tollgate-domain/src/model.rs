@@ -9,6 +9,10 @@ use crate::{KeyId, Limits, PeriodKind, PlanSlug, Scopes, UserId, time::Timestamp
 /// The alert thresholds a plan gets when none are given, in percent.
 pub const DEFAULT_ALERT_THRESHOLDS: [u8; 3] = [75, 90, 100];
 
+/// Output tokens the gateway reserves for a request that names no output
+/// limit, unless the plan says otherwise.
+pub const DEFAULT_OUTPUT_RESERVATION: i64 = 4096;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub slug: PlanSlug,
@@ -34,6 +38,9 @@ pub struct Plan {
     /// Where the portal's upgrade button for this plan goes (a Stripe
     /// payment link, say); else the configured upgrade URL.
     pub payment_link: Option<String>,
+    /// Output tokens the gateway reserves for a request that names no
+    /// output limit (`max_tokens` and the like).
+    pub default_output_reservation: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -57,6 +64,7 @@ impl Plan {
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             stripe_price_id: None,
             payment_link: None,
+            default_output_reservation: DEFAULT_OUTPUT_RESERVATION,
             created_at: now,
             updated_at: now,
         }

@@ -83,13 +83,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("failed to listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Streamed answers go out chunk by chunk: no waiting for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
 
     let metering = Metering::start(
         store.clone(),
         MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
         prices,
     );
+    let gateway = crate::gateway::Gateway::new(&config)?;
     let state = AppState::new(Shared {
+        gateway,
         metering,
         rate_windows: Arc::new(RateWindows::default()),
         web_key: Arc::new(crate::web::SigningKey::derive(vault.keyring())),

@@ -68,6 +68,8 @@ pub struct Config {
     pub prices: Vec<(String, tollgate_domain::pricing::Price)>,
     /// The web pages: `/ui` and `/portal`.
     pub web: Web,
+    /// The LLM gateway: routing and upstream timeouts.
+    pub gateway: GatewayConfig,
 }
 
 /// Settings of the admin dashboard and the user portal.
@@ -84,6 +86,36 @@ pub struct Web {
     pub portal_link_ttl: Duration,
     /// How long a signed-in web session lasts.
     pub session_ttl: Duration,
+}
+
+/// How the gateway routes models and waits for providers.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where bare model names on the OpenAI-format routes go.
+    pub default_provider: ProviderName,
+    /// Model aliases from the file's `[models."name"]` tables.
+    pub models: BTreeMap<String, ModelRoute>,
+    /// Longest wait for a connection to a provider.
+    pub connect_timeout: Duration,
+    /// Longest wait for a provider's response headers once the request is sent.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two pieces of a provider's response body.
+    pub idle_timeout: Duration,
+}
+
+/// Where an alias sends a call: a provider and its own model name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRoute {
+    pub provider: ProviderName,
+    pub model: String,
+}
+
+/// `[models."name"]` in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    provider: String,
+    model: String,
 }
 
 /// One upstream provider: where it is, and the platform's own key for it.
@@ -176,6 +208,12 @@ struct RawConfig {
     prices: std::collections::BTreeMap<String, RawPrice>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+    default_provider: Option<String>,
+    upstream_connect_timeout_seconds: Option<u64>,
+    upstream_first_byte_timeout_seconds: Option<u64>,
+    upstream_idle_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
     /// Platform keys found in the environment, by variable name.
     #[serde(skip)]
     platform_keys: BTreeMap<String, SecretString>,
@@ -235,6 +273,10 @@ variables! {
     auth_failure_window_seconds => "TOLLGATE_AUTH_FAILURE_WINDOW_SECONDS",
     trust_forwarded_for => "TOLLGATE_TRUST_FORWARDED_FOR",
     last_used_flush_seconds => "TOLLGATE_LAST_USED_FLUSH_SECONDS",
+    default_provider => "TOLLGATE_DEFAULT_PROVIDER",
+    upstream_connect_timeout_seconds => "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+    upstream_first_byte_timeout_seconds => "TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS",
+    upstream_idle_timeout_seconds => "TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS",
     retention_days => "TOLLGATE_RETENTION_DAYS",
     reservation_ttl_seconds => "TOLLGATE_RESERVATION_TTL_SECONDS",
     public_url => "TOLLGATE_PUBLIC_URL",
@@ -408,6 +450,52 @@ impl RawConfig {
     }
 }
 
+/// Providers that speak OpenAI's API: every one but Anthropic, Gemini and
+/// GitHub (whose base URL is its REST API).
+pub fn speaks_openai(provider: &ProviderConfig) -> bool {
+    !matches!(provider.known, Some(KnownProvider::Anthropic | KnownProvider::Gemini | KnownProvider::GitHub))
+}
+
+fn default_provider(
+    raw: Option<&str>,
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Result<ProviderName, ConfigError> {
+    let name = raw.unwrap_or("openai").trim();
+    let what = name_of("default_provider");
+    match providers.get(name) {
+        Some(p) if speaks_openai(p) => Ok(p.name.clone()),
+        Some(_) => {
+            Err(err(format!("{what}: {name:?} does not speak the OpenAI API; name openai, groq or an added provider")))
+        }
+        None => Err(err(format!("{what}: {name:?} is not a configured provider"))),
+    }
+}
+
+fn model_routes(
+    raw: BTreeMap<String, RawModel>,
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Result<BTreeMap<String, ModelRoute>, ConfigError> {
+    let mut routes = BTreeMap::new();
+    for (alias, route) in raw {
+        let what = format!("models.{alias}");
+        if alias.trim().is_empty() || alias.len() > 200 {
+            return Err(err(format!("`{what}`: a model alias is 1 to 200 characters")));
+        }
+        let Some(provider) = providers.get(route.provider.trim()) else {
+            return Err(err(format!("`{what}.provider`: {:?} is not a configured provider", route.provider)));
+        };
+        if matches!(provider.known, Some(KnownProvider::GitHub)) {
+            return Err(err(format!("`{what}.provider`: github is not an LLM provider")));
+        }
+        let model = route.model.trim();
+        if model.is_empty() || model.len() > 200 {
+            return Err(err(format!("`{what}.model`: the provider's model name, 1 to 200 characters")));
+        }
+        routes.insert(alias, ModelRoute { provider: provider.name.clone(), model: model.to_owned() });
+    }
+    Ok(routes)
+}
+
 fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
     // toml's own rendering repeats the offending line, which may hold a
     // secret: report the line number, the key on it and the message instead.
@@ -509,6 +597,25 @@ impl RawConfig {
             let price = tollgate_domain::pricing::Price::dollars(p.input, p.cached_input.unwrap_or(p.input), p.output);
             prices.push((model, price));
         }
+        let gateway = GatewayConfig {
+            default_provider: default_provider(self.default_provider.as_deref(), &providers)?,
+            models: model_routes(std::mem::take(&mut self.models), &providers)?,
+            connect_timeout: Duration::from_secs(positive(
+                "upstream_connect_timeout_seconds",
+                self.upstream_connect_timeout_seconds,
+                10,
+            )?),
+            first_byte_timeout: Duration::from_secs(positive(
+                "upstream_first_byte_timeout_seconds",
+                self.upstream_first_byte_timeout_seconds,
+                300,
+            )?),
+            idle_timeout: Duration::from_secs(positive(
+                "upstream_idle_timeout_seconds",
+                self.upstream_idle_timeout_seconds,
+                120,
+            )?),
+        };
         if self.retention_days == Some(0) {
             return Err(err(format!(
                 "{}: must be greater than 0 (leave it out to keep events forever)",
@@ -542,6 +649,7 @@ impl RawConfig {
             )?),
             anonymous,
             prices,
+            gateway,
             listen,
             data_dir,
             store,
@@ -714,6 +822,38 @@ mod tests {
         let current = MasterKey::generate();
         let config = from_toml("", &[("TOLLGATE_MASTER_KEY", current.to_base64().as_str())]).unwrap();
         assert!(!format!("{config:?}").contains(current.to_base64().as_str()));
+    }
+
+    #[test]
+    fn model_aliases_default_provider_and_upstream_timeouts_are_read_and_checked() {
+        let text = "[models.fast]\nprovider = \"groq\"\nmodel = \"llama-3.1-8b-instant\"\n\n\
+                    [models.\"smart\"]\nprovider = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n";
+        let vars = [("TOLLGATE_DEFAULT_PROVIDER", "groq"), ("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", "7")];
+        let config = from_toml(text, &vars).unwrap();
+        let g = &config.gateway;
+        assert_eq!(g.default_provider.as_str(), "groq");
+        assert_eq!(
+            g.models["fast"],
+            ModelRoute { provider: ProviderName::parse("groq").unwrap(), model: "llama-3.1-8b-instant".into() }
+        );
+        assert_eq!(g.models["smart"].provider.as_str(), "anthropic");
+        assert_eq!(
+            (g.connect_timeout, g.first_byte_timeout, g.idle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(7), Duration::from_secs(120))
+        );
+        assert_eq!(from_toml("", &[]).unwrap().gateway.default_provider.as_str(), "openai");
+
+        let check = |text: &str, vars: &[(&str, &str)], expected: &str| {
+            let message = from_toml(text, vars).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+        };
+        check("[models.x]\nprovider = \"nowhere\"\nmodel = \"m\"\n", &[], "models.x.provider");
+        check("[models.x]\nprovider = \"openai\"\nmodel = \" \"\n", &[], "models.x.model");
+        check("[models.x]\nprovider = \"openai\"\n", &[], "model");
+        check("[models.x]\nprovider = \"openai\"\nmodel = \"m\"\nprice = 1\n", &[], "price");
+        check("", &[("TOLLGATE_DEFAULT_PROVIDER", "anthropic")], "TOLLGATE_DEFAULT_PROVIDER");
+        check("", &[("TOLLGATE_DEFAULT_PROVIDER", "nobody")], "TOLLGATE_DEFAULT_PROVIDER");
+        check("", &[("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS", "0")], "TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS");
     }
 
     #[test]

@@ -244,6 +244,7 @@ pub fn document() -> Value {
         "alert_thresholds": { "type": "array", "items": { "type": "integer" } },
         "stripe_price_id": nullable("string"),
         "payment_link": { "type": ["string", "null"], "description": "where the portal's upgrade button for this plan goes (a Stripe payment link, say); else upgrade_url" },
+        "default_output_reservation": { "type": "integer", "minimum": 1, "description": "output tokens the gateway reserves when a request names no output limit (default 4096)" },
     });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();

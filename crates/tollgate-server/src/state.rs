@@ -48,6 +48,8 @@ pub struct Shared {
     /// Signs one-time portal links and CSRF tokens; derived from the
     /// master key, so every instance sharing it agrees.
     pub web_key: Arc<crate::web::SigningKey>,
+    /// The LLM gateway's upstream client.
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {

@@ -8,7 +8,7 @@ use crate::{Result, Store, StoreError, on_pool};
 macro_rules! columns {
     () => {
         "slug, name, price_cents, currency, period, limits, rpm, tpm, byok_counts, byok_required, \
-         allowed_models, alert_thresholds, stripe_price_id, created_at, updated_at, payment_link"
+         allowed_models, alert_thresholds, stripe_price_id, created_at, updated_at, payment_link, default_output_reservation"
     };
 }
 
@@ -30,6 +30,7 @@ struct PlanRow {
     created_at: i64,
     updated_at: i64,
     payment_link: Option<String>,
+    default_output_reservation: i64,
 }
 
 fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> Invalid + '_ {
@@ -59,6 +60,7 @@ impl TryFrom<PlanRow> for Plan {
             alert_thresholds: serde_json::from_str(&row.alert_thresholds).map_err(corrupt("plan alert_thresholds"))?,
             stripe_price_id: row.stripe_price_id,
             payment_link: row.payment_link,
+            default_output_reservation: row.default_output_reservation,
             created_at: Timestamp::from_millis(row.created_at),
             updated_at: Timestamp::from_millis(row.updated_at),
         })
@@ -107,7 +109,7 @@ impl Store {
         let q = concat!(
             "INSERT INTO plans (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         let conflict = format!("a plan with slug {:?} or the same stripe_price_id exists", plan.slug.as_str());
         self.write_plan(q, plan).await.map_err(|e| match e {
@@ -121,7 +123,8 @@ impl Store {
     pub async fn update_plan(&self, plan: &Plan) -> Result<Plan> {
         let q = "UPDATE plans SET name = $2, price_cents = $3, currency = $4, period = $5, limits = $6, \
                  rpm = $7, tpm = $8, byok_counts = $9, byok_required = $10, allowed_models = $11, \
-                 alert_thresholds = $12, stripe_price_id = $13, updated_at = $15, payment_link = $16 \
+                 alert_thresholds = $12, stripe_price_id = $13, updated_at = $15, payment_link = $16, \
+                 default_output_reservation = $17 \
                  WHERE slug = $1 AND $14 = $14";
         let done = self.write_plan(q, plan).await?;
         if done == 0 {
@@ -156,6 +159,7 @@ impl Store {
             .bind(plan.created_at.millis())
             .bind(plan.updated_at.millis())
             .bind(&plan.payment_link)
+            .bind(plan.default_output_reservation)
             .execute(p)
             .await
             .map(|d| d.rows_affected()))

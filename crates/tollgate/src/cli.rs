@@ -25,6 +25,10 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(ServeArgs),
+    /// Try Tollgate: the service and a mock provider in one process, with a
+    /// plan, a user and a key made for you (temporary data, nothing leaves
+    /// the machine).
+    Demo,
     /// A stand-in for the OpenAI, Anthropic and Gemini APIs, for tests and benchmarks.
     MockLlm(MockLlmArgs),
     /// Users of the host app.
@@ -282,6 +286,7 @@ impl Cli {
         let result = match self.command {
             Command::Serve(args) => serve(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Demo => crate::demo::run(shutdown_signal()).await,
             Command::MockLlm(args) => mock_llm(args).await,
             Command::Users(c) => c.run().await,
             Command::Plans(c) => c.run().await,
@@ -303,6 +308,12 @@ impl Cli {
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let config = Config::load(args.config.as_deref())?;
+    init_logging(&config)?;
+    Ok(config)
+}
+
+/// Logs to standard error as the configuration says.
+pub fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("TOLLGATE_LOG: {:?} is not a log filter", config.log_level))?;
     let builder = tracing_subscriber::fmt()
@@ -313,7 +324,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
-    Ok(config)
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -18,6 +18,11 @@ impl Client {
         Ok(Client { base: url.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() })
     }
 
+    /// A client with `token` as the admin token.
+    pub fn with_token(url: &str, token: &str) -> Self {
+        Client { base: url.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
+    }
+
     /// A path segment, percent-encoded (user ids may hold `/`, `|`, …).
     pub fn segment(raw: &str) -> String {
         let mut out = String::with_capacity(raw.len());

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod demo;
 
 use std::process::ExitCode;
 

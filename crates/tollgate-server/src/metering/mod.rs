@@ -280,6 +280,33 @@ impl Metering {
         }
     }
 
+    /// Holds every amount (each of its meter, under that meter's limit) or
+    /// none, for the configured TTL; a refusal names the first meter that
+    /// does not fit, with its state. The gateway's hold for one call.
+    pub async fn reserve(
+        &self,
+        account: &Account,
+        amounts: &[(Meter, i64)],
+    ) -> ApiResult<Result<String, (Meter, MeterState)>> {
+        let now = Timestamp::now();
+        let keys: Vec<CounterKey> = amounts.iter().map(|(meter, _)| account.key(meter, now)).collect();
+        self.ensure_loaded(&keys).await?;
+        let asks: Vec<Ask> = amounts
+            .iter()
+            .zip(keys)
+            .map(|((meter, amount), key)| Ask { key, amount: *amount, limit: account.limit(meter, now) })
+            .collect();
+        let id = format!("res_{}", base62::random(20));
+        let ttl_ms = self.config.reservation_ttl.as_millis() as i64;
+        match self.counters.reserve(&id, &asks, now.millis(), ttl_ms).await? {
+            Ok(()) => Ok(Ok(id)),
+            Err(Refusal { index, count, limit }) => Ok(Err((
+                amounts[index].0.clone(),
+                MeterState { limit: Some(limit), used: count.used, reserved: count.reserved },
+            ))),
+        }
+    }
+
     /// The user and meter a live reservation holds.
     pub async fn reservation(&self, id: &str) -> ApiResult<Option<(UserId, Meter)>> {
         let Some(parts) = self.counters.holds(id).await? else { return Ok(None) };

@@ -70,6 +70,7 @@ pub(crate) struct PlanInput {
     /// Where the portal's upgrade button for this plan goes.
     #[serde(default, deserialize_with = "present")]
     pub payment_link: Option<Option<String>>,
+    pub default_output_reservation: Option<i64>,
 }
 
 impl PlanInput {
@@ -141,6 +142,15 @@ impl PlanInput {
                 return Err(ApiError::invalid("payment_link", "payment_link: an http:// or https:// URL, or null"));
             }
             plan.payment_link = link;
+        }
+        if let Some(tokens) = self.default_output_reservation {
+            if !(1..=10_000_000).contains(&tokens) {
+                return Err(ApiError::invalid(
+                    "default_output_reservation",
+                    "default_output_reservation: output tokens, 1 to 10000000",
+                ));
+            }
+            plan.default_output_reservation = tokens;
         }
         plan.updated_at = Timestamp::now();
         Ok(plan)

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use quota::RateWindows;
+pub use usage::{binding_meter, ratelimit_headers};
 
 pub fn router(state: AppState) -> Router {
     let admin = admin::routes()
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
     Router::new()
         .merge(ops::routes())
+        .merge(crate::gateway::routes())
         .nest("/admin/v1", admin)
         .merge(me)
         .merge(crate::web::routes())

@@ -42,6 +42,30 @@ impl RateWindows {
         windows.insert(who.to_owned(), new_tat);
         Ok(())
     }
+
+    /// Gives back `cost` taken earlier (an estimate that turned out
+    /// larger than what was used), never past an empty window.
+    pub fn give_back(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) {
+        if cost <= 0 {
+            return;
+        }
+        let interval = WINDOW_MS / per_minute.max(1) as f64;
+        let mut windows = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tat) = windows.get_mut(who) {
+            *tat = (*tat - cost as f64 * interval).max(now_ms as f64);
+        }
+    }
+
+    /// What is left of `who`'s allowance of `per_minute` now, and the
+    /// milliseconds until all of it is back.
+    pub fn peek(&self, who: &str, per_minute: i64, now_ms: i64) -> (i64, u64) {
+        let interval = WINDOW_MS / per_minute.max(1) as f64;
+        let now = now_ms as f64;
+        let tat = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(who).copied().unwrap_or(now).max(now);
+        let busy = tat - now;
+        let remaining = ((WINDOW_MS - busy) / interval).floor().clamp(0.0, per_minute as f64) as i64;
+        (remaining, busy.ceil() as u64)
+    }
 }
 
 fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
@@ -142,5 +166,18 @@ mod tests {
         assert_eq!(wait, 6000, "one more after 60 s / 10");
         assert!(w.take("u", 10, 1, 6000).is_ok());
         assert!(w.take("other", 10, 1, 0).is_ok(), "users are apart");
+    }
+
+    #[test]
+    fn an_allowance_given_back_can_be_taken_again_and_peeking_says_what_is_left() {
+        let w = RateWindows::default();
+        assert_eq!(w.peek("u", 100, 0), (100, 0));
+        assert!(w.take("u", 100, 80, 0).is_ok());
+        assert_eq!(w.peek("u", 100, 0), (20, 48_000));
+        assert!(w.take("u", 100, 50, 0).is_err());
+        w.give_back("u", 100, 60, 0);
+        assert_eq!(w.peek("u", 100, 0), (80, 12_000));
+        w.give_back("u", 100, 1_000, 0);
+        assert_eq!(w.peek("u", 100, 0), (100, 0), "never past an empty window");
     }
 }

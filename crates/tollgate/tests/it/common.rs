@@ -235,10 +235,26 @@ impl TestApp {
     }
 
     pub async fn start_on(db: &TestDb, extra: &[(&str, &str)]) -> Server {
+        TestApp::start_with_file(db, extra, None).await
+    }
+
+    /// With extra settings and a configuration file's text.
+    pub async fn spawn_with_file(backend: Backend, extra: &[(&str, &str)], file: &str) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let server = TestApp::start_with_file(&db, extra, Some(file)).await;
+        TestApp { api: Api::new(server.addr), db, server: Some(server) }
+    }
+
+    async fn start_with_file(db: &TestDb, extra: &[(&str, &str)], file: Option<&str>) -> Server {
         let mut env = db.env();
         env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Config::from_sources(None, &env).expect("a valid test configuration");
+        let path = file.map(|text| {
+            let path = db.dir.path().join("tollgate.toml");
+            std::fs::write(&path, text).expect("the config file is written");
+            path
+        });
+        let config = Config::from_sources(path.as_deref(), &env).expect("a valid test configuration");
         tollgate_server::start(config).await.expect("the server starts")
     }
 

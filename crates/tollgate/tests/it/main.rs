@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod cli;
 mod common;
+mod gateway;
 mod keys;
 mod metering;
 mod mock;

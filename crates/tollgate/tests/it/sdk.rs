@@ -1,13 +1,17 @@
 //! The official client SDKs (Python `openai` and `anthropic`, the Vercel AI
-//! SDK) against `mock-llm` directly: proof that the mock is faithful enough
-//! for them, and the bench the gateway's SDK tests build on. The scripts in
-//! `tests/sdk/` check what an SDK user relies on and print what they saw;
-//! these tests compare it with what the mock recorded.
+//! SDK) against `mock-llm` directly (proof that the mock is faithful enough
+//! for them), then through the gateway (proof that an app changes only the
+//! base URL and the key, and that Tollgate records what the provider
+//! reported). The scripts in `tests/sdk/` check what an SDK user relies on
+//! and print what they saw; these tests compare it with what the mock
+//! recorded and with the ledger.
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 use tollgate_mock::{Recorded, Usage};
 
-use crate::common::{mock_llm, node, python};
+use crate::common::{Backend, mock_llm, node, python};
+use crate::gateway::Gateway;
 
 const KEY: &str = "sk-mock-good-0123456789";
 
@@ -109,4 +113,115 @@ async fn vercel_ai_generate_text_with_a_tool_takes_two_steps_and_total_usage_is_
     let total = |field: fn(&Usage) -> u64| requests.iter().map(|r| field(&usage_of(r))).sum::<u64>();
     assert_eq!(seen["totalUsage"]["inputTokens"], total(|u| u.input_tokens));
     assert_eq!(seen["totalUsage"]["outputTokens"], total(|u| u.output_tokens));
+}
+
+// ---- through the gateway ----
+
+/// A gateway whose plan allows `gpt-4o-mini`, the embedding models and
+/// Claude Haiku, and a second user (`broke`) whose quota of one token is
+/// too small for any call; returns the gateway and that user's key.
+async fn gateway() -> (Gateway, String) {
+    let plan = json!({"limits": {"tokens": 1000000, "requests": 10000}, "rpm": 1000,
+                      "allowed_models": ["gpt-4o-mini", "text-embedding-*", "claude-haiku-4-5"]});
+    let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
+    let tiny = json!({"slug": "tiny", "limits": {"tokens": 1}});
+    gw.app.api.admin(Method::POST, "/admin/v1/plans", Some(tiny)).await.expect(201);
+    gw.app.api.create_user("broke", "tiny").await;
+    let created = gw.app.api.create_key("broke", json!({"name": "sdk", "scopes": ["proxy"]})).await;
+    let broke = created["key"].as_str().unwrap().to_owned();
+    (gw, broke)
+}
+
+/// The ledger of `user` matches the mock's records call by call: same
+/// input, output and cached tokens, in order.
+async fn ledger_matches_the_mock(gw: &Gateway, user: &str) -> (u64, u64) {
+    let reported: Vec<Usage> = gw.mock.requests().iter().filter_map(|r| r.usage).collect();
+    let events = gw.events(user).await;
+    let billed: Vec<&Value> = events.iter().filter(|e| e["status_code"] == 200).collect();
+    assert_eq!(billed.len(), reported.len(), "one event per answered call");
+    for (event, usage) in billed.iter().zip(&reported) {
+        assert_eq!(event["input_tokens"], usage.input_tokens, "{event}");
+        assert_eq!(event["output_tokens"], usage.output_tokens, "{event}");
+        assert_eq!(event["cached_tokens"], usage.cached_tokens, "{event}");
+        assert_eq!(event["estimated"], false);
+    }
+    let input = reported.iter().map(|u| u.input_tokens).sum();
+    let output = reported.iter().map(|u| u.output_tokens).sum();
+    let meters = &gw.usage(user).await["meters"];
+    assert_eq!(meters["input_tokens"]["used"], input);
+    assert_eq!(meters["output_tokens"]["used"], output);
+    (input, output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_sync_client_through_the_gateway_sees_the_providers_answers_and_each_call_is_recorded() {
+    let (gw, _) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let seen = python("openai_sync.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
+    let requests = gw.mock.requests();
+    let chats = chat_requests(&requests);
+    let (stream, with_usage) = (chats[1], chats[2]);
+    assert_eq!(stream.body["stream_options"]["include_usage"], true, "asked for usage, which the SDK did not see");
+    assert_eq!(usage_of(with_usage).output_tokens, seen["stream_usage"]["completion_tokens"]);
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
+    ledger_matches_the_mock(&gw, "u_1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_async_client_through_the_gateway_streams_both_ways_and_runs_calls_concurrently() {
+    let (gw, _) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let seen = python("openai_async.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
+    assert_eq!(seen["stream_usage"], seen["usage"]);
+    assert_eq!(gw.mock.requests().len(), 23);
+    assert!(gw.mock.requests().iter().all(|r| r.usage.is_some()), "the gateway asked every stream for usage");
+    ledger_matches_the_mock(&gw, "u_1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_raises_rate_limit_permission_auth_and_status_errors_through_the_gateway() {
+    let (gw, broke) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let env = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("OPENAI_API_KEY", gw.key.as_str()),
+        ("EXHAUSTED_API_KEY", broke.as_str()),
+        ("BAD_API_KEY", "tg_notAKeyAtAll"),
+    ];
+    let seen = python("gateway_openai_errors.py", &env).await.json();
+    assert_eq!(seen["quota"]["code"], "insufficient_quota");
+    assert_eq!(seen["upstream_error"]["status"], 502);
+    let statuses: Vec<Option<u16>> = gw.mock.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Some(429), Some(500), Some(200)], "Tollgate's own refusals never reached the provider");
+    assert!(gw.events("broke").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_anthropic_create_and_stream_through_the_gateway_are_recorded_as_the_provider_reported() {
+    let (gw, broke) = gateway().await;
+    let env = [
+        ("ANTHROPIC_BASE_URL", gw.base()),
+        ("ANTHROPIC_API_KEY", gw.key.as_str()),
+        ("EXHAUSTED_API_KEY", broke.as_str()),
+    ];
+    let seen = python("gateway_anthropic.py", &env).await.json();
+    let requests = gw.mock.requests();
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::ANTHROPIC_KEY)));
+    assert_eq!(requests[1].body["stream"], true);
+    let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
+    let sdk_input = seen["usage"]["input"].as_u64().unwrap() + seen["stream_usage"]["input"].as_u64().unwrap();
+    let sdk_output = seen["usage"]["output"].as_u64().unwrap() + seen["stream_usage"]["output"].as_u64().unwrap();
+    assert_eq!((input, output), (sdk_input, sdk_output), "what the SDK saw is what Tollgate recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vercel_ai_generate_text_with_a_tool_through_the_gateway_is_recorded_as_its_total_usage() {
+    let (gw, _) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let seen = node("generate_text_tools.mjs", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
+    assert!(seen["steps"].as_u64().unwrap() >= 2);
+    let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
+    assert_eq!(seen["totalUsage"]["inputTokens"], input, "the ledger's sum is the SDK's totalUsage");
+    assert_eq!(seen["totalUsage"]["outputTokens"], output);
+    assert_eq!(gw.events("u_1").await.len() as u64, seen["steps"].as_u64().unwrap(), "one event per step");
 }

@@ -1,0 +1,442 @@
+//! The gateway against `mock-llm` directly, in one run, printed (never
+//! asserted; targets in DESIGN §7):
+//! * throughput at a fixed concurrency (closed loop), and the ratio;
+//! * latency percentiles at a fixed request rate (open loop, corrected for
+//!   coordinated omission: a request that had to wait for the one before it
+//!   on its connection is timed from when it should have been sent), and
+//!   the latency the gateway adds at each percentile;
+//! * time to the first byte of a streamed answer, and what the gateway adds;
+//! * the gateway's resident memory idle, after the load, and holding 5,000
+//!   concurrent streams.
+//!
+//! The mock and the gateway (full metering on SQLite, as shipped: WAL,
+//! `synchronous=FULL`) run as child processes of this one, which is the
+//! load generator: its own HTTP/1.1 connections over loopback, one request
+//! at a time each. All three share the machine's cores, so the figures are
+//! a floor. Run: `cargo run --release -p tollgate-bench --bin gateway --
+//! [--seconds 3] [--concurrency 32] [--rate 2000] [--streams 5000]
+//! [--data-dir /dev/shm]`.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const PLATFORM_KEY: &str = "sk-bench-platform-key";
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me about toll gates [mock tokens=16]"}]}"#;
+const STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me about toll gates [mock tokens=16]"}]}"#;
+/// Held open for the memory figure: 30 tokens at 2 per second.
+const SLOW_STREAM: &str =
+    r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hold on [mock tokens=30 tps=2]"}]}"#;
+
+struct Settings {
+    seconds: f64,
+    concurrency: usize,
+    rate: f64,
+    streams: usize,
+    /// Where the gateway's SQLite database goes (a temporary directory of
+    /// its own inside); on tmpfs (`/dev/shm`) its fsyncs cost nothing, which
+    /// shows what they cost on disk.
+    data_parent: Option<std::path::PathBuf>,
+}
+
+fn settings() -> anyhow::Result<Settings> {
+    let mut s = Settings { seconds: 3.0, concurrency: 32, rate: 2000.0, streams: 5000, data_parent: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--seconds" => s.seconds = value.parse()?,
+            "--concurrency" => s.concurrency = value.parse()?,
+            "--rate" => s.rate = value.parse()?,
+            "--streams" => s.streams = value.parse()?,
+            "--data-dir" => s.data_parent = Some(value.into()),
+            other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    Ok(s)
+}
+
+/// Where requests go: the mock directly, or the gateway.
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    key: String,
+}
+
+/// A child process that printed `listening ADDR`.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn spawn(role: &str, env: &[(&str, String)]) -> anyhow::Result<Process> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--role", role])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let addr = line.trim().strip_prefix("listening ").with_context(|| format!("{role} said {line:?}"))?.parse()?;
+        Ok(Process { child, addr })
+    }
+
+    /// Resident memory now and at its peak, in MB.
+    fn rss_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        };
+        (field("VmRSS:").unwrap_or(0.0) / 1024.0, field("VmHWM:").unwrap_or(0.0) / 1024.0)
+    }
+
+    /// CPU seconds used so far (user + system).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        fields.get(11..13).into_iter().flatten().filter_map(|f| f.parse::<f64>().ok()).sum::<f64>() / 100.0
+    }
+}
+
+/// `--role mock`: mock-llm, recording nothing.
+async fn run_mock() -> anyhow::Result<()> {
+    let mock = tollgate_mock::start(tollgate_mock::MockConfig { record_limit: 0, ..Default::default() }).await?;
+    println!("listening {}", mock.addr());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// `--role gateway`: `tollgate serve` in front of the mock at `MOCK`.
+async fn run_gateway() -> anyhow::Result<()> {
+    let mock = std::env::var("MOCK")?;
+    let data = std::env::var("DATA")?;
+    let env: Vec<(String, String)> = [
+        ("TOLLGATE_LISTEN", "127.0.0.1:0".to_owned()),
+        ("TOLLGATE_DATA_DIR", data),
+        ("TOLLGATE_ADMIN_TOKEN", ADMIN.to_owned()),
+        ("TOLLGATE_OPENAI_BASE_URL", format!("http://{mock}/v1")),
+        ("OPENAI_API_KEY", PLATFORM_KEY.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let server = tollgate_server::start(tollgate_server::Config::from_sources(None, &env)?).await?;
+    println!("listening {}", server.addr);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+fn request(target: &Target, body: &'static str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post("/v1/chat/completions")
+        .header("host", target.addr.to_string())
+        .header("authorization", format!("Bearer {}", target.key))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("a valid request")
+}
+
+/// One call: its time to the first body byte, and to the end.
+async fn call(sender: &mut Sender, target: &Target, body: &'static str) -> anyhow::Result<(Duration, Duration)> {
+    let start = Instant::now();
+    sender.ready().await?;
+    let response = sender.send_request(request(target, body)).await?;
+    anyhow::ensure!(response.status() == 200, "{} answered {}", target.name, response.status());
+    let mut body = response.into_body();
+    let mut first = None;
+    while let Some(frame) = body.frame().await {
+        if frame?.is_data() && first.is_none() {
+            first = Some(start.elapsed());
+        }
+    }
+    Ok((first.unwrap_or_else(|| start.elapsed()), start.elapsed()))
+}
+
+/// Requests per second with `concurrency` connections, each sending as
+/// soon as the last answer arrived.
+async fn throughput(target: &Target, concurrency: usize, seconds: f64) -> anyhow::Result<f64> {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let target = target.clone();
+        let mut sender = connect(target.addr).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < end {
+                call(&mut sender, &target, CHAT).await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let started = Instant::now();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Latencies (µs) at `rate` requests per second over `connections`, each
+/// connection sending on its own schedule. A request sent late because its
+/// connection was still busy is timed from its scheduled time (coordinated
+/// omission corrected); one sent late only by the timer's granularity is
+/// timed from when it left.
+async fn open_loop(target: &Target, rate: f64, connections: usize, seconds: f64) -> anyhow::Result<Vec<u64>> {
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let end = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for k in 0..connections {
+        let target = target.clone();
+        let mut sender = connect(target.addr).await?;
+        let offset = Duration::from_secs_f64(k as f64 / rate);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut scheduled = start + offset;
+            let mut previous_done = start;
+            while scheduled < end {
+                tokio::time::sleep_until(scheduled).await;
+                let sent = tokio::time::Instant::now();
+                let from = if previous_done > scheduled { scheduled } else { sent };
+                call(&mut sender, &target, CHAT).await?;
+                let done = tokio::time::Instant::now();
+                latencies.push((done - from).as_micros() as u64);
+                previous_done = done;
+                scheduled += interval;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort_unstable();
+    Ok(all)
+}
+
+/// Times to first byte (µs) of `n` streamed answers, eight at a time.
+async fn first_bytes(target: &Target, n: usize) -> anyhow::Result<Vec<u64>> {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let target = target.clone();
+        let mut sender = connect(target.addr).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            for _ in 0..n / 8 {
+                let (first, _) = call(&mut sender, &target, STREAM).await?;
+                times.push(first.as_micros() as u64);
+            }
+            anyhow::Ok(times)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort_unstable();
+    Ok(all)
+}
+
+/// Opens `n` slow streams through `target` and waits until every one has
+/// its first byte; returns them, still open.
+async fn hold_streams(target: &Target, n: usize) -> anyhow::Result<Vec<hyper::body::Incoming>> {
+    let target = Arc::new(target.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(target.addr).await?;
+            let response = sender.send_request(request(&target, SLOW_STREAM)).await?;
+            anyhow::ensure!(response.status() == 200, "a held stream was answered {}", response.status());
+            let mut body = response.into_body();
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) if frame.is_data() => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => anyhow::bail!("a held stream ended early"),
+                }
+            }
+            // The connection task keeps running while the sender lives.
+            std::mem::forget(sender);
+            anyhow::Ok(body)
+        }));
+    }
+    let mut bodies = Vec::with_capacity(n);
+    for task in tasks {
+        bodies.push(task.await??);
+    }
+    Ok(bodies)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3} ms", us as f64 / 1000.0)
+}
+
+async fn seed(gateway: SocketAddr) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{gateway}");
+    let admin =
+        |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send();
+    let plan = json!({"slug": "bench", "limits": {"tokens": 1_000_000_000_000i64, "requests": 1_000_000_000}});
+    admin("/admin/v1/plans", plan).await?.error_for_status()?;
+    admin("/admin/v1/users", json!({"id": "bench_user", "plan": "bench"})).await?.error_for_status()?;
+    let key: serde_json::Value = admin("/admin/v1/users/bench_user/keys", json!({"scopes": ["proxy"]}))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    key["key"].as_str().map(str::to_owned).context("no key in the answer")
+}
+
+async fn bench(s: Settings) -> anyhow::Result<()> {
+    let data = match &s.data_parent {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
+    let mock = Process::spawn("mock", &[])?;
+    let gateway =
+        Process::spawn("gateway", &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())])?;
+    let (idle_rss, _) = gateway.rss_mb();
+    let key = seed(gateway.addr).await?;
+    let direct = Target { name: "mock-llm directly", addr: mock.addr, key: PLATFORM_KEY.into() };
+    let through = Target { name: "through the gateway", addr: gateway.addr, key };
+    println!(
+        "gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite in {}, full metering) as child processes",
+        s.seconds,
+        data.path().display()
+    );
+    println!("idle gateway RSS: {idle_rss:.1} MB (before any request)");
+
+    // Warm both paths (connections, the tokenizer, the price table).
+    throughput(&direct, 4, 0.5).await?;
+    throughput(&through, 4, 0.5).await?;
+
+    let direct_rps = throughput(&direct, s.concurrency, s.seconds).await?;
+    let cpu_before = gateway.cpu_seconds();
+    let started = Instant::now();
+    let gateway_rps = throughput(&through, s.concurrency, s.seconds).await?;
+    let cpu_per_call =
+        (gateway.cpu_seconds() - cpu_before) / (gateway_rps * started.elapsed().as_secs_f64()).max(1.0) * 1e6;
+    println!("\nthroughput, {} connections, closed loop (non-streamed chat completions):", s.concurrency);
+    println!("  mock-llm directly    {direct_rps:>9.0} req/s");
+    println!(
+        "  through the gateway  {gateway_rps:>9.0} req/s   ratio {:.1} % (target ≥ 50 %)",
+        100.0 * gateway_rps / direct_rps
+    );
+    println!("  gateway CPU per call {cpu_per_call:>9.0} µs");
+
+    let connections = 64;
+    let direct_lat = open_loop(&direct, s.rate, connections, s.seconds).await?;
+    let gateway_lat = open_loop(&through, s.rate, connections, s.seconds).await?;
+    println!(
+        "\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):",
+        s.rate
+    );
+    println!("  {:<6} {:>12} {:>12} {:>12}", "", "direct", "gateway", "added");
+    for p in [50.0, 90.0, 99.0, 99.9] {
+        let (d, g) = (percentile(&direct_lat, p), percentile(&gateway_lat, p));
+        println!("  p{p:<5} {:>12} {:>12} {:>12}", ms(d), ms(g), ms(g.saturating_sub(d)));
+    }
+    let (dmax, gmax) = (direct_lat.last().copied().unwrap_or(0), gateway_lat.last().copied().unwrap_or(0));
+    println!("  {:<6} {:>12} {:>12}", "max", ms(dmax), ms(gmax));
+    println!("  (targets: added p50 ≤ 0.050 ms, p99 ≤ 1 ms; {} and {} requests)", direct_lat.len(), gateway_lat.len());
+
+    let n = ((s.seconds * 400.0) as usize).max(80);
+    let direct_ttfb = first_bytes(&direct, n).await?;
+    let gateway_ttfb = first_bytes(&through, n).await?;
+    println!("\ntime to first byte of a streamed answer ({} streams, 8 at a time):", direct_ttfb.len());
+    for p in [50.0, 99.0] {
+        let (d, g) = (percentile(&direct_ttfb, p), percentile(&gateway_ttfb, p));
+        println!("  p{p:<5} direct {:>11}  gateway {:>11}  added {:>11}", ms(d), ms(g), ms(g.saturating_sub(d)));
+    }
+    println!("  (target: added ≤ 1 ms)");
+
+    // Where a call's time goes, as the gateway measured it.
+    let metrics = reqwest::get(format!("http://{}/metrics", gateway.addr)).await?.text().await?;
+    println!("\nthe gateway's own timings over the whole run (from /metrics):");
+    for (name, what) in [
+        ("tollgate_gateway_upstream_first_byte_seconds", "the provider's first byte"),
+        ("tollgate_gateway_commit_seconds", "the usage commit (SQLite, synchronous=FULL)"),
+    ] {
+        let quantile = |q: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{quantile=\"{q}\"}}")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map_or("?".to_owned(), |v| ms((v * 1e6) as u64))
+        };
+        println!("  {what:<45} p50 {:>10}  p99 {:>10}", quantile("0.5"), quantile("0.99"));
+    }
+
+    let (after_load, _) = gateway.rss_mb();
+    let held = hold_streams(&through, s.streams).await?;
+    let (with_streams, peak) = gateway.rss_mb();
+    let (mock_rss, _) = mock.rss_mb();
+    println!("\ngateway memory (RSS):");
+    println!("  idle                         {idle_rss:>7.1} MB   (target ≤ 30 MB)");
+    println!("  after the load above         {after_load:>7.1} MB");
+    println!(
+        "  holding {:>5} open streams   {with_streams:>7.1} MB   (peak {peak:.1} MB; target ≤ 300 MB)",
+        held.len()
+    );
+    println!("  (mock-llm meanwhile: {mock_rss:.1} MB)");
+    drop(held);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--role") {
+        let role = args.next().unwrap_or_default();
+        let runtime = tokio::runtime::Runtime::new()?;
+        return runtime.block_on(async {
+            match role.as_str() {
+                "mock" => run_mock().await,
+                "gateway" => run_gateway().await,
+                other => anyhow::bail!("unknown role {other}"),
+            }
+        });
+    }
+    let settings = settings()?;
+    tokio::runtime::Runtime::new()?.block_on(bench(settings))
+}

@@ -1,0 +1,363 @@
+//! OpenAI's wire format, also Groq's and any OpenAI-compatible API's:
+//! chat completions (`max_completion_tokens` or `max_tokens`, `n` choices,
+//! `stream_options.include_usage`, usage in the body or in a last stream
+//! chunk whose `choices` is empty) and embeddings (`input`, usage with
+//! `prompt_tokens` only).
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::tokens::{self, Encoding};
+use crate::{
+    Adapter, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details, count_field,
+    text_parts,
+};
+
+pub struct OpenAi;
+
+/// Tokens every message costs besides its content, and the reply's
+/// priming (OpenAI's published way of counting chat input).
+const PER_MESSAGE: u64 = 3;
+const PER_NAME: u64 = 1;
+const REPLY_PRIMING: u64 = 3;
+/// An image part, as a high-detail 512×512 tile and the base cost.
+const PER_IMAGE: u64 = 255;
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            input: self.prompt_tokens,
+            output: self.completion_tokens,
+            cached: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Whole {
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Vec<ToolDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolDelta<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Adapter for OpenAi {
+    fn read(&self, op: Operation, body: &Body) -> Result<Fields, Invalid> {
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(Invalid::new("model", "expected a model name")),
+        };
+        if op == Operation::Embeddings {
+            return Ok(Fields { model, choices: 1, ..Fields::default() });
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Invalid::new("stream", "expected true or false")),
+        };
+        let include_usage = stream
+            && body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+        let completion = count_field(body, "max_completion_tokens")?;
+        let max_tokens = count_field(body, "max_tokens")?;
+        let max_output = match (completion, max_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let choices = count_field(body, "n")?.unwrap_or(1).max(1);
+        Ok(Fields { model, stream, include_usage, max_output, choices })
+    }
+
+    fn input_tokens(&self, op: Operation, body: &Body, encoding: Encoding) -> u64 {
+        let count = |text: &str| tokens::count(encoding, text);
+        if op == Operation::Embeddings {
+            return match body.get("input") {
+                Some(Value::String(s)) => count(s),
+                Some(Value::Array(items)) if items.iter().all(Value::is_u64) => items.len() as u64,
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(s) => count(s),
+                        Value::Array(ts) => ts.len() as u64,
+                        _ => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            };
+        }
+        let mut total = REPLY_PRIMING;
+        for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+            total += PER_MESSAGE;
+            if let Some(name) = message.get("name").and_then(Value::as_str) {
+                total += PER_NAME + count(name);
+            }
+            if let Some(role) = message.get("role").and_then(Value::as_str) {
+                total += count(role);
+            }
+            if let Some(content) = message.get("content") {
+                text_parts(content, |text| total += count(text));
+                if let Value::Array(parts) = content {
+                    total += PER_IMAGE
+                        * parts.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url")).count()
+                            as u64;
+                }
+            }
+            for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(f) = call.get("function") {
+                    for field in ["name", "arguments"] {
+                        total += f.get(field).and_then(Value::as_str).map_or(0, count);
+                    }
+                }
+            }
+        }
+        if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
+            total += count(&tools.to_string());
+        }
+        total
+    }
+
+    fn set_model(&self, body: &mut Body, model: &str) {
+        body.insert("model".into(), Value::String(model.to_owned()));
+    }
+
+    fn set_max_output(&self, body: &mut Body, max: u64, style: LimitStyle) {
+        let mut set = false;
+        for field in ["max_completion_tokens", "max_tokens"] {
+            if body.get(field).is_some_and(|v| !v.is_null()) {
+                body.insert(field.into(), json!(max));
+                set = true;
+            }
+        }
+        if !set {
+            let field = match style {
+                LimitStyle::MaxCompletionTokens => "max_completion_tokens",
+                LimitStyle::MaxTokens => "max_tokens",
+            };
+            body.insert(field.into(), json!(max));
+        }
+    }
+
+    fn usage(&self, _op: Operation, body: &[u8]) -> Option<Usage> {
+        serde_json::from_slice::<Whole>(body).ok()?.usage.map(|u| u.usage())
+    }
+
+    fn event(&self, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
+        if data == b"[DONE]" {
+            seen.finished = true;
+            return true;
+        }
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else { return true };
+        for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
+            for text in [&delta.content, &delta.refusal].into_iter().flatten() {
+                seen.push_text(text);
+            }
+            for f in delta.tool_calls.iter().filter_map(|t| t.function.as_ref()) {
+                for text in [&f.name, &f.arguments].into_iter().flatten() {
+                    seen.push_text(text);
+                }
+            }
+        }
+        match chunk.usage {
+            Some(usage) => {
+                seen.usage = Some(usage.usage());
+                // The chunk the gateway asked for: it has no choices.
+                !(strip_usage && chunk.choices.is_empty())
+            }
+            None => true,
+        }
+    }
+
+    fn error_body(&self, error: &ErrorInfo<'_>) -> Value {
+        let (kind, code) = match error.kind {
+            ErrorKind::InvalidRequest => ("invalid_request_error", None),
+            ErrorKind::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
+            ErrorKind::Forbidden => ("permission_denied", Some("model_not_allowed")),
+            ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
+            ErrorKind::QuotaExceeded => ("insufficient_quota", Some("insufficient_quota")),
+            // OpenAI names the limit that bound: requests or tokens per minute.
+            ErrorKind::RateLimited
+                if error.details.get("meter").and_then(Value::as_str) == Some("tokens_per_minute") =>
+            {
+                ("tokens", Some("rate_limit_exceeded"))
+            }
+            ErrorKind::RateLimited => ("requests", Some("rate_limit_exceeded")),
+            ErrorKind::NoCredential => ("invalid_request_error", Some("no_credential")),
+            ErrorKind::Upstream => ("server_error", Some("upstream_error")),
+            ErrorKind::UpstreamTimeout => ("server_error", Some("upstream_timeout")),
+            ErrorKind::Internal => ("server_error", None),
+        };
+        let mut object = Map::new();
+        object.insert("message".into(), json!(error.message));
+        object.insert("type".into(), json!(kind));
+        object.insert("param".into(), json!(error.field));
+        object.insert("code".into(), json!(code));
+        add_details(&mut object, &error.details);
+        json!({ "error": object })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::Request;
+
+    fn read(body: Value) -> Result<Fields, Invalid> {
+        OpenAi.read(Operation::ChatCompletions, body.as_object().unwrap())
+    }
+
+    #[test]
+    fn reads_the_model_stream_flag_output_limit_and_choices() {
+        let f = read(json!({"model": "gpt-4o", "stream": true, "max_tokens": 50, "n": 2})).unwrap();
+        assert_eq!(
+            f,
+            Fields { model: Some("gpt-4o".into()), stream: true, max_output: Some(50), choices: 2, ..f.clone() }
+        );
+        assert!(!f.include_usage);
+        let f = read(json!({"model": "o3", "max_completion_tokens": 30, "max_tokens": 90})).unwrap();
+        assert_eq!(f.max_output, Some(30));
+        let f = read(json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}})).unwrap();
+        assert!(f.include_usage);
+        assert_eq!(read(json!({"model": 5})).unwrap_err().field, "model");
+        assert_eq!(read(json!({"max_tokens": -1})).unwrap_err().field, "max_tokens");
+        assert_eq!(read(json!({"stream": "yes"})).unwrap_err().field, "stream");
+    }
+
+    #[test]
+    fn input_is_counted_per_message_as_openai_does() {
+        let body = json!({"model": "gpt-4o", "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [{"type": "text", "text": "hello world"}]}
+        ]});
+        let n = OpenAi.input_tokens(Operation::ChatCompletions, body.as_object().unwrap(), Encoding::O200kBase);
+        // 3 priming + 2 × (3 + role) + "You are terse." (4) + "hello world" (2)
+        assert_eq!(n, 3 + 2 * 3 + 2 + 4 + 2);
+        let embed = json!({"model": "text-embedding-3-small", "input": ["hello world", "hi"]});
+        assert_eq!(OpenAi.input_tokens(Operation::Embeddings, embed.as_object().unwrap(), Encoding::Cl100kBase), 3);
+        let ids = json!({"model": "text-embedding-3-small", "input": [1, 2, 3]});
+        assert_eq!(OpenAi.input_tokens(Operation::Embeddings, ids.as_object().unwrap(), Encoding::Cl100kBase), 3);
+    }
+
+    #[test]
+    fn the_output_limit_is_lowered_in_the_field_the_client_used() {
+        let check = |body: Value, style: LimitStyle, expected: Value| {
+            let mut r = Request::parse(Operation::ChatCompletions, Bytes::from(body.to_string()), None).unwrap();
+            r.limit_output(10, style);
+            let sent: Value = serde_json::from_slice(&r.into_body()).unwrap();
+            for (k, v) in expected.as_object().unwrap() {
+                assert_eq!(&sent[k], v, "{k} in {sent}");
+            }
+        };
+        check(
+            json!({"max_tokens": 500}),
+            LimitStyle::MaxCompletionTokens,
+            json!({"max_tokens": 10, "max_completion_tokens": null}),
+        );
+        check(
+            json!({"max_completion_tokens": 500}),
+            LimitStyle::MaxTokens,
+            json!({"max_completion_tokens": 10, "max_tokens": null}),
+        );
+        check(json!({}), LimitStyle::MaxCompletionTokens, json!({"max_completion_tokens": 10}));
+        check(json!({}), LimitStyle::MaxTokens, json!({"max_tokens": 10}));
+    }
+
+    #[test]
+    fn usage_is_read_with_cached_and_reasoning_tokens() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,
+            "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
+        let u = OpenAi.usage(Operation::ChatCompletions, body).unwrap();
+        assert_eq!(u, Usage { input: 20, output: 9, cached: 4, reasoning: 3 });
+        let embed = br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+        assert_eq!(OpenAi.usage(Operation::Embeddings, embed).unwrap(), Usage { input: 5, ..Usage::default() });
+        assert_eq!(OpenAi.usage(Operation::ChatCompletions, b"{}"), None);
+    }
+
+    #[test]
+    fn a_stream_shows_its_text_and_usage_and_loses_the_usage_chunk_the_client_did_not_ask_for() {
+        let mut seen = Seen::default();
+        assert!(OpenAi.event(br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#, &mut seen, true));
+        let tool = br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#;
+        assert!(OpenAi.event(tool, &mut seen, true));
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#;
+        assert!(!OpenAi.event(usage, &mut seen, true), "the usage chunk is removed");
+        assert!(OpenAi.event(usage, &mut Seen::default(), false), "and kept when the client asked");
+        assert!(OpenAi.event(b"[DONE]", &mut seen, true));
+        assert_eq!(seen.text, "Hi{\"a\"");
+        assert_eq!(seen.usage, Some(Usage { input: 7, output: 2, ..Usage::default() }));
+        assert!(seen.finished);
+    }
+
+    #[test]
+    fn errors_have_openais_shape_with_details() {
+        let mut details = Map::new();
+        details.insert("meter".into(), json!("tokens"));
+        let info = ErrorInfo { status: 429, kind: ErrorKind::QuotaExceeded, message: "over", field: None, details };
+        let body = OpenAi.error_body(&info);
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        assert_eq!(body["error"]["code"], "insufficient_quota");
+        assert_eq!(body["error"]["message"], "over");
+        assert_eq!(body["error"]["meter"], "tokens");
+    }
+}

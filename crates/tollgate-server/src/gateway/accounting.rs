@@ -1,0 +1,344 @@
+//! A call's accounting: before it, a hold of the input (counted) plus its
+//! output limit (the request's, or the plan's default output reservation)
+//! on every limited meter, with the output limit lowered to what is left,
+//! and a refusal without calling upstream when even the input does not
+//! fit; the tokens-per-minute allowance. After it, one ledger event with the
+//! provider's own usage (or an estimate, marked so), committed through the
+//! metering writer in the same step that ends the hold.
+//!
+//! BYOK calls are recorded, not billable, and hold nothing unless the plan
+//! counts them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate_domain::usage::Amounts;
+use tollgate_domain::{Meter, Timestamp, base62};
+use tollgate_providers::{Encoding, LimitStyle, Request, Usage};
+use tollgate_store::EventRow;
+
+use super::refusal::{ProxyError, limited};
+use crate::error::{ApiResult, LimitDetails};
+use crate::metering::{Account, MeterState};
+use crate::state::AppState;
+use crate::vault::Source;
+
+/// Who made a call and how, for its ledger event.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    pub key_id: Option<String>,
+    pub route: &'static str,
+    pub provider: String,
+    pub model: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub source: Source,
+    pub request_bytes: u64,
+    pub started: Instant,
+    pub at: Timestamp,
+}
+
+/// What a call holds until it is settled.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The reservation on the quota, if the call counts and a meter is limited.
+    pub reservation: Option<String>,
+    /// Taken from the tokens-per-minute allowance: (who, tpm, tokens).
+    pub tpm: Option<(String, i64, i64)>,
+}
+
+/// The plan's per-minute request limit.
+pub fn take_request(state: &AppState, account: &Account) -> Result<(), ProxyError> {
+    let Some(rpm) = account.plan.rpm else { return Ok(()) };
+    state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).map_err(|wait| {
+        let retry = wait.div_ceil(1000).max(1);
+        let details = LimitDetails {
+            meter: "requests_per_minute".into(),
+            limit: rpm,
+            used: rpm,
+            reset_at: Some(Timestamp::now().plus_seconds(retry as i64)),
+        };
+        let message =
+            format!("more than {rpm} requests per minute for user {:?}; retry in {retry} s", account.user.id.as_str());
+        limited(false, message, details, retry)
+    })
+}
+
+/// Seconds until the account's period ends (an hour when it never does).
+fn until_reset(account: &Account, now: Timestamp) -> (Option<Timestamp>, u64) {
+    let end = account.period(now).end;
+    let retry = end.map(|e| (e.unix_seconds() - now.unix_seconds()).max(1) as u64).unwrap_or(3600);
+    (end, retry)
+}
+
+fn quota_refusal(account: &Account, meter: &Meter, state: &MeterState, needed: u64) -> ProxyError {
+    let now = Timestamp::now();
+    let (reset_at, retry) = until_reset(account, now);
+    let limit = state.limit.unwrap_or(0);
+    let message = format!(
+        "quota exceeded: user {:?} has {} of {limit} {meter} left this period, and this request needs at least {needed}",
+        account.user.id.as_str(),
+        state.remaining().unwrap_or(0),
+    );
+    limited(true, message, LimitDetails { meter: meter.to_string(), limit, used: state.used, reset_at }, retry)
+}
+
+/// Holds what the call may spend, lowering the request's output limit to
+/// what is left when that is less than it asks (or, asking nothing, than
+/// the plan's default output reservation). `input` is the counted input.
+pub async fn reserve(
+    state: &AppState,
+    account: &Account,
+    request: &mut Request,
+    input: u64,
+    model: &str,
+    style: LimitStyle,
+) -> Result<Held, ProxyError> {
+    let now = Timestamp::now();
+    // Output tokens per choice at least, and at most as asked (embeddings: none).
+    let (choices, asked) = if request.generates_output() {
+        (request.choices(), request.max_output().unwrap_or(account.plan.default_output_reservation.max(1) as u64))
+    } else {
+        (0, 0)
+    };
+    let [tokens, input_tokens, output_tokens, requests, cost] =
+        [Meter::TOKENS, Meter::INPUT_TOKENS, Meter::OUTPUT_TOKENS, Meter::REQUESTS, Meter::COST_USD]
+            .map(Meter::builtin);
+    let limited_meter = |m: &Meter| account.limit(m, now).is_some();
+    let mut held = Held::default();
+    for attempt in 0..3 {
+        // Room for output per choice, by what the token meters have left.
+        let mut room: Option<u64> = None;
+        for (meter, needs_input) in [(&tokens, true), (&input_tokens, true), (&output_tokens, false)] {
+            if !limited_meter(meter) {
+                continue;
+            }
+            let s = state.metering.state(account, meter, now).await?;
+            let remaining = s.remaining().unwrap_or(0).max(0) as u64;
+            let fixed = if needs_input { input } else { 0 };
+            let least = fixed + if *meter == input_tokens { 0 } else { choices };
+            if remaining < least {
+                return Err(quota_refusal(account, meter, &s, least));
+            }
+            if *meter != input_tokens && choices > 0 {
+                let r = (remaining - fixed) / choices;
+                room = Some(room.map_or(r, |have| have.min(r)));
+            }
+        }
+        let per_choice = room.map_or(asked, |r| r.min(asked));
+        let output = per_choice * choices;
+        let mut amounts: Vec<(Meter, i64)> = Vec::with_capacity(5);
+        for (meter, amount) in
+            [(&tokens, input + output), (&input_tokens, input), (&output_tokens, output), (&requests, 1)]
+        {
+            if limited_meter(meter) {
+                amounts.push((meter.clone(), amount as i64));
+            }
+        }
+        if limited_meter(&cost) {
+            amounts.push((cost.clone(), state.metering.cost(Some(model), input as i64, 0, output as i64)));
+        }
+        if !amounts.is_empty() {
+            match state.metering.reserve(account, &amounts).await? {
+                Ok(id) => held.reservation = Some(id),
+                // Another call took the room meanwhile: measure again.
+                Err((meter, _)) if attempt < 2 && meter != requests && meter != cost => continue,
+                Err((meter, s)) => {
+                    let needed = amounts.iter().find(|(m, _)| *m == meter).map_or(0, |(_, n)| *n as u64);
+                    return Err(quota_refusal(account, &meter, &s, needed));
+                }
+            }
+        }
+        if per_choice < asked {
+            request.limit_output(per_choice, style);
+        }
+        if let Some(tpm) = account.plan.tpm {
+            let who = format!("tpm:{}", account.user.id);
+            // A call larger than a minute's allowance waits for a whole minute.
+            let cost = ((input + output) as i64).min(tpm);
+            if let Err(wait) = state.rate_windows.take(&who, tpm, cost, now.millis()) {
+                release(state, &held).await;
+                let retry = wait.div_ceil(1000).max(1);
+                let details = LimitDetails {
+                    meter: "tokens_per_minute".into(),
+                    limit: tpm,
+                    used: tpm,
+                    reset_at: Some(Timestamp::now().plus_seconds(retry as i64)),
+                };
+                let message = format!(
+                    "more than {tpm} tokens per minute for user {:?} (this call may use {}); retry in {retry} s",
+                    account.user.id.as_str(),
+                    input + output
+                );
+                return Err(limited(false, message, details, retry));
+            }
+            held.tpm = Some((who, tpm, cost));
+        }
+        return Ok(held);
+    }
+    // Every path of the last attempt returns: a refusal is not retried then.
+    unreachable!("the last attempt returns")
+}
+
+async fn release(state: &AppState, held: &Held) {
+    if let Some(id) = &held.reservation
+        && let Err(e) = state.metering.release(id).await
+    {
+        tracing::warn!(error = %e, "failed to release a reservation; it expires on its own");
+    }
+}
+
+/// What a call spent.
+#[derive(Clone, Debug)]
+pub enum Spent {
+    /// The provider's usage of the whole call.
+    Reported(Usage),
+    /// A call cut short (stream broken, client gone) or whose provider
+    /// reported nothing: what the provider said so far, and the output
+    /// tokens of the text that passed.
+    Estimated { usage: Option<Usage>, output: u64 },
+    /// Nothing: the provider refused or failed before it did any work.
+    Nothing,
+}
+
+/// How a call ended, for its ledger event.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The status the client got (499 when it went away first).
+    pub status: u16,
+    /// Whether the provider answered 2xx (the call counts as a request).
+    pub succeeded: bool,
+    pub spent: Spent,
+    pub first_byte: Option<Duration>,
+    pub response_bytes: u64,
+}
+
+/// Everything needed to write a call's event once it ends.
+pub struct Settlement {
+    pub state: AppState,
+    pub account: Arc<Account>,
+    pub held: Held,
+    pub info: CallInfo,
+    pub input_estimate: u64,
+    pub encoding: Encoding,
+}
+
+impl Settlement {
+    /// The encoding the input was counted with, to count a cut stream's text.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Commits the call's event (which ends its hold); returns once it is
+    /// durable. The commit runs on its own task, so a caller that goes away
+    /// meanwhile cannot leave it half done.
+    pub async fn settle(self, outcome: Outcome) -> ApiResult<()> {
+        let started = Instant::now();
+        let settled = tokio::spawn(self.commit(outcome))
+            .await
+            .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?;
+        // The wait for the commit is part of every call's latency: shown apart.
+        metrics::histogram!("tollgate_gateway_commit_seconds").record(started.elapsed().as_secs_f64());
+        settled
+    }
+
+    /// For a call abandoned midway: settles on a task of its own.
+    pub fn settle_later(self, outcome: Outcome) {
+        tokio::spawn(async move {
+            if let Err(e) = self.commit(outcome).await {
+                tracing::error!(error = %e, "failed to record the usage of an abandoned call");
+            }
+        });
+    }
+
+    async fn commit(self, outcome: Outcome) -> ApiResult<()> {
+        let (usage, estimated) = match &outcome.spent {
+            Spent::Reported(u) => (*u, false),
+            Spent::Estimated { usage, output } => {
+                let reported = usage.unwrap_or_default();
+                let input = if reported.input > 0 { reported.input } else { self.input_estimate };
+                (Usage { input, output: reported.output.max(*output), ..reported }, true)
+            }
+            Spent::Nothing => (Usage::default(), false),
+        };
+        let info = &self.info;
+        let (input, output) = (usage.input as i64, usage.output as i64);
+        let cached = usage.cached as i64;
+        let cost = self.state.metering.cost(Some(&info.model), input, cached, output);
+        let amounts = Amounts {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: cached,
+            reasoning_tokens: usage.reasoning as i64,
+            requests: i64::from(outcome.succeeded),
+            cost_micros: cost,
+            ..Amounts::default()
+        };
+        let row = EventRow {
+            id: format!("evt_{}", base62::random(20)),
+            user_id: self.account.user.id.to_string(),
+            key_id: info.key_id.clone(),
+            ts: info.at.millis(),
+            route: Some(info.route.to_owned()),
+            provider: Some(info.provider.clone()),
+            model: Some(info.model.clone()),
+            latency_ms: Some(info.started.elapsed().as_millis() as i64),
+            ttft_ms: outcome.first_byte.map(|d| d.as_millis() as i64),
+            status_code: Some(i64::from(outcome.status)),
+            request_bytes: Some(info.request_bytes as i64),
+            response_bytes: Some(outcome.response_bytes as i64),
+            client_ip: info.client_ip.clone(),
+            user_agent: info.user_agent.clone(),
+            key_source: info.source.as_str().to_owned(),
+            billable: info.source == Source::Platform,
+            estimated,
+            ..EventRow::default()
+        };
+        if let Some(first_byte) = outcome.first_byte {
+            metrics::histogram!("tollgate_gateway_upstream_first_byte_seconds").record(first_byte.as_secs_f64());
+        }
+        let event = self.state.metering.prepare(&self.account, row, &amounts);
+        let provider = info.provider.clone();
+        metrics::counter!("tollgate_gateway_calls_total", "provider" => provider.clone(), "status" => outcome.status.to_string())
+            .increment(1);
+        metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider.clone(), "kind" => "input")
+            .increment(usage.input);
+        metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider, "kind" => "output")
+            .increment(usage.output);
+        if let Some((who, tpm, taken)) = &self.held.tpm {
+            self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis());
+        }
+        match self.state.metering.commit(vec![event], self.held.reservation.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                release(&self.state, &self.held).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Settles a call whose caller went away before it could (a client that
+/// disconnected before the answer): estimated from the input alone.
+pub struct Unsettled(pub Option<Settlement>);
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(settlement) = self.0.take() {
+            let outcome = Outcome {
+                status: 499,
+                succeeded: false,
+                spent: Spent::Estimated { usage: None, output: 0 },
+                first_byte: None,
+                response_bytes: 0,
+            };
+            settlement.settle_later(outcome);
+        }
+    }
+}
+
+impl Unsettled {
+    pub fn take(&mut self) -> Option<Settlement> {
+        self.0.take()
+    }
+}

@@ -1,0 +1,86 @@
+//! The rate-limit headers of a proxied response: GitHub's `X-RateLimit-*`
+//! and the IETF draft's `RateLimit-Policy` / `RateLimit` for the meter that
+//! binds (`tokens` when limited), and the fields LLM SDK users read:
+//! `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`. Those describe
+//! the plan's per-minute limits (`rpm`, `tpm`) when it has them, else the
+//! period's `requests` and `tokens` quota; resets are durations as OpenAI
+//! writes them (`1s`, `6m0s`, `720h0m0s`). An unlimited plan has none.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use tollgate_domain::{Meter, Timestamp};
+
+use crate::error::ApiResult;
+use crate::metering::Account;
+use crate::routes::{binding_meter, ratelimit_headers};
+use crate::state::AppState;
+
+/// Every rate-limit header for `account` now.
+pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<HeaderMap> {
+    let mut headers = match binding_meter(state, account, Meter::TOKENS).await? {
+        Some((meter, s, period)) => ratelimit_headers(&meter, &s, &period),
+        None => HeaderMap::new(),
+    };
+    let now = Timestamp::now();
+    let user = account.user.id.as_str();
+    let families = [
+        ("requests", account.plan.rpm, user.to_owned(), Meter::REQUESTS),
+        ("tokens", account.plan.tpm, format!("tpm:{user}"), Meter::TOKENS),
+    ];
+    for (family, per_minute, who, meter) in families {
+        let (limit, remaining, reset_ms) = match per_minute {
+            Some(per_minute) => {
+                let (remaining, reset_ms) = state.rate_windows.peek(&who, per_minute, now.millis());
+                (per_minute, remaining, reset_ms)
+            }
+            None => {
+                let meter = Meter::builtin(meter);
+                if account.limit(&meter, now).is_none() {
+                    continue;
+                }
+                let s = state.metering.state(account, &meter, now).await?;
+                let reset_ms = account.period(now).end.map_or(0, |end| (end.millis() - now.millis()).max(0) as u64);
+                (s.limit.unwrap_or(0), s.remaining().unwrap_or(0), reset_ms)
+            }
+        };
+        for (what, value) in
+            [("limit", limit.to_string()), ("remaining", remaining.to_string()), ("reset", duration(reset_ms))]
+        {
+            let name = HeaderName::try_from(format!("x-ratelimit-{what}-{family}"));
+            if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// A duration as OpenAI writes its resets: `0s`, `20ms`, `1s`, `6m0s`, `2h0m5s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        return if ms == 0 { "0s".into() } else { format!("{ms}ms") };
+    }
+    let s = ms.div_ceil(1000);
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_read_as_openai_writes_them() {
+        let check = |ms: u64, expected: &str| assert_eq!(duration(ms), expected, "{ms}");
+        check(0, "0s");
+        check(20, "20ms");
+        check(1000, "1s");
+        check(1001, "2s");
+        check(360_000, "6m0s");
+        check(7_205_000, "2h0m5s");
+        check(30 * 86_400_000, "720h0m0s");
+    }
+}

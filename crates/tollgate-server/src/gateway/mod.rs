@@ -1,0 +1,430 @@
+//! The LLM gateway: the proxy routes of the OpenAI, Anthropic and Gemini
+//! APIs, metered and enforced.
+//!
+//! One call's path: the caller's key (any place a provider's SDK puts it)
+//! → the plan's per-minute request limit → the body read by the provider
+//! adapter (`tollgate-providers`) → the model routed to a provider
+//! ([`route`]) and checked against the plan's allowed models → the
+//! credential, by the vault's one resolution rule → the input counted, the
+//! quota held and the output limit lowered to what is left
+//! ([`accounting`]) → the upstream call ([`upstream`]) → the answer passed
+//! back (a stream piece by piece, [`relay`]) → its usage committed before
+//! the response ends.
+//!
+//! Every refusal on these routes is in the provider's error shape
+//! ([`refusal`]), every response carries the rate-limit headers
+//! ([`headers`]). The gateway never forwards the caller's key, never logs
+//! a secret, and writes nothing to the audit log.
+
+mod accounting;
+mod headers;
+mod refusal;
+mod relay;
+mod route;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::Value;
+use tollgate_domain::{KnownProvider, Scope, SecretString, Timestamp};
+use tollgate_providers::tokens::{self, Encoding};
+use tollgate_providers::{Api, ErrorKind, LimitStyle, Operation};
+
+use self::accounting::{CallInfo, Held, Outcome, Settlement, Spent, Unsettled};
+use self::refusal::ProxyError;
+use self::upstream::Upstream;
+use crate::auth::{Principal, authenticate, client_ip, presented_credential};
+use crate::config::Config;
+use crate::metering::Account;
+use crate::state::AppState;
+use crate::vault::Source;
+
+/// The largest request body a proxy route takes (prompts with images run
+/// to megabytes), and the largest whole response it reads.
+const MAX_BODY: usize = 64 << 20;
+/// Bodies larger than this are counted on a blocking thread.
+const COUNT_INLINE: usize = 64 << 10;
+
+/// What the gateway keeps between calls: the pooled upstream client.
+pub struct Gateway {
+    upstream: Arc<Upstream>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config) -> anyhow::Result<Gateway> {
+        Ok(Gateway { upstream: Arc::new(Upstream::new(&config.gateway)?) })
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{target}", post(gemini))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Operation::ChatCompletions, req, None).await
+}
+
+async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Operation::Embeddings, req, None).await
+}
+
+async fn messages(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Operation::Messages, req, None).await
+}
+
+/// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
+async fn gemini(State(state): State<AppState>, req: Request) -> Response {
+    let target = req.uri().path().trim_start_matches("/v1beta/models/").to_owned();
+    let (model, op) = match target.rsplit_once(':') {
+        Some((model, "generateContent")) => (model, Operation::GenerateContent),
+        Some((model, "streamGenerateContent")) => (model, Operation::StreamGenerateContent),
+        _ => {
+            let message = format!(
+                "models/{target} is not a method Tollgate proxies: use models/{{model}}:generateContent or \
+                 :streamGenerateContent"
+            );
+            return ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).into_response(Api::Gemini);
+        }
+    };
+    let model = model.to_owned();
+    proxy(state, op, req, Some(model)).await
+}
+
+/// Who is calling: a user's key with the `proxy` scope (or anonymous demo
+/// traffic, when enabled), and their account.
+struct Caller {
+    account: Arc<Account>,
+    key_id: Option<String>,
+}
+
+async fn identify(state: &AppState, parts: &Parts) -> Result<Caller, ProxyError> {
+    if let Some(anonymous) = &state.config.anonymous
+        && presented_credential(&parts.headers, parts.uri.query()).is_none()
+        && let Some(ip) = client_ip(parts, state.config.trust_forwarded_for)
+    {
+        let account = state.metering.anonymous_account(ip, &anonymous.plan).await?;
+        return Ok(Caller { account, key_id: None });
+    }
+    let principal = authenticate(state, parts).await?;
+    principal.require_scope(Scope::Proxy)?;
+    let Principal::Key(key) = &principal else {
+        return Err(ProxyError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden,
+            "the gateway is called with a user's key (scope proxy), not the admin token",
+        ));
+    };
+    let Some(user) = &key.user else {
+        return Err(ProxyError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden,
+            "a service key cannot call the gateway: calls are metered per user, so use a user's key",
+        ));
+    };
+    let account = state.metering.account(&user.id).await?;
+    Ok(Caller { account, key_id: Some(key.key.id.to_string()) })
+}
+
+/// Runs one call and adds the rate-limit headers to whatever it answers.
+async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<String>) -> Response {
+    let api = op.api();
+    let (parts, body) = req.into_parts();
+    let caller = match identify(&state, &parts).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(api),
+    };
+    let mut response = match forward(&state, &caller, op, &parts, body, path_model).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(api),
+    };
+    add_rate_limits(&state, &caller.account, &mut response).await;
+    if caller.key_id.is_none() {
+        response.headers_mut().insert("x-demo-mode", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn add_rate_limits(state: &AppState, account: &Account, response: &mut Response) {
+    match headers::rate_limits(state, account).await {
+        Ok(headers) => response.headers_mut().extend(headers),
+        Err(e) => tracing::warn!(error = %e, "failed to compute the rate-limit headers"),
+    }
+}
+
+fn route_name(op: Operation) -> &'static str {
+    match op {
+        Operation::ChatCompletions => "/v1/chat/completions",
+        Operation::Embeddings => "/v1/embeddings",
+        Operation::Messages => "/v1/messages",
+        Operation::GenerateContent => "/v1beta/models/{model}:generateContent",
+        Operation::StreamGenerateContent => "/v1beta/models/{model}:streamGenerateContent",
+    }
+}
+
+fn user_agent(parts: &Parts) -> Option<String> {
+    let ua = parts.headers.get(header::USER_AGENT)?.to_str().ok()?;
+    Some(ua.chars().take(512).collect())
+}
+
+async fn forward(
+    state: &AppState,
+    caller: &Caller,
+    op: Operation,
+    parts: &Parts,
+    body: axum::body::Body,
+    path_model: Option<String>,
+) -> Result<Response, ProxyError> {
+    let started = Instant::now();
+    let at = Timestamp::now();
+    let api = op.api();
+    let account = &caller.account;
+    accounting::take_request(state, account)?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
+    })?;
+    let request_bytes = body.len();
+    let request = tollgate_providers::Request::parse(op, body, path_model.as_deref())
+        .map_err(|e| ProxyError::invalid(&e.field, e.message))?;
+    let requested = request.model().ok_or_else(|| ProxyError::invalid("model", "model: missing"))?.to_owned();
+    let target = route::target(&state.config, api, &requested)?;
+    route::allowed(&account.plan, &requested, &target)?;
+    let provider = target.provider;
+    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let exact = provider.known == Some(KnownProvider::OpenAi);
+    let encoding = tokens::encoding_for(&target.model, exact);
+    let (mut request, input) = count_input(request, encoding, request_bytes).await;
+    let held = if account.counts(resolved.source == Source::Byok) {
+        let style = if exact { LimitStyle::MaxCompletionTokens } else { LimitStyle::MaxTokens };
+        accounting::reserve(state, account, &mut request, input, &target.model, style).await?
+    } else {
+        Held::default()
+    };
+    let info = CallInfo {
+        key_id: caller.key_id.clone(),
+        route: route_name(op),
+        provider: provider.name.to_string(),
+        model: target.model.clone(),
+        client_ip: client_ip(parts, state.config.trust_forwarded_for).map(|ip| ip.to_string()),
+        user_agent: user_agent(parts),
+        source: resolved.source,
+        request_bytes: request_bytes as u64,
+        started,
+        at,
+    };
+    // From here on a call dropped midway (the client went away) still settles.
+    let mut unsettled = Unsettled(Some(Settlement {
+        state: state.clone(),
+        account: account.clone(),
+        held,
+        info,
+        input_estimate: input,
+        encoding,
+    }));
+    request.set_model(&target.model);
+    request.ask_for_stream_usage();
+    let streaming = request.stream();
+    let sse = op != Operation::StreamGenerateContent
+        || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    let tap = request.tap(sse);
+    let body = request.into_body();
+    let call = upstream::call(provider, api, Some(op), &target.model, parts, &resolved.secret, Some(body));
+    let call = match call {
+        Ok(call) => call,
+        Err(e) => return Err(settle_failed(&mut unsettled, e).await),
+    };
+    let upstream = state.gateway.upstream.clone();
+    let mut response = match upstream.send(call).await {
+        Ok(response) => response,
+        Err(failure) => return Err(settle_failed(&mut unsettled, failure.into_error(provider.name.as_str())).await),
+    };
+    let first_byte = started.elapsed();
+    let status = response.status();
+    if status.is_success() && streaming {
+        let headers = upstream::response_headers(response.headers());
+        let settlement = unsettled.take().ok_or_else(settled_twice)?;
+        let body = relay::body(upstream, response, tap, settlement, started);
+        let mut out = Response::new(body);
+        *out.status_mut() = status;
+        out.headers_mut().extend(headers);
+        return Ok(out);
+    }
+    let bytes = match upstream.read(&mut response, MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(failure) => return Err(settle_failed(&mut unsettled, failure.into_error(provider.name.as_str())).await),
+    };
+    let mut headers = upstream::response_headers(response.headers());
+    if status.is_server_error() {
+        let message = format!(
+            "{} answered HTTP {}{}",
+            provider.name,
+            status.as_u16(),
+            upstream_message(&bytes, &resolved.secret).map(|m| format!(": {m}")).unwrap_or_default()
+        );
+        let error = ProxyError::upstream(provider.name.as_str(), false, message)
+            .detail("upstream_status", Value::from(status.as_u16()));
+        return Err(settle_failed(&mut unsettled, error).await);
+    }
+    let (spent, body) = if status.is_success() {
+        let spent = match tollgate_providers::usage_of(op, &bytes) {
+            Some(usage) => Spent::Reported(usage),
+            None => Spent::Estimated { usage: None, output: 0 },
+        };
+        (spent, bytes)
+    } else {
+        // The provider's own refusal, as it came (less any echo of the secret).
+        if status == StatusCode::TOO_MANY_REQUESTS && !headers.contains_key(header::RETRY_AFTER) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        (Spent::Nothing, scrub(bytes, &resolved.secret))
+    };
+    drop(resolved);
+    let outcome = Outcome {
+        status: status.as_u16(),
+        succeeded: status.is_success(),
+        spent,
+        first_byte: Some(first_byte),
+        response_bytes: body.len() as u64,
+    };
+    let settlement = unsettled.take().ok_or_else(settled_twice)?;
+    settlement.settle(outcome).await?;
+    let mut out = Response::new(axum::body::Body::from(body));
+    *out.status_mut() = status;
+    out.headers_mut().extend(headers);
+    Ok(out)
+}
+
+fn settled_twice() -> ProxyError {
+    ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, "a call was settled twice")
+}
+
+/// Records a call that got no answer to pass back, and returns its error.
+async fn settle_failed(unsettled: &mut Unsettled, error: ProxyError) -> ProxyError {
+    if let Some(settlement) = unsettled.take() {
+        let outcome = Outcome {
+            status: error.status.as_u16(),
+            succeeded: false,
+            spent: Spent::Nothing,
+            first_byte: None,
+            response_bytes: 0,
+        };
+        if let Err(e) = settlement.settle(outcome).await {
+            return ProxyError::from(e);
+        }
+    }
+    error
+}
+
+/// Counts the input, on a blocking thread when the body is large.
+async fn count_input(
+    request: tollgate_providers::Request,
+    encoding: Encoding,
+    size: usize,
+) -> (tollgate_providers::Request, u64) {
+    if size <= COUNT_INLINE {
+        let n = request.input_tokens(encoding);
+        return (request, n);
+    }
+    let counted = tokio::task::spawn_blocking(move || {
+        let n = request.input_tokens(encoding);
+        (request, n)
+    });
+    match counted.await {
+        Ok(done) => done,
+        // The counting thread panicked, which `tokens::count` prevents.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A provider's error message, if its body has one, without the secret.
+fn upstream_message(body: &[u8], secret: &SecretString) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = value.pointer("/error/message").and_then(Value::as_str)?;
+    let message: String = message.chars().take(300).collect();
+    Some(message.replace(secret.expose(), "[redacted]"))
+}
+
+/// `body` with every occurrence of `secret` replaced: a provider's error
+/// may echo the key it was given.
+fn scrub(body: Bytes, secret: &SecretString) -> Bytes {
+    let needle = secret.expose().as_bytes();
+    if needle.is_empty() || !body.windows(needle.len()).any(|w| w == needle) {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body).replace(secret.expose(), "[redacted]");
+    Bytes::from(text)
+}
+
+/// `GET /v1/models`: the provider's list (Anthropic's when the client sends
+/// `anthropic-version`, else the default OpenAI-format provider's),
+/// narrowed to the plan's allowed models.
+async fn models(State(state): State<AppState>, req: Request) -> Response {
+    let anthropic = req.headers().contains_key("anthropic-version");
+    let api = if anthropic { Api::Anthropic } else { Api::OpenAi };
+    let (parts, _) = req.into_parts();
+    let caller = match identify(&state, &parts).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(api),
+    };
+    let mut response = match list_models(&state, &caller, api, &parts).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(api),
+    };
+    add_rate_limits(&state, &caller.account, &mut response).await;
+    response
+}
+
+async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts) -> Result<Response, ProxyError> {
+    let account = &caller.account;
+    accounting::take_request(state, account)?;
+    let name = match api {
+        Api::Anthropic => KnownProvider::Anthropic.name(),
+        _ => state.config.gateway.default_provider.as_str(),
+    };
+    let provider = state
+        .config
+        .provider(name)
+        .ok_or_else(|| ProxyError::invalid("model", format!("provider {name:?} is not configured")))?;
+    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let call = upstream::call(provider, api, None, "", parts, &resolved.secret, None)?;
+    let upstream = &state.gateway.upstream;
+    let mut response = upstream.send(call).await.map_err(|f| f.into_error(name))?;
+    let status = response.status();
+    let bytes = upstream.read(&mut response, MAX_BODY).await.map_err(|f| f.into_error(name))?;
+    if status.is_server_error() {
+        return Err(ProxyError::upstream(name, false, format!("{name} answered HTTP {}", status.as_u16())));
+    }
+    let mut body = scrub(bytes, &resolved.secret);
+    if status.is_success()
+        && let Some(allowed) = &account.plan.allowed_models
+        && let Ok(mut list) = serde_json::from_slice::<Value>(&body)
+        && let Some(items) = list.get_mut("data").and_then(Value::as_array_mut)
+    {
+        let permitted = |id: &str| {
+            let qualified = format!("{name}/{id}");
+            allowed.iter().any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => id.starts_with(prefix) || qualified.starts_with(prefix),
+                None => entry == id || *entry == qualified,
+            })
+        };
+        items.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(permitted));
+        body = Bytes::from(list.to_string());
+    }
+    let mut out = Response::new(axum::body::Body::from(body));
+    *out.status_mut() = status;
+    out.headers_mut().extend(upstream::response_headers(response.headers()));
+    Ok(out)
+}

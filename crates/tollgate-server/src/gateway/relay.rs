@@ -1,0 +1,143 @@
+//! A streamed answer on its way to the client: each upstream piece leaves
+//! as soon as it arrives (an OpenAI usage chunk the client did not ask for
+//! is taken out), the tap reads usage and text on the side, and the body
+//! ends only once the call's event is committed.
+//!
+//! However the stream ends, the call is settled once: at the upstream's
+//! end (the provider's usage, or an estimate when it reported none); when
+//! the upstream breaks or falls silent past the idle timeout (an estimate
+//! from the text that passed; the client's stream is cut too, so that it
+//! sees an error rather than a clean end); when the client goes away (the
+//! body is dropped: the upstream request is dropped with it, which closes
+//! its connection, and the estimate is settled on a task of its own).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use futures_util::stream;
+use tollgate_providers::StreamTap;
+
+use super::accounting::{Outcome, Settlement, Spent};
+use super::upstream::{Failure, Upstream};
+
+struct Relay {
+    upstream: Arc<Upstream>,
+    response: reqwest::Response,
+    tap: StreamTap,
+    settlement: Option<Settlement>,
+    started: Instant,
+    first_byte: Option<Duration>,
+    sent: u64,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Relaying,
+    /// The upstream ended: settle, then end.
+    Settling,
+    Done,
+}
+
+impl Relay {
+    fn outcome(&self, status: u16) -> Outcome {
+        let seen = self.tap.seen();
+        let exact = seen.finished && seen.usage.is_some();
+        let spent = match (exact, seen.usage) {
+            (true, Some(usage)) => Spent::Reported(usage),
+            _ => {
+                let encoding = self.settlement.as_ref().map(Settlement::encoding);
+                let output = encoding.map_or(0, |e| seen.output_estimate(e));
+                Spent::Estimated { usage: seen.usage, output }
+            }
+        };
+        Outcome { status, succeeded: true, spent, first_byte: self.first_byte, response_bytes: self.sent }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away before the end: settle what passed.
+        if self.settlement.is_some() {
+            let outcome = self.outcome(499);
+            if let Some(settlement) = self.settlement.take() {
+                settlement.settle_later(outcome);
+            }
+        }
+    }
+}
+
+/// The client's body for a 2xx upstream stream.
+pub fn body(
+    upstream: Arc<Upstream>,
+    response: reqwest::Response,
+    tap: StreamTap,
+    settlement: Settlement,
+    started: Instant,
+) -> Body {
+    let relay = Relay {
+        upstream,
+        response,
+        tap,
+        settlement: Some(settlement),
+        started,
+        first_byte: None,
+        sent: 0,
+        phase: Phase::Relaying,
+    };
+    Body::from_stream(stream::unfold(relay, |mut r| async move {
+        loop {
+            match r.phase {
+                Phase::Done => return None,
+                Phase::Settling => {
+                    r.phase = Phase::Done;
+                    let outcome = r.outcome(200);
+                    let settlement = r.settlement.take()?;
+                    return match settlement.settle(outcome).await {
+                        Ok(()) => None,
+                        // Not recorded: the client must not see a clean end.
+                        Err(e) => {
+                            tracing::error!(error = %e, "failed to record a stream's usage");
+                            Some((Err(std::io::Error::other("failed to record the usage")), r))
+                        }
+                    };
+                }
+                Phase::Relaying => {}
+            }
+            match r.upstream.next(&mut r.response).await {
+                Ok(Some(chunk)) => {
+                    r.first_byte.get_or_insert_with(|| r.started.elapsed());
+                    let out = r.tap.feed(chunk);
+                    if !out.is_empty() {
+                        r.sent += out.len() as u64;
+                        return Some((Ok::<Bytes, std::io::Error>(out), r));
+                    }
+                }
+                Ok(None) => {
+                    r.phase = Phase::Settling;
+                    let rest = r.tap.finish();
+                    if !rest.is_empty() {
+                        r.sent += rest.len() as u64;
+                        return Some((Ok(rest), r));
+                    }
+                }
+                Err(failure) => {
+                    let why = match &failure {
+                        Failure::Broken(why) => why.clone(),
+                        Failure::Timeout(what, after) => format!("no {what} within {} s", after.as_secs()),
+                    };
+                    tracing::warn!(reason = %why, "an upstream stream broke off; cutting the client's");
+                    r.phase = Phase::Done;
+                    let outcome = r.outcome(200);
+                    if let Some(settlement) = r.settlement.take()
+                        && let Err(e) = settlement.settle(outcome).await
+                    {
+                        tracing::error!(error = %e, "failed to record a cut stream's usage");
+                    }
+                    return Some((Err(std::io::Error::other(format!("the provider's stream broke off: {why}"))), r));
+                }
+            }
+        }
+    }))
+}

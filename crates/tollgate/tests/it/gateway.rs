@@ -1,0 +1,845 @@
+//! The LLM gateway against `mock-llm` in process: every proxy route,
+//! streamed and not, routing, accounting (the provider's usage settled, cut
+//! streams estimated, output limits lowered, refusals before the call),
+//! credentials (BYOK and platform keys, as the upstream received them),
+//! errors in each provider's shape, timeouts, disconnects and headers.
+//! Issue #5.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate_mock::{MockServer, Recorded};
+
+use crate::both_stores;
+use crate::common::{Backend, BinApp, Reply, TestApp, TestDb, eventually, mock_llm};
+
+both_stores!(
+    a_chat_completion_is_answered_and_recorded_with_the_usage_the_provider_reported,
+    a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk,
+    anthropic_messages_are_metered_from_message_start_and_message_delta,
+    gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
+    byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
+    the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
+    a_cut_stream_is_settled_from_the_text_that_passed_and_marked_estimated,
+    many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_reported,
+);
+
+pub const OPENAI_KEY: &str = "sk-platform-openai-0001";
+pub const ANTHROPIC_KEY: &str = "sk-ant-platform-0001";
+pub const GEMINI_KEY: &str = "AIzaPlatformGemini0001";
+pub const GROQ_KEY: &str = "gsk_platform_groq_0001";
+
+/// A gateway in front of an in-process mock, with one plan (`gw`), one
+/// user (`u_1`) on it and a key of theirs.
+pub struct Gateway {
+    pub app: TestApp,
+    pub mock: MockServer,
+    pub key: String,
+}
+
+impl Gateway {
+    /// `plan` is the plan's JSON without its slug; `extra` more settings;
+    /// `file` the configuration file.
+    pub async fn start(backend: Backend, plan: Value, extra: &[(&str, &str)], file: &str) -> Gateway {
+        let mock = mock_llm(&[]).await;
+        let (openai, groq, base) = (mock.openai_base_url(), mock.groq_base_url(), mock.base_url());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("TOLLGATE_OPENAI_BASE_URL", &openai),
+            ("TOLLGATE_GROQ_BASE_URL", &groq),
+            ("TOLLGATE_ANTHROPIC_BASE_URL", &base),
+            ("TOLLGATE_GEMINI_BASE_URL", &base),
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+            ("GEMINI_API_KEY", GEMINI_KEY),
+            ("GROQ_API_KEY", GROQ_KEY),
+        ];
+        env.retain(|(name, _)| !extra.iter().any(|(n, _)| n == name));
+        env.extend_from_slice(extra);
+        let app = TestApp::spawn_with_file(backend, &env, file).await;
+        let mut plan = plan;
+        plan["slug"] = json!("gw");
+        app.api.admin(Method::POST, "/admin/v1/plans", Some(plan)).await.expect(201);
+        let key = Gateway::user(&app, "u_1").await;
+        Gateway { app, mock, key }
+    }
+
+    /// A new user on the plan `gw`; returns their key.
+    pub async fn user(app: &TestApp, id: &str) -> String {
+        app.api.create_user(id, "gw").await;
+        let body = json!({"name": "sdk", "scopes": ["proxy", "usage:read", "credentials:manage"]});
+        app.api.create_key(id, body).await["key"].as_str().unwrap().to_owned()
+    }
+
+    pub fn base(&self) -> &str {
+        &self.app.api.base
+    }
+
+    /// A proxy call with the user's key as a bearer token.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.app.api.call(Method::POST, path, Some(&self.key), Some(body)).await
+    }
+
+    pub async fn usage(&self, user: &str) -> Value {
+        self.app.api.admin(Method::GET, &format!("/admin/v1/users/{user}/usage"), None).await.expect(200)
+    }
+
+    /// The user's ledger, oldest first.
+    pub async fn events(&self, user: &str) -> Vec<Value> {
+        let page = self.app.api.admin(Method::GET, &format!("/admin/v1/users/{user}/usage/events"), None).await;
+        let mut events = page.expect(200)["events"].as_array().unwrap().clone();
+        events.sort_by_key(|e| e["timestamp"].as_str().unwrap_or("").to_owned());
+        events
+    }
+
+    /// A streamed call: the response, whose body is read by the caller.
+    pub async fn stream(&self, path: &str, body: Value) -> reqwest::Response {
+        self.app
+            .api
+            .http
+            .post(format!("{}{path}", self.base()))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `data:` payloads of a server-sent event stream.
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .flat_map(|event| event.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix("data: ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn usage_of(r: &Recorded) -> tollgate_mock::Usage {
+    r.usage.unwrap_or_else(|| panic!("request {} reported no usage", r.seq))
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
+}
+
+async fn a_chat_completion_is_answered_and_recorded_with_the_usage_the_provider_reported(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000, "requests": 1000}}), &[], "").await;
+    let reply = gw
+        .app
+        .api
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth(&gw.key)
+        .header("user-agent", "gateway-test/1.0")
+        .json(&chat("Tell me about toll gates [mock tokens=6 cached=2 reasoning=3]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let headers = reply.headers().clone();
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count(), 6);
+
+    let sent = gw.mock.requests();
+    assert_eq!(sent.len(), 1);
+    let upstream = &sent[0];
+    assert_eq!(upstream.credential.as_deref(), Some(OPENAI_KEY), "the platform key went upstream");
+    assert!(
+        upstream.headers.values().all(|v| !v.contains(&gw.key)),
+        "the gateway key never leaves: {:?}",
+        upstream.headers
+    );
+    assert_eq!(upstream.body["model"], "gpt-4o-mini");
+    let reported = usage_of(upstream);
+    assert_eq!(body["usage"]["prompt_tokens"], reported.input_tokens);
+
+    for name in [
+        "x-request-id",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-used",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ] {
+        assert!(headers.contains_key(name), "{name} is missing: {headers:?}");
+    }
+    assert_eq!(headers["x-ratelimit-resource"], "tokens");
+    let total = reported.input_tokens + reported.output_tokens;
+    assert_eq!(headers["x-ratelimit-used"].to_str().unwrap(), total.to_string(), "the headers come after the commit");
+    assert_eq!(headers["x-ratelimit-limit-tokens"], "100000");
+    assert_eq!(headers["x-ratelimit-remaining-requests"], "999");
+
+    let usage = gw.usage("u_1").await;
+    assert_eq!(usage["meters"]["tokens"]["used"], total);
+    assert_eq!(usage["meters"]["requests"]["used"], 1);
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e["route"], "/v1/chat/completions");
+    assert_eq!((e["provider"].as_str(), e["model"].as_str()), (Some("openai"), Some("gpt-4o-mini")));
+    assert_eq!(e["input_tokens"], reported.input_tokens);
+    assert_eq!(e["output_tokens"], reported.output_tokens);
+    assert_eq!((e["cached_tokens"].as_u64(), e["reasoning_tokens"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(e["status_code"], 200);
+    assert_eq!(e["key_source"], "platform");
+    assert_eq!((e["billable"].as_bool(), e["estimated"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert_eq!(e["user_agent"], "gateway-test/1.0");
+    assert!(e["latency_ms"].is_i64() && e["ttft_ms"].is_i64());
+    assert!(e["request_bytes"].as_i64().unwrap() > 0 && e["response_bytes"].as_i64().unwrap() > 0);
+    assert!(e["cost_usd"].as_i64().unwrap() > 0, "gpt-4o-mini has a price");
+    assert!(e["key_id"].as_str().unwrap().starts_with("key_"));
+}
+
+async fn a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let mut body = chat("stream to me [mock tokens=5]");
+    body["stream"] = json!(true);
+    let response = gw.stream("/v1/chat/completions", body.clone()).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(response.headers().contains_key("x-ratelimit-remaining-tokens"));
+    let data = sse_data(&response.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "the usage chunk was removed");
+    assert!(chunks.iter().all(|c| c["usage"].is_null()));
+    let upstream = &gw.mock.requests()[0];
+    assert_eq!(upstream.body["stream_options"]["include_usage"], true, "the gateway asked for it");
+    let reported = usage_of(upstream);
+    let events = gw.events("u_1").await;
+    assert_eq!(events[0]["output_tokens"], reported.output_tokens);
+    assert_eq!(events[0]["input_tokens"], reported.input_tokens);
+    assert_eq!(events[0]["estimated"], false);
+
+    // Asked for: passed as it came.
+    body["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(&gw.stream("/v1/chat/completions", body).await.text().await.unwrap());
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 5);
+    assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 2 * (reported.input_tokens + 5));
+}
+
+async fn anthropic_messages_are_metered_from_message_start_and_message_delta(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let body = json!({"model": "claude-haiku-4-5", "max_tokens": 100,
+                      "messages": [{"role": "user", "content": "Describe a toll gate [mock tokens=7 cached=3]"}]});
+    let reply = gw
+        .app
+        .api
+        .http
+        .post(format!("{}/v1/messages", gw.base()))
+        .header("x-api-key", &gw.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let message: Value = reply.json().await.unwrap();
+    assert_eq!(message["usage"]["output_tokens"], 7);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let response = gw
+        .app
+        .api
+        .http
+        .post(format!("{}/v1/messages", gw.base()))
+        .header("x-api-key", &gw.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(text.contains("event: message_stop"), "{text}");
+
+    let sent = gw.mock.requests();
+    assert!(sent.iter().all(|r| r.credential.as_deref() == Some(ANTHROPIC_KEY)));
+    assert!(sent.iter().all(|r| r.header("anthropic-version") == Some("2023-06-01")));
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 2);
+    for (event, upstream) in events.iter().zip(&sent) {
+        let reported = usage_of(upstream);
+        assert_eq!(event["input_tokens"], reported.input_tokens, "cache reads are part of the input");
+        assert_eq!(event["cached_tokens"], 3);
+        assert_eq!(event["output_tokens"], 7);
+        assert_eq!(event["provider"], "anthropic");
+        assert_eq!(event["estimated"], false);
+    }
+}
+
+async fn gemini_streams_settle_the_last_cumulative_usage_never_the_sum(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Toll gates? [mock tokens=6]"}]}]});
+    // The key in `?key=`, as Gemini's clients can send it: it must not travel on.
+    let url = |action: &str, query: &str| {
+        format!("{}/v1beta/models/gemini-2.5-flash:{action}?{query}key={}", gw.base(), gw.key)
+    };
+    let http = &gw.app.api.http;
+    let whole: Value = http.post(url("generateContent", "")).json(&body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(whole["usageMetadata"]["candidatesTokenCount"], 6);
+    let sse = http.post(url("streamGenerateContent", "alt=sse&")).json(&body).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+    assert_eq!(sse_data(&sse.text().await.unwrap()).len(), 6);
+    let array = http.post(url("streamGenerateContent", "")).json(&body).send().await.unwrap();
+    let chunks: Vec<Value> = array.json().await.unwrap();
+    assert_eq!(chunks.len(), 6);
+
+    let sent = gw.mock.requests();
+    assert_eq!(sent.len(), 3);
+    for r in &sent {
+        assert_eq!(r.credential.as_deref(), Some(GEMINI_KEY));
+        assert!(!r.query.as_deref().unwrap_or("").contains("key="), "the gateway key stays: {:?}", r.query);
+    }
+    assert_eq!(sent[1].query.as_deref(), Some("alt=sse"));
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 3);
+    for (event, upstream) in events.iter().zip(&sent) {
+        assert_eq!(event["output_tokens"], 6, "the last cumulative count, not 1+2+…+6");
+        assert_eq!(event["input_tokens"], usage_of(upstream).input_tokens);
+        assert_eq!(event["estimated"], false);
+        assert_eq!(event["provider"], "gemini");
+    }
+    assert_eq!(events[1]["route"], "/v1beta/models/{model}:streamGenerateContent");
+}
+
+async fn byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let own = "sk-users-own-openai-key-77";
+    let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
+    set.await.expect(200);
+    gw.post("/v1/chat/completions", chat("mine [mock tokens=4]")).await.expect(200);
+    let upstream = &gw.mock.requests()[0];
+    assert_eq!(upstream.credential.as_deref(), Some(own), "the user's own key went upstream");
+    let event = &gw.events("u_1").await[0];
+    assert_eq!((event["key_source"].as_str(), event["billable"].as_bool()), (Some("byok"), Some(false)));
+    assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 0, "BYOK does not count by default");
+
+    // Other providers still use the platform key.
+    gw.post(
+        "/v1/chat/completions",
+        json!({"model": "groq/llama-3.1-8b-instant", "messages": [{"role": "user", "content": "hi [mock tokens=2]"}]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(gw.mock.requests()[1].credential.as_deref(), Some(GROQ_KEY));
+    assert_eq!(gw.mock.requests()[1].path, "/openai/v1/chat/completions");
+
+    gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(json!({"byok_counts": true}))).await.expect(200);
+    gw.post("/v1/chat/completions", chat("counted [mock tokens=4]")).await.expect(200);
+    let counted = usage_of(&gw.mock.requests()[2]);
+    let tokens = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    let groq = gw.events("u_1").await[1]["input_tokens"].as_u64().unwrap()
+        + gw.events("u_1").await[1]["output_tokens"].as_u64().unwrap();
+    assert_eq!(tokens, groq + counted.input_tokens + counted.output_tokens, "byok_counts: the plan says so");
+}
+
+async fn the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 300}}), &[], "").await;
+    // Use some of the quota first.
+    gw.post("/v1/chat/completions", chat("warm up [mock tokens=100]")).await.expect(200);
+    let used = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    let mut body = chat("a long answer please");
+    body["max_tokens"] = json!(5000);
+    let reply = gw.post("/v1/chat/completions", body).await.expect(200);
+    let sent = &gw.mock.requests()[1];
+    let lowered = sent.body["max_tokens"].as_u64().expect("the client's field was lowered");
+    assert!(lowered < 300 - used, "lowered to {lowered}, with {} left", 300 - used);
+    assert_eq!(reply["choices"][0]["finish_reason"], "length");
+    let after = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    assert!(after <= 300, "zero overshoot: {after} of 300");
+
+    // Without a limit of its own, a request gets what is left as its limit.
+    let before = gw.mock.requests().len();
+    let reply = gw.post("/v1/chat/completions", chat("and more")).await;
+    if reply.status == 200 {
+        let sent = &gw.mock.requests()[before];
+        assert!(sent.body["max_completion_tokens"].as_u64().is_some(), "{}", sent.body);
+        assert!(gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap() <= 300);
+    } else {
+        assert_eq!(reply.status, 429);
+    }
+}
+
+async fn a_cut_stream_is_settled_from_the_text_that_passed_and_marked_estimated(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let mut body = chat("cut me [mock cut_after=3 tokens=10]");
+    body["stream"] = json!(true);
+    let mut response = gw.stream("/v1/chat/completions", body).await;
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    let error = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    assert!(error.is_some(), "the client's stream is cut too, not ended cleanly: {text}");
+    assert!(!text.contains("[DONE]"));
+    let upstream = &gw.mock.requests()[0];
+    assert!(!upstream.completed && upstream.tokens_sent == 3);
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e["estimated"], true);
+    assert_eq!(e["output_tokens"], 3, "the three words that passed");
+    assert!(e["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(e["requests"], 1);
+}
+
+async fn many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_reported(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 1000000}, "byok_counts": true}), &[], "").await;
+    let users: Vec<(String, String, String)> = futures_util::future::join_all((0..12).map(|i| {
+        let app = &gw.app;
+        async move {
+            let id = format!("crowd_{i}");
+            let key = Gateway::user(app, &id).await;
+            let own = format!("sk-crowd-{i:04}-own-key");
+            let path = "/v1/me/credentials/openai";
+            app.api.call(Method::PUT, path, Some(&key), Some(json!({"secret": own}))).await.expect(200);
+            (id, key, own)
+        }
+    }))
+    .await;
+    let calls = users.iter().flat_map(|(_, key, _)| (0..4).map(move |n| (key.clone(), n)));
+    let http = gw.app.api.http.clone();
+    let base = gw.base().to_owned();
+    futures_util::future::join_all(calls.map(|(key, n)| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let body = json!({"model": "gpt-4o-mini", "stream": true,
+                "messages": [{"role": "user", "content": format!("call {n} [mock tokens={} tps=400]", 3 + n)}]});
+            let response =
+                http.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+        }
+    }))
+    .await;
+    let sent = gw.mock.requests();
+    for (id, _, own) in &users {
+        let mine: Vec<&Recorded> = sent.iter().filter(|r| r.credential.as_deref() == Some(own.as_str())).collect();
+        assert_eq!(mine.len(), 4);
+        let reported: u64 = mine.iter().map(|r| usage_of(r).input_tokens + usage_of(r).output_tokens).sum();
+        let usage = gw.usage(id).await;
+        assert_eq!(usage["meters"]["tokens"]["used"], reported, "{id}");
+        assert_eq!(usage["lifetime"]["tokens"], reported, "{id}");
+        assert!(gw.events(id).await.iter().all(|e| e["estimated"] == false));
+    }
+}
+
+// ---- one store is enough below: nothing here depends on it ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_plan() {
+    let gw =
+        Gateway::start(Backend::Sqlite, json!({"allowed_models": ["gpt-4o-mini", "text-embedding-*"]}), &[], "").await;
+    let reply = gw
+        .post("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": ["a toll gate", "a gate"]}))
+        .await
+        .expect(200);
+    assert_eq!(reply["data"].as_array().unwrap().len(), 2);
+    let sent = &gw.mock.requests()[0];
+    assert!(sent.body.get("max_tokens").is_none() && sent.body.get("max_completion_tokens").is_none(), "{}", sent.body);
+    assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["reserved"], 0);
+    let event = &gw.events("u_1").await[0];
+    assert_eq!((event["route"].as_str(), event["input_tokens"].as_u64()), (Some("/v1/embeddings"), Some(5)));
+    assert_eq!(event["output_tokens"], 0);
+    let models = gw.app.api.call(Method::GET, "/v1/models", Some(&gw.key), None).await;
+    assert!(models.headers.contains_key("x-ratelimit-limit-requests") || models.headers.contains_key("x-request-id"));
+    let ids: Vec<&str> = models.body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini", "text-embedding-3-small", "text-embedding-3-large"]);
+    assert_eq!(gw.mock.requests()[1].credential.as_deref(), Some(OPENAI_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_models_by_name() {
+    let file = "[models.fast]\nprovider = \"groq\"\nmodel = \"llama-3.1-8b-instant\"\n";
+    let plan = json!({"limits": {"tokens": 100000},
+                      "allowed_models": ["fast", "gpt-4o-mini", "claude-haiku-4-5", "local/*"]});
+    let mock = mock_llm(&[]).await;
+    let local = mock.openai_base_url();
+    let extra = [("TOLLGATE_LOCAL_BASE_URL", local.as_str()), ("LOCAL_API_KEY", "local-platform-key-1")];
+    let gw = Gateway::start(Backend::Sqlite, plan, &extra, file).await;
+    let hi = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi [mock tokens=2]"}]});
+    let reply = gw.post("/v1/chat/completions", hi("fast")).await.expect(200);
+    assert_eq!(reply["model"], "llama-3.1-8b-instant");
+    let sent = gw.mock.requests();
+    assert_eq!(
+        (sent[0].path.as_str(), sent[0].body["model"].as_str()),
+        ("/openai/v1/chat/completions", Some("llama-3.1-8b-instant"))
+    );
+    assert_eq!(sent[0].credential.as_deref(), Some(GROQ_KEY));
+    assert_eq!(gw.events("u_1").await[0]["provider"], "groq");
+    // Any OpenAI-compatible API added by its base URL is a provider too.
+    let reply = gw.post("/v1/chat/completions", hi("local/my-finetune")).await.expect(200);
+    assert_eq!(reply["model"], "my-finetune");
+    let received = &mock.requests()[0];
+    assert_eq!(
+        (received.credential.as_deref(), received.body["model"].as_str()),
+        (Some("local-platform-key-1"), Some("my-finetune"))
+    );
+
+    // Not on the list: a 403 naming the model, in OpenAI's shape, and no call.
+    let refused = gw.post("/v1/chat/completions", hi("gpt-4o")).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("\"gpt-4o\""), "{}", refused.body);
+    assert_eq!(refused.body["error"]["type"], "permission_denied");
+    assert!(refused.headers.contains_key("x-ratelimit-remaining-tokens"), "headers on refusals too");
+    // And in Anthropic's.
+    let anthropic = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "claude-opus-4-1", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(anthropic.status, 403);
+    assert_eq!(anthropic.body["type"], "error");
+    assert_eq!(anthropic.body["error"]["type"], "permission_error");
+    assert!(anthropic.body["error"]["message"].as_str().unwrap().contains("claude-opus-4-1"));
+    // A provider that does not speak the route's API.
+    let wrong = gw.post("/v1/chat/completions", hi("anthropic/claude-haiku-4-5")).await;
+    assert_eq!(wrong.status, 400);
+    assert_eq!(wrong.body["error"]["param"], "model");
+    assert_eq!(gw.mock.requests().len() + mock.requests().len(), 2, "refusals never reach a provider");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_input_alone_does_not_fit_is_refused_without_calling_upstream() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 20}}), &[], "").await;
+    let long = "word ".repeat(50);
+    let refused = gw.post("/v1/chat/completions", chat(&long)).await;
+    assert_eq!(refused.status, 429);
+    let error = &refused.body["error"];
+    assert_eq!(error["type"], "insufficient_quota");
+    assert_eq!(
+        (error["meter"].as_str(), error["limit"].as_i64(), error["used"].as_i64()),
+        (Some("tokens"), Some(20), Some(0))
+    );
+    assert!(error["reset_at"].is_string());
+    let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1 && error["retry_after"] == retry);
+    assert!(gw.mock.requests().is_empty(), "upstream was not called");
+    assert!(gw.events("u_1").await.is_empty());
+    // In Anthropic's and Gemini's shapes too.
+    let anthropic = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": long}]}),
+        )
+        .await;
+    assert_eq!((anthropic.status.as_u16(), anthropic.body["error"]["type"].as_str()), (429, Some("rate_limit_error")));
+    let gemini = gw
+        .post("/v1beta/models/gemini-2.5-flash:generateContent", json!({"contents": [{"parts": [{"text": long}]}]}))
+        .await;
+    assert_eq!((gemini.status.as_u16(), gemini.body["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")));
+    assert_eq!(gemini.body["error"]["code"], 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_minute_request_and_token_limits_refuse_with_retry_after() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"rpm": 2, "tpm": 100000}), &[], "").await;
+    for _ in 0..2 {
+        gw.post("/v1/chat/completions", chat("hi [mock tokens=1]")).await.expect(200);
+    }
+    let refused = gw.post("/v1/chat/completions", chat("hi")).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused.body["error"]["meter"], "requests_per_minute");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(refused.headers["x-ratelimit-remaining-requests"], "0");
+
+    let gw = Gateway::start(Backend::Sqlite, json!({"tpm": 200}), &[], "").await;
+    let mut body = chat("hi [mock tokens=1]");
+    body["max_tokens"] = json!(150);
+    gw.post("/v1/chat/completions", body.clone()).await.expect(200);
+    // What the call did not use is given back: 150 reserved, 1 used.
+    gw.post("/v1/chat/completions", body.clone()).await.expect(200);
+    body["max_tokens"] = json!(190);
+    let refused = gw.post("/v1/chat/completions", body).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["error"]["meter"], "tokens_per_minute");
+    assert_eq!(refused.body["error"]["type"], "tokens");
+    assert_eq!(gw.mock.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_credential_is_a_400_naming_the_provider_in_its_shape() {
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("GEMINI_API_KEY", " ")], "").await;
+    let reply = gw
+        .post("/v1beta/models/gemini-2.5-flash:generateContent", json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(reply.body["error"]["provider"], "gemini");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("GEMINI_API_KEY"));
+    assert!(gw.mock.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_checked_in_the_providers_shape() {
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[], "").await;
+    let api = &gw.app.api;
+    let bad = api.call(Method::POST, "/v1/chat/completions", Some("sk-not-a-gateway-key"), Some(chat("hi"))).await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.body["error"]["code"], "invalid_api_key");
+    let none = api.call(Method::POST, "/v1/messages", None, Some(json!({}))).await;
+    assert_eq!((none.status.as_u16(), none.body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    let admin = api.admin(Method::POST, "/v1/chat/completions", Some(chat("hi"))).await;
+    assert_eq!(admin.status, 403);
+    let usage_only = api.create_key("u_1", json!({"name": "reader", "scopes": ["usage:read"]})).await;
+    let scoped = api.call(Method::POST, "/v1/chat/completions", usage_only["key"].as_str(), Some(chat("hi"))).await;
+    assert_eq!((scoped.status.as_u16(), scoped.body["error"]["type"].as_str()), (403, Some("permission_denied")));
+    let broken = api.raw(Method::POST, "/v1/chat/completions", Some(&gw.key), Some("{not json".into())).await;
+    assert_eq!((broken.status.as_u16(), broken.body["error"]["param"].as_str()), (400, Some("body")));
+    assert!(gw.mock.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_errors_pass_through_as_4xx_and_become_502_as_5xx() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let limited = gw.post("/v1/chat/completions", chat("slow down [mock status=429 retry_after=7]")).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "7");
+    assert_eq!(limited.body["error"]["code"], "rate_limit_exceeded", "the provider's own body");
+    assert!(limited.body["error"]["message"].as_str().unwrap().contains("mock-llm"));
+    let bad = gw.post("/v1/chat/completions", chat("[mock status=400]")).await;
+    assert_eq!(bad.status, 400);
+    // A stream is answered 200 only once the provider has: a failing one is a 502 error, not a stream.
+    let mut streamed = chat("[mock status=503]");
+    streamed["stream"] = json!(true);
+    let failed_stream = gw.stream("/v1/chat/completions", streamed).await;
+    assert_eq!(failed_stream.status(), 502);
+    assert!(failed_stream.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let failed = gw.post("/v1/chat/completions", chat("[mock status=503]")).await;
+    assert_eq!(failed.status, 502);
+    assert_eq!(failed.body["error"]["type"], "server_error");
+    assert_eq!(failed.body["error"]["provider"], "openai");
+    assert!(failed.body["error"]["message"].as_str().unwrap().contains("openai answered HTTP 503"), "{}", failed.body);
+    let anthropic = gw
+        .post("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "[mock status=529]"}]}))
+        .await;
+    assert_eq!((anthropic.status.as_u16(), anthropic.body["error"]["type"].as_str()), (502, Some("api_error")));
+    let events = gw.events("u_1").await;
+    let statuses: Vec<i64> = events.iter().map(|e| e["status_code"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [429, 400, 502, 502, 502], "failed calls are recorded");
+    assert!(events.iter().all(|e| e["requests"] == 0 && e["input_tokens"] == 0));
+    assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 0, "and cost nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_does_not_answer_in_time_is_a_504_and_a_silent_stream_is_cut() {
+    let timeouts =
+        [("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", "1"), ("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS", "1")];
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &timeouts, "").await;
+    let hung = gw.post("/v1/chat/completions", chat("[mock hang]")).await;
+    assert_eq!(hung.status, 504);
+    assert_eq!(hung.body["error"]["code"], "upstream_timeout");
+    assert!(hung.body["error"]["message"].as_str().unwrap().contains("openai"));
+    let mut body = chat("slow [mock tokens=3 tps=0.4]");
+    body["stream"] = json!(true);
+    let mut response = gw.stream("/v1/chat/completions", body).await;
+    assert_eq!(response.status(), 200);
+    let cut = loop {
+        match response.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the client's stream is cut when the provider falls silent");
+    let events = gw.events("u_1").await;
+    assert_eq!(events[0]["status_code"], 504);
+    assert_eq!(events[1]["estimated"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_upstream_stream_and_what_passed_is_settled() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let mut body = chat("talk slowly [mock tokens=200 tps=20]");
+    body["stream"] = json!(true);
+    let mut response = gw.stream("/v1/chat/completions", body).await;
+    let mut words = 0;
+    while words < 3 {
+        let chunk = response.chunk().await.unwrap().unwrap();
+        let data = sse_data(&String::from_utf8_lossy(&chunk));
+        let chunks = data.iter().filter_map(|d| serde_json::from_str::<Value>(d).ok());
+        words += chunks.filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())).count();
+    }
+    // Chunks leave as they arrive: three are here while the provider is still talking.
+    assert!(!gw.mock.requests()[0].completed);
+    drop(response);
+    let ended = eventually(Duration::from_secs(10), || async {
+        gw.mock.requests()[0].completed || gw.mock.requests()[0].tokens_sent < 200 && !gw.events("u_1").await.is_empty()
+    })
+    .await;
+    assert!(ended, "the call was settled");
+    let upstream = &gw.mock.requests()[0];
+    assert!(!upstream.completed && upstream.tokens_sent < 200, "the upstream request was cancelled");
+    let event = &gw.events("u_1").await[0];
+    assert_eq!(event["status_code"], 499);
+    assert_eq!(event["estimated"], true);
+    let output = event["output_tokens"].as_u64().unwrap();
+    assert!((3..200).contains(&output), "what passed: {output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_before_the_answer_cancels_the_call_and_its_input_is_settled() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let call = {
+        let (http, base, key) = (gw.app.api.http.clone(), gw.base().to_owned(), gw.key.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&chat("[mock hang]")).send().await
+        })
+    };
+    assert!(eventually(Duration::from_secs(10), || async { !gw.mock.requests().is_empty() }).await);
+    call.abort();
+    let settled = eventually(Duration::from_secs(10), || async { !gw.events("u_1").await.is_empty() }).await;
+    assert!(settled, "the abandoned call was settled");
+    let event = &gw.events("u_1").await[0];
+    assert_eq!((event["status_code"].as_i64(), event["estimated"].as_bool()), (Some(499), Some(true)));
+    assert!(event["input_tokens"].as_u64().unwrap() > 0);
+    let usage = gw.usage("u_1").await;
+    assert_eq!(usage["meters"]["tokens"]["reserved"], 0, "the hold ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_demo_mode_lets_calls_without_a_key_through_on_the_demo_plans_quota() {
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_ANONYMOUS_ENABLED", "true")], "").await;
+    let reply = gw.app.api.call(Method::POST, "/v1/chat/completions", None, Some(chat("hi [mock tokens=4]"))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["x-demo-mode"], "true");
+    let used: u64 = reply.headers["x-ratelimit-used"].to_str().unwrap().parse().unwrap();
+    assert_eq!(used, usage_of(&gw.mock.requests()[0]).input_tokens + 4, "metered per client address");
+    assert_eq!(gw.mock.requests()[0].credential.as_deref(), Some(OPENAI_KEY));
+    let long = "word ".repeat(2500);
+    let refused = gw.app.api.call(Method::POST, "/v1/chat/completions", None, Some(chat(&long))).await;
+    assert_eq!(refused.status, 429, "the demo plan's quota holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_provider_secret_reaches_the_logs_or_the_store_through_the_gateway() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mock = mock_llm(&[]).await;
+    let mut env = db.env();
+    let own = "sk-ant-users-own-secret-31337";
+    for (k, v) in [
+        ("TOLLGATE_LOG_FORMAT", "json".to_owned()),
+        ("TOLLGATE_LOG", "debug".to_owned()),
+        ("TOLLGATE_ADMIN_TOKEN", crate::common::ADMIN_TOKEN.to_owned()),
+        ("TOLLGATE_OPENAI_BASE_URL", mock.openai_base_url()),
+        ("TOLLGATE_ANTHROPIC_BASE_URL", mock.base_url()),
+        ("TOLLGATE_GEMINI_BASE_URL", mock.base_url()),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_owned()),
+        ("GEMINI_API_KEY", GEMINI_KEY.to_owned()),
+    ] {
+        env.push((k.to_owned(), v));
+    }
+    let mut app = BinApp::start(db.dir.path(), &env, &[], "gateway");
+    let api = app.api.clone();
+    api.create_user("u_1", "pro").await;
+    let key = api.create_key("u_1", json!({"scopes": ["proxy", "credentials:manage"]})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.call(Method::PUT, "/v1/me/credentials/anthropic", Some(&key), Some(json!({"secret": own}))).await.expect(200);
+    let post = |path: &'static str, body: Value| api.call(Method::POST, path, Some(&key), Some(body));
+    post("/v1/chat/completions", chat("hello [mock tokens=3]")).await.expect(200);
+    post("/v1/chat/completions", chat("[mock status=401]")).await.expect(401);
+    post("/v1/chat/completions", chat("[mock status=500]")).await.expect(502);
+    let mut streamed = chat("stream [mock tokens=3]");
+    streamed["stream"] = json!(true);
+    post("/v1/chat/completions", streamed).await.expect(200);
+    let message =
+        json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    post("/v1/messages", message).await.expect(200);
+    let gemini = format!("{}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={key}", api.base);
+    let body = json!({"contents": [{"parts": [{"text": "hi [mock tokens=2]"}]}]});
+    assert_eq!(api.http.post(gemini).json(&body).send().await.unwrap().status(), 200);
+    assert_eq!(mock.requests().iter().filter(|r| r.credential.as_deref() == Some(own)).count(), 1);
+    assert!(app.terminate());
+    let all = app.output();
+    assert!(all.contains("/v1/chat/completions"), "the calls were logged");
+    for secret in [&key[3..], OPENAI_KEY, GEMINI_KEY, own, crate::common::ADMIN_TOKEN] {
+        assert!(!all.contains(secret), "{secret} is in the logs");
+    }
+    let dump = db.dump();
+    assert!(dump.contains("/v1/chat/completions"), "the dump holds the ledger");
+    for secret in [&key[3..], OPENAI_KEY, GEMINI_KEY, own] {
+        assert!(!dump.contains(secret), "{secret} is in the store");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tollgate_demo_prints_a_key_a_curl_command_and_a_python_snippet_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = dir.path().join("demo.stdout");
+    let mut command = std::process::Command::new(crate::common::binary());
+    command
+        .arg("demo")
+        .current_dir(dir.path())
+        .env("TOLLGATE_LISTEN", "127.0.0.1:0")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("demo.stderr")).unwrap());
+    let mut child = ChildGuard(command.spawn().expect("the demo starts"));
+    let printed = {
+        let ready = eventually(Duration::from_secs(30), || async {
+            std::fs::read_to_string(&stdout).unwrap_or_default().contains("Ctrl-C stops the demo")
+        });
+        assert!(ready.await, "the demo printed its instructions");
+        std::fs::read_to_string(&stdout).unwrap()
+    };
+    let key = printed.lines().find_map(|l| l.trim().strip_prefix("tg_")).map(|k| format!("tg_{k}")).unwrap();
+    let url = printed.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches(',').to_owned();
+    assert!(printed.contains(&format!("{url}/ui")), "the dashboard's URL");
+    assert!(printed.contains(&format!("curl -s {url}/v1/chat/completions")));
+
+    // The curl command's request.
+    let http = reqwest::Client::new();
+    let curl = printed.lines().find(|l| l.trim().starts_with("-d '")).unwrap();
+    let body = curl.trim().trim_start_matches("-d '").trim_end_matches('\'').to_owned();
+    let reply = http.post(format!("{url}/v1/chat/completions")).bearer_auth(&key).body(body).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    // The Python snippet, as printed.
+    let start = printed.find("from openai import OpenAI").unwrap();
+    let end = printed[start..].find("reply.usage)").unwrap() + start + "reply.usage)".len();
+    let snippet: String =
+        printed[start..end].lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let script = dir.path().join("snippet.py");
+    std::fs::write(&script, snippet).unwrap();
+    let python = crate::common::repo_root().join(".venv/bin/python");
+    let ran = std::process::Command::new(python).arg(&script).output().unwrap();
+    assert!(ran.status.success(), "the snippet failed: {}", String::from_utf8_lossy(&ran.stderr));
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("CompletionUsage"));
+    let usage: Value =
+        http.get(format!("{url}/v1/me/usage")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["meters"]["requests"]["used"], 2);
+
+    let data_dir = printed.split("its data (").nth(1).and_then(|s| s.split(')').next()).unwrap().to_owned();
+    assert!(std::path::Path::new(&data_dir).exists());
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "a clean exit");
+    assert!(!std::path::Path::new(&data_dir).exists(), "the demo's data is removed");
+}
+
+/// Kills the child when the test ends, however it ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
