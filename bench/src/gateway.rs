@@ -10,7 +10,7 @@
 //!   concurrent streams.
 //!
 //! The mock and the gateway (full metering on SQLite, as shipped: WAL,
-//! `synchronous=FULL`) run as child processes of this one, which is the
+//! `synchronous=NORMAL`) run as child processes of this one, which is the
 //! load generator: its own HTTP/1.1 connections over loopback, one request
 //! at a time each. All three share the machine's cores, so the figures are
 //! a floor. Run: `cargo run --release -p tollgate-bench --bin gateway --
@@ -396,7 +396,7 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     println!("\nthe gateway's own timings over the whole run (from /metrics):");
     for (name, what) in [
         ("tollgate_gateway_upstream_first_byte_seconds", "the provider's first byte"),
-        ("tollgate_gateway_commit_seconds", "the usage commit (SQLite, synchronous=FULL)"),
+        ("tollgate_gateway_commit_seconds", "the usage commit (SQLite)"),
     ] {
         let quantile = |q: &str| {
             metrics

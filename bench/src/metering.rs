@@ -325,7 +325,7 @@ async fn engine_commits(target: &Target, seconds: f64) -> anyhow::Result<()> {
     use tollgate_store::{EventRow, NewUser, Store, StoreConfig};
     let config = match &target.pg {
         Some(name) => StoreConfig::Postgres { url: format!("postgres://postgres@127.0.0.1:5432/{name}") },
-        None => StoreConfig::Sqlite { path: target._dir.path().join("engine.db") },
+        None => StoreConfig::Sqlite { path: target._dir.path().join("engine.db"), fsync_each_commit: false },
     };
     let store = Arc::new(Store::open(&config).await?);
     store.migrate().await?;

@@ -48,7 +48,7 @@ impl Server {
 
 /// Opens the store and applies migrations (what `tollgate migrate` does).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    if let StoreConfig::Sqlite { path } = &config.store
+    if let StoreConfig::Sqlite { path, .. } = &config.store
         && let Some(parent) = path.parent()
     {
         create_private_dir(parent)?;

@@ -197,6 +197,7 @@ struct RawConfig {
     trust_forwarded_for: Option<bool>,
     last_used_flush_seconds: Option<u64>,
     retention_days: Option<u32>,
+    sqlite_synchronous: Option<String>,
     reservation_ttl_seconds: Option<u64>,
     public_url: Option<String>,
     upgrade_url: Option<String>,
@@ -278,6 +279,7 @@ variables! {
     upstream_first_byte_timeout_seconds => "TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS",
     upstream_idle_timeout_seconds => "TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS",
     retention_days => "TOLLGATE_RETENTION_DAYS",
+    sqlite_synchronous => "TOLLGATE_SQLITE_SYNCHRONOUS",
     reservation_ttl_seconds => "TOLLGATE_RESERVATION_TTL_SECONDS",
     public_url => "TOLLGATE_PUBLIC_URL",
     upgrade_url => "TOLLGATE_UPGRADE_URL",
@@ -543,14 +545,21 @@ impl RawConfig {
             err(format!("{}: {listen_raw:?} is not an address such as 127.0.0.1:8787", name_of("listen")))
         })?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let fsync_each_commit = match self.sqlite_synchronous.as_deref() {
+            None | Some("normal") => false,
+            Some("full") => true,
+            Some(other) => {
+                return Err(err(format!("{}: {other:?} is not \"normal\" or \"full\"", name_of("sqlite_synchronous"))));
+            }
+        };
         let store = match self.database_url.as_deref() {
-            None | Some("") => StoreConfig::Sqlite { path: data_dir.join("tollgate.db") },
+            None | Some("") => StoreConfig::Sqlite { path: data_dir.join("tollgate.db"), fsync_each_commit },
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 StoreConfig::Postgres { url: url.to_owned() }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-                StoreConfig::Sqlite { path: PathBuf::from(path) }
+                StoreConfig::Sqlite { path: PathBuf::from(path), fsync_each_commit }
             }
             Some(_) => {
                 return Err(err(format!("{}: use postgres://… or sqlite:PATH", name_of("database_url"))));
@@ -698,9 +707,17 @@ mod tests {
         let config = from_toml("", &[]).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert!(
-            matches!(config.store, StoreConfig::Sqlite { ref path } if path.ends_with("tollgate-data/tollgate.db"))
+            matches!(config.store, StoreConfig::Sqlite { ref path, fsync_each_commit: false } if path.ends_with("tollgate-data/tollgate.db"))
         );
         assert_eq!(config.key_cache_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sqlite_syncs_every_commit_only_when_asked() {
+        let full = from_toml("sqlite_synchronous = \"full\"", &[]).unwrap();
+        assert!(matches!(full.store, StoreConfig::Sqlite { fsync_each_commit: true, .. }));
+        let normal = from_toml("", &[("TOLLGATE_SQLITE_SYNCHRONOUS", "normal")]).unwrap();
+        assert!(matches!(normal.store, StoreConfig::Sqlite { fsync_each_commit: false, .. }));
     }
 
     #[test]
@@ -721,6 +738,7 @@ mod tests {
         check("", &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "soon")], "TOLLGATE_KEY_CACHE_TTL_SECONDS");
         check("database_url = \"mysql://x\"", &[], "TOLLGATE_DATABASE_URL");
         check("log_format = \"xml\"", &[], "log_format");
+        check("", &[("TOLLGATE_SQLITE_SYNCHRONOUS", "sometimes")], "TOLLGATE_SQLITE_SYNCHRONOUS");
         check("", &[("TOLLGATE_ADMIN_TOKEN", "short")], "TOLLGATE_ADMIN_TOKEN");
         check("upgrade_url = \"ftp://x\"", &[], "TOLLGATE_UPGRADE_URL");
         check("", &[("TOLLGATE_PUBLIC_URL", "tollgate.example.com")], "TOLLGATE_PUBLIC_URL");

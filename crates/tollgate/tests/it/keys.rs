@@ -237,7 +237,7 @@ async fn last_used_is_tracked_without_a_write_per_request(backend: Backend) {
 fn store_config(app: &TestApp) -> tollgate_store::StoreConfig {
     match app.db.database_url() {
         Some(url) => tollgate_store::StoreConfig::Postgres { url },
-        None => tollgate_store::StoreConfig::Sqlite { path: app.db.sqlite_path() },
+        None => tollgate_store::StoreConfig::Sqlite { path: app.db.sqlite_path(), fsync_each_commit: false },
     }
 }
 
