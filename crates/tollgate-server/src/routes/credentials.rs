@@ -7,6 +7,9 @@
 //!
 //! Secrets come in and, through `resolve` only, go out; every answer here
 //! otherwise shows the status alone. The vault does the cryptography.
+//! Setting, removing and reading the audit log are functions the web pages
+//! call too (`set_credential`, `remove_credential`, `audit_page`), so the
+//! same checks apply and the same entries are written.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

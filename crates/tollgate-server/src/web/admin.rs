@@ -1,7 +1,7 @@
 //! `/ui`: the operator's dashboard. Sign-in with the admin token; then the
 //! overview of all users, one user's page with its actions, plans and
 //! model prices. Every action goes through the same functions as the
-//! admin API (`routes::admin`, `routes::usage`).
+//! admin API (`routes::admin`, `routes::usage`, `routes::credentials`).
 //!
 //! A user's page shows the status of their own provider keys (never a
 //! secret) and removes one; the audit log page reads the query behind

@@ -229,7 +229,7 @@ struct PortalPage {
 /// The form that adds or replaces an own provider key. It never holds the
 /// secret: a refused form comes back with its provider, label and error,
 /// and an empty secret field.
-pub(crate) struct CredentialFormView {
+struct CredentialFormView {
     providers: Vec<Choice>,
     /// The provider whose key the form replaces, as people write it.
     replacing: Option<String>,
@@ -264,11 +264,7 @@ fn secret_hint() -> String {
 
 /// The form, offering the configured providers (the built-in ones first)
 /// and any other the user has a key for.
-fn credential_form(state: &AppState, held: &[Credential], asked: Asked<'_>) -> CredentialFormView {
-    credential_form_of(&state.config, held, asked)
-}
-
-fn credential_form_of(config: &crate::config::Config, held: &[Credential], asked: Asked<'_>) -> CredentialFormView {
+fn credential_form(config: &crate::config::Config, held: &[Credential], asked: Asked<'_>) -> CredentialFormView {
     let rank = |name: &ProviderName| {
         name.known().and_then(|k| KnownProvider::ALL.iter().position(|p| *p == k)).unwrap_or(usize::MAX)
     };
@@ -351,7 +347,7 @@ async fn render_home(
         scope_choices: scope_choices(|s| session.record.scopes.contains(s)),
         keys_action: "/portal/keys".into(),
         can_manage_keys,
-        credential_form: credential_form(state, &held, extras.asked),
+        credential_form: credential_form(&state.config, &held, extras.asked),
         credentials: view::credentials(&held),
         credentials_action: "/portal/provider-keys".into(),
         can_manage_credentials,
@@ -361,7 +357,7 @@ async fn render_home(
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct HomeQuery {
     done: Option<String>,
     /// Fills the provider key form to replace this provider's key.
@@ -610,7 +606,7 @@ mod tests {
     fn form_with(held: Vec<Credential>, asked: Asked<'_>) -> CredentialFormView {
         let env = [("TOLLGATE_LOCAL_BASE_URL".to_owned(), "http://127.0.0.1:9/v1".to_owned())];
         let config = crate::config::Config::from_sources(None, &env).unwrap();
-        credential_form_of(&config, &held, asked)
+        credential_form(&config, &held, asked)
     }
 
     fn markup_credential(markup: &str) -> Credential {
