@@ -7,6 +7,9 @@
 //!
 //! Secrets come in and, through `resolve` only, go out; every answer here
 //! otherwise shows the status alone. The vault does the cryptography.
+//! Setting, removing and reading the audit log are functions the web pages
+//! call too (`set_credential`, `remove_credential`, `audit_page`), so the
+//! same checks apply and the same entries are written.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tollgate_domain::audit::AuditAction;
+use tollgate_domain::audit::{AuditAction, AuditEntry};
 use tollgate_domain::model::{Credential, UserStatus};
 use tollgate_domain::provider::check_secret_format;
 use tollgate_domain::{ProviderName, Scope, SecretString, Timestamp, UserId};
@@ -84,6 +87,46 @@ fn view(credential: &Credential) -> Json<Value> {
     Json(serde_json::to_value(credential).unwrap_or_default())
 }
 
+/// Checks and stores `secret` as `user`'s credential for `provider`
+/// (asking the provider first with `validate`), and audits it as done by
+/// `origin`. The JSON routes and the web pages both call this.
+pub(crate) async fn set_credential(
+    state: &AppState,
+    origin: &Origin,
+    user: &UserId,
+    provider: &str,
+    secret: &SecretString,
+    label: Option<String>,
+    validate: bool,
+) -> ApiResult<Credential> {
+    let provider = parse_provider(provider)?;
+    check_secret_format(&provider, secret.expose()).map_err(|e| ApiError::invalid("secret", format!("secret: {e}")))?;
+    let label = check_label(label)?;
+    let credential = state.vault.set(user, &provider, secret, label, validate).await?;
+    let mut entry = origin.entry(AuditAction::CredentialSet, target(user, &provider)).user(user);
+    entry = entry.detail("provider", provider.as_str());
+    if let Some(v) = &credential.validation {
+        entry = entry.detail("validation", v.outcome.as_str());
+    }
+    state.audit.note(entry).await;
+    Ok(credential)
+}
+
+/// Deletes `user`'s credential for `provider` (404 when there is none) and
+/// audits it as done by `origin`.
+pub(crate) async fn remove_credential(
+    state: &AppState,
+    origin: &Origin,
+    user: &UserId,
+    provider: &str,
+) -> ApiResult<()> {
+    let provider = parse_provider(provider)?;
+    state.vault.remove(user, &provider).await?;
+    let entry = origin.entry(AuditAction::CredentialRemoved, target(user, &provider)).user(user);
+    state.audit.note(entry.detail("provider", provider.as_str())).await;
+    Ok(())
+}
+
 async fn set(
     state: &AppState,
     origin: &Origin,
@@ -92,25 +135,12 @@ async fn set(
     query: SetQuery,
     input: CredentialInput,
 ) -> ApiResult<Json<Value>> {
-    let provider = parse_provider(provider)?;
-    check_secret_format(&provider, input.secret.expose())
-        .map_err(|e| ApiError::invalid("secret", format!("secret: {e}")))?;
-    let label = check_label(input.label)?;
-    let credential = state.vault.set(&user, &provider, &input.secret, label, query.validate).await?;
-    let mut entry = origin.entry(AuditAction::CredentialSet, target(&user, &provider)).user(&user);
-    entry = entry.detail("provider", provider.as_str());
-    if let Some(v) = &credential.validation {
-        entry = entry.detail("validation", v.outcome.as_str());
-    }
-    state.audit.note(entry).await;
+    let credential = set_credential(state, origin, &user, provider, &input.secret, input.label, query.validate).await?;
     Ok(view(&credential))
 }
 
 async fn remove(state: &AppState, origin: &Origin, user: UserId, provider: &str) -> ApiResult<StatusCode> {
-    let provider = parse_provider(provider)?;
-    state.vault.remove(&user, &provider).await?;
-    let entry = origin.entry(AuditAction::CredentialRemoved, target(&user, &provider)).user(&user);
-    state.audit.note(entry.detail("provider", provider.as_str())).await;
+    remove_credential(state, origin, &user, provider).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -234,41 +264,51 @@ async fn resolve(
 
 // ---- the audit log ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     #[serde(alias = "user_id")]
-    user: Option<UserId>,
+    pub user: Option<UserId>,
     /// An action (`credential.set`) or a family (`credential`).
-    action: Option<String>,
+    pub action: Option<String>,
     #[serde(alias = "from")]
-    since: Option<Timestamp>,
+    pub since: Option<Timestamp>,
     #[serde(alias = "to")]
-    until: Option<Timestamp>,
-    cursor: Option<String>,
-    limit: Option<i64>,
+    pub until: Option<Timestamp>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
 }
 
-/// Entries newest first, filtered by user, action and time, a page at a
-/// time (`next_cursor` until there is no more).
-async fn audit_log(State(state): State<AppState>, Params(q): Params<AuditQuery>) -> ApiResult<Json<Value>> {
+/// A page of the audit log, newest first.
+pub(crate) struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// The cursor of the next (older) page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// Whether `action` names an audit action (`credential.set`) or a family
+/// of them (`credential`).
+pub(crate) fn is_audit_action(action: &str) -> bool {
+    if action.contains('.') {
+        AuditAction::parse(action).is_ok()
+    } else {
+        AuditAction::ALL.iter().any(|a| a.family() == action)
+    }
+}
+
+/// Entries matching `q`, a page at a time: the one query behind
+/// `GET /admin/v1/audit` and the dashboard's audit page.
+pub(crate) async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<AuditPage> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
     }
-    if let Some(action) = &q.action {
-        let known = if action.contains('.') {
-            AuditAction::parse(action).is_ok()
-        } else {
-            AuditAction::ALL.iter().any(|a| a.family() == action)
-        };
-        if !known {
-            let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
-            return Err(ApiError::invalid(
-                "action",
-                format!("action: {action:?} is not an audit action or family; use one of {}", names.join(", ")),
-            ));
-        }
+    if let Some(action) = q.action.as_deref().filter(|a| !is_audit_action(a)) {
+        let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::invalid(
+            "action",
+            format!("action: {action:?} is not an audit action or family; use one of {}", names.join(", ")),
+        ));
     }
     let before = match q.cursor.as_deref() {
         None => None,
@@ -278,6 +318,13 @@ async fn audit_log(State(state): State<AppState>, Params(q): Params<AuditQuery>)
     };
     let filter = AuditFilter { user: q.user, action: q.action, since: q.since, until: q.until, before, limit };
     let entries = state.store.audit(&filter).await?;
-    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id.to_string())).flatten();
-    Ok(Json(json!({ "entries": entries, "next_cursor": next })))
+    let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id.to_string())).flatten();
+    Ok(AuditPage { entries, next_cursor })
+}
+
+/// Entries newest first, filtered by user, action and time, a page at a
+/// time (`next_cursor` until there is no more).
+async fn audit_log(State(state): State<AppState>, Params(q): Params<AuditQuery>) -> ApiResult<Json<Value>> {
+    let page = audit_page(&state, q).await?;
+    Ok(Json(json!({ "entries": page.entries, "next_cursor": page.next_cursor })))
 }

@@ -5,7 +5,7 @@
 //! route pattern, never its query string (which may hold `?key=`).
 
 pub(crate) mod admin;
-mod credentials;
+pub(crate) mod credentials;
 pub(crate) mod keys;
 mod me;
 mod metering;

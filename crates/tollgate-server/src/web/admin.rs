@@ -1,12 +1,11 @@
 //! `/ui`: the operator's dashboard. Sign-in with the admin token; then the
 //! overview of all users, one user's page with its actions, plans and
 //! model prices. Every action goes through the same functions as the
-//! admin API (`routes::admin`, `routes::usage`).
+//! admin API (`routes::admin`, `routes::usage`, `routes::credentials`).
 //!
-//! Still to come with the vault (issue 4): the user page's credential
-//! status and the audit log page; their places are marked in the
-//! templates (the `credentials` section of `admin_user.html`, the audit
-//! entry of `admin_nav.html`).
+//! A user's page shows the status of their own provider keys (never a
+//! secret) and removes one; the audit log page reads the query behind
+//! `GET /admin/v1/audit` (`routes::credentials`).
 
 use askama::Template;
 use axum::Router;
@@ -22,16 +21,20 @@ use tollgate_domain::{Limits, Meter, PeriodKind, PlanSlug, Timestamp, UserId};
 use tollgate_store::SessionOwner;
 
 use super::session::{AdminArea, Posted, Session, check_signin_token, parse_form, signin_token};
-use super::view::{self, KeyView, PlanView};
-use super::{DoneQuery, Empty, NewKey, ScopeChoice, UsageSection, WebError, notice, page, parse_scopes, scope_choices};
+use super::view::{self, CredentialView, KeyView, PlanView};
+use super::{
+    Choice, DoneQuery, Empty, NewKey, ScopeChoice, UsageSection, WebError, field_message, notice, page, parse_scopes,
+    scope_choices,
+};
 use crate::audit::Origin;
 use crate::auth::{Principal, client_ip, verify_signin};
 use crate::error::ApiError;
 use crate::routes::admin::{self as api, PlanInput};
+use crate::routes::credentials::{self, AuditQuery};
 use crate::routes::keys::{self, KeyInput};
 use crate::routes::usage::{self, GrantIn, PriceIn};
 use crate::state::AppState;
-use tollgate_domain::audit::{Actor, AuditAction};
+use tollgate_domain::audit::{Actor, AuditAction, AuditEntry};
 
 type Admin = Session<AdminArea>;
 type AdminForm<T> = Posted<AdminArea, T>;
@@ -50,6 +53,8 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/ui/users/{id}/keys", post(create_key))
         .route("/ui/users/{id}/keys/{key_id}/revoke", post(revoke_key))
         .route("/ui/users/{id}/portal-link", post(portal_link))
+        .route("/ui/users/{id}/credentials/{provider}/remove", post(remove_credential))
+        .route("/ui/audit", get(audit_page))
         .route("/ui/plans", get(plans_page).post(create_plan))
         .route("/ui/plans/{slug}", get(plan_page).post(update_plan))
         .route("/ui/prices", get(prices_page).post(set_price))
@@ -320,6 +325,10 @@ struct UserPage {
     scope_choices: Vec<ScopeChoice>,
     keys_action: String,
     can_manage_keys: bool,
+    credentials: Vec<CredentialView>,
+    credentials_action: String,
+    can_manage_credentials: bool,
+    audit_path: String,
     portal: bool,
     portal_link: Option<(String, String)>,
 }
@@ -374,6 +383,10 @@ async fn render_user(
         scope_choices: scope_choices(|_| true),
         keys_action: format!("{path}/keys"),
         can_manage_keys: true,
+        credentials: view::credentials(&state.vault.list(id).await?),
+        credentials_action: format!("{path}/credentials"),
+        can_manage_credentials: true,
+        audit_path: audit_href(&[("user", id.as_str())]),
         portal: false,
         portal_link: once.portal_link,
         path,
@@ -505,6 +518,16 @@ async fn portal_link(
     let link = super::portal::new_link(&state, &headers, &id, None).await?;
     let once = Once { portal_link: Some((link.url, view::date_time(link.expires_at))), ..Once::default() };
     render_user(&state, &posted.session, &id, None, once).await
+}
+
+async fn remove_credential(
+    State(state): State<AppState>,
+    Path((id, provider)): Path<(String, String)>,
+    posted: AdminForm<Empty>,
+) -> Result<Response, WebError> {
+    let id = parse_user(&id)?;
+    credentials::remove_credential(&state, &posted.origin(), &id, &provider).await?;
+    Ok(Redirect::to(&format!("{}?done=credential-removed#credentials", user_path(&id))).into_response())
 }
 
 /// A whole number typed into `field`; spaces and thousands separators are
@@ -700,6 +723,194 @@ async fn update_plan(
     Ok(done(&format!("/ui/plans/{slug}"), "saved"))
 }
 
+// ---- the audit log ----
+
+/// Entries on one page of the audit log.
+const AUDIT_PAGE: i64 = 50;
+
+/// `/ui/audit` with `pairs` (the empty ones left out) as its query.
+fn audit_href(pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        query.append_pair(k, v);
+    }
+    let query = query.finish();
+    if query.is_empty() { "/ui/audit".into() } else { format!("/ui/audit?{query}") }
+}
+
+/// The audit page's filters, as typed.
+#[derive(Deserialize, Default)]
+struct AuditForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    action: String,
+    /// A day, `2026-11-28` (UTC).
+    #[serde(default)]
+    from: String,
+    /// A day, included.
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+impl AuditForm {
+    /// The query of `GET /admin/v1/audit` these filters ask for.
+    fn query(&self) -> Result<AuditQuery, ApiError> {
+        let day = |field: &str, raw: &str, after: u64| -> Result<Option<Timestamp>, ApiError> {
+            if raw.trim().is_empty() {
+                return Ok(None);
+            }
+            let day = chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.checked_add_days(chrono::Days::new(after)))
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .ok_or_else(|| ApiError::invalid(field, format!("{field}: a day such as 2026-11-28")))?;
+            Ok(Some(Timestamp::from_millis(day.and_utc().timestamp_millis())))
+        };
+        let user = match self.user.trim() {
+            "" => None,
+            raw => Some(UserId::parse(raw).map_err(|e| ApiError::invalid("user", format!("user: {e}")))?),
+        };
+        let text = |raw: &str| Some(raw.trim().to_owned()).filter(|t| !t.is_empty());
+        Ok(AuditQuery {
+            user,
+            action: text(&self.action),
+            since: day("from", &self.from, 0)?,
+            // The whole of the last day: until the next one begins.
+            until: day("to", &self.to, 1)?,
+            cursor: text(&self.cursor),
+            limit: Some(AUDIT_PAGE),
+        })
+    }
+}
+
+struct AuditRow {
+    time: String,
+    actor: String,
+    actor_stored: String,
+    action: &'static str,
+    target: String,
+    user: String,
+    user_path: Option<String>,
+    client_ip: String,
+    details: Vec<(String, String)>,
+}
+
+impl AuditRow {
+    fn of(entry: AuditEntry) -> AuditRow {
+        let actor = match &entry.actor {
+            Actor::Admin => "admin".to_owned(),
+            Actor::System => "Tollgate (system)".to_owned(),
+            Actor::Key(id) => format!("key {id}"),
+            Actor::Portal(user) => format!("{user} in the portal"),
+        };
+        AuditRow {
+            time: view::date_time_seconds(entry.time),
+            actor,
+            actor_stored: entry.actor.to_stored(),
+            action: entry.action.as_str(),
+            target: entry.target,
+            user: entry.user_id.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            user_path: entry.user_id.as_ref().map(user_path),
+            client_ip: entry.client_ip.unwrap_or_default(),
+            details: entry.details.into_iter().collect(),
+        }
+    }
+}
+
+/// The filters as the page shows them.
+struct AuditFilterView {
+    user: String,
+    actions: Vec<Choice>,
+    from: String,
+    to: String,
+    first_page: bool,
+    /// The field a refusal names, and its message; empty if none.
+    error_field: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_audit.html")]
+struct AuditPage {
+    csrf: String,
+    filter: AuditFilterView,
+    rows: Vec<AuditRow>,
+    newest_href: String,
+    older_href: Option<String>,
+}
+
+/// Every family (`credential`: all its actions) followed by its actions.
+fn action_choices(selected: &str) -> Vec<Choice> {
+    let mut choices: Vec<Choice> = Vec::new();
+    for action in AuditAction::ALL {
+        let family = action.family();
+        if !choices.iter().any(|c| c.value == family) {
+            choices.push(Choice {
+                value: family.to_owned(),
+                label: format!("{family}: every action"),
+                selected: selected == family,
+            });
+        }
+        let value = action.as_str();
+        choices.push(Choice { value: value.to_owned(), label: value.to_owned(), selected: selected == value });
+    }
+    choices
+}
+
+async fn audit_page(
+    State(state): State<AppState>,
+    session: Admin,
+    Query(form): Query<AuditForm>,
+) -> Result<Response, WebError> {
+    let found = match form.query() {
+        Ok(query) => credentials::audit_page(&state, query).await,
+        Err(e) => Err(e),
+    };
+    let (rows, next, refusal) = match found {
+        Ok(page) => (page.entries, page.next_cursor, None),
+        Err(ApiError::InvalidRequest { message, field }) => {
+            let field = field.unwrap_or_default();
+            (Vec::new(), None, Some((field.clone(), field_message(&field, &message))))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let filters = [
+        ("user", form.user.trim()),
+        ("action", form.action.trim()),
+        ("from", form.from.trim()),
+        ("to", form.to.trim()),
+    ];
+    let older_href = next.map(|cursor| {
+        let mut pairs = filters.to_vec();
+        pairs.push(("cursor", &cursor));
+        audit_href(&pairs)
+    });
+    let refused = refusal.is_some();
+    let (error_field, error) = refusal.unwrap_or_default();
+    let mut response = page(&AuditPage {
+        csrf: session.csrf(&state.web_key),
+        filter: AuditFilterView {
+            user: form.user.clone(),
+            actions: action_choices(form.action.trim()),
+            from: form.from.clone(),
+            to: form.to.clone(),
+            first_page: form.cursor.trim().is_empty(),
+            error_field,
+            error,
+        },
+        rows: rows.into_iter().map(AuditRow::of).collect(),
+        newest_href: audit_href(&filters),
+        older_href,
+    })?;
+    if refused {
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(response)
+}
+
 // ---- prices ----
 
 struct PriceRow {
@@ -821,6 +1032,135 @@ mod tests {
         let html = LoginPage { portal: false, csrf: MARKUP.into(), error: Some(MARKUP.into()) }.render().unwrap();
         assert!(!html.contains(MARKUP), "{html}");
         assert_eq!(html.matches("&#60;script&#62;").count(), 2, "{html}");
+    }
+
+    #[test]
+    fn a_provider_key_label_with_markup_renders_inert_on_the_user_page() {
+        let at = Timestamp::from_millis(1_790_000_000_000);
+        let id = UserId::parse(&format!("u_{MARKUP}")).unwrap();
+        let credential = tollgate_domain::model::Credential {
+            user_id: id.clone(),
+            provider: tollgate_domain::ProviderName::parse("my-llm").unwrap(),
+            label: Some(MARKUP.into()),
+            last4: "wxyz".into(),
+            created_at: at,
+            updated_at: at.plus_seconds(60),
+            last_used_at: Some(at),
+            validation: None,
+        };
+        let usage = UsageSection {
+            plan_name: "Free".into(),
+            plan_slug: "free".into(),
+            period: String::new(),
+            meters: Vec::new(),
+            others: Vec::new(),
+            chart: String::new(),
+            chart_summary: String::new(),
+            days: Vec::new(),
+            by_model: Vec::new(),
+            by_feature: Vec::new(),
+        };
+        let path = user_path(&id);
+        let html = UserPage {
+            csrf: "t".into(),
+            notice: None,
+            user_id: id.to_string(),
+            email: String::new(),
+            status: "active",
+            suspended: false,
+            since: String::new(),
+            usage,
+            plans: Vec::new(),
+            grants: Vec::new(),
+            history: Vec::new(),
+            meters: Vec::new(),
+            keys: Vec::new(),
+            new_key: None,
+            scope_choices: Vec::new(),
+            keys_action: format!("{path}/keys"),
+            can_manage_keys: true,
+            credentials: view::credentials(&[credential]),
+            credentials_action: format!("{path}/credentials"),
+            can_manage_credentials: true,
+            audit_path: audit_href(&[("user", id.as_str())]),
+            portal: false,
+            portal_link: None,
+            path,
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains(MARKUP), "{html}");
+        let section = &html[html.find("id=\"credentials\"").unwrap()..];
+        assert!(
+            section.contains("<td data-label=\"Label\">&#60;script&#62;alert(1)&#60;/script&#62;</td>"),
+            "{section}"
+        );
+        assert!(section.contains("…wxyz") && section.contains("replaced 21 Sep 2026"), "{section}");
+        assert!(
+            section
+                .contains("action=\"/ui/users/u_%3Cscript%3Ealert%281%29%3C%2Fscript%3E/credentials/my-llm/remove\"")
+        );
+        assert!(section.contains("href=\"/ui/audit?user=u_%3Cscript%3Ealert%281%29%3C%2Fscript%3E\""), "{section}");
+    }
+
+    #[test]
+    fn audit_entries_with_markup_render_inert() {
+        let user = UserId::parse(&format!("u_{MARKUP}")).unwrap();
+        let entry = AuditEntry {
+            id: 7,
+            time: Timestamp::from_millis(1_790_000_000_000),
+            actor: Actor::Portal(user.clone()),
+            action: AuditAction::CredentialSet,
+            target: format!("credential:{user}/openai"),
+            user_id: Some(user),
+            client_ip: Some("127.0.0.1".into()),
+            details: [("provider".to_owned(), MARKUP.to_owned())].into_iter().collect(),
+        };
+        let form = AuditForm { user: MARKUP.into(), action: MARKUP.into(), ..AuditForm::default() };
+        let html = AuditPage {
+            csrf: "t".into(),
+            filter: AuditFilterView {
+                user: form.user.clone(),
+                actions: action_choices(&form.action),
+                from: MARKUP.into(),
+                to: String::new(),
+                first_page: true,
+                error_field: "action".into(),
+                error: MARKUP.into(),
+            },
+            rows: vec![AuditRow::of(entry)],
+            newest_href: audit_href(&[("user", MARKUP)]),
+            older_href: Some(audit_href(&[("user", MARKUP), ("cursor", "7")])),
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains(MARKUP), "{html}");
+        // The filters, the actor, the target, the user, the detail, the error.
+        assert!(html.matches("&#60;script&#62;alert(1)&#60;/script&#62;").count() >= 7, "{html}");
+        assert!(
+            html.contains("href=\"/ui/audit?user=%3Cscript%3Ealert%281%29%3C%2Fscript%3E&#38;cursor=7\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn audit_filters_are_read_as_days_and_refusals_name_the_field() {
+        let form = AuditForm { from: "2026-11-01".into(), to: "2026-11-30".into(), ..AuditForm::default() };
+        let q = form.query().ok().unwrap();
+        assert_eq!(q.since.map(|t| t.millis()), Some(1_793_491_200_000));
+        assert_eq!(q.until.map(|t| t.millis()), Some(1_796_083_200_000), "the last day is included");
+        assert_eq!(q.limit, Some(AUDIT_PAGE));
+        assert!(q.user.is_none() && q.action.is_none() && q.cursor.is_none());
+        let field = |form: AuditForm| match form.query() {
+            Err(ApiError::InvalidRequest { field, .. }) => field,
+            other => panic!("{:?}", other.map(|_| ())),
+        };
+        assert_eq!(field(AuditForm { from: "November".into(), ..AuditForm::default() }).as_deref(), Some("from"));
+        assert_eq!(field(AuditForm { to: "2026-13-01".into(), ..AuditForm::default() }).as_deref(), Some("to"));
+        assert_eq!(field(AuditForm { user: "x".repeat(300), ..AuditForm::default() }).as_deref(), Some("user"));
+        let families = action_choices("key");
+        assert!(families.iter().any(|c| c.value == "key" && c.selected));
+        assert!(families.iter().any(|c| c.value == "credential.set" && !c.selected));
     }
 
     #[test]

@@ -288,6 +288,14 @@ pub(crate) fn notice(done: Option<&str>) -> Option<&'static str> {
         "saved" => "Saved.",
         "price" => "The price was saved.",
         "price-removed" => "The price override was removed.",
+        "provider-key-saved" => "Your provider key was saved.",
+        "provider-key-accepted" => "Your provider key was saved, and the provider accepted it.",
+        "provider-key-refused" => {
+            "Your provider key was saved, but the provider refused it: check that you copied the whole key."
+        }
+        "provider-key-unchecked" => "Your provider key was saved; the provider could not be reached to check it.",
+        "provider-key-removed" => "Your provider key was removed.",
+        "credential-removed" => "The provider key was removed.",
         _ => return None,
     })
 }
@@ -295,6 +303,24 @@ pub(crate) fn notice(done: Option<&str>) -> Option<&'static str> {
 #[derive(serde::Deserialize, Default)]
 pub(crate) struct DoneQuery {
     pub done: Option<String>,
+}
+
+/// An option of a `<select>`.
+pub(crate) struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// The message of a refusal as shown next to its field: without the
+/// leading `field: ` the JSON error carries, and starting with a capital.
+pub(crate) fn field_message(field: &str, message: &str) -> String {
+    let text = message.strip_prefix(&format!("{field}: ")).unwrap_or(message);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// An empty form: only its CSRF token matters.

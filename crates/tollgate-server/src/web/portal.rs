@@ -9,8 +9,11 @@
 //! key derived from the master key, short-lived, and single use (its id is
 //! recorded in the store, so a second use fails on every instance).
 //!
-//! Still to come with the vault (issue 4): the "own provider keys" section,
-//! marked in `portal.html`.
+//! The page also manages the user's own provider keys ("bring your own
+//! key") through the functions the JSON routes use
+//! (`routes::credentials`), so the audit log records the portal's actions
+//! too. A secret typed into the form is sealed by the vault and never
+//! rendered back, not even in a refused form.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -24,18 +27,22 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_domain::model::{KeyKind, UserStatus};
-use tollgate_domain::{Scope, Scopes, Timestamp, UserId, base62};
+use tollgate_domain::model::{Credential, KeyKind, UserStatus, ValidationOutcome};
+use tollgate_domain::{KnownProvider, ProviderName, Scope, Scopes, SecretString, Timestamp, UserId, base62};
 use tollgate_store::SessionOwner;
 
 use super::admin::{KeyForm, login_response, signin};
 use super::session::{PortalArea, Posted, Session, is_https};
-use super::view::{self, KeyView, PlanView};
-use super::{DoneQuery, Empty, NewKey, ScopeChoice, UsageSection, WebError, notice, page, parse_scopes, scope_choices};
+use super::view::{self, CredentialView, KeyView, PlanView};
+use super::{
+    Choice, Empty, NewKey, ScopeChoice, UsageSection, WebError, field_message, notice, page, parse_scopes,
+    scope_choices,
+};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::OptionalBody;
 use crate::routes::admin::parse_user_id;
+use crate::routes::credentials;
 use crate::routes::keys::{self, KeyInput};
 use crate::state::AppState;
 
@@ -50,6 +57,8 @@ pub fn routes() -> Router<AppState> {
         .route("/portal", get(home))
         .route("/portal/keys", post(create_key))
         .route("/portal/keys/{key_id}/revoke", post(revoke_key))
+        .route("/portal/provider-keys", post(set_provider_key))
+        .route("/portal/provider-keys/{provider}/remove", post(remove_provider_key))
         .route("/portal/plans", get(plans_page))
 }
 
@@ -208,27 +217,125 @@ struct PortalPage {
     scope_choices: Vec<ScopeChoice>,
     keys_action: String,
     can_manage_keys: bool,
+    credentials: Vec<CredentialView>,
+    credential_form: CredentialFormView,
+    credentials_action: String,
+    can_manage_credentials: bool,
+    byok_counts: bool,
+    byok_required: bool,
     portal: bool,
+}
+
+/// The form that adds or replaces an own provider key. It never holds the
+/// secret: a refused form comes back with its provider, label and error,
+/// and an empty secret field.
+struct CredentialFormView {
+    providers: Vec<Choice>,
+    /// The provider whose key the form replaces, as people write it.
+    replacing: Option<String>,
+    label: String,
+    validate: bool,
+    /// The field a refusal names (`provider`, `secret`, `label`,
+    /// `validate`, or `form` for the form as a whole); empty if none.
+    error_field: String,
+    error: String,
+    secret_hint: String,
+}
+
+/// What the form is filled with: the provider to replace (`?provider=`),
+/// or what a refused form asked for.
+#[derive(Default)]
+struct Asked<'a> {
+    provider: Option<&'a str>,
+    label: Option<String>,
+    validate: bool,
+    /// The refusal, as (field, message).
+    refusal: Option<(String, String)>,
+}
+
+/// What the secret field says about formats, from the known providers.
+fn secret_hint() -> String {
+    let formats: Vec<String> = KnownProvider::ALL
+        .into_iter()
+        .map(|p| format!("{} {}", p.display_name(), p.secret_prefixes().join(" or ")))
+        .collect();
+    format!("Paste it as the provider gave it. Keys start with: {}.", formats.join(", "))
+}
+
+/// The form, offering the configured providers (the built-in ones first)
+/// and any other the user has a key for.
+fn credential_form(config: &crate::config::Config, held: &[Credential], asked: Asked<'_>) -> CredentialFormView {
+    let rank = |name: &ProviderName| {
+        name.known().and_then(|k| KnownProvider::ALL.iter().position(|p| *p == k)).unwrap_or(usize::MAX)
+    };
+    let mut names: Vec<ProviderName> =
+        config.providers.values().map(|p| p.name.clone()).chain(held.iter().map(|c| c.provider.clone())).collect();
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    names.dedup();
+    let providers: Vec<Choice> = names
+        .into_iter()
+        .map(|name| Choice {
+            selected: asked.provider == Some(name.as_str()),
+            label: view::provider_name(&name),
+            value: name.to_string(),
+        })
+        .collect();
+    let replacing = held.iter().find(|c| asked.provider == Some(c.provider.as_str()));
+    let label = match (asked.label, replacing) {
+        (Some(label), _) => label,
+        (None, Some(c)) => c.label.clone().unwrap_or_default(),
+        (None, None) => String::new(),
+    };
+    let (error_field, error) = match asked.refusal {
+        Some((field, message)) => {
+            let shown = if ["provider", "secret", "label", "validate"].contains(&field.as_str()) {
+                field
+            } else {
+                "form".to_owned()
+            };
+            let text = field_message(&shown, &message);
+            (shown, text)
+        }
+        None => (String::new(), String::new()),
+    };
+    CredentialFormView {
+        providers,
+        replacing: replacing.map(|c| view::provider_name(&c.provider)),
+        label,
+        validate: asked.validate,
+        error_field,
+        error,
+        secret_hint: secret_hint(),
+    }
 }
 
 fn session_user(session: &Portal) -> Result<UserId, WebError> {
     session.user().cloned().ok_or_else(|| ApiError::Forbidden("not a user's session".into()).into())
 }
 
+/// What a portal page shows once, beside the usual.
+#[derive(Default)]
+struct Extras<'a> {
+    new_key: Option<NewKey>,
+    asked: Asked<'a>,
+}
+
 async fn render_home(
     state: &AppState,
     session: &Portal,
     notice: Option<&'static str>,
-    new_key: Option<NewKey>,
+    extras: Extras<'_>,
 ) -> Result<Response, WebError> {
     let user = session_user(session)?;
     let account = state.metering.account(&user).await?;
     let can_manage_keys = session.record.scopes.contains(Scope::KeysManage);
-    let keys = if can_manage_keys || new_key.is_some() {
+    let keys = if can_manage_keys || extras.new_key.is_some() {
         view::keys(state, &state.store.keys_of_user(&user).await?)
     } else {
         Vec::new()
     };
+    let can_manage_credentials = session.record.scopes.contains(Scope::CredentialsManage);
+    let held = if can_manage_credentials { state.vault.list(&user).await? } else { Vec::new() };
     page(&PortalPage {
         csrf: session.csrf(&state.web_key),
         notice,
@@ -236,20 +343,34 @@ async fn render_home(
         suspended: account.user.status == UserStatus::Suspended,
         usage: super::usage_section(state, &account).await?,
         keys,
-        new_key,
+        new_key: extras.new_key,
         scope_choices: scope_choices(|s| session.record.scopes.contains(s)),
         keys_action: "/portal/keys".into(),
         can_manage_keys,
+        credential_form: credential_form(&state.config, &held, extras.asked),
+        credentials: view::credentials(&held),
+        credentials_action: "/portal/provider-keys".into(),
+        can_manage_credentials,
+        byok_counts: account.plan.byok_counts,
+        byok_required: account.plan.byok_required,
         portal: true,
     })
+}
+
+#[derive(Deserialize)]
+struct HomeQuery {
+    done: Option<String>,
+    /// Fills the provider key form to replace this provider's key.
+    provider: Option<String>,
 }
 
 async fn home(
     State(state): State<AppState>,
     session: Portal,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<HomeQuery>,
 ) -> Result<Response, WebError> {
-    render_home(&state, &session, notice(q.done.as_deref()), None).await
+    let extras = Extras { asked: Asked { provider: q.provider.as_deref(), ..Asked::default() }, ..Extras::default() };
+    render_home(&state, &session, notice(q.done.as_deref()), extras).await
 }
 
 async fn create_key(State(state): State<AppState>, posted: PortalForm<KeyForm>) -> Result<Response, WebError> {
@@ -268,7 +389,7 @@ async fn create_key(State(state): State<AppState>, posted: PortalForm<KeyForm>) 
     let (new, secret) = keys::prepare(KeyKind::User, Some(user), input, Some(default), allowed)?;
     let record = keys::insert(&state, &posted.origin(), &new).await?;
     let new_key = NewKey { name: record.name, secret: secret.expose().to_owned() };
-    render_home(&state, session, None, Some(new_key)).await
+    render_home(&state, session, None, Extras { new_key: Some(new_key), ..Extras::default() }).await
 }
 
 async fn revoke_key(
@@ -289,6 +410,82 @@ async fn revoke_key(
     }
     keys::revoke(&state, &posted.origin(), &key_id).await?;
     Ok(Redirect::to("/portal?done=revoked#keys").into_response())
+}
+
+// ---- own provider keys ----
+
+#[derive(Deserialize)]
+struct ProviderKeyForm {
+    #[serde(default)]
+    provider: String,
+    /// Read straight into a type that never prints and is zeroized.
+    #[serde(default)]
+    secret: Option<SecretString>,
+    #[serde(default)]
+    label: String,
+    validate: Option<String>,
+}
+
+/// The session's user, if the session may change provider keys: a
+/// one-time link's session may; a key's, if the key has
+/// `credentials:manage`.
+fn credentials_user(session: &Portal) -> Result<UserId, WebError> {
+    let user = session_user(session)?;
+    if !session.record.scopes.contains(Scope::CredentialsManage) {
+        return Err(ApiError::Forbidden(
+            "this session may not manage provider keys (the key it began with lacks credentials:manage)".into(),
+        )
+        .into());
+    }
+    Ok(user)
+}
+
+async fn set_provider_key(
+    State(state): State<AppState>,
+    posted: PortalForm<ProviderKeyForm>,
+) -> Result<Response, WebError> {
+    let session = &posted.session;
+    let user = credentials_user(session)?;
+    let form = &posted.form;
+    let empty = SecretString::new("");
+    let secret = form.secret.as_ref().unwrap_or(&empty);
+    let label = Some(form.label.trim().to_owned()).filter(|l| !l.is_empty());
+    let validate = form.validate.is_some();
+    let provider = form.provider.trim();
+    match credentials::set_credential(&state, &posted.origin(), &user, provider, secret, label, validate).await {
+        Ok(credential) => {
+            let done = match credential.validation.map(|v| v.outcome) {
+                None => "provider-key-saved",
+                Some(ValidationOutcome::Valid) => "provider-key-accepted",
+                Some(ValidationOutcome::Invalid) => "provider-key-refused",
+                Some(ValidationOutcome::Unreachable) => "provider-key-unchecked",
+            };
+            Ok(Redirect::to(&format!("/portal?done={done}#provider-keys")).into_response())
+        }
+        // Refused input: the page again, the error beside its field, the
+        // secret field empty.
+        Err(ApiError::InvalidRequest { message, field }) => {
+            let label = Some(form.label.clone()).filter(|l| !l.is_empty());
+            let field = field.unwrap_or_else(|| "form".into());
+            let refusal = Some((field, message));
+            let asked = Asked { provider: Some(provider), label, validate, refusal };
+            let extras = Extras { asked, ..Extras::default() };
+            let mut response = render_home(&state, session, None, extras).await?;
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_provider_key(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    posted: PortalForm<Empty>,
+) -> Result<Response, WebError> {
+    let user = credentials_user(&posted.session)?;
+    credentials::remove_credential(&state, &posted.origin(), &user, &provider).await?;
+    Ok(Redirect::to("/portal?done=provider-key-removed#provider-keys").into_response())
 }
 
 // ---- plans ----
@@ -391,12 +588,101 @@ mod tests {
             scope_choices: scope_choices(|_| true),
             keys_action: "/portal/keys".into(),
             can_manage_keys: true,
+            credentials: Vec::new(),
+            credential_form: form_with(Vec::new(), Asked::default()),
+            credentials_action: "/portal/provider-keys".into(),
+            can_manage_credentials: true,
+            byok_counts: false,
+            byok_required: false,
             portal: true,
         };
         let html = page.render().unwrap();
         assert!(!html.contains(markup), "{html}");
         assert!(html.contains("u_&#60;script&#62;"), "{html}");
         assert!(html.matches("&#60;script&#62;alert(1)").count() >= 7, "{html}");
+    }
+
+    /// The form as `credential_form` makes it, without a running server.
+    fn form_with(held: Vec<Credential>, asked: Asked<'_>) -> CredentialFormView {
+        let env = [("TOLLGATE_LOCAL_BASE_URL".to_owned(), "http://127.0.0.1:9/v1".to_owned())];
+        let config = crate::config::Config::from_sources(None, &env).unwrap();
+        credential_form(&config, &held, asked)
+    }
+
+    fn markup_credential(markup: &str) -> Credential {
+        let at = Timestamp::from_millis(1_790_000_000_000);
+        Credential {
+            user_id: UserId::parse("u_1").unwrap(),
+            provider: ProviderName::parse("openai").unwrap(),
+            label: Some(markup.into()),
+            last4: "x9Qz".into(),
+            created_at: at,
+            updated_at: at,
+            last_used_at: None,
+            validation: Some(tollgate_domain::model::Validation {
+                outcome: ValidationOutcome::Invalid,
+                checked_at: at,
+                message: markup.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_provider_key_label_with_markup_renders_inert_in_the_portal_and_a_refused_form_keeps_no_secret() {
+        let markup = "<script>alert(1)</script>";
+        let held = vec![markup_credential(markup)];
+        let refusal = Some(("secret".to_owned(), format!("secret: {markup}")));
+        let asked = Asked { provider: Some("openai"), label: Some(markup.into()), validate: true, refusal };
+        let form = form_with(held.clone(), asked);
+        let usage = UsageSection {
+            plan_name: "Free".into(),
+            plan_slug: "free".into(),
+            period: "1 Nov 2026 – 1 Dec 2026".into(),
+            meters: Vec::new(),
+            others: Vec::new(),
+            chart: String::new(),
+            chart_summary: String::new(),
+            days: Vec::new(),
+            by_model: Vec::new(),
+            by_feature: Vec::new(),
+        };
+        let page = PortalPage {
+            csrf: "t".into(),
+            notice: None,
+            user_id: "u_1".into(),
+            suspended: false,
+            usage,
+            keys: Vec::new(),
+            new_key: None,
+            scope_choices: Vec::new(),
+            keys_action: "/portal/keys".into(),
+            can_manage_keys: false,
+            credentials: view::credentials(&held),
+            credential_form: form,
+            credentials_action: "/portal/provider-keys".into(),
+            can_manage_credentials: true,
+            byok_counts: false,
+            byok_required: false,
+            portal: true,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains(markup), "{html}");
+        // The label in the table and in the form, the check's message, the
+        // error beside the secret field.
+        assert_eq!(html.matches("&#60;script&#62;alert(1)").count(), 4, "{html}");
+        assert!(html.contains("using your own key") && html.contains("…x9Qz"), "{html}");
+        assert!(html.contains("Replace your OpenAI key"), "{html}");
+        // Built-in providers first, in their usual order, then configured ones.
+        let options: Vec<&str> = html.split("<option value=\"").skip(1).map(|o| &o[..o.find('"').unwrap()]).collect();
+        assert_eq!(options, ["openai", "anthropic", "gemini", "groq", "github", "local"]);
+        assert!(html.contains("<option value=\"openai\" selected>OpenAI</option>"), "{html}");
+        assert!(
+            html.contains("aria-describedby=\"cred-secret-hint cred-secret-error\" aria-invalid=\"true\""),
+            "{html}"
+        );
+        let secret_input = &html[html.find("id=\"cred-secret\"").unwrap()..];
+        let secret_input = &secret_input[..secret_input.find('>').unwrap()];
+        assert!(!secret_input.contains("value="), "the secret field comes back empty: {secret_input}");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! meters with their level, warning and projection; keys; plans;
 //! breakdowns. No secret passes through here.
 
-use tollgate_domain::model::{KeyRecord, Plan};
+use tollgate_domain::model::{Credential, KeyRecord, Plan, ValidationOutcome};
 use tollgate_domain::period::Period;
 use tollgate_domain::quota::projected_exhaustion;
-use tollgate_domain::{Meter, Timestamp};
+use tollgate_domain::{Meter, ProviderName, Timestamp};
 
 use crate::metering::{Account, MeterState};
 use crate::routes::usage::GroupRow;
@@ -62,6 +62,11 @@ pub fn date_time(t: Timestamp) -> String {
     t.to_datetime().format("%-d %b %Y, %H:%M UTC").to_string()
 }
 
+/// `28 Nov 2026, 14:05:09 UTC`.
+pub fn date_time_seconds(t: Timestamp) -> String {
+    t.to_datetime().format("%-d %b %Y, %H:%M:%S UTC").to_string()
+}
+
 /// A meter's amount in its unit.
 pub fn amount(meter: &Meter, n: i64) -> String {
     if meter.as_str() == Meter::COST_USD { money(n) } else { number(n) }
@@ -96,6 +101,9 @@ pub struct MeterView {
     pub level: &'static str,
     pub exhausted: bool,
     pub warning: Option<String>,
+    /// Whether the warning suggests adding an own provider key (usage on
+    /// one does not count toward this plan's limits).
+    pub suggests_own_key: bool,
     pub projection: Option<String>,
 }
 
@@ -171,6 +179,7 @@ fn meter(account: &Account, period: &Period, meter: &Meter, s: &MeterState, now:
         bar_max: s.limit.filter(|l| *l > 0).unwrap_or(1),
         level,
         exhausted,
+        suggests_own_key: warning.is_some() && !account.plan.byok_counts,
         warning,
         projection,
     }
@@ -209,6 +218,63 @@ pub fn keys(state: &AppState, records: &[KeyRecord]) -> Vec<KeyView> {
                 last_used: state.last_used.current(k).map(date_time).unwrap_or_else(|| "never".into()),
                 status,
                 active: k.refusal(now).is_none(),
+            }
+        })
+        .collect()
+}
+
+/// A provider credential as listed: never the secret.
+pub struct CredentialView {
+    /// The provider's name (`openai`), for forms and links.
+    pub provider: String,
+    /// How people write it (`OpenAI`).
+    pub provider_name: String,
+    pub label: String,
+    /// `…abcd`.
+    pub shown: String,
+    pub created: String,
+    pub updated: Option<String>,
+    pub last_used: String,
+    /// The last check's outcome: `valid`, `invalid`, `unreachable`, or
+    /// `unchecked`.
+    pub check: &'static str,
+    /// The outcome as the page says it: `accepted`, `refused`, …
+    pub check_label: &'static str,
+    /// What the last check found, and when; empty if never checked.
+    pub check_text: String,
+}
+
+/// How people write a provider's name: `OpenAI`, or the name itself.
+pub fn provider_name(provider: &ProviderName) -> String {
+    provider.known().map(|k| k.display_name().to_owned()).unwrap_or_else(|| provider.to_string())
+}
+
+pub fn credentials(records: &[Credential]) -> Vec<CredentialView> {
+    records
+        .iter()
+        .map(|c| {
+            let (check, check_label, check_text) = match &c.validation {
+                Some(v) => {
+                    let label = match v.outcome {
+                        ValidationOutcome::Valid => "accepted",
+                        ValidationOutcome::Invalid => "refused",
+                        ValidationOutcome::Unreachable => "could not check",
+                    };
+                    (v.outcome.as_str(), label, format!("{} · {}", v.message, date_time(v.checked_at)))
+                }
+                None => ("unchecked", "not checked", String::new()),
+            };
+            CredentialView {
+                provider: c.provider.to_string(),
+                provider_name: provider_name(&c.provider),
+                label: c.label.clone().unwrap_or_default(),
+                shown: format!("…{}", c.last4),
+                created: date_time(c.created_at),
+                updated: (c.updated_at != c.created_at).then(|| date_time(c.updated_at)),
+                last_used: c.last_used_at.map(date_time).unwrap_or_else(|| "never".into()),
+                check,
+                check_label,
+                check_text,
             }
         })
         .collect()

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::both_stores;
-use crate::common::{ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, eventually};
+use crate::common::{ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, eventually, mock_llm};
 
 both_stores!(
     portal_meter_shows_numbers_and_colour_at_20_80_and_100_percent,
@@ -25,6 +25,10 @@ both_stores!(
     forms_without_their_session_token_are_refused,
     a_portal_sign_in_with_a_key_lasts_as_long_as_the_key,
     no_session_id_link_or_token_reaches_the_store_or_the_logs,
+    own_provider_keys_are_added_replaced_and_removed_in_the_portal_and_seen_by_the_admin,
+    provider_key_forms_need_their_session_token_and_the_right_scope,
+    a_secret_typed_into_the_portal_never_reaches_the_store_or_the_logs,
+    the_audit_log_page_filters_by_user_action_and_day_and_pages_back,
 );
 
 fn workspace() -> PathBuf {
@@ -487,6 +491,285 @@ async fn user_ids_with_markup_render_inert_on_every_page() {
         );
         assert!(!html.contains("<script>alert"), "{name} renders the id as markup");
     }
+}
+
+// ---- own provider keys and the audit log (issues 4 and 6) ----
+
+async fn own_provider_keys_are_added_replaced_and_removed_in_the_portal_and_seen_by_the_admin(backend: Backend) {
+    let (first, refused, second, groq) =
+        ("sk-portal-first-key-A1b2", "sk-ant-not-for-openai-C3d4", "sk-portal-second-key-E5f6", "gsk_portal-groq-G7h8");
+    // The replacement is checked against the mock, which accepts it alone.
+    let mock = mock_llm(&[second]).await;
+    let app = TestApp::spawn_with(backend, &[("TOLLGATE_OPENAI_BASE_URL", &mock.openai_base_url())]).await;
+    create_plan(&app.api, "small", "Small", 1000).await;
+    let user = "u_byok";
+    app.api.create_user(user, "small").await;
+    record(&app.api, user, "evt_byok", 1000).await;
+    let link = portal_link(&app.api, user).await;
+    let env = [
+        ("TG_PORTAL_URL", link["url"].as_str().unwrap().to_owned()),
+        ("TG_USER", user.to_owned()),
+        ("TG_SECRET_FIRST", first.to_owned()),
+        ("TG_SECRET_REFUSED", refused.to_owned()),
+        ("TG_SECRET_SECOND", second.to_owned()),
+        ("TG_SECRET_GROQ", groq.to_owned()),
+    ];
+    browser("portal_provider_keys", backend, &app.api, &env).await;
+
+    let listed = app.api.admin(Method::GET, "/admin/v1/users/u_byok/credentials", None).await.expect(200);
+    assert_eq!(listed["credentials"], json!([]), "the admin removed the last one");
+    let audit = app.api.admin(Method::GET, "/admin/v1/audit?user=u_byok&action=credential", None).await.expect(200);
+    let seen: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {} {}", e["action"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["target"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "credential.removed admin \"credential:u_byok/groq\"",
+            "credential.removed portal:u_byok \"credential:u_byok/openai\"",
+            "credential.set portal:u_byok \"credential:u_byok/groq\"",
+            "credential.set portal:u_byok \"credential:u_byok/openai\"",
+            "credential.set portal:u_byok \"credential:u_byok/openai\"",
+        ]
+    );
+    assert_eq!(audit["entries"][3]["details"]["validation"], "valid", "the replacement was checked: {audit}");
+    assert_eq!(mock.requests().len(), 1, "only the replacement was sent to the provider");
+}
+
+/// A portal session opened with a link: its cookie and form token.
+async fn portal_session(api: &Api, user: &str) -> (String, String) {
+    let link = portal_link(api, user).await;
+    let opened = get(api, link["path"].as_str().unwrap(), None).await;
+    let cookie = session_cookie(opened.headers(), "tollgate_portal");
+    let html = get(api, "/portal", Some(&cookie)).await.text().await.unwrap();
+    (cookie, csrf_of(&html))
+}
+
+async fn credentials_of(api: &Api, user: &str) -> Vec<String> {
+    let listed = api.admin(Method::GET, &format!("/admin/v1/users/{user}/credentials"), None).await.expect(200);
+    listed["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}…{}", c["provider"].as_str().unwrap(), c["last4"].as_str().unwrap()))
+        .collect()
+}
+
+async fn provider_key_forms_need_their_session_token_and_the_right_scope(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = "u_forms";
+    app.api.create_user(user, "free").await;
+    let (cookie, csrf) = portal_session(&app.api, user).await;
+    let secret = [("provider", "openai"), ("secret", "sk-forms-secret-0001"), ("label", "x")];
+
+    // Without the token, a forged one, or another session's: refused, nothing kept.
+    let (_, other_csrf) = portal_session(&app.api, user).await;
+    for token in [None, Some("forged"), Some(other_csrf.as_str()), Some(&csrf[..csrf.len() - 1])] {
+        let mut form = secret.to_vec();
+        form.extend(token.map(|t| ("csrf", t)));
+        let reply = post_form(&app.api, "/portal/provider-keys", &cookie, &form).await;
+        assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{token:?}");
+    }
+    assert!(credentials_of(&app.api, user).await.is_empty(), "no form without its token stored anything");
+    let mut form = secret.to_vec();
+    form.push(("csrf", &csrf));
+    let reply = post_form(&app.api, "/portal/provider-keys", &cookie, &form).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers()[LOCATION], "/portal?done=provider-key-saved#provider-keys");
+    assert_eq!(credentials_of(&app.api, user).await, ["openai…0001"]);
+
+    // Removing needs the token too, in the portal and on the admin's page.
+    let remove = "/portal/provider-keys/openai/remove";
+    assert_eq!(post_form(&app.api, remove, &cookie, &[("csrf", "forged")]).await.status(), StatusCode::FORBIDDEN);
+    let (admin_cookie, admin_csrf) = admin_session(&app.api).await;
+    let admin_remove = format!("/ui/users/{user}/credentials/openai/remove");
+    let reply = post_form(&app.api, &admin_remove, &admin_cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(reply.status(), StatusCode::FORBIDDEN, "a portal token is no admin token");
+    let reply = post_form(&app.api, &admin_remove, &cookie, &[("csrf", &admin_csrf)]).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER, "a portal cookie is no admin session");
+    assert_eq!(reply.headers()[LOCATION], "/ui/login");
+    assert_eq!(credentials_of(&app.api, user).await, ["openai…0001"], "nothing was removed");
+    // Bad input is a 400 naming the field; a missing key is a 404.
+    let reply =
+        post_form(&app.api, "/portal/provider-keys", &cookie, &[("csrf", &csrf), ("provider", "Open AI")]).await;
+    assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
+    assert!(reply.text().await.unwrap().contains("id=\"cred-provider-error\""));
+    let reply = post_form(&app.api, "/portal/provider-keys/groq/remove", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(reply.status(), StatusCode::NOT_FOUND);
+    let reply = post_form(&app.api, &admin_remove, &admin_cookie, &[("csrf", &admin_csrf)]).await;
+    assert_eq!(reply.headers()[LOCATION], "/ui/users/u_forms?done=credential-removed#credentials");
+    assert!(credentials_of(&app.api, user).await.is_empty());
+
+    // A session opened with a key may change provider keys only if the key
+    // holds credentials:manage; its actions are the key's in the audit log.
+    let plain = app.api.create_key(user, json!({ "scopes": ["proxy", "usage:read"] })).await;
+    let reply = sign_in(&app.api, "portal", plain["key"].as_str().unwrap()).await;
+    let plain_cookie = session_cookie(reply.headers(), "tollgate_portal");
+    let html = get(&app.api, "/portal", Some(&plain_cookie)).await.text().await.unwrap();
+    assert!(html.contains("cannot manage provider keys") && !html.contains("id=\"provider-key-form\""), "{html}");
+    let mut form = secret.to_vec();
+    let plain_csrf = csrf_of(&html);
+    form.push(("csrf", &plain_csrf));
+    let reply = post_form(&app.api, "/portal/provider-keys", &plain_cookie, &form).await;
+    assert_eq!(reply.status(), StatusCode::FORBIDDEN);
+    assert!(reply.text().await.unwrap().contains("credentials:manage"));
+    assert!(credentials_of(&app.api, user).await.is_empty());
+
+    let manager = app.api.create_key(user, json!({ "scopes": ["usage:read", "credentials:manage"] })).await;
+    let reply = sign_in(&app.api, "portal", manager["key"].as_str().unwrap()).await;
+    let manager_cookie = session_cookie(reply.headers(), "tollgate_portal");
+    let html = get(&app.api, "/portal", Some(&manager_cookie)).await.text().await.unwrap();
+    assert!(html.contains("id=\"provider-key-form\""), "{html}");
+    let manager_csrf = csrf_of(&html);
+    let mut form = secret.to_vec();
+    form.push(("csrf", &manager_csrf));
+    let reply = post_form(&app.api, "/portal/provider-keys", &manager_cookie, &form).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    let audit = app.api.admin(Method::GET, "/admin/v1/audit?action=credential.set&limit=1", None).await.expect(200);
+    assert_eq!(audit["entries"][0]["actor"], manager["id"], "{audit}");
+    assert_eq!(audit["entries"][0]["user_id"], user);
+}
+
+async fn a_secret_typed_into_the_portal_never_reaches_the_store_or_the_logs(backend: Backend) {
+    let (saved, refused, unlabelled, checked) = (
+        "sk-typed-into-the-portal-Q1w2",
+        "sk-ant-typed-but-refused-R3t4",
+        "sk-typed-with-a-bad-label-Y5u6",
+        "sk-typed-and-validated-I7o8",
+    );
+    let mock = mock_llm(&[checked]).await;
+    let db = TestDb::new(backend).await;
+    let mut env = db.env();
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    env.push(("TOLLGATE_LOG".into(), "debug".into()));
+    env.push(("TOLLGATE_OPENAI_BASE_URL".into(), mock.openai_base_url()));
+    let mut bin = BinApp::start(db.dir.path(), &env, &[], "portal-secrets");
+    let api = bin.api.clone();
+    api.create_user("u_typed", "free").await;
+    let (cookie, csrf) = portal_session(&api, "u_typed").await;
+    let send = |secret: &'static str, label: String, validate: bool| {
+        let (api, cookie, csrf) = (api.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let mut form = vec![("csrf", csrf.as_str()), ("provider", "openai"), ("secret", secret), ("label", &label)];
+            if validate {
+                form.push(("validate", "1"));
+            }
+            let reply = post_form(&api, "/portal/provider-keys", &cookie, &form).await;
+            let status = reply.status();
+            let html = reply.text().await.unwrap();
+            assert!(!html.contains(&secret[3..]), "the page repeats the secret it was sent");
+            status
+        }
+    };
+    assert_eq!(send(saved, "mine".into(), false).await, StatusCode::SEE_OTHER);
+    assert_eq!(send(refused, "mine".into(), false).await, StatusCode::BAD_REQUEST);
+    assert_eq!(send(unlabelled, "x".repeat(101), false).await, StatusCode::BAD_REQUEST, "a refused label");
+    assert_eq!(send(checked, "mine".into(), true).await, StatusCode::SEE_OTHER);
+    let status = api.admin(Method::GET, "/admin/v1/users/u_typed/credentials/openai", None).await.expect(200);
+    assert_eq!((status["last4"].as_str(), status["validation"]["outcome"].as_str()), (Some("I7o8"), Some("valid")));
+    let pages = [
+        get(&api, "/portal", Some(&cookie)).await.text().await.unwrap(),
+        get(&api, "/portal?provider=openai", Some(&cookie)).await.text().await.unwrap(),
+    ];
+    let audit = api.admin(Method::GET, "/admin/v1/audit?limit=1000", None).await.expect(200).to_string();
+    assert!(audit.contains("credential.set"));
+    assert!(bin.terminate());
+    let logs = bin.output();
+    assert!(logs.contains("DEBUG") || logs.contains("debug"), "the logs are at debug level");
+    assert!(logs.contains("/portal/provider-keys"), "the form posts were logged");
+    let store = db.dump();
+    assert!(store.contains("I7o8"), "the dump holds the credential's last 4 characters");
+    for secret in [saved, refused, unlabelled, checked] {
+        let middle = &secret[3..secret.len() - 4];
+        for (place, text) in [("the store", &store), ("the logs", &logs), ("the audit log", &audit)] {
+            assert!(!text.contains(middle), "a secret typed into the portal is in {place}");
+        }
+        for page in &pages {
+            assert!(!page.contains(middle), "a secret is rendered back");
+        }
+    }
+}
+
+async fn the_audit_log_page_filters_by_user_action_and_day_and_pages_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.api.create_user("u_a", "free").await;
+    app.api.create_user("u_b", "free").await;
+    for i in 0..55 {
+        app.api.create_key("u_a", json!({ "name": format!("k{i}") })).await;
+    }
+    app.api.create_key("u_b", json!({ "name": "only" })).await;
+    let (cookie, _) = admin_session(&app.api).await;
+    let page = |query: &str| {
+        let (api, cookie, path) = (app.api.clone(), cookie.clone(), format!("/ui/audit{query}"));
+        async move {
+            let reply = get(&api, &path, Some(&cookie)).await;
+            (reply.status(), reply.text().await.unwrap())
+        }
+    };
+    let rows = |html: &str| html.matches("<tr data-action=").count();
+
+    // Newest first, 50 a page; the older page links back to the newest.
+    let (status, html) = page("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows(&html), 50);
+    let newest = html.find("data-action=\"admin.login\"").unwrap();
+    assert!(newest < html.find("data-user=\"u_b\"").unwrap(), "the sign-in is the newest entry");
+    let older = html.split("href=\"/ui/audit?cursor=").nth(1).expect("a link to older entries");
+    let cursor = &older[..older.find('"').unwrap()];
+    let (_, html) = page(&format!("?cursor={cursor}")).await;
+    assert_eq!(rows(&html), 57 - 50, "55 + 1 keys and the sign-in");
+    assert!(html.contains("Older entries") && html.contains("href=\"/ui/audit\">Newest entries"));
+    assert!(!html.contains("rel=\"next\""), "no page after the last");
+
+    // By user, by family and action, by day.
+    let (_, html) = page("?user=u_b").await;
+    assert_eq!((rows(&html), html.matches("data-user=\"u_b\"").count()), (1, 1));
+    let (_, html) = page("?action=admin").await;
+    assert_eq!(rows(&html), 1);
+    let (_, html) = page("?user=u_a&action=key.created").await;
+    assert_eq!(rows(&html), 50);
+    assert!(html.contains("href=\"/ui/audit?user=u_a&#38;action=key.created&#38;cursor="), "filters stay in the link");
+    let today = chrono::Utc::now().date_naive();
+    let (_, html) = page(&format!("?from={today}&to={today}&user=u_b")).await;
+    assert_eq!(rows(&html), 1, "today, included");
+    let yesterday = today.pred_opt().unwrap();
+    let (_, html) = page(&format!("?to={yesterday}")).await;
+    assert_eq!(rows(&html), 0);
+    assert!(html.contains("No entries match."));
+
+    // A bad filter is a 400 naming the field, shown on the page.
+    for (query, field) in [("?action=key.stolen", "action"), ("?from=yesterday", "from"), ("?cursor=abc", "cursor")] {
+        let (status, html) = page(query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(html.contains("id=\"audit-error\" role=\"alert\""), "{query}: {html}");
+        if field != "cursor" {
+            assert!(html.contains("aria-invalid=\"true\" aria-describedby=\"audit-error\""), "{query}: {html}");
+        }
+    }
+    // Without a session, the sign-in page.
+    assert_eq!(get(&app.api, "/ui/audit", None).await.headers()[LOCATION], "/ui/login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_key_labels_with_markup_render_inert_in_the_portal_and_on_the_user_page() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let markup = "<script>alert(1)</script>";
+    app.api.create_user("u_label", "free").await;
+    let body = json!({ "secret": "my-llm-secret-0001", "label": markup });
+    app.api.admin(Method::PUT, "/admin/v1/users/u_label/credentials/my-llm", Some(body)).await.expect(200);
+    let (cookie, _) = admin_session(&app.api).await;
+    let user_page = get(&app.api, "/ui/users/u_label", Some(&cookie)).await.text().await.unwrap();
+    let (portal_cookie, _) = portal_session(&app.api, "u_label").await;
+    let portal = get(&app.api, "/portal?provider=my-llm", Some(&portal_cookie)).await.text().await.unwrap();
+    for (name, html) in [("user page", &user_page), ("portal", &portal)] {
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{name}: {html}");
+        assert!(!html.contains("<script>alert"), "{name} renders the label as markup");
+        assert!(html.contains("…0001") && !html.contains("my-llm-secret"), "{name}: {html}");
+    }
+    assert!(portal.contains("value=\"&#60;script&#62;alert(1)&#60;/script&#62;\""), "the replace form's label");
 }
 
 fn base64_url(s: &str) -> String {
