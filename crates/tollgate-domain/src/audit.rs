@@ -42,6 +42,10 @@ actions! {
     UserPlanChanged => "user.plan_changed", "A user was moved to another plan.";
     UsageReset => "usage.reset", "A user's usage period was restarted by hand.";
     AdminLogin => "admin.login", "Someone signed in to the admin dashboard.";
+    WebhookCreated => "webhook.created", "A webhook endpoint was added.";
+    WebhookUpdated => "webhook.updated", "A webhook endpoint was changed.";
+    WebhookDeleted => "webhook.deleted", "A webhook endpoint was removed.";
+    WebhookRedelivered => "webhook.redelivered", "A delivery was sent again by hand.";
 }
 
 impl AuditAction {

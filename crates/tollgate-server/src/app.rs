@@ -1,6 +1,6 @@
 //! Start and stop: the data directory, the master key file and keyring, the
 //! store, the vault's start-up check, the admin token, the listener, and the
-//! background flush of last-used times.
+//! background tasks (last-used times, housekeeping, the outbox's sender).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,6 +19,7 @@ use tollgate_vault::{Keyring, MasterKey};
 use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::metering::{Metering, MeteringConfig};
 use crate::routes::{self, RateWindows};
 use crate::state::{AppState, Shared};
@@ -89,7 +90,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
         prices,
     );
+    let hooks = Hooks::start(store.clone(), vault.keyring().clone(), config.hooks.clone(), metering.outbox_signal())?;
     let state = AppState::new(Shared {
+        hooks,
         metering,
         rate_windows: Arc::new(RateWindows::default()),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
@@ -119,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         // Requests are done: commit what they queued, then stop the writer.
         state.metering.shutdown().await;
         state.audit.shutdown().await;
+        state.hooks.shutdown().await;
         flush_last_used(&state).await;
         state.store.close().await;
         tracing::info!("tollgate stopped");

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod metering;
 pub mod openapi;
 pub mod routes;

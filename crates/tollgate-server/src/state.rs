@@ -9,6 +9,7 @@ use tollgate_store::Store;
 use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::metering::Metering;
 use crate::vault::Vault;
 
@@ -45,6 +46,8 @@ pub struct Shared {
     /// Users' provider credentials and the one resolution rule.
     pub vault: Arc<Vault>,
     pub audit: Arc<AuditLog>,
+    /// The outbox's sender: webhooks and e-mail alerts.
+    pub hooks: Arc<Hooks>,
 }
 
 impl AppState {

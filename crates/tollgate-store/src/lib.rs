@@ -11,9 +11,11 @@
 //! This crate knows nothing of HTTP.
 
 mod audit;
+mod billing;
 mod credentials;
 mod error;
 mod grants;
+mod hooks;
 mod keys;
 mod plans;
 mod settings;
@@ -29,11 +31,15 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditFilter;
+pub use billing::{Announce, BillingChange, BillingOutcome};
 pub use credentials::{NewCredential, Resealed, StoredCredential};
 pub use error::StoreError;
+pub use hooks::{
+    AfterAttempt, Attempt, AttemptRow, DeliveryRow, DueDelivery, NewEvent, ResealedWebhook, StoredWebhook, WebhookPatch,
+};
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
-pub use usage::{Committed, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
+pub use usage::{Committed, CounterRef, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent, Watch, Watcher};
 pub use users::{NewUser, UserPatch};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -16,6 +16,7 @@ use tollgate_store::{NewUser, UserPatch};
 
 use super::keys::{self, KeyInput, RotateInput};
 use crate::audit::Origin;
+use crate::hooks::events;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, OptionalBody, Params};
 use crate::state::AppState;
@@ -357,6 +358,12 @@ async fn change_plan(
         .detail("to", user.plan.as_str())
         .detail("reset_usage", input.reset_usage.to_string());
     state.audit.note(entry).await;
+    if before.plan != user.plan {
+        state.hooks.emit(events::plan_changed(&id, &before.plan, &user.plan, input.reset_usage, "admin")).await;
+    }
+    if let (true, Some(start)) = (input.reset_usage, user.usage_reset_at) {
+        state.hooks.emit(events::usage_reset(&id, start, "plan_change")).await;
+    }
     Ok(Json(user))
 }
 
@@ -381,7 +388,7 @@ async fn create_user_key(
         Some(Scopes::default_for_user_key()),
         Scope::allowed_for_user_key,
     )?;
-    let record = state.store.insert_key(&new).await?;
+    let record = keys::insert(&state, &new).await?;
     state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }
@@ -424,7 +431,7 @@ async fn create_service_key(
     Body(input): Body<KeyInput>,
 ) -> ApiResult<impl IntoResponse> {
     let (new, secret) = keys::prepare(KeyKind::Service, None, input, None, Scope::allowed_for_service_key)?;
-    let record = state.store.insert_key(&new).await?;
+    let record = keys::insert(&state, &new).await?;
     state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -21,6 +21,7 @@ use tollgate_domain::{ProviderName, Scope, SecretString, Timestamp, UserId};
 use tollgate_store::AuditFilter;
 
 use crate::audit::Origin;
+use crate::hooks::events;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Params};
@@ -103,6 +104,8 @@ async fn set(
         entry = entry.detail("validation", v.outcome.as_str());
     }
     state.audit.note(entry).await;
+    let event = events::credential_updated(&user, provider.as_str(), credential.label.as_deref(), "set");
+    state.hooks.emit(event).await;
     Ok(view(&credential))
 }
 
@@ -111,6 +114,7 @@ async fn remove(state: &AppState, origin: &Origin, user: UserId, provider: &str)
     state.vault.remove(&user, &provider).await?;
     let entry = origin.entry(AuditAction::CredentialRemoved, target(&user, &provider)).user(&user);
     state.audit.note(entry.detail("provider", provider.as_str())).await;
+    state.hooks.emit(events::credential_updated(&user, provider.as_str(), None, "removed")).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -72,7 +72,7 @@ async fn create_key(
     let (new, secret) = keys::prepare(KeyKind::User, Some(user.id.clone()), input, Some(caller.scopes.clone()), |s| {
         caller.scopes.contains(s)
     })?;
-    let record = state.store.insert_key(&new).await?;
+    let record = keys::insert(&state, &new).await?;
     state.audit.note(keys::audit_entry(&origin, AuditAction::KeyCreated, &record)).await;
     Ok(keys::created(&state, &record, &secret))
 }

@@ -271,6 +271,7 @@ async fn reset_usage(State(state): State<AppState>, origin: Origin, Path(id): Pa
     state.metering.invalidate(Some(&id));
     let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(&id);
     state.audit.note(entry).await;
+    state.hooks.emit(crate::hooks::events::usage_reset(&id, now, "manual")).await;
     let account = state.metering.account(&id).await?;
     Ok(Json(usage_view(&state, &account, &UsageQuery::default()).await?))
 }
