@@ -439,7 +439,10 @@ impl RawConfig {
                     )));
                 }
                 let from = from.trim().parse::<lettre::message::Mailbox>().map_err(|_| {
-                    err(format!("{}: an address such as alerts@example.com or \"Tollgate <alerts@example.com>\"", name_of("smtp_from")))
+                    err(format!(
+                        "{}: an address such as alerts@example.com or \"Tollgate <alerts@example.com>\"",
+                        name_of("smtp_from")
+                    ))
                 })?;
                 Some(SmtpConfig { url: SecretString::new(url), from })
             }
@@ -448,7 +451,10 @@ impl RawConfig {
             None => None,
             Some(s) if s.trim().is_empty() => None,
             Some(s) if s.trim().len() < 16 => {
-                return Err(err(format!("{}: the endpoint's signing secret from Stripe (whsec_…)", name_of("stripe_webhook_secret"))));
+                return Err(err(format!(
+                    "{}: the endpoint's signing secret from Stripe (whsec_…)",
+                    name_of("stripe_webhook_secret")
+                )));
             }
             Some(s) => Some(SecretString::new(s.trim())),
         };

@@ -288,7 +288,8 @@ pub fn document() -> Value {
         "description": nullable("string"), "enabled": { "type": "boolean" }, "created_at": time(), "updated_at": time(),
     });
     let mut webhook_created = webhook_properties.clone();
-    webhook_created["secret"] = json!({ "type": "string", "description": "whsec_…: the signing secret, shown this once" });
+    webhook_created["secret"] =
+        json!({ "type": "string", "description": "whsec_…: the signing secret, shown this once" });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();
     plan_read["updated_at"] = time();

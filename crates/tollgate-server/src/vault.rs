@@ -238,7 +238,9 @@ impl Vault {
             let opens = samples.iter().any(|s| {
                 let aad = credential_aad(s.credential.user_id.as_str(), s.credential.provider.as_str());
                 self.keyring.open(&s.sealed, &aad).is_ok()
-            }) || webhooks.iter().any(|w| self.keyring.open(&w.sealed, &webhook_aad(w.webhook.id.as_str())).is_ok());
+            }) || webhooks
+                .iter()
+                .any(|w| self.keyring.open(&w.sealed, &webhook_aad(w.webhook.id.as_str())).is_ok());
             if !(samples.is_empty() && webhooks.is_empty()) && !opens {
                 bail!(
                     "the master key does not match the stored credentials: the configured key {id} opens none of \
@@ -476,7 +478,8 @@ pub async fn rotate(
                 Err(e) => report.failed.push(format!("webhook {id}: {e}")),
             }
         }
-        let replaced = store.reseal_webhooks(&resealed).await.context("failed to store re-encrypted webhook secrets")?;
+        let replaced =
+            store.reseal_webhooks(&resealed).await.context("failed to store re-encrypted webhook secrets")?;
         report.webhooks_resealed += replaced.iter().filter(|r| **r).count() as u64;
         report.changed_meanwhile += replaced.iter().filter(|r| !**r).count() as u64;
         done += batch.len() as u64;

@@ -247,7 +247,11 @@ fn numbered(n: usize, offset: usize) -> String {
 
 impl Store {
     pub async fn insert_webhook(&self, webhook: &Webhook, sealed: &Sealed) -> Result<()> {
-        let q = concat!("INSERT INTO webhook_endpoints (", webhook_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        let q = concat!(
+            "INSERT INTO webhook_endpoints (",
+            webhook_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
         on_pool!(self, p => sqlx::query(q)
             .bind(webhook.id.as_str())
             .bind(&webhook.url)
@@ -326,7 +330,8 @@ impl Store {
 
     /// Up to `limit` endpoints whose secret is sealed under `key_id`.
     pub async fn webhooks_sealed_with(&self, key_id: &str, limit: i64) -> Result<Vec<StoredWebhook>> {
-        let q = concat!("SELECT ", webhook_columns!(), " FROM webhook_endpoints WHERE key_id = $1 ORDER BY id LIMIT $2");
+        let q =
+            concat!("SELECT ", webhook_columns!(), " FROM webhook_endpoints WHERE key_id = $1 ORDER BY id LIMIT $2");
         let rows: Vec<WebhookRow> = on_pool!(self, p => sqlx::query_as(q).bind(key_id).bind(limit).fetch_all(p).await)?;
         rows.into_iter().map(StoredWebhook::try_from).collect()
     }
@@ -398,7 +403,13 @@ impl Store {
     /// one transaction: one per enabled endpoint that wants the event and
     /// existed when it happened, and, with `email` and when the event asks
     /// for it, one to the user's e-mail address. Returns how many events.
-    pub async fn dispatch_events(&self, now: Timestamp, limit: i64, email: bool, retry_window_ms: i64) -> Result<usize> {
+    pub async fn dispatch_events(
+        &self,
+        now: Timestamp,
+        limit: i64,
+        email: bool,
+        retry_window_ms: i64,
+    ) -> Result<usize> {
         let claim = if self.backend() == "postgres" {
             "UPDATE outbox SET dispatched_at = $1 WHERE dispatched_at IS NULL AND id IN \
              (SELECT id FROM outbox WHERE dispatched_at IS NULL ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \

@@ -168,7 +168,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 async fn round(hooks: &Hooks) -> anyhow::Result<(bool, Option<Instant>)> {
     let mut dispatched = 0;
     loop {
-        let n = hooks.store.dispatch_events(Timestamp::now(), DISPATCH_BATCH, hooks.mailer.is_some(), RETRY_WINDOW_MS).await?;
+        let n = hooks
+            .store
+            .dispatch_events(Timestamp::now(), DISPATCH_BATCH, hooks.mailer.is_some(), RETRY_WINDOW_MS)
+            .await?;
         dispatched += n;
         if (n as i64) < DISPATCH_BATCH {
             break;
@@ -299,7 +302,11 @@ async fn post_webhook(hooks: &Hooks, delivery: &DueDelivery) -> Result<Sent, Fai
     if status.is_success() {
         Ok(Sent { status_code: code, response: body })
     } else {
-        Err(Failed { status_code: code, error: format!("the endpoint answered HTTP {}", status.as_u16()), response: body })
+        Err(Failed {
+            status_code: code,
+            error: format!("the endpoint answered HTTP {}", status.as_u16()),
+            response: body,
+        })
     }
 }
 

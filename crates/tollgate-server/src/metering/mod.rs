@@ -186,7 +186,8 @@ impl Metering {
             Arc::new(Accounts { store: store.clone(), cache: Mutex::new(HashMap::new()), ttl: config.account_ttl });
         let outbox_signal = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(65_536);
-        let task = tokio::spawn(writer::run(store.clone(), counters.clone(), accounts.clone(), outbox_signal.clone(), rx));
+        let task =
+            tokio::spawn(writer::run(store.clone(), counters.clone(), accounts.clone(), outbox_signal.clone(), rx));
         let mut prices = PriceTable::default();
         for (model, price) in overrides {
             prices.set(&model, price);

@@ -16,9 +16,9 @@ use tollgate_store::{NewUser, UserPatch};
 
 use super::keys::{self, KeyInput, RotateInput};
 use crate::audit::Origin;
-use crate::hooks::events;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, OptionalBody, Params};
+use crate::hooks::events;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {

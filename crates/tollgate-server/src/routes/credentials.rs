@@ -21,10 +21,10 @@ use tollgate_domain::{ProviderName, Scope, SecretString, Timestamp, UserId};
 use tollgate_store::AuditFilter;
 
 use crate::audit::Origin;
-use crate::hooks::events;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Params};
+use crate::hooks::events;
 use crate::state::AppState;
 
 /// Admin routes (nested under `/admin/v1`).

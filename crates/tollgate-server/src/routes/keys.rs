@@ -11,8 +11,8 @@ use tollgate_domain::{GatewayKey, KeyId, Scope, Scopes, Timestamp, UserId};
 use tollgate_store::NewKey;
 
 use crate::audit::Origin;
-use crate::hooks::events;
 use crate::error::{ApiError, ApiResult};
+use crate::hooks::events;
 use crate::state::AppState;
 
 /// What a caller may say about a new key.

@@ -97,8 +97,8 @@ async fn apply(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &By
         metrics::counter!("tollgate_stripe_events_total", "outcome" => "refused").increment(1);
         return Err(ApiError::invalid("Stripe-Signature", e.to_string()));
     }
-    let event: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::invalid("body", "the body is not a Stripe event (JSON)"))?;
+    let event: Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::invalid("body", "the body is not a Stripe event (JSON)"))?;
     let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
         return Err(ApiError::invalid("body", "a Stripe event has an `id` and a `type`"));
     };

@@ -83,7 +83,11 @@ struct WebhookIn {
     enabled: Option<bool>,
 }
 
-async fn create(State(state): State<AppState>, origin: Origin, Body(input): Body<WebhookIn>) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    origin: Origin,
+    Body(input): Body<WebhookIn>,
+) -> ApiResult<impl IntoResponse> {
     let url = check_url(&input.url)?;
     let events = check_events(&input.events.unwrap_or_else(|| vec!["*".into()]))?;
     check_description(&input.description)?;
@@ -170,7 +174,10 @@ async fn remove(State(state): State<AppState>, origin: Origin, Path(id): Path<St
     let id = parse_id(&id)?;
     let webhook = state.store.webhook(&id).await?.webhook;
     state.store.delete_webhook(&id).await?;
-    state.audit.note(origin.entry(AuditAction::WebhookDeleted, target(&id)).detail("host", host_of(&webhook.url))).await;
+    state
+        .audit
+        .note(origin.entry(AuditAction::WebhookDeleted, target(&id)).detail("host", host_of(&webhook.url)))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

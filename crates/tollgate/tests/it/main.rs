@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod cli;
 mod common;
+mod hooks;
 mod keys;
 mod metering;
 mod mock;
