@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::both_stores;
 use crate::common::{
-    ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, eventually, free_port, python, python_background,
+    ADMIN_TOKEN, Api, Backend, BinApp, TestApp, TestDb, eventually, free_port, new_master_key, python,
+    python_background,
 };
 
 both_stores!(
@@ -27,6 +28,8 @@ both_stores!(
     stripe_events_signed_by_the_stripe_package_are_applied_once,
     bad_stale_and_tampered_stripe_events_are_refused,
     kill_9_between_commit_and_delivery_still_delivers_after_restart,
+    concurrent_commits_on_two_instances_fire_each_threshold_once,
+    webhook_secrets_are_rotated_with_the_master_key_and_still_sign,
 );
 
 /// What a test receiver got: the signature headers and the raw body.
@@ -634,4 +637,77 @@ async fn kill_9_between_commit_and_delivery_still_delivers_after_restart(backend
     let output = format!("{}{}", first.output(), second.output());
     assert!(!output.contains(&secret) && !output.contains(secret.trim_start_matches("whsec_")), "no secret logged");
     assert!(!output.contains(&receiver.url), "no webhook URL logged");
+}
+
+/// Two instances share the store and commit usage of one user at the same
+/// time: each threshold still fires exactly once (the alert's unique key
+/// and the counter's row lock make it exact).
+async fn concurrent_commits_on_two_instances_fire_each_threshold_once(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let settings = [("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "50")];
+    let app = TestApp::spawn_with(backend, &settings).await;
+    let (sibling, server) = app.sibling(&settings).await;
+    add_endpoint(&app.api, &receiver.url, json!(["usage.threshold", "quota.exceeded"])).await;
+    limited_user(&app.api, "u_1", 1000).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let api = if i % 2 == 0 { app.api.clone() } else { sibling.clone() };
+        tasks.push(tokio::spawn(async move { spend(&api, "u_1", &format!("e{i}"), 25).await }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fired = receiver.wait_for("usage.threshold", 3).await;
+    receiver.wait_for("quota.exceeded", 1).await;
+    assert!(!eventually(Duration::from_millis(500), || async { receiver.got().len() > 4 }).await, "{:?}", receiver.got());
+    let mut marks: Vec<i64> = fired.iter().map(|r| r.payload()["data"]["threshold"].as_i64().unwrap()).collect();
+    marks.sort();
+    assert_eq!(marks, [75, 90, 100]);
+    let usage = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
+    assert_eq!(usage["meters"]["tokens"]["used"], 1000);
+    server.shutdown().await.unwrap();
+}
+
+/// `tollgate vault rotate` re-encrypts webhook signing secrets too; a start
+/// with a master key that opens none of them is refused.
+async fn webhook_secrets_are_rotated_with_the_master_key_and_still_sign(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new(backend).await;
+    let (a, b, c) = (new_master_key(), new_master_key(), new_master_key());
+    let fast = ("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "50");
+    let under_a = TestApp::start_on(&db, &[("TOLLGATE_MASTER_KEY", &a), fast]).await;
+    let (_, secret) = add_endpoint(&Api::new(under_a.addr), &receiver.url, json!(["key.created"])).await;
+    under_a.shutdown().await.unwrap();
+
+    let config = |current: &str, old: Option<&str>| {
+        let mut env = db.env();
+        env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+        env.push(("TOLLGATE_MASTER_KEY".into(), current.into()));
+        if let Some(old) = old {
+            env.push(("TOLLGATE_MASTER_KEYS_OLD".into(), old.into()));
+        }
+        tollgate_server::Config::from_sources(None, &env).unwrap()
+    };
+    let refused = tollgate_server::start(config(&c, None)).await.err().expect("a key that opens no secret is refused");
+    assert!(refused.to_string().contains("master key does not match"), "{refused}");
+
+    let rotating = config(&b, Some(&a));
+    let (keyring, _) = tollgate_server::app::load_keyring(&rotating).unwrap();
+    let store = tollgate_server::app::open_store(&rotating).await.unwrap();
+    let mut progress = Vec::new();
+    let report = tollgate_server::vault::rotate(&store, &keyring, 1, |done| progress.push(done)).await.unwrap();
+    assert_eq!((report.webhooks_total, report.webhooks_resealed, report.total), (1, 1, 0), "{report:?}");
+    assert_eq!(progress, [1]);
+    let again = tollgate_server::vault::rotate(&store, &keyring, 1, |_| {}).await.unwrap();
+    assert_eq!((again.webhooks_total, again.webhooks_resealed), (0, 0), "nothing left for a second run");
+    store.close().await;
+
+    let under_b = TestApp::start_on(&db, &[("TOLLGATE_MASTER_KEY", &b), fast]).await;
+    let api = Api::new(under_b.addr);
+    api.create_user("u_1", "free").await;
+    api.create_key("u_1", json!({ "name": "after rotation" })).await;
+    let got = receiver.wait_for("key.created", 1).await;
+    verify_with_standardwebhooks(&secret, &got).await;
+    assert!(!db.dump().contains(&secret));
+    under_b.shutdown().await.unwrap();
 }
