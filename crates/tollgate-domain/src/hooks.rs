@@ -222,7 +222,7 @@ pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// are not hit by every sender at once.
 pub fn retry_delay_ms(failed: u32, base_ms: u64, jitter: f64) -> u64 {
     let exponent = failed.saturating_sub(1).min(40);
-    let full = base_ms.saturating_mul(1u64 << exponent).min(MAX_RETRY_DELAY_MS).max(1);
+    let full = base_ms.saturating_mul(1u64 << exponent).clamp(1, MAX_RETRY_DELAY_MS);
     let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
     full / 2 + ((full / 2) as f64 * jitter) as u64
 }

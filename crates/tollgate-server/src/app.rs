@@ -164,12 +164,16 @@ async fn flush_last_used(state: &AppState) {
     state.vault.flush_uses().await;
 }
 
+/// How long sent events (and their deliveries) are kept.
+const OUTBOX_KEPT_DAYS: i64 = 30;
+
 /// Every second: drop expired reservations and checkpoint SQLite's
-/// write-ahead log. Every hour: delete raw events
-/// past the retention period.
+/// write-ahead log. Every hour: delete raw events past the retention
+/// period, and sent events of the outbox older than 30 days.
 async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_retention: Option<std::time::Instant> = None;
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         if let Err(e) = state.metering.expire().await {
@@ -177,6 +181,15 @@ async fn housekeeping(state: AppState) {
         }
         if let Err(e) = state.store.checkpoint().await {
             tracing::warn!(error = %e, "failed to checkpoint the write-ahead log");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            let before = Timestamp::now().millis() - OUTBOX_KEPT_DAYS * 86_400_000;
+            match state.store.prune_outbox(before).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "deleted sent events older than 30 days"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "failed to prune the outbox"),
+            }
         }
         if let Some(days) = state.config.retention_days
             && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))

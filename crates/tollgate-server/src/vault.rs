@@ -241,7 +241,8 @@ impl Vault {
             }) || webhooks
                 .iter()
                 .any(|w| self.keyring.open(&w.sealed, &webhook_aad(w.webhook.id.as_str())).is_ok());
-            if !(samples.is_empty() && webhooks.is_empty()) && !opens {
+            let sampled = !samples.is_empty() || !webhooks.is_empty();
+            if sampled && !opens {
                 bail!(
                     "the master key does not match the stored credentials: the configured key {id} opens none of \
                      the credentials marked as encrypted under it (they were altered). Set TOLLGATE_MASTER_KEY, or \

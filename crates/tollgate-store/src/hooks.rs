@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use tollgate_domain::hooks::{EndpointId, EventFilter, EventType, Webhook, delivery_id, event_id};
-use tollgate_domain::{Invalid, Timestamp, UserId};
+use tollgate_domain::{Invalid, Timestamp};
 use tollgate_vault::{MasterKeyId, NONCE_LEN, Sealed};
 
 use crate::{Result, Store, StoreError, on_pool};
@@ -627,15 +627,6 @@ impl Store {
         Ok((row, body))
     }
 
-    /// Deliveries of any kind (e-mails included) of the events about `user`.
-    pub async fn deliveries_about(&self, user: &UserId, limit: i64) -> Result<Vec<DeliveryRow>> {
-        let q = "SELECT d.id, d.event_id, o.type AS event_type, d.endpoint_id, d.kind, d.status, d.attempts, \
-                 d.next_attempt_at, d.retry_until, d.created_at, d.updated_at \
-                 FROM deliveries d JOIN outbox o ON o.id = d.event_id WHERE o.user_id = $1 \
-                 ORDER BY d.created_at DESC, d.id DESC LIMIT $2";
-        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user.as_str()).bind(limit).fetch_all(p).await)?)
-    }
-
     /// The attempts at these deliveries, oldest first.
     pub async fn attempts_of(&self, deliveries: &[String]) -> Result<Vec<AttemptRow>> {
         if deliveries.is_empty() {
@@ -674,10 +665,11 @@ impl Store {
         Ok(())
     }
 
-    /// Events of a type (newest first), for tests and the operator: id,
-    /// user and body.
-    pub async fn events_of_type(&self, kind: EventType, limit: i64) -> Result<Vec<(String, Option<String>, String)>> {
-        let q = "SELECT id, user_id, body FROM outbox WHERE type = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
-        Ok(on_pool!(self, p => sqlx::query_as(q).bind(kind.as_str()).bind(limit).fetch_all(p).await)?)
+    /// Deletes events older than `before` (ms) whose deliveries are all
+    /// over (delivered or failed), with their deliveries and attempts.
+    pub async fn prune_outbox(&self, before: i64) -> Result<u64> {
+        let q = "DELETE FROM outbox WHERE dispatched_at IS NOT NULL AND created_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id AND d.status = 'pending')";
+        Ok(on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|d| d.rows_affected()))?)
     }
 }

@@ -20,6 +20,13 @@ pub(super) struct Limits<'a> {
 
 impl Limits<'_> {
     fn watch_of(account: &Account, meter: &str, period_start: i64, now: Timestamp) -> Option<Watch> {
+        // Most counters have no limit: found by name, without parsing.
+        let named = |limits: &tollgate_domain::Limits| limits.iter().find(|(m, _)| m.as_str() == meter).map(|(_, l)| l);
+        let base = match account.user.limit_overrides.as_ref().and_then(named) {
+            Some(overridden) => overridden,
+            None => account.plan.limits.iter().find(|(m, _)| m.as_str() == meter).and_then(|(_, l)| l),
+        };
+        base?;
         let period = account.period(now);
         // Late events of a past period fire nothing.
         if period.start.millis() != period_start {

@@ -268,10 +268,10 @@ async fn redeliver(
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
     state.store.redeliver(&id, &delivery_id, Timestamp::now(), RETRY_WINDOW_MS).await?;
+    let (row, _) = state.store.delivery_of(&id, &delivery_id).await?;
+    let attempts = state.store.attempts_of(std::slice::from_ref(&row.id)).await?;
     state.hooks.wake();
     let entry = origin.entry(AuditAction::WebhookRedelivered, target(&id)).detail("delivery", delivery_id.as_str());
     state.audit.note(entry).await;
-    let (row, _) = state.store.delivery_of(&id, &delivery_id).await?;
-    let attempts = state.store.attempts_of(std::slice::from_ref(&row.id)).await?;
     Ok((StatusCode::ACCEPTED, Json(delivery_json(&row, &attempts))))
 }
