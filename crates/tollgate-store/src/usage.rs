@@ -393,27 +393,30 @@ impl Store {
                 }
                 _ => Vec::new(),
             };
-            let (watched, plain): (Vec<_>, Vec<_>) = sorted_counters
-                .iter()
-                .enumerate()
-                .partition(|(i, _)| watches.get(*i).is_some_and(Option::is_some));
-            let plain: Vec<_> = plain.into_iter().map(|(_, c)| *c).collect();
-            for chunk in sized_chunks(&plain) {
-                let sql = format!(
-                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
-                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
-                    placeholders(chunk.len(), 4, numbered)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for ((user, meter, start), n) in chunk {
-                    q = q.bind(*user).bind(*meter).bind(*start).bind(*n);
+            // In key order (so that concurrent writers lock rows in one
+            // order): runs of unwatched counters in multi-row upserts, each
+            // watched one alone, read back as committed (its row lock makes
+            // before = after - n exact across instances).
+            let mut from = 0;
+            for i in 0..=sorted_counters.len() {
+                let watch = watches.get(i).and_then(Option::as_ref);
+                if i < sorted_counters.len() && watch.is_none() {
+                    continue;
                 }
-                q.execute(&mut *tx).await?;
-            }
-            // Watched counters: one row each, read back as committed (the
-            // row lock makes before = after - n exact across instances).
-            for (i, ((user, meter, start), n)) in watched {
-                let Some(Some(watch)) = watches.get(i) else { continue };
+                for chunk in sized_chunks(&sorted_counters[from..i]) {
+                    let sql = format!(
+                        "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
+                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
+                        placeholders(chunk.len(), 4, numbered)
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for ((user, meter, start), n) in chunk {
+                        q = q.bind(*user).bind(*meter).bind(*start).bind(*n);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                from = i + 1;
+                let (Some(watch), Some(((user, meter, start), n))) = (watch, sorted_counters.get(i)) else { continue };
                 let after: i64 = sqlx::query_scalar(
                     "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used \
