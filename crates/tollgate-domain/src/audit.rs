@@ -183,7 +183,7 @@ mod tests {
     fn actions_and_actors_round_trip_through_their_stored_form() {
         for action in AuditAction::ALL {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
-            assert!(["credential", "key", "plan", "user", "usage", "admin"].contains(&action.family()));
+            assert!(["credential", "key", "plan", "user", "usage", "admin", "webhook"].contains(&action.family()));
         }
         assert!(AuditAction::parse("credential.stolen").unwrap_err().to_string().contains("credential.set"));
         for actor in [Actor::Admin, Actor::System, Actor::Key(KeyId::generate())] {
