@@ -27,8 +27,9 @@ if ! node -e '
     (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
-# The official client SDKs the integration tests drive (tests/sdk/): Python's
-# in .venv/, Node's in tests/sdk/node_modules/. Each is (re)installed only
+# The official client SDKs the integration tests drive (tests/sdk/), and the
+# independent implementations the hooks tests check against (standardwebhooks,
+# stripe, aiosmtpd): Python's in .venv/, Node's in tests/sdk/node_modules/. Each is (re)installed only
 # when missing or when its pinned list changed; a failed install stops here.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "installing Node.js and npm for the SDK tests"

@@ -42,6 +42,10 @@ actions! {
     UserPlanChanged => "user.plan_changed", "A user was moved to another plan.";
     UsageReset => "usage.reset", "A user's usage period was restarted by hand.";
     AdminLogin => "admin.login", "Someone signed in to the admin dashboard.";
+    WebhookCreated => "webhook.created", "A webhook endpoint was added.";
+    WebhookUpdated => "webhook.updated", "A webhook endpoint was changed.";
+    WebhookDeleted => "webhook.deleted", "A webhook endpoint was removed.";
+    WebhookRedelivered => "webhook.redelivered", "A delivery was sent again by hand.";
 }
 
 impl AuditAction {
@@ -185,7 +189,7 @@ mod tests {
     fn actions_and_actors_round_trip_through_their_stored_form() {
         for action in AuditAction::ALL {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
-            assert!(["credential", "key", "plan", "user", "usage", "admin"].contains(&action.family()));
+            assert!(["credential", "key", "plan", "user", "usage", "admin", "webhook"].contains(&action.family()));
         }
         assert!(AuditAction::parse("credential.stolen").unwrap_err().to_string().contains("credential.set"));
         let portal = Actor::Portal(UserId::parse("u_42").unwrap());

@@ -1,6 +1,6 @@
 //! Tollgate's rules, with no IO: the gateway-key format, the identifiers and
 //! names that cross the API, scopes and plans, providers and the audit log's
-//! vocabulary.
+//! vocabulary, and the events Tollgate sends out.
 //!
 //! This crate knows nothing of HTTP, SQL or async runtimes. Every type here
 //! that carries a rule has a private field and one checking constructor, so a
@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod base62;
+pub mod hooks;
 pub mod ids;
 pub mod key;
 pub mod model;

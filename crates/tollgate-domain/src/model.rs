@@ -116,6 +116,13 @@ impl User {
         PeriodRule { kind: plan.period, anchor: self.billing_anchor, reset_at: self.usage_reset_at }
     }
 
+    /// Starts a new usage period at `now` (a manual reset, a plan change
+    /// with `reset_usage`, a paid invoice): the billing anchor moves there.
+    pub fn start_new_period(&mut self, now: Timestamp) {
+        self.billing_anchor = now;
+        self.usage_reset_at = Some(now);
+    }
+
     /// The plan's limit for `meter`, or this user's override of it.
     pub fn base_limit(&self, plan: &Plan, meter: &crate::Meter) -> Option<i64> {
         match &self.limit_overrides {

@@ -1,6 +1,6 @@
 //! Start and stop: the data directory, the master key file and keyring, the
 //! store, the vault's start-up check, the admin token, the listener, and the
-//! background flush of last-used times.
+//! background tasks (last-used times, housekeeping, the outbox's sender).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,6 +19,7 @@ use tollgate_vault::{Keyring, MasterKey};
 use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::metering::{Metering, MeteringConfig};
 use crate::routes::{self, RateWindows};
 use crate::state::{AppState, Shared};
@@ -94,8 +95,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         prices,
     );
     let gateway = crate::gateway::Gateway::new(&config)?;
+    let hooks = Hooks::start(store.clone(), vault.keyring().clone(), config.hooks.clone(), metering.outbox_signal())?;
     let state = AppState::new(Shared {
         gateway,
+        hooks,
         metering,
         rate_windows: Arc::new(RateWindows::default()),
         web_key: Arc::new(crate::web::SigningKey::derive(vault.keyring())),
@@ -126,6 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         // Requests are done: commit what they queued, then stop the writer.
         state.metering.shutdown().await;
         state.audit.shutdown().await;
+        state.hooks.shutdown().await;
         flush_last_used(&state).await;
         state.store.close().await;
         tracing::info!("tollgate stopped");
@@ -167,12 +171,16 @@ async fn flush_last_used(state: &AppState) {
     state.vault.flush_uses().await;
 }
 
+/// How long sent events (and their deliveries) are kept.
+const OUTBOX_KEPT_DAYS: i64 = 30;
+
 /// Every second: drop expired reservations and checkpoint SQLite's
-/// write-ahead log. Every hour: delete raw events
-/// past the retention period.
+/// write-ahead log. Every hour: delete raw events past the retention
+/// period, and sent events of the outbox older than 30 days.
 async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_retention: Option<std::time::Instant> = None;
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         if let Err(e) = state.metering.expire().await {
@@ -180,6 +188,15 @@ async fn housekeeping(state: AppState) {
         }
         if let Err(e) = state.store.checkpoint().await {
             tracing::warn!(error = %e, "failed to checkpoint the write-ahead log");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            let before = Timestamp::now().millis() - OUTBOX_KEPT_DAYS * 86_400_000;
+            match state.store.prune_outbox(before).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "deleted sent events older than 30 days"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "failed to prune the outbox"),
+            }
         }
         if let Some(days) = state.config.retention_days
             && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))

@@ -70,6 +70,8 @@ pub struct Config {
     pub web: Web,
     /// The LLM gateway: routing and upstream timeouts.
     pub gateway: GatewayConfig,
+    /// Outbound webhooks, e-mail alerts and inbound Stripe events.
+    pub hooks: HooksConfig,
 }
 
 /// Settings of the admin dashboard and the user portal.
@@ -116,6 +118,30 @@ pub struct ModelRoute {
 struct RawModel {
     provider: String,
     model: String,
+}
+
+/// Settings of the outbox's sender and of the Stripe endpoint.
+#[derive(Clone, Debug)]
+pub struct HooksConfig {
+    /// E-mail alerts, when an SMTP server is configured.
+    pub smtp: Option<SmtpConfig>,
+    /// The signing secret of Stripe's webhook endpoint (`whsec_…`); without
+    /// it `POST /webhooks/stripe` is refused.
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// The first retry's wait (doubled each time, at most an hour, jittered).
+    pub retry_base: Duration,
+    /// How long one webhook attempt may take.
+    pub timeout: Duration,
+}
+
+/// Where e-mail alerts are sent from.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    /// `smtp://[user:password@]host[:port]` or `smtps://…`; it may hold a
+    /// password, so it is never printed.
+    pub url: SecretString,
+    /// The sender, `alerts@example.com` or `Tollgate <alerts@example.com>`.
+    pub from: lettre::message::Mailbox,
 }
 
 /// One upstream provider: where it is, and the platform's own key for it.
@@ -203,6 +229,11 @@ struct RawConfig {
     upgrade_url: Option<String>,
     portal_link_ttl_seconds: Option<u64>,
     session_ttl_seconds: Option<u64>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
+    stripe_webhook_secret: Option<String>,
+    webhook_retry_base_ms: Option<u64>,
+    webhook_timeout_seconds: Option<u64>,
     #[serde(default)]
     anonymous: RawAnonymous,
     #[serde(default)]
@@ -285,13 +316,18 @@ variables! {
     upgrade_url => "TOLLGATE_UPGRADE_URL",
     portal_link_ttl_seconds => "TOLLGATE_PORTAL_LINK_TTL_SECONDS",
     session_ttl_seconds => "TOLLGATE_SESSION_TTL_SECONDS",
+    smtp_url => "TOLLGATE_SMTP_URL",
+    smtp_from => "TOLLGATE_SMTP_FROM",
+    stripe_webhook_secret => "TOLLGATE_STRIPE_WEBHOOK_SECRET",
+    webhook_retry_base_ms => "TOLLGATE_WEBHOOK_RETRY_BASE_MS",
+    webhook_timeout_seconds => "TOLLGATE_WEBHOOK_TIMEOUT_SECONDS",
 }
 
 /// A variable's value as the field's type. Secrets are never echoed.
 fn parse_env<T: EnvValue>(name: &str, value: &str) -> Result<T, ConfigError> {
     T::from_env(value).ok_or_else(|| {
-        let shown =
-            if name.contains("TOKEN") || name.contains("KEY") { "its value".to_owned() } else { format!("{value:?}") };
+        let hidden = ["TOKEN", "KEY", "SECRET", "URL"].iter().any(|w| name.contains(w));
+        let shown = if hidden { "its value".to_owned() } else { format!("{value:?}") };
         err(format!("{name}: {shown} is not {}", T::EXPECTED))
     })
 }
@@ -498,6 +534,66 @@ fn model_routes(
     Ok(routes)
 }
 
+impl RawConfig {
+    fn build_hooks(&mut self) -> Result<HooksConfig, ConfigError> {
+        let smtp = match (self.smtp_url.take().filter(|u| !u.trim().is_empty()), self.smtp_from.take()) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(err(format!(
+                    "{} and {} go together: set both for e-mail alerts, or neither",
+                    name_of("smtp_url"),
+                    name_of("smtp_from")
+                )));
+            }
+            (Some(url), Some(from)) => {
+                let url = url.trim().to_owned();
+                let parsed = reqwest::Url::parse(&url).ok();
+                if !parsed.as_ref().is_some_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some()) {
+                    return Err(err(format!(
+                        "{}: use smtp://[user:password@]host[:port] or smtps://…",
+                        name_of("smtp_url")
+                    )));
+                }
+                let from = from.trim().parse::<lettre::message::Mailbox>().map_err(|_| {
+                    err(format!(
+                        "{}: an address such as alerts@example.com or \"Tollgate <alerts@example.com>\"",
+                        name_of("smtp_from")
+                    ))
+                })?;
+                Some(SmtpConfig { url: SecretString::new(url), from })
+            }
+        };
+        let stripe_webhook_secret = match self.stripe_webhook_secret.take() {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) if s.trim().len() < 16 => {
+                return Err(err(format!(
+                    "{}: the endpoint's signing secret from Stripe (whsec_…)",
+                    name_of("stripe_webhook_secret")
+                )));
+            }
+            Some(s) => Some(SecretString::new(s.trim())),
+        };
+        let retry_base_ms = match self.webhook_retry_base_ms {
+            Some(0) => return Err(err(format!("{}: must be greater than 0", name_of("webhook_retry_base_ms")))),
+            Some(v) => v,
+            None => 10_000,
+        };
+        let timeout = match self.webhook_timeout_seconds {
+            Some(0) => return Err(err(format!("{}: must be greater than 0", name_of("webhook_timeout_seconds")))),
+            Some(v) if v > 300 => return Err(err(format!("{}: at most 300", name_of("webhook_timeout_seconds")))),
+            Some(v) => v,
+            None => 10,
+        };
+        Ok(HooksConfig {
+            smtp,
+            stripe_webhook_secret,
+            retry_base: Duration::from_millis(retry_base_ms),
+            timeout: Duration::from_secs(timeout),
+        })
+    }
+}
+
 fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
     // toml's own rendering repeats the offending line, which may hold a
     // secret: report the line number, the key on it and the message instead.
@@ -526,6 +622,7 @@ fn name_of(field: &str) -> String {
 impl RawConfig {
     fn build(mut self) -> Result<Config, ConfigError> {
         let providers = self.build_providers()?;
+        let hooks = self.build_hooks()?;
         let master_key = match &self.master_key {
             Some(text) => {
                 Some(MasterKey::from_base64(text).map_err(|e| err(format!("{}: {e}", name_of("master_key"))))?)
@@ -650,6 +747,7 @@ impl RawConfig {
         };
         Ok(Config {
             web,
+            hooks,
             retention_days: self.retention_days,
             reservation_ttl: Duration::from_secs(positive(
                 "reservation_ttl_seconds",
@@ -878,6 +976,36 @@ mod tests {
     fn only_tollgate_variables_are_held_to_the_known_list() {
         let vars = env(&[("HOME", "/root"), ("OPENAI_API_KEY", "sk-x-123456"), ("TOLLGATE_MASTER_KEYS_OLD", "")]);
         assert!(Config::from_sources(None, &vars).is_ok());
+    }
+
+    #[test]
+    fn hooks_settings_are_read_and_checked() {
+        let config = from_toml("", &[]).unwrap();
+        assert!(config.hooks.smtp.is_none() && config.hooks.stripe_webhook_secret.is_none());
+        assert_eq!(config.hooks.retry_base, Duration::from_secs(10));
+        let vars = [
+            ("TOLLGATE_SMTP_URL", "smtp://mailer:hunter2-password@127.0.0.1:2525"),
+            ("TOLLGATE_SMTP_FROM", "Tollgate <alerts@example.com>"),
+            ("TOLLGATE_STRIPE_WEBHOOK_SECRET", "whsec_stripe-signing-secret"),
+            ("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "50"),
+        ];
+        let config = from_toml("", &vars).unwrap();
+        let smtp = config.hooks.smtp.as_ref().unwrap();
+        assert_eq!(smtp.from.email.to_string(), "alerts@example.com");
+        assert_eq!(config.hooks.retry_base, Duration::from_millis(50));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2-password") && !printed.contains("stripe-signing-secret"), "{printed}");
+        let check = |vars: &[(&str, &str)], expected: &str| {
+            let message = from_toml("", vars).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+            assert!(!message.contains("hunter2"), "{message}");
+        };
+        check(&[("TOLLGATE_SMTP_URL", "smtp://127.0.0.1:25")], "TOLLGATE_SMTP_FROM");
+        check(&[("TOLLGATE_SMTP_URL", "http://u:hunter2@x"), ("TOLLGATE_SMTP_FROM", "a@b.c")], "TOLLGATE_SMTP_URL");
+        check(&[("TOLLGATE_SMTP_URL", "smtp://x"), ("TOLLGATE_SMTP_FROM", "not an address")], "TOLLGATE_SMTP_FROM");
+        check(&[("TOLLGATE_STRIPE_WEBHOOK_SECRET", "hunter2")], "TOLLGATE_STRIPE_WEBHOOK_SECRET");
+        check(&[("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "0")], "TOLLGATE_WEBHOOK_RETRY_BASE_MS");
+        check(&[("TOLLGATE_WEBHOOK_TIMEOUT_SECONDS", "soon")], "TOLLGATE_WEBHOOK_TIMEOUT_SECONDS");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod hooks;
 pub mod metering;
 pub mod openapi;
 pub mod routes;

@@ -214,6 +214,44 @@ pub fn document() -> Value {
                 },
             },
         },
+        "/admin/v1/webhooks": {
+            "get": admin("every webhook endpoint (never its secret)", None, 200, Some(json!({ "type": "object", "properties": { "webhooks": { "type": "array", "items": r("Webhook") } } }))),
+            "post": admin("add a webhook endpoint; the answer holds its signing secret (whsec_…) this once", Some(r("WebhookInput")), 201, Some(r("WebhookCreated"))),
+        },
+        "/admin/v1/webhooks/{id}": {
+            "get": admin("one webhook endpoint", None, 200, Some(r("Webhook"))),
+            "patch": admin("change an endpoint's url, events, description or enabled", Some(r("WebhookPatch")), 200, Some(r("Webhook"))),
+            "delete": admin("remove an endpoint and its deliveries", None, 204, None),
+        },
+        "/admin/v1/webhooks/{id}/deliveries": {
+            "get": with_params(admin("an endpoint's deliveries, newest first, each with every attempt (time, duration, status code, error)", None, 200,
+                Some(json!({ "type": "object", "properties": { "deliveries": { "type": "array", "items": r("Delivery") }, "next_cursor": nullable("string") } }))),
+                json!([
+                    { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["pending", "delivered", "failed"] } },
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
+                ])),
+        },
+        "/admin/v1/webhooks/{id}/deliveries/{delivery_id}": {
+            "get": admin("one delivery, with its attempts and the event's payload", None, 200, Some(r("Delivery"))),
+        },
+        "/admin/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver": {
+            "post": admin("send a delivery again now (same webhook-id, a new day of retries); the attempt is marked manual", None, 202, Some(r("Delivery"))),
+        },
+        "/webhooks/stripe": {
+            "post": {
+                "summary": "Stripe's webhook: Stripe-Signature verified over the raw body (several v1 accepted, 300 s tolerance); deduplicated by event id; invoice.paid starts a new period, customer.subscription.created/updated moves the user to the plan with the first item's price, customer.subscription.deleted to free; unknown customers and prices are acknowledged",
+                "parameters": [{ "name": "Stripe-Signature", "in": "header", "required": true, "schema": { "type": "string" }, "description": "t=…,v1=…[,v1=…]" }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "description": "a Stripe event: id, type, data.object" } } } },
+                "responses": {
+                    "200": { "description": "acknowledged", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "received": { "type": "boolean" }, "id": { "type": "string" },
+                        "outcome": { "type": "string", "enum": ["applied", "duplicate", "ignored"] }, "reason": nullable("string") } } } } },
+                    "400": error_response("a missing, malformed, mismatched or stale signature, or a body that is not an event"),
+                    "404": error_response("TOLLGATE_STRIPE_WEBHOOK_SECRET is not set"),
+                },
+            },
+        },
     });
     // Conflicts are possible wherever something is created or deleted.
     for (path, method) in [
@@ -246,6 +284,15 @@ pub fn document() -> Value {
         "payment_link": { "type": ["string", "null"], "description": "where the portal's upgrade button for this plan goes (a Stripe payment link, say); else upgrade_url" },
         "default_output_reservation": { "type": "integer", "minimum": 1, "description": "output tokens the gateway reserves when a request names no output limit (default 4096)" },
     });
+    let event_types = json!({ "type": "array", "description": "event types, or [\"*\"] (the default) for all",
+        "items": { "type": "string", "enum": std::iter::once("*").chain(tollgate_domain::hooks::EventType::ALL.iter().map(|e| e.as_str())).collect::<Vec<_>>() } });
+    let webhook_properties = json!({
+        "id": { "type": "string" }, "url": { "type": "string" }, "events": event_types.clone(),
+        "description": nullable("string"), "enabled": { "type": "boolean" }, "created_at": time(), "updated_at": time(),
+    });
+    let mut webhook_created = webhook_properties.clone();
+    webhook_created["secret"] =
+        json!({ "type": "string", "description": "whsec_…: the signing secret, shown this once" });
     let mut plan_read = plan_properties.clone();
     plan_read["created_at"] = time();
     plan_read["updated_at"] = time();
@@ -336,6 +383,23 @@ pub fn document() -> Value {
                     "target": { "type": "string", "description": "credential:USER/PROVIDER, key:KEY_ID, plan:SLUG or user:USER" },
                     "user_id": nullable("string"), "client_ip": nullable("string"),
                     "details": { "type": "object", "additionalProperties": { "type": "string" } } } },
+                "Webhook": { "type": "object", "properties": webhook_properties.clone() },
+                "WebhookCreated": { "type": "object", "properties": webhook_created },
+                "WebhookInput": { "type": "object", "required": ["url"], "additionalProperties": false, "properties": {
+                    "url": { "type": "string", "description": "http(s) URL that receives POSTs" },
+                    "events": event_types.clone(), "description": nullable("string"), "enabled": { "type": "boolean", "default": true } } },
+                "WebhookPatch": { "type": "object", "additionalProperties": false, "properties": {
+                    "url": { "type": "string" }, "events": event_types, "description": nullable("string"), "enabled": { "type": "boolean" } } },
+                "Delivery": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "event_id": { "type": "string", "description": "the webhook-id header" },
+                    "event_type": { "type": "string" }, "endpoint_id": nullable("string"), "kind": { "type": "string", "enum": ["webhook", "email"] },
+                    "status": { "type": "string", "enum": ["pending", "delivered", "failed"] }, "attempt_count": { "type": "integer" },
+                    "next_attempt_at": time_or_null(), "retry_until": time(), "created_at": time(), "updated_at": time(),
+                    "last_attempt": { "type": ["object", "null"] },
+                    "attempts": { "type": "array", "items": { "type": "object", "properties": {
+                        "at": time(), "duration_ms": { "type": "integer" }, "status_code": nullable("integer"), "error": nullable("string"),
+                        "response": { "type": ["string", "null"], "description": "the start of the answer's body" }, "manual": { "type": "boolean" } } } },
+                    "payload": { "type": "object", "description": "the event as sent: type, timestamp, data (one delivery only)" } } },
                 "Me": { "type": "object", "properties": {
                     "user_id": nullable("string"), "plan": nullable("string"), "admin": { "type": "boolean" },
                     "key": { "type": ["object", "null"], "properties": { "id": { "type": "string" }, "prefix": { "type": "string" }, "scopes": scopes } } } },

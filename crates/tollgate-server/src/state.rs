@@ -9,6 +9,7 @@ use tollgate_store::Store;
 use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::metering::Metering;
 use crate::vault::Vault;
 
@@ -50,6 +51,8 @@ pub struct Shared {
     pub web_key: Arc<crate::web::SigningKey>,
     /// The LLM gateway's upstream client.
     pub gateway: crate::gateway::Gateway,
+    /// The outbox's sender: webhooks and e-mail alerts.
+    pub hooks: Arc<Hooks>,
 }
 
 impl AppState {

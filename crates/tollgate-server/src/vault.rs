@@ -2,7 +2,7 @@
 //! plaintext. It seals a secret on the way in, opens one for the one
 //! resolution rule ([`Vault::resolve`]), checks one against its provider
 //! when asked, and re-encrypts them all under a new master key
-//! ([`rotate`], for `tollgate vault rotate`).
+//! ([`rotate`], for `tollgate vault rotate`; webhook signing secrets too).
 //!
 //! It never logs, returns (except through `resolve`) or stores a plaintext
 //! secret, and writes nothing to the audit log itself: routes audit what
@@ -20,8 +20,8 @@ use tollgate_domain::audit::{Actor, AuditAction, NewAuditEntry};
 use tollgate_domain::model::{Credential, Plan, User, Validation, ValidationOutcome};
 use tollgate_domain::provider::last4;
 use tollgate_domain::{KnownProvider, ProviderName, SecretString, Timestamp, UserId};
-use tollgate_store::{NewCredential, Resealed, Store, StoredCredential};
-use tollgate_vault::{Keyring, MasterKeyId, Sealed, credential_aad};
+use tollgate_store::{NewCredential, Resealed, ResealedWebhook, Store, StoredCredential};
+use tollgate_vault::{Keyring, MasterKeyId, Sealed, credential_aad, webhook_aad};
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, ApiResult};
@@ -215,11 +215,14 @@ impl Vault {
     }
 
     /// Refuses to run with master keys that fit none of the stored
-    /// credentials: for each key id in use, a configured key must open at
-    /// least one of a few credentials sealed under it.
+    /// credentials (and webhook secrets): for each key id in use, a
+    /// configured key must open at least one of a few secrets sealed under it.
     pub async fn check_master_key(&self) -> anyhow::Result<()> {
         let current = self.keyring.current_id();
-        let in_use = self.store.credential_key_ids().await.context("failed to read the credentials' key ids")?;
+        let mut in_use = self.store.credential_key_ids().await.context("failed to read the credentials' key ids")?;
+        in_use.extend(self.store.webhook_key_ids().await.context("failed to read the webhook secrets' key ids")?);
+        in_use.sort();
+        in_use.dedup();
         for raw in &in_use {
             let id = MasterKeyId::parse(raw).map_err(|e| anyhow::anyhow!("a stored credential's key id: {e}"))?;
             if !self.keyring.knows(&id) {
@@ -231,11 +234,15 @@ impl Vault {
                 );
             }
             let samples = self.store.credentials_sealed_with(raw, 3).await?;
+            let webhooks = self.store.webhooks_sealed_with(raw, 3).await?;
             let opens = samples.iter().any(|s| {
                 let aad = credential_aad(s.credential.user_id.as_str(), s.credential.provider.as_str());
                 self.keyring.open(&s.sealed, &aad).is_ok()
-            });
-            if !samples.is_empty() && !opens {
+            }) || webhooks
+                .iter()
+                .any(|w| self.keyring.open(&w.sealed, &webhook_aad(w.webhook.id.as_str())).is_ok());
+            let sampled = !samples.is_empty() || !webhooks.is_empty();
+            if sampled && !opens {
                 bail!(
                     "the master key does not match the stored credentials: the configured key {id} opens none of \
                      the credentials marked as encrypted under it (they were altered). Set TOLLGATE_MASTER_KEY, or \
@@ -389,8 +396,11 @@ pub struct RotationReport {
     pub resealed: u64,
     /// Replaced or deleted by someone else meanwhile; left as they are.
     pub changed_meanwhile: u64,
-    /// Credentials that would not open, each with the reason.
+    /// Credentials (and webhook secrets) that would not open, each with the reason.
     pub failed: Vec<String>,
+    /// Webhook signing secrets not under the current key when it began.
+    pub webhooks_total: u64,
+    pub webhooks_resealed: u64,
 }
 
 /// Re-encrypts every credential not under the keyring's current key, in
@@ -449,6 +459,30 @@ pub async fn rotate(
             }
         }
         store.insert_audit(&audit).await.context("failed to write the audit log")?;
+        done += batch.len() as u64;
+        progress(done);
+    }
+    // Webhook signing secrets, the same way: batched, each batch one
+    // transaction, resumable.
+    report.webhooks_total = u64::try_from(store.count_webhooks_not_under(&current).await?).unwrap_or(0);
+    let mut after = None;
+    loop {
+        let batch = store.webhooks_not_under(&current, after.as_ref(), batch_size).await?;
+        let Some(last) = batch.last() else { break };
+        after = Some(last.webhook.id.clone());
+        let mut resealed = Vec::with_capacity(batch.len());
+        for stored in &batch {
+            let id = &stored.webhook.id;
+            match keyring.reseal(&stored.sealed, &webhook_aad(id.as_str())) {
+                Ok(Some(new)) => resealed.push(ResealedWebhook { id: id.clone(), old: stored.sealed.clone(), new }),
+                Ok(None) => {}
+                Err(e) => report.failed.push(format!("webhook {id}: {e}")),
+            }
+        }
+        let replaced =
+            store.reseal_webhooks(&resealed).await.context("failed to store re-encrypted webhook secrets")?;
+        report.webhooks_resealed += replaced.iter().filter(|r| **r).count() as u64;
+        report.changed_meanwhile += replaced.iter().filter(|r| !**r).count() as u64;
         done += batch.len() as u64;
         progress(done);
     }

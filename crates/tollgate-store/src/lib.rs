@@ -11,9 +11,11 @@
 //! This crate knows nothing of HTTP.
 
 mod audit;
+mod billing;
 mod credentials;
 mod error;
 mod grants;
+mod hooks;
 mod keys;
 mod plans;
 mod settings;
@@ -30,11 +32,15 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditFilter;
+pub use billing::{Announce, BillingChange, BillingOutcome};
 pub use credentials::{NewCredential, Resealed, StoredCredential};
 pub use error::StoreError;
+pub use hooks::{
+    AfterAttempt, Attempt, AttemptRow, DeliveryRow, DueDelivery, NewEvent, ResealedWebhook, StoredWebhook, WebhookPatch,
+};
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
-pub use usage::{Committed, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent};
+pub use usage::{Committed, CounterRef, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent, Watch, Watcher};
 pub use users::{NewUser, UserPatch};
 pub use web::{SessionOwner, WebSession};
 
@@ -79,7 +85,9 @@ impl Store {
     /// Connects (creating the SQLite file if needed). Does not migrate.
     pub async fn open(config: &StoreConfig) -> anyhow::Result<Store> {
         let pool = match config {
-            StoreConfig::Sqlite { path, fsync_each_commit } => Pool::Sqlite(open_sqlite(path, *fsync_each_commit).await?),
+            StoreConfig::Sqlite { path, fsync_each_commit } => {
+                Pool::Sqlite(open_sqlite(path, *fsync_each_commit).await?)
+            }
             StoreConfig::Postgres { url } => {
                 let pool = PgPoolOptions::new()
                     .max_connections(16)

@@ -1,14 +1,20 @@
 //! The ledger and what it feeds: quota counters, lifetime totals and daily
 //! rollups, all written in the transaction that appends the events.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::json;
 use sqlx::AssertSqlSafe;
-use tollgate_domain::Meter;
+use tollgate_domain::hooks::{Crossing, EventType};
 use tollgate_domain::quota::CounterKey;
+use tollgate_domain::{Meter, Timestamp};
 
 /// Maps on the commit path hash short strings; a fast hash pays there.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+use crate::hooks::{NewEvent, insert_event};
 use crate::{Result, Store, on_pool};
 
 /// One usage event as stored.
@@ -183,11 +189,65 @@ type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str, &'a str, &'a str)
 
 /// What one commit added: per event, whether it was new (a repeated id
 /// adds nothing), and the sums it added to quota counters, one entry per
-/// counter, for the live counters to follow.
+/// counter, for the live counters to follow; and how many alerts it fired.
 #[derive(Debug, Default)]
 pub struct Committed {
     pub new: Vec<bool>,
     pub counters: Vec<(CounterKey, i64)>,
+    pub alerts: usize,
+}
+
+/// A counter a commit touches: user, meter, period start.
+pub type CounterRef<'a> = (&'a str, &'a str, i64);
+
+/// What a commit watches on a limited counter: when the commit carries
+/// the counter across one of `thresholds` (percent of `limit`), or to the
+/// limit, an alert is written to the outbox in the same transaction.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub limit: i64,
+    pub thresholds: Vec<u8>,
+    pub period_end: Option<i64>,
+}
+
+/// Says which counters of a commit are watched. Asked once per commit,
+/// with the counters it touches (sorted by user), inside its transaction.
+pub trait Watcher: Send + Sync {
+    /// One entry per counter, in order.
+    fn watch<'a>(
+        &'a self,
+        counters: &'a [CounterRef<'a>],
+    ) -> Pin<Box<dyn Future<Output = Vec<Option<Watch>>> + Send + 'a>>;
+}
+
+/// The alert events a change of one watched counter fires: each threshold
+/// crossed, and exhaustion.
+fn alerts(counter: CounterRef<'_>, watch: &Watch, crossing: Crossing) -> Vec<(&'static str, u8, NewEvent)> {
+    let (user, meter, period_start) = counter;
+    let data = |threshold: Option<u8>| {
+        let mut data = json!({
+            "user_id": user,
+            "meter": meter,
+            "used": crossing.after,
+            "limit": crossing.limit,
+            "period_start": Timestamp::from_millis(period_start),
+            "period_end": watch.period_end.map(Timestamp::from_millis),
+        });
+        if let Some(t) = threshold {
+            data["threshold"] = json!(t);
+        }
+        data
+    };
+    let mut out = Vec::new();
+    for t in crossing.thresholds(&watch.thresholds) {
+        // A 100 % threshold is said to the user once, by the exhaustion e-mail.
+        let event = NewEvent::new(EventType::UsageThreshold, Some(user), data(Some(t)));
+        out.push(("threshold", t, if t < 100 { event.emailed() } else { event }));
+    }
+    if crossing.exhausts() {
+        out.push(("exhausted", 100, NewEvent::new(EventType::QuotaExceeded, Some(user), data(None)).emailed()));
+    }
+    out
 }
 
 /// The sums a set of new events adds, keyed by borrowed strings so that
@@ -244,7 +304,12 @@ impl Store {
     /// transaction, adds what those feed to counters, lifetime totals and
     /// rollups. A repeated id (in the store or earlier in `events`) is a
     /// duplicate and adds nothing.
-    pub async fn commit_usage(&self, events: &[PreparedEvent]) -> Result<Committed> {
+    ///
+    /// Counters that `watcher` watches are read back as committed; each
+    /// alert threshold they cross (and exhaustion) fires once per user,
+    /// meter and period: the alert is recorded (insert-if-absent on that
+    /// key) and its event written to the outbox, in this transaction.
+    pub async fn commit_usage(&self, events: &[PreparedEvent], watcher: Option<&dyn Watcher>) -> Result<Committed> {
         let mut seen = HashSet::with_capacity_and_hasher(events.len(), Default::default());
         let first: Vec<bool> = events.iter().map(|e| seen.insert(e.row.id.as_str())).collect();
         let fresh: Vec<&PreparedEvent> = events.iter().zip(&first).filter(|(_, f)| **f).map(|(e, _)| e).collect();
@@ -253,8 +318,12 @@ impl Store {
         // The ids of `fresh` that were stored already.
         let mut stored: HashSet<&str> = HashSet::default();
         let counters;
+        let mut alert_count = 0;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            // SQLite: the write lock from the start (waiting for it as long
+            // as the busy timeout allows), so that the rowid read below and
+            // the inserts see one state of the table.
+            let mut tx = if numbered { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
             if numbered {
                 // Postgres: other instances may insert the same ids at the
                 // same time, so the insert itself says which rows were new.
@@ -272,7 +341,8 @@ impl Store {
                 }
                 stored.extend(fresh.iter().map(|e| e.row.id.as_str()).filter(|id| !inserted.contains(*id)));
             } else {
-                // SQLite has one writer, this one. Rows returned by the
+                // SQLite: only this writer inserts usage events, under the
+                // write lock taken at BEGIN. Rows returned by the
                 // driver cost a message each, so the insert only counts:
                 // when every row went in (the usual case), all were new.
                 // Otherwise the ids that were there already are the ones
@@ -311,17 +381,69 @@ impl Store {
             let sums = Sums::of(&new);
 
             let sorted_counters = sorted(&sums.counters);
-            for chunk in sized_chunks(&sorted_counters) {
-                let sql = format!(
-                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
-                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
-                    placeholders(chunk.len(), 4, numbered)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for ((user, meter, start), n) in chunk {
-                    q = q.bind(*user).bind(*meter).bind(*start).bind(*n);
+            let watches = match watcher {
+                Some(w) if !sorted_counters.is_empty() => {
+                    let refs: Vec<CounterRef> = sorted_counters.iter().map(|(k, _)| *k).collect();
+                    w.watch(&refs).await
                 }
-                q.execute(&mut *tx).await?;
+                _ => Vec::new(),
+            };
+            // In key order (so that concurrent writers lock rows in one
+            // order): runs of unwatched counters in multi-row upserts, each
+            // watched one alone, read back as committed (its row lock makes
+            // before = after - n exact across instances).
+            let mut from = 0;
+            for i in 0..=sorted_counters.len() {
+                let watch = watches.get(i).and_then(Option::as_ref);
+                if i < sorted_counters.len() && watch.is_none() {
+                    continue;
+                }
+                for chunk in sized_chunks(&sorted_counters[from..i]) {
+                    let sql = format!(
+                        "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
+                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
+                        placeholders(chunk.len(), 4, numbered)
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for ((user, meter, start), n) in chunk {
+                        q = q.bind(*user).bind(*meter).bind(*start).bind(*n);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                from = i + 1;
+                let (Some(watch), Some(((user, meter, start), n))) = (watch, sorted_counters.get(i)) else { continue };
+                let after: i64 = sqlx::query_scalar(
+                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used \
+                     RETURNING used",
+                )
+                .bind(*user)
+                .bind(*meter)
+                .bind(*start)
+                .bind(*n)
+                .fetch_one(&mut *tx)
+                .await?;
+                let crossing = Crossing { before: after - n, after, limit: watch.limit };
+                for (kind, threshold, event) in alerts((user, meter, *start), watch, crossing) {
+                    let fired = sqlx::query(
+                        "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(*user)
+                    .bind(*meter)
+                    .bind(*start)
+                    .bind(kind)
+                    .bind(i64::from(threshold))
+                    .bind(&event.id)
+                    .bind(event.at.millis())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if fired == 1 {
+                        insert_event!(&mut *tx, &event).await?;
+                        alert_count += 1;
+                    }
+                }
             }
             let lifetime = sorted(&sums.lifetime);
             for chunk in sized_chunks(&lifetime) {
@@ -369,7 +491,7 @@ impl Store {
             Ok::<_, sqlx::Error>(())
         })?;
         let new = events.iter().zip(first).map(|(e, first)| first && !stored.contains(e.row.id.as_str())).collect();
-        Ok(Committed { new, counters })
+        Ok(Committed { new, counters, alerts: alert_count })
     }
 
     /// A counter's committed value (0 if it has none yet).

@@ -11,6 +11,8 @@ macro_rules! columns {
     };
 }
 
+pub(crate) use columns as user_columns;
+
 /// Binds a user's columns in the order of `columns!()`.
 macro_rules! bind_user {
     ($q:expr, $user:expr, $overrides:expr) => {{
@@ -51,7 +53,7 @@ fn user_write_error(user: &User) -> impl FnOnce(sqlx::Error) -> StoreError + '_ 
 }
 
 #[derive(sqlx::FromRow)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: String,
     plan: String,
     status: String,

@@ -41,6 +41,13 @@ pub fn credential_aad(user_id: &str, provider: &str) -> Vec<u8> {
     format!("{user_id}|{provider}").into_bytes()
 }
 
+/// The associated data of a webhook endpoint's signing secret:
+/// `webhook:<endpoint id>`. It holds no `|`, so it never equals a
+/// credential's (which always does).
+pub fn webhook_aad(endpoint_id: &str) -> Vec<u8> {
+    format!("webhook:{endpoint_id}").into_bytes()
+}
+
 /// A master key's public name: 8 lowercase hex digits of the key's SHA-256.
 /// Stored beside each ciphertext; reveals nothing useful about the key.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

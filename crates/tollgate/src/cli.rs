@@ -464,10 +464,11 @@ impl VaultCommand {
             );
         }
         let store = tollgate_server::app::open_store(&config).await?;
-        let total = store.count_credentials_not_under(keyring.current_id()).await?;
+        let total = store.count_credentials_not_under(keyring.current_id()).await?
+            + store.count_webhooks_not_under(keyring.current_id()).await?;
         let bar = if total > 0 { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} credentials ({eta} left)")
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} secrets ({eta} left)")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let report = tollgate_server::vault::rotate(&store, &keyring, batch_size, |done| bar.set_position(done)).await;
@@ -485,16 +486,23 @@ impl VaultCommand {
                 String::new()
             }
         );
+        println!(
+            "re-encrypted {} of {} webhook signing secrets under master key {current}",
+            report.webhooks_resealed, report.webhooks_total
+        );
         if !report.failed.is_empty() {
             for failure in &report.failed {
                 eprintln!("  {failure}");
             }
             anyhow::bail!(
-                "{} credentials could not be opened; list the key they were encrypted with in TOLLGATE_MASTER_KEYS_OLD and run `tollgate vault rotate` again",
+                "{} secrets could not be opened; list the key they were encrypted with in TOLLGATE_MASTER_KEYS_OLD and run `tollgate vault rotate` again",
                 report.failed.len()
             );
         }
-        println!("every credential is encrypted under master key {current}; the old keys are no longer needed");
+        println!(
+            "every credential and webhook secret is encrypted under master key {current}; the old keys are no longer \
+             needed"
+        );
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //!   decided under one lock, so concurrent callers never get more than the
 //!   limit between them.
 
+mod alerts;
 mod counters;
 mod writer;
 
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tollgate_domain::model::{Grant, Plan, User};
 use tollgate_domain::period::Period;
@@ -116,9 +117,61 @@ pub struct Metering {
     counters: Arc<dyn CounterStore>,
     writer: RwLock<Option<mpsc::Sender<Job>>>,
     writer_task: Mutex<Option<JoinHandle<()>>>,
-    accounts: Mutex<HashMap<UserId, (Instant, Arc<Account>)>>,
+    accounts: Arc<Accounts>,
     prices: RwLock<PriceTable>,
     config: MeteringConfig,
+    /// Told when a commit wrote alerts to the outbox.
+    outbox_signal: Arc<Notify>,
+}
+
+/// Users with plan and grants, cached for the account TTL; shared by the
+/// engine and the writer (which judges alert thresholds against them).
+pub(crate) struct Accounts {
+    store: Arc<Store>,
+    cache: Mutex<HashMap<UserId, (Instant, Arc<Account>)>>,
+    ttl: Duration,
+}
+
+impl Accounts {
+    fn cached(&self, id: &UserId) -> Option<Arc<Account>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, a)| a.clone())
+    }
+
+    fn insert(&self, id: UserId, account: Arc<Account>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 100_000 {
+            cache.clear();
+        }
+        cache.insert(id, (Instant::now(), account));
+    }
+
+    /// The user with plan and grants, from the cache while fresh.
+    pub(crate) async fn get(&self, id: &UserId) -> ApiResult<Arc<Account>> {
+        if let Some(account) = self.cached(id) {
+            return Ok(account);
+        }
+        let user = match self.store.user(id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound(m)) => return Err(ApiError::NotFound(m)),
+            Err(e) => return Err(e.into()),
+        };
+        let plan = self.store.plan(&user.plan).await?;
+        let grants = self.store.grants_of(id).await?;
+        let account = Arc::new(Account { user, plan, grants });
+        self.insert(id.clone(), account.clone());
+        Ok(account)
+    }
+
+    fn invalidate(&self, user: Option<&UserId>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match user {
+            Some(id) => {
+                cache.remove(id);
+            }
+            None => cache.clear(),
+        }
+    }
 }
 
 fn stopped() -> ApiError {
@@ -129,8 +182,12 @@ impl Metering {
     /// Starts the writer; prices are the built-in ones with `overrides`.
     pub fn start(store: Arc<Store>, config: MeteringConfig, overrides: Vec<(String, Price)>) -> Arc<Metering> {
         let counters: Arc<dyn CounterStore> = Arc::new(MemoryCounters::default());
+        let accounts =
+            Arc::new(Accounts { store: store.clone(), cache: Mutex::new(HashMap::new()), ttl: config.account_ttl });
+        let outbox_signal = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(65_536);
-        let task = tokio::spawn(writer::run(store.clone(), counters.clone(), rx));
+        let task =
+            tokio::spawn(writer::run(store.clone(), counters.clone(), accounts.clone(), outbox_signal.clone(), rx));
         let mut prices = PriceTable::default();
         for (model, price) in overrides {
             prices.set(&model, price);
@@ -140,10 +197,17 @@ impl Metering {
             counters,
             writer: RwLock::new(Some(tx)),
             writer_task: Mutex::new(Some(task)),
-            accounts: Mutex::new(HashMap::new()),
+            accounts,
             prices: RwLock::new(prices),
             config,
+            outbox_signal,
         })
+    }
+
+    /// Notified whenever a commit writes usage alerts to the outbox, so
+    /// that their sender need not wait for its next poll.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_signal.clone()
     }
 
     /// Lets the writer commit what is queued, then stops it.
@@ -163,36 +227,12 @@ impl Metering {
     /// Drops cached accounts (all, or one user's) after a change to users,
     /// plans or grants.
     pub fn invalidate(&self, user: Option<&UserId>) {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        match user {
-            Some(id) => {
-                accounts.remove(id);
-            }
-            None => accounts.clear(),
-        }
+        self.accounts.invalidate(user);
     }
 
     /// The user with plan and grants; cached for the account TTL.
     pub async fn account(&self, id: &UserId) -> ApiResult<Arc<Account>> {
-        if let Some((at, account)) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(id)
-            && at.elapsed() < self.config.account_ttl
-        {
-            return Ok(account.clone());
-        }
-        let user = match self.store.user(id).await {
-            Ok(user) => user,
-            Err(StoreError::NotFound(m)) => return Err(ApiError::NotFound(m)),
-            Err(e) => return Err(e.into()),
-        };
-        let plan = self.store.plan(&user.plan).await?;
-        let grants = self.store.grants_of(id).await?;
-        let account = Arc::new(Account { user, plan, grants });
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        if accounts.len() >= 100_000 {
-            accounts.clear();
-        }
-        accounts.insert(id.clone(), (Instant::now(), account.clone()));
-        Ok(account)
+        self.accounts.get(id).await
     }
 
     /// The account of anonymous traffic from `ip`, on the demo plan. It has
@@ -204,10 +244,8 @@ impl Metering {
     ) -> ApiResult<Arc<Account>> {
         let id =
             UserId::parse(&format!("{ANONYMOUS_PREFIX}{ip}")).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-        if let Some((at, account)) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
-            && at.elapsed() < self.config.account_ttl
-        {
-            return Ok(account.clone());
+        if let Some(account) = self.accounts.cached(&id) {
+            return Ok(account);
         }
         let plan = self.store.plan(plan).await?;
         let epoch = Timestamp::from_millis(0);
@@ -224,7 +262,7 @@ impl Metering {
             updated_at: epoch,
         };
         let account = Arc::new(Account { user, plan, grants: Vec::new() });
-        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (Instant::now(), account.clone()));
+        self.accounts.insert(id, account.clone());
         Ok(account)
     }
 

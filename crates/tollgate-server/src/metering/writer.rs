@@ -1,14 +1,18 @@
 //! The single writer: it commits whatever is queued in one transaction
 //! (natural group commit: no timer, no wait when idle), then applies the
 //! committed usage to the live counters and answers each caller. Loads of
-//! counters go through it too, so that a load never races a commit.
+//! counters go through it too, so that a load never races a commit. Usage
+//! alerts are judged inside the commit (see [`super::alerts`]); when a
+//! commit fired some, the outbox's sender is told.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tollgate_domain::quota::CounterKey;
 use tollgate_store::{PreparedEvent, Store};
 
+use super::Accounts;
+use super::alerts::Limits;
 use super::counters::CounterStore;
 
 type Counters = Arc<dyn CounterStore>;
@@ -29,7 +33,13 @@ pub enum Job {
 /// Jobs taken into one transaction at most.
 const MAX_JOBS: usize = 1024;
 
-pub async fn run(store: Arc<Store>, counters: Counters, mut jobs: mpsc::Receiver<Job>) {
+pub async fn run(
+    store: Arc<Store>,
+    counters: Counters,
+    accounts: Arc<Accounts>,
+    outbox_signal: Arc<Notify>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
     let mut batch = Vec::with_capacity(MAX_JOBS);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
@@ -49,7 +59,10 @@ pub async fn run(store: Arc<Store>, counters: Counters, mut jobs: mpsc::Receiver
             }
         }
         if !commits.is_empty() {
-            commit(&store, &counters, commits).await;
+            let limits = Limits { accounts: &accounts };
+            if commit(&store, &counters, &limits, commits).await {
+                outbox_signal.notify_one();
+            }
         }
     }
     tracing::debug!("metering writer stopped: every queued write is committed");
@@ -65,7 +78,8 @@ async fn load(store: &Store, counters: &Counters, keys: Vec<CounterKey>) -> Resu
 
 type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<bool>, String>>);
 
-async fn commit(store: &Store, counters: &Counters, commits: Vec<Pending>) {
+/// Commits, applies, answers; says whether alerts were written.
+async fn commit(store: &Store, counters: &Counters, limits: &Limits<'_>, commits: Vec<Pending>) -> bool {
     let mut all = Vec::with_capacity(commits.iter().map(|(events, _, _)| events.len()).sum());
     let mut callers = Vec::with_capacity(commits.len());
     let mut settled = Vec::new();
@@ -74,7 +88,7 @@ async fn commit(store: &Store, counters: &Counters, commits: Vec<Pending>) {
         settled.extend(settles);
         all.extend(events);
     }
-    match store.commit_usage(&all).await {
+    match store.commit_usage(&all, Some(limits)).await {
         Ok(committed) => {
             // Holds of settled reservations end, and every new event's
             // usage (the settled ones' included) is added, in one step.
@@ -88,12 +102,14 @@ async fn commit(store: &Store, counters: &Counters, commits: Vec<Pending>) {
             for (range, reply) in callers {
                 let _ = reply.send(Ok(committed.new[range].to_vec()));
             }
+            committed.alerts > 0
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "failed to commit usage");
             for (_, reply) in callers {
                 let _ = reply.send(Err(e.to_string()));
             }
+            false
         }
     }
 }

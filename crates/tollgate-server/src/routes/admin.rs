@@ -18,6 +18,7 @@ use super::keys::{self, KeyInput, RotateInput};
 use crate::audit::Origin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, OptionalBody, Params};
+use crate::hooks::events;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -407,6 +408,12 @@ pub(crate) async fn change_plan(
         .detail("to", user.plan.as_str())
         .detail("reset_usage", reset_usage.to_string());
     state.audit.note(entry).await;
+    if before.plan != user.plan {
+        state.hooks.emit(events::plan_changed(id, &before.plan, &user.plan, reset_usage, "admin")).await;
+    }
+    if let (true, Some(start)) = (reset_usage, user.usage_reset_at) {
+        state.hooks.emit(events::usage_reset(id, start, "plan_change")).await;
+    }
     Ok(user)
 }
 

@@ -27,6 +27,7 @@ use crate::audit::Origin;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Params};
+use crate::hooks::events;
 use crate::state::AppState;
 
 /// Admin routes (nested under `/admin/v1`).
@@ -109,6 +110,8 @@ pub(crate) async fn set_credential(
         entry = entry.detail("validation", v.outcome.as_str());
     }
     state.audit.note(entry).await;
+    let event = events::credential_updated(user, provider.as_str(), credential.label.as_deref(), "set");
+    state.hooks.emit(event).await;
     Ok(credential)
 }
 
@@ -124,6 +127,7 @@ pub(crate) async fn remove_credential(
     state.vault.remove(user, &provider).await?;
     let entry = origin.entry(AuditAction::CredentialRemoved, target(user, &provider)).user(user);
     state.audit.note(entry.detail("provider", provider.as_str())).await;
+    state.hooks.emit(events::credential_updated(user, provider.as_str(), None, "removed")).await;
     Ok(())
 }
 

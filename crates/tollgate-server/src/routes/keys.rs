@@ -1,5 +1,6 @@
 //! Issuing, listing, rotating and revoking gateway keys: the rules shared
-//! by the admin routes and the self-service ones.
+//! by the admin routes and the self-service ones (which emit `key.created`
+//! and `key.revoked`).
 
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use tollgate_store::NewKey;
 
 use crate::audit::Origin;
 use crate::error::{ApiError, ApiResult};
+use crate::hooks::events;
 use crate::state::AppState;
 
 /// What a caller may say about a new key.
@@ -121,20 +123,21 @@ pub fn parse_key_id(raw: &str) -> ApiResult<KeyId> {
     KeyId::parse(raw).map_err(|e| ApiError::invalid("key_id", e.to_string()))
 }
 
-/// Revokes at once and forgets cached verifications.
-/// Stores a new key and notes it in the audit log.
+/// Stores a new key, notes it in the audit log and emits `key.created`.
 pub async fn insert(state: &AppState, origin: &Origin, new: &NewKey) -> ApiResult<KeyRecord> {
     let record = state.store.insert_key(new).await?;
     state.audit.note(audit_entry(origin, AuditAction::KeyCreated, &record)).await;
+    state.hooks.emit(events::key_created(&record, None)).await;
     Ok(record)
 }
 
-/// Revokes a key at once (on this instance; others within the cache TTL)
-/// and notes it in the audit log.
+/// Revokes a key at once (on this instance; others within the cache TTL),
+/// notes it in the audit log and emits `key.revoked`.
 pub async fn revoke(state: &AppState, origin: &Origin, id: &KeyId) -> ApiResult<KeyRecord> {
     let record = state.store.revoke_key(id, Timestamp::now()).await?;
     state.key_cache.invalidate_all();
     state.audit.note(audit_entry(origin, AuditAction::KeyRevoked, &record)).await;
+    state.hooks.emit(events::key_revoked(&record)).await;
     Ok(record)
 }
 
@@ -152,5 +155,11 @@ pub async fn rotate(state: &AppState, id: &KeyId, input: RotateInput) -> ApiResu
     let (new, secret) = prepare(old.kind, old.user_id.clone(), input, None, |_| true)?;
     let record = state.store.rotate_key(id, &new, now.plus_seconds(grace)).await?;
     state.key_cache.invalidate_all();
+    state.hooks.emit(events::key_created(&record, Some(id))).await;
+    // The old key's revocation (now, or when the grace period ends).
+    match state.store.key(id).await {
+        Ok(old) => state.hooks.emit(events::key_revoked(&old)).await,
+        Err(e) => tracing::error!(error = %e, "failed to read a rotated key for its key.revoked event"),
+    }
     Ok((record, secret))
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface, grouped by audience: operations (no auth),
-//! self-service (a gateway key), admin (the admin token).
+//! self-service (a gateway key), admin (the admin token), and Stripe's
+//! webhook (its own signature).
 //!
 //! Every response carries `X-Request-Id`; every request is logged by its
 //! route pattern, never its query string (which may hold `?key=`).
@@ -11,7 +12,9 @@ mod me;
 mod metering;
 mod ops;
 mod quota;
+mod stripe;
 pub(crate) mod usage;
+mod webhooks;
 
 use std::time::Instant;
 
@@ -34,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let admin = admin::routes()
         .merge(usage::admin_routes())
         .merge(credentials::admin_routes())
+        .merge(webhooks::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let me = me::routes()
         .merge(usage::me_routes())
@@ -44,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::routes())
         .merge(crate::gateway::routes())
+        .merge(stripe::routes())
         .nest("/admin/v1", admin)
         .merge(me)
         .merge(crate::web::routes())

@@ -333,6 +333,7 @@ pub(crate) async fn reset_usage(state: &AppState, origin: &Origin, id: &UserId) 
     state.metering.invalidate(Some(id));
     let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(id);
     state.audit.note(entry).await;
+    state.hooks.emit(crate::hooks::events::usage_reset(id, now, "manual")).await;
     state.metering.account(id).await
 }
 

@@ -490,3 +490,36 @@ async fn run_script(program: PathBuf, script: PathBuf, env: &[(&str, &str)]) -> 
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Starts `tests/sdk/python/<script>` with the Python of `.venv/` and lets
+/// it run (a server such as the SMTP sink); it is killed when dropped.
+/// Returns once it printed its first line (`ready`).
+pub async fn python_background(script: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let interpreter = repo_root().join(".venv/bin/python");
+    assert!(interpreter.exists(), "the Python packages are not installed: run scripts/test.sh");
+    let path = repo_root().join("tests/sdk/python").join(script);
+    let mut command = tokio::process::Command::new(&interpreter);
+    command.arg(&path).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{script} could not start: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{script} printed nothing in 60 s"))
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("ready"), "{script} did not start");
+    child
+}
+
+/// A port nobody listens on right now, for a server that must be told its
+/// port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

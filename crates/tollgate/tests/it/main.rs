@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod common;
 mod gateway;
+mod hooks;
 mod keys;
 mod metering;
 mod mock;

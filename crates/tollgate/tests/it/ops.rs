@@ -121,6 +121,15 @@ async fn openapi_describes_every_admin_and_self_service_route(backend: Backend) 
         ("delete", "/v1/me/credentials/{provider}"),
         ("post", "/v1/credentials/resolve"),
         ("get", "/admin/v1/audit"),
+        ("get", "/admin/v1/webhooks"),
+        ("post", "/admin/v1/webhooks"),
+        ("get", "/admin/v1/webhooks/{id}"),
+        ("patch", "/admin/v1/webhooks/{id}"),
+        ("delete", "/admin/v1/webhooks/{id}"),
+        ("get", "/admin/v1/webhooks/{id}/deliveries"),
+        ("get", "/admin/v1/webhooks/{id}/deliveries/{delivery_id}"),
+        ("post", "/admin/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
+        ("post", "/webhooks/stripe"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -142,7 +151,8 @@ async fn openapi_describes_every_admin_and_self_service_route(backend: Backend) 
             .replace("{slug}", "free")
             .replace("{id}", "nobody")
             .replace("{key_id}", "key_AAAAAAAAAAAAAAAAAAAA")
-            .replace("{provider}", "openai");
+            .replace("{provider}", "openai")
+            .replace("{delivery_id}", "dlv_nothing");
         let reply = app.api.call(method.to_uppercase().parse().unwrap(), &concrete, None, None).await;
         let no_route =
             reply.status == 404 && reply.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("no route"));
