@@ -18,9 +18,10 @@ use tollgate_vault::{Keyring, MasterKey};
 
 use crate::audit::AuditLog;
 use crate::auth::{FailureLimiter, KeyCache, LastUsed};
+use crate::cluster::{Cluster, RedisCounters};
 use crate::config::Config;
 use crate::hooks::Hooks;
-use crate::metering::{Metering, MeteringConfig};
+use crate::metering::{CounterStore, MemoryCounters, Metering, MeteringConfig};
 use crate::routes::{self, RateWindows};
 use crate::state::{AppState, Shared};
 use crate::vault::Vault;
@@ -89,8 +90,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let _ = tcp.set_nodelay(true);
     });
 
-    let metering = Metering::start(
+    let cluster = match &config.redis_url {
+        Some(url) => Some(Cluster::connect(url.expose(), &config.redis_prefix).await?),
+        None => None,
+    };
+    let counters: Arc<dyn CounterStore> = match &cluster {
+        Some(cluster) => Arc::new(RedisCounters(cluster.clone())),
+        None => Arc::new(MemoryCounters::default()),
+    };
+    let metering = Metering::start_with(
         store.clone(),
+        counters,
         MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
         prices,
     );
@@ -100,7 +110,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         gateway,
         hooks,
         metering,
-        rate_windows: Arc::new(RateWindows::default()),
+        rate_windows: Arc::new(match &cluster {
+            Some(cluster) => RateWindows::Shared(cluster.clone()),
+            None => RateWindows::default(),
+        }),
+        cluster: cluster.clone(),
         web_key: Arc::new(crate::web::SigningKey::derive(vault.keyring())),
         key_cache: Arc::new(KeyCache::new(config.key_cache_ttl, config.key_cache_capacity)),
         failures: Arc::new(FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window)),
@@ -113,6 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config,
     });
     let flusher = tokio::spawn(flush_last_used_every(state.clone()));
+    let listener_task = cluster.map(|cluster| tokio::spawn(cluster.listen(state.clone())));
     let housekeeper = tokio::spawn(housekeeping(state.clone()));
     let app = routes::router(state.clone());
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -125,6 +140,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .await
             .context("the HTTP server failed")?;
         flusher.abort();
+        if let Some(task) = &listener_task {
+            task.abort();
+        }
         housekeeper.abort();
         // Requests are done: commit what they queued, then stop the writer.
         state.metering.shutdown().await;

@@ -33,7 +33,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreConfig,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretString>,
+    /// The start of every key Tollgate writes in Redis (so that several
+    /// deployments can share one Redis).
+    pub redis_prefix: String,
     /// The admin token, when the operator sets one; otherwise one is
     /// generated at first start and only its hash is kept.
     pub admin_token: Option<SecretString>,
@@ -210,6 +213,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
     admin_token: Option<String>,
     master_key: Option<String>,
     /// Retired master keys, comma-separated.
@@ -294,6 +298,7 @@ variables! {
     data_dir => "TOLLGATE_DATA_DIR",
     database_url => "TOLLGATE_DATABASE_URL",
     redis_url => "TOLLGATE_REDIS_URL",
+    redis_prefix => "TOLLGATE_REDIS_PREFIX",
     admin_token => "TOLLGATE_ADMIN_TOKEN",
     master_key => "TOLLGATE_MASTER_KEY",
     master_keys_old => "TOLLGATE_MASTER_KEYS_OLD",
@@ -760,7 +765,12 @@ impl RawConfig {
             listen,
             data_dir,
             store,
-            redis_url: self.redis_url,
+            redis_url: self.redis_url.map(SecretString::new),
+            redis_prefix: match self.redis_prefix {
+                None => "tollgate:".to_owned(),
+                Some(p) if !p.is_empty() && p.len() <= 100 && !p.chars().any(char::is_whitespace) => p,
+                Some(_) => return Err(err(format!("{}: 1 to 100 characters, no spaces", name_of("redis_prefix")))),
+            },
             admin_token,
             master_key,
             master_keys_old,

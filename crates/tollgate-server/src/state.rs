@@ -53,12 +53,25 @@ pub struct Shared {
     pub gateway: crate::gateway::Gateway,
     /// The outbox's sender: webhooks and e-mail alerts.
     pub hooks: Arc<Hooks>,
+    /// What several instances share through Redis, when configured.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
-    /// After a change to users or plans: forget verified keys, accounts and
-    /// cached credentials.
+    /// After a change to users, plans, keys or grants: forget verified
+    /// keys, accounts and cached credentials here at once, and, when
+    /// instances share Redis, tell the others to do the same (else they
+    /// catch up within the cache TTL).
     pub fn invalidate_users(&self) {
+        self.forget_cached();
+        if let Some(cluster) = &self.cluster {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { cluster.announce().await });
+        }
+    }
+
+    /// Forgets what this instance cached about users, plans and keys.
+    pub fn forget_cached(&self) {
         self.key_cache.invalidate_all();
         self.metering.invalidate(None);
         self.vault.invalidate_all();

@@ -48,9 +48,9 @@ pub struct Held {
 }
 
 /// The plan's per-minute request limit.
-pub fn take_request(state: &AppState, account: &Account) -> Result<(), ProxyError> {
+pub async fn take_request(state: &AppState, account: &Account) -> Result<(), ProxyError> {
     let Some(rpm) = account.plan.rpm else { return Ok(()) };
-    state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).map_err(|wait| {
+    state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).await.map_err(|wait| {
         let retry = wait.div_ceil(1000).max(1);
         let details = LimitDetails {
             meter: "requests_per_minute".into(),
@@ -156,7 +156,7 @@ pub async fn reserve(
             let who = format!("tpm:{}", account.user.id);
             // A call larger than a minute's allowance waits for a whole minute.
             let cost = ((input + output) as i64).min(tpm);
-            if let Err(wait) = state.rate_windows.take(&who, tpm, cost, now.millis()) {
+            if let Err(wait) = state.rate_windows.take(&who, tpm, cost, now.millis()).await {
                 release(state, &held).await;
                 let retry = wait.div_ceil(1000).max(1);
                 let details = LimitDetails {
@@ -306,7 +306,7 @@ impl Settlement {
         metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider, "kind" => "output")
             .increment(usage.output);
         if let Some((who, tpm, taken)) = &self.held.tpm {
-            self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis());
+            self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis()).await;
         }
         match self.state.metering.commit(vec![event], self.held.reservation.clone()).await {
             Ok(_) => Ok(()),

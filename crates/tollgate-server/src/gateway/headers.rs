@@ -29,7 +29,7 @@ pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<Heade
     for (family, per_minute, who, meter) in families {
         let (limit, remaining, reset_ms) = match per_minute {
             Some(per_minute) => {
-                let (remaining, reset_ms) = state.rate_windows.peek(&who, per_minute, now.millis());
+                let (remaining, reset_ms) = state.rate_windows.peek(&who, per_minute, now.millis()).await;
                 (per_minute, remaining, reset_ms)
             }
             None => {

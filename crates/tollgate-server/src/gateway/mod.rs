@@ -192,7 +192,7 @@ async fn forward(
     let at = Timestamp::now();
     let api = op.api();
     let account = &caller.account;
-    accounting::take_request(state, account)?;
+    accounting::take_request(state, account).await?;
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
     })?;
@@ -389,7 +389,7 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
 
 async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts) -> Result<Response, ProxyError> {
     let account = &caller.account;
-    accounting::take_request(state, account)?;
+    accounting::take_request(state, account).await?;
     let name = match api {
         Api::Anthropic => KnownProvider::Anthropic.name(),
         _ => state.config.gateway.default_provider.as_str(),

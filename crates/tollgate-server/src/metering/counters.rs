@@ -12,6 +12,13 @@ use tollgate_domain::quota::{Ask, Count, CounterKey, Counters, Refusal};
 
 pub type CounterResult<T> = anyhow::Result<T>;
 
+/// A hold asked for a counter whose committed value is not loaded (a
+/// shared store may drop one between its load and the hold): load it and
+/// ask again.
+#[derive(Debug, thiserror::Error)]
+#[error("a counter was not loaded in the shared counter store")]
+pub struct NotLoaded;
+
 /// Amounts per counter.
 pub type Parts = Vec<(CounterKey, i64)>;
 

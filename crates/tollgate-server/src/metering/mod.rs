@@ -27,7 +27,7 @@ use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp, UserId, base62};
 use tollgate_store::{EventRow, PreparedEvent, Store, StoreError};
 
-pub use counters::{CounterStore, MemoryCounters};
+pub use counters::{CounterResult, CounterStore, MemoryCounters, NotLoaded, Parts};
 use writer::Job;
 
 use crate::error::{ApiError, ApiResult};
@@ -179,9 +179,20 @@ fn stopped() -> ApiError {
 }
 
 impl Metering {
-    /// Starts the writer; prices are the built-in ones with `overrides`.
+    /// Starts the writer, with live counters in this process's memory;
+    /// prices are the built-in ones with `overrides`.
     pub fn start(store: Arc<Store>, config: MeteringConfig, overrides: Vec<(String, Price)>) -> Arc<Metering> {
-        let counters: Arc<dyn CounterStore> = Arc::new(MemoryCounters::default());
+        Metering::start_with(store, Arc::new(MemoryCounters::default()), config, overrides)
+    }
+
+    /// Starts the writer with the given live counters (shared ones, for
+    /// several instances).
+    pub fn start_with(
+        store: Arc<Store>,
+        counters: Arc<dyn CounterStore>,
+        config: MeteringConfig,
+        overrides: Vec<(String, Price)>,
+    ) -> Arc<Metering> {
         let accounts =
             Arc::new(Accounts { store: store.clone(), cache: Mutex::new(HashMap::new()), ttl: config.account_ttl });
         let outbox_signal = Arc::new(Notify::new());
@@ -309,7 +320,7 @@ impl Metering {
         }
         let id = format!("res_{}", base62::random(20));
         let ttl_ms = ttl.unwrap_or(self.config.reservation_ttl).as_millis() as i64;
-        match self.counters.reserve(&id, &[Ask { key, amount, limit }], now.millis(), ttl_ms).await? {
+        match self.hold(&id, &[Ask { key, amount, limit }], now.millis(), ttl_ms).await? {
             Ok(()) => Ok(CheckOutcome { allowed: true, state, period, reservation_id: Some(id) }),
             Err(Refusal { count, .. }) => {
                 let state = MeterState { limit, used: count.used, reserved: count.reserved };
@@ -336,12 +347,26 @@ impl Metering {
             .collect();
         let id = format!("res_{}", base62::random(20));
         let ttl_ms = self.config.reservation_ttl.as_millis() as i64;
-        match self.counters.reserve(&id, &asks, now.millis(), ttl_ms).await? {
+        match self.hold(&id, &asks, now.millis(), ttl_ms).await? {
             Ok(()) => Ok(Ok(id)),
             Err(Refusal { index, count, limit }) => Ok(Err((
                 amounts[index].0.clone(),
                 MeterState { limit: Some(limit), used: count.used, reserved: count.reserved },
             ))),
+        }
+    }
+
+    /// Holds every ask or none, its counters loaded. A shared counter store
+    /// may drop a counter between its load and the hold ([`NotLoaded`]):
+    /// it is loaded again and the hold tried once more.
+    async fn hold(&self, id: &str, asks: &[Ask], now: i64, ttl_ms: i64) -> ApiResult<Result<(), Refusal>> {
+        match self.counters.reserve(id, asks, now, ttl_ms).await {
+            Err(e) if e.is::<NotLoaded>() => {
+                let keys: Vec<CounterKey> = asks.iter().map(|a| a.key.clone()).collect();
+                self.ensure_loaded(&keys).await?;
+                Ok(self.counters.reserve(id, asks, now, ttl_ms).await?)
+            }
+            other => Ok(other?),
         }
     }
 

@@ -135,7 +135,7 @@ pub async fn insert(state: &AppState, origin: &Origin, new: &NewKey) -> ApiResul
 /// notes it in the audit log and emits `key.revoked`.
 pub async fn revoke(state: &AppState, origin: &Origin, id: &KeyId) -> ApiResult<KeyRecord> {
     let record = state.store.revoke_key(id, Timestamp::now()).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     state.audit.note(audit_entry(origin, AuditAction::KeyRevoked, &record)).await;
     state.hooks.emit(events::key_revoked(&record)).await;
     Ok(record)
@@ -154,7 +154,7 @@ pub async fn rotate(state: &AppState, id: &KeyId, input: RotateInput) -> ApiResu
     let input = KeyInput { name: Some(old.name.clone()), scopes: Some(old.scopes.iter().collect()), expires_at };
     let (new, secret) = prepare(old.kind, old.user_id.clone(), input, None, |_| true)?;
     let record = state.store.rotate_key(id, &new, now.plus_seconds(grace)).await?;
-    state.key_cache.invalidate_all();
+    state.invalidate_users();
     state.hooks.emit(events::key_created(&record, Some(id))).await;
     // The old key's revocation (now, or when the grace period ends).
     match state.store.key(id).await {

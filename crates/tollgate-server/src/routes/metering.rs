@@ -311,7 +311,7 @@ async fn check(
         (input.meter.as_str() == Meter::TOKENS, account.plan.tpm, &outcome.reservation_id)
     {
         let who = format!("tpm:{}", account.user.id);
-        if let Err(wait_ms) = state.rate_windows.take(&who, tpm, input.amount, Timestamp::now().millis()) {
+        if let Err(wait_ms) = state.rate_windows.take(&who, tpm, input.amount, Timestamp::now().millis()).await {
             state.metering.release(id).await?;
             allowed = false;
             reason = Some("tokens_per_minute");

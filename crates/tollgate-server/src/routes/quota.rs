@@ -3,7 +3,7 @@
 //! rate-limit headers of the meter that binds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
@@ -13,59 +13,103 @@ use tollgate_domain::{Meter, Timestamp};
 
 use super::usage::{binding_meter, ratelimit_headers};
 use crate::auth::Principal;
+use crate::cluster::Cluster;
 use crate::error::{ApiError, LimitDetails};
 use crate::metering::Account;
 use crate::state::AppState;
 
 /// Per-user GCRA windows: a user may burst up to the whole per-minute
-/// allowance, then one request per `60 s / limit`.
-#[derive(Default)]
-pub struct RateWindows(Mutex<HashMap<String, f64>>);
+/// allowance, then one request per `60 s / limit`. In this process's memory
+/// for one instance, in Redis when several share it.
+pub enum RateWindows {
+    Memory(Mutex<HashMap<String, f64>>),
+    Shared(Arc<Cluster>),
+}
+
+impl Default for RateWindows {
+    fn default() -> Self {
+        RateWindows::Memory(Mutex::default())
+    }
+}
 
 const WINDOW_MS: f64 = 60_000.0;
 
 impl RateWindows {
     /// Takes `cost` from `who`'s allowance of `per_minute`; `Err` holds the
-    /// milliseconds to wait.
-    pub fn take(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) -> Result<(), u64> {
-        let interval = WINDOW_MS / per_minute.max(1) as f64;
-        let now = now_ms as f64;
-        let mut windows = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, tat| *tat > now);
+    /// milliseconds to wait. Should Redis fail, the call is let through (a
+    /// rate limit is a brake, not a quota) and the failure logged.
+    pub async fn take(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) -> Result<(), u64> {
+        match self {
+            RateWindows::Memory(windows) => memory_take(windows, who, per_minute, cost, now_ms),
+            RateWindows::Shared(cluster) => cluster.take(who, per_minute, cost).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "failed to take from a rate window in Redis; letting the call through");
+                Ok(())
+            }),
         }
-        let tat = windows.get(who).copied().unwrap_or(now).max(now);
-        let new_tat = tat + cost as f64 * interval;
-        if new_tat - now > WINDOW_MS {
-            return Err((new_tat - now - WINDOW_MS).ceil() as u64);
-        }
-        windows.insert(who.to_owned(), new_tat);
-        Ok(())
     }
 
     /// Gives back `cost` taken earlier (an estimate that turned out
     /// larger than what was used), never past an empty window.
-    pub fn give_back(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) {
+    pub async fn give_back(&self, who: &str, per_minute: i64, cost: i64, now_ms: i64) {
         if cost <= 0 {
             return;
         }
-        let interval = WINDOW_MS / per_minute.max(1) as f64;
-        let mut windows = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tat) = windows.get_mut(who) {
-            *tat = (*tat - cost as f64 * interval).max(now_ms as f64);
+        match self {
+            RateWindows::Memory(windows) => {
+                let interval = WINDOW_MS / per_minute.max(1) as f64;
+                let mut windows = windows.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(tat) = windows.get_mut(who) {
+                    *tat = (*tat - cost as f64 * interval).max(now_ms as f64);
+                }
+            }
+            RateWindows::Shared(cluster) => {
+                if let Err(e) = cluster.give_back(who, per_minute, cost).await {
+                    tracing::warn!(error = %e, "failed to give back to a rate window in Redis");
+                }
+            }
         }
     }
 
     /// What is left of `who`'s allowance of `per_minute` now, and the
     /// milliseconds until all of it is back.
-    pub fn peek(&self, who: &str, per_minute: i64, now_ms: i64) -> (i64, u64) {
-        let interval = WINDOW_MS / per_minute.max(1) as f64;
-        let now = now_ms as f64;
-        let tat = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(who).copied().unwrap_or(now).max(now);
-        let busy = tat - now;
-        let remaining = ((WINDOW_MS - busy) / interval).floor().clamp(0.0, per_minute as f64) as i64;
-        (remaining, busy.ceil() as u64)
+    pub async fn peek(&self, who: &str, per_minute: i64, now_ms: i64) -> (i64, u64) {
+        match self {
+            RateWindows::Memory(windows) => {
+                let interval = WINDOW_MS / per_minute.max(1) as f64;
+                let now = now_ms as f64;
+                let tat = windows.lock().unwrap_or_else(|p| p.into_inner()).get(who).copied().unwrap_or(now).max(now);
+                let busy = tat - now;
+                let remaining = ((WINDOW_MS - busy) / interval).floor().clamp(0.0, per_minute as f64) as i64;
+                (remaining, busy.ceil() as u64)
+            }
+            RateWindows::Shared(cluster) => cluster.peek(who, per_minute).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "failed to read a rate window in Redis");
+                (per_minute, 0)
+            }),
+        }
     }
+}
+
+fn memory_take(
+    windows: &Mutex<HashMap<String, f64>>,
+    who: &str,
+    per_minute: i64,
+    cost: i64,
+    now_ms: i64,
+) -> Result<(), u64> {
+    let interval = WINDOW_MS / per_minute.max(1) as f64;
+    let now = now_ms as f64;
+    let mut windows = windows.lock().unwrap_or_else(|p| p.into_inner());
+    if windows.len() > 100_000 {
+        windows.retain(|_, tat| *tat > now);
+    }
+    let tat = windows.get(who).copied().unwrap_or(now).max(now);
+    let new_tat = tat + cost as f64 * interval;
+    if new_tat - now > WINDOW_MS {
+        return Err((new_tat - now - WINDOW_MS).ceil() as u64);
+    }
+    windows.insert(who.to_owned(), new_tat);
+    Ok(())
 }
 
 fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
@@ -99,6 +143,7 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
         state
             .rate_windows
             .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
+            .await
             .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
     }
     let mut response = next.run(req).await;
@@ -120,6 +165,7 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
         state
             .rate_windows
             .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
+            .await
             .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
     }
     let outcome = state.metering.check(&account, &requests, 1, true, None).await?;
@@ -156,28 +202,28 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
 mod tests {
     use super::*;
 
-    #[test]
-    fn gcra_allows_a_burst_of_the_whole_minute_then_spaces_requests() {
+    #[tokio::test]
+    async fn gcra_allows_a_burst_of_the_whole_minute_then_spaces_requests() {
         let w = RateWindows::default();
         for _ in 0..10 {
-            assert!(w.take("u", 10, 1, 0).is_ok());
+            assert!(w.take("u", 10, 1, 0).await.is_ok());
         }
-        let wait = w.take("u", 10, 1, 0).unwrap_err();
+        let wait = w.take("u", 10, 1, 0).await.unwrap_err();
         assert_eq!(wait, 6000, "one more after 60 s / 10");
-        assert!(w.take("u", 10, 1, 6000).is_ok());
-        assert!(w.take("other", 10, 1, 0).is_ok(), "users are apart");
+        assert!(w.take("u", 10, 1, 6000).await.is_ok());
+        assert!(w.take("other", 10, 1, 0).await.is_ok(), "users are apart");
     }
 
-    #[test]
-    fn an_allowance_given_back_can_be_taken_again_and_peeking_says_what_is_left() {
+    #[tokio::test]
+    async fn an_allowance_given_back_can_be_taken_again_and_peeking_says_what_is_left() {
         let w = RateWindows::default();
-        assert_eq!(w.peek("u", 100, 0), (100, 0));
-        assert!(w.take("u", 100, 80, 0).is_ok());
-        assert_eq!(w.peek("u", 100, 0), (20, 48_000));
-        assert!(w.take("u", 100, 50, 0).is_err());
-        w.give_back("u", 100, 60, 0);
-        assert_eq!(w.peek("u", 100, 0), (80, 12_000));
-        w.give_back("u", 100, 1_000, 0);
-        assert_eq!(w.peek("u", 100, 0), (100, 0), "never past an empty window");
+        assert_eq!(w.peek("u", 100, 0).await, (100, 0));
+        assert!(w.take("u", 100, 80, 0).await.is_ok());
+        assert_eq!(w.peek("u", 100, 0).await, (20, 48_000));
+        assert!(w.take("u", 100, 50, 0).await.is_err());
+        w.give_back("u", 100, 60, 0).await;
+        assert_eq!(w.peek("u", 100, 0).await, (80, 12_000));
+        w.give_back("u", 100, 1_000, 0).await;
+        assert_eq!(w.peek("u", 100, 0).await, (100, 0), "never past an empty window");
     }
 }

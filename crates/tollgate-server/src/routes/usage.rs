@@ -330,7 +330,7 @@ pub(crate) async fn reset_usage(state: &AppState, origin: &Origin, id: &UserId) 
     let now = Timestamp::now();
     let patch = UserPatch { billing_anchor: Some(now), usage_reset_at: Some(now), ..UserPatch::default() };
     state.store.update_user(id, patch).await?;
-    state.metering.invalidate(Some(id));
+    state.invalidate_users();
     let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(id);
     state.audit.note(entry).await;
     state.hooks.emit(crate::hooks::events::usage_reset(id, now, "manual")).await;
@@ -379,7 +379,7 @@ pub(crate) async fn add_grant(state: &AppState, id: &UserId, input: GrantIn) -> 
         created_at: now,
     };
     let grant = state.store.insert_grant(&grant).await?;
-    state.metering.invalidate(Some(id));
+    state.invalidate_users();
     Ok(grant)
 }
 

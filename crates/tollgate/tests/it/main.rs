@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod auth;
 mod cli;
+mod cluster;
 mod common;
 mod gateway;
 mod hooks;
