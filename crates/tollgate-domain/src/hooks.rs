@@ -25,6 +25,13 @@ macro_rules! event_types {
                     $(EventType::$variant => $name,)*
                 }
             }
+
+            /// When the event is sent, in a sentence.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $doc,)*
+                }
+            }
         }
     };
 }

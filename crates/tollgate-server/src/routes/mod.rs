@@ -14,7 +14,7 @@ mod ops;
 mod quota;
 mod stripe;
 pub(crate) mod usage;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::time::Instant;
 

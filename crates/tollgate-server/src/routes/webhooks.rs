@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/{id}/deliveries/{delivery_id}/redeliver", post(redeliver))
 }
 
-fn parse_id(raw: &str) -> ApiResult<EndpointId> {
+pub fn parse_id(raw: &str) -> ApiResult<EndpointId> {
     EndpointId::parse(raw).map_err(|e| ApiError::invalid("id", e.to_string()))
 }
 
@@ -73,14 +73,15 @@ fn target(id: &EndpointId) -> String {
     format!("webhook:{id}")
 }
 
+/// A new endpoint, as the JSON body and the `/ui` form give it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WebhookIn {
-    url: String,
+pub struct WebhookIn {
+    pub url: String,
     /// Event types, or `["*"]` (the default) for all.
-    events: Option<Vec<String>>,
-    description: Option<String>,
-    enabled: Option<bool>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 async fn create(
@@ -88,6 +89,19 @@ async fn create(
     origin: Origin,
     Body(input): Body<WebhookIn>,
 ) -> ApiResult<impl IntoResponse> {
+    let (webhook, secret) = create_webhook(&state, &origin, input).await?;
+    let mut view = json!(webhook);
+    view["secret"] = json!(secret.expose());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Checks and stores a new endpoint with a new signing secret (sealed by
+/// the vault), audited; the secret is returned to be shown this once.
+pub async fn create_webhook(
+    state: &AppState,
+    origin: &Origin,
+    input: WebhookIn,
+) -> ApiResult<(Webhook, WebhookSecret)> {
     let url = check_url(&input.url)?;
     let events = check_events(&input.events.unwrap_or_else(|| vec!["*".into()]))?;
     check_description(&input.description)?;
@@ -113,9 +127,7 @@ async fn create(
         .detail("host", host_of(&webhook.url))
         .detail("events", webhook.events.to_stored());
     state.audit.note(entry).await;
-    let mut view = json!(webhook);
-    view["secret"] = json!(secret.expose());
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((webhook, secret))
 }
 
 async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
@@ -132,14 +144,15 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A change to an endpoint: only the fields given change.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WebhookPatchIn {
-    url: Option<String>,
-    events: Option<Vec<String>>,
+pub struct WebhookPatchIn {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
-    description: Option<Option<String>>,
-    enabled: Option<bool>,
+    pub description: Option<Option<String>>,
+    pub enabled: Option<bool>,
 }
 
 async fn update(
@@ -148,7 +161,16 @@ async fn update(
     Path(id): Path<String>,
     Body(input): Body<WebhookPatchIn>,
 ) -> ApiResult<Json<Webhook>> {
-    let id = parse_id(&id)?;
+    Ok(Json(update_webhook(&state, &origin, &parse_id(&id)?, input).await?))
+}
+
+/// Checks and applies a change to an endpoint, audited.
+pub async fn update_webhook(
+    state: &AppState,
+    origin: &Origin,
+    id: &EndpointId,
+    input: WebhookPatchIn,
+) -> ApiResult<Webhook> {
     let patch = WebhookPatch {
         url: input.url.as_deref().map(check_url).transpose()?,
         events: input.events.as_deref().map(check_events).transpose()?,
@@ -158,27 +180,29 @@ async fn update(
     if let Some(d) = &patch.description {
         check_description(d)?;
     }
-    let webhook = state.store.update_webhook(&id, patch).await?;
+    let webhook = state.store.update_webhook(id, patch).await?;
     let entry = origin
-        .entry(AuditAction::WebhookUpdated, target(&id))
+        .entry(AuditAction::WebhookUpdated, target(id))
         .detail("host", host_of(&webhook.url))
         .detail("events", webhook.events.to_stored())
         .detail("enabled", webhook.enabled.to_string());
     state.audit.note(entry).await;
     // Deliveries that waited on a disabled endpoint may go now.
     state.hooks.wake();
-    Ok(Json(webhook))
+    Ok(webhook)
 }
 
 async fn remove(State(state): State<AppState>, origin: Origin, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let id = parse_id(&id)?;
-    let webhook = state.store.webhook(&id).await?.webhook;
-    state.store.delete_webhook(&id).await?;
-    state
-        .audit
-        .note(origin.entry(AuditAction::WebhookDeleted, target(&id)).detail("host", host_of(&webhook.url)))
-        .await;
+    delete_webhook(&state, &origin, &parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an endpoint with its deliveries, audited.
+pub async fn delete_webhook(state: &AppState, origin: &Origin, id: &EndpointId) -> ApiResult<()> {
+    let webhook = state.store.webhook(id).await?.webhook;
+    state.store.delete_webhook(id).await?;
+    state.audit.note(origin.entry(AuditAction::WebhookDeleted, target(id)).detail("host", host_of(&webhook.url))).await;
+    Ok(())
 }
 
 fn attempt_json(a: &AttemptRow) -> Value {
@@ -212,21 +236,31 @@ fn delivery_json(d: &DeliveryRow, attempts: &[AttemptRow]) -> Value {
     })
 }
 
+/// Which deliveries of an endpoint to list.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeliveryQuery {
-    status: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `failed`; any when absent.
+    pub status: Option<String>,
+    /// 1 to 500; 50 when absent.
+    pub limit: Option<i64>,
+    /// The last delivery of the previous page.
+    pub cursor: Option<String>,
 }
 
-async fn deliveries(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Params(q): Params<DeliveryQuery>,
-) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id)?;
-    state.store.webhook(&id).await?;
+/// A page of an endpoint's deliveries, newest first.
+pub struct Deliveries {
+    pub rows: Vec<DeliveryRow>,
+    /// Every attempt at the rows, oldest first.
+    pub attempts: Vec<AttemptRow>,
+    /// The cursor of the next page, when there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// An endpoint's deliveries as `q` asks: the endpoint must exist, and a bad
+/// status or limit is refused naming the field.
+pub async fn list_deliveries(state: &AppState, id: &EndpointId, q: &DeliveryQuery) -> ApiResult<Deliveries> {
+    state.store.webhook(id).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit: 1 to 500"));
@@ -236,13 +270,22 @@ async fn deliveries(
     {
         return Err(ApiError::invalid("status", "status: pending, delivered or failed"));
     }
-    let rows = state.store.deliveries_of(&id, q.status.as_deref(), q.cursor.as_deref(), limit).await?;
+    let rows = state.store.deliveries_of(id, q.status.as_deref(), q.cursor.as_deref(), limit).await?;
     let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
     let attempts = state.store.attempts_of(&ids).await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|d| d.id.clone())).flatten();
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|d| d.id.clone())).flatten();
+    Ok(Deliveries { rows, attempts, next_cursor })
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(q): Params<DeliveryQuery>,
+) -> ApiResult<Json<Value>> {
+    let page = list_deliveries(&state, &parse_id(&id)?, &q).await?;
     Ok(Json(json!({
-        "deliveries": rows.iter().map(|d| delivery_json(d, &attempts)).collect::<Vec<_>>(),
-        "next_cursor": next,
+        "deliveries": page.rows.iter().map(|d| delivery_json(d, &page.attempts)).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
     })))
 }
 
@@ -258,20 +301,31 @@ async fn delivery(
     Ok(Json(view))
 }
 
-/// Sends a delivery again (whatever became of it), as the same message
-/// (same `webhook-id`), with a new day of retries. Answers at once; the
-/// attempt shows in the delivery's attempts, marked `manual`.
+/// `POST …/redeliver`: answers at once, with the delivery as it now stands.
 async fn redeliver(
     State(state): State<AppState>,
     origin: Origin,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
-    state.store.redeliver(&id, &delivery_id, Timestamp::now(), RETRY_WINDOW_MS).await?;
+    redeliver_delivery(&state, &origin, &id, &delivery_id).await?;
     let (row, _) = state.store.delivery_of(&id, &delivery_id).await?;
     let attempts = state.store.attempts_of(std::slice::from_ref(&row.id)).await?;
-    state.hooks.wake();
-    let entry = origin.entry(AuditAction::WebhookRedelivered, target(&id)).detail("delivery", delivery_id.as_str());
-    state.audit.note(entry).await;
     Ok((StatusCode::ACCEPTED, Json(delivery_json(&row, &attempts))))
+}
+
+/// Sends a delivery again (whatever became of it), as the same message
+/// (same `webhook-id`), with a new day of retries, audited. The attempt
+/// shows in the delivery's attempts, marked `manual`.
+pub async fn redeliver_delivery(
+    state: &AppState,
+    origin: &Origin,
+    id: &EndpointId,
+    delivery_id: &str,
+) -> ApiResult<()> {
+    state.store.redeliver(id, delivery_id, Timestamp::now(), RETRY_WINDOW_MS).await?;
+    state.hooks.wake();
+    let entry = origin.entry(AuditAction::WebhookRedelivered, target(id)).detail("delivery", delivery_id);
+    state.audit.note(entry).await;
+    Ok(())
 }

@@ -73,7 +73,8 @@ fn parse_user(raw: &str) -> Result<UserId, WebError> {
     Ok(api::parse_user_id(raw)?)
 }
 
-fn done(path: &str, what: &str) -> Response {
+/// Back to `path` after a form, with the notice `what` names.
+pub(crate) fn done(path: &str, what: &str) -> Response {
     Redirect::to(&format!("{path}?done={what}")).into_response()
 }
 

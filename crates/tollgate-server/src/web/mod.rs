@@ -13,6 +13,7 @@ mod chart;
 mod portal;
 mod session;
 mod view;
+mod webhooks;
 
 use askama::Template;
 use axum::Router;
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(admin::routes())
         .merge(portal::routes())
+        .merge(webhooks::routes())
         .route("/assets/tollgate.css", get(style))
         .route("/assets/copy.js", get(script))
         .route("/assets/favicon.svg", get(icon))
@@ -296,6 +298,9 @@ pub(crate) fn notice(done: Option<&str>) -> Option<&'static str> {
         "provider-key-unchecked" => "Your provider key was saved; the provider could not be reached to check it.",
         "provider-key-removed" => "Your provider key was removed.",
         "credential-removed" => "The provider key was removed.",
+        "webhook-saved" => "The endpoint was saved.",
+        "webhook-deleted" => "The endpoint was deleted, with its deliveries.",
+        "redelivered" => "The delivery will be sent again now.",
         _ => return None,
     })
 }

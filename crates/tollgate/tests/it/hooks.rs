@@ -30,6 +30,7 @@ both_stores!(
     kill_9_between_commit_and_delivery_still_delivers_after_restart,
     concurrent_commits_on_two_instances_fire_each_threshold_once,
     webhook_secrets_are_rotated_with_the_master_key_and_still_sign,
+    webhooks_are_managed_and_redelivered_in_the_dashboard,
 );
 
 /// What a test receiver got: the signature headers and the raw body.
@@ -350,6 +351,42 @@ async fn a_receiver_that_fails_three_times_still_gets_the_event_and_every_attemp
     assert_eq!(store.prune_outbox(tomorrow).await.unwrap(), 1);
     store.close().await;
     assert_eq!(api.admin(Method::GET, &path, None).await.expect(200)["deliveries"], json!([]));
+}
+
+/// The same in `/ui`, in Chromium (`tests/browser/admin_webhooks.mjs`): the
+/// secret shown once is the one the deliveries are signed with, and every
+/// change made there is audited as the admin's.
+async fn webhooks_are_managed_and_redelivered_in_the_dashboard(backend: Backend) {
+    let receiver = Receiver::start().await;
+    *receiver.state.fail_first.lock().unwrap() = 1;
+    // No retry by itself during the test: the second attempt is the one by hand.
+    let app = TestApp::spawn_with(backend, &[("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "600000")]).await;
+    let api = &app.api;
+    api.create_user("u_hook", "free").await;
+    let env = [("TG_RECEIVER_URL", receiver.url.clone()), ("TG_USER", "u_hook".to_owned())];
+    let printed = crate::web::browser("admin_webhooks", backend, api, &env).await;
+    let secret = printed.lines().find_map(|l| l.strip_prefix("secret: ")).expect("the script prints the secret");
+
+    let got = receiver.wait_for("key.created", 1).await;
+    assert_eq!(got.len(), 1, "one delivery by hand after one refusal");
+    assert_eq!(verify_with_standardwebhooks(secret, &got).await.len(), 1);
+    let audit = api.admin(Method::GET, "/admin/v1/audit?action=webhook", None).await.expect(200);
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("webhook.deleted", "admin"),
+            ("webhook.updated", "admin"),
+            ("webhook.redelivered", "admin"),
+            ("webhook.created", "admin")
+        ]
+    );
+    assert_eq!(api.admin(Method::GET, "/admin/v1/webhooks", None).await.expect(200)["webhooks"], json!([]));
 }
 
 async fn admin_actions_emit_their_events(backend: Backend) {

@@ -43,8 +43,9 @@ fn store_name(backend: Backend) -> &'static str {
 }
 
 /// Runs `tests/browser/<script>.mjs` against `api`, one browser at a time;
-/// fails loudly when chromium or the npm packages are missing.
-async fn browser(script: &str, backend: Backend, api: &Api, env: &[(&str, String)]) {
+/// fails loudly when chromium or the npm packages are missing. Returns what
+/// the script printed.
+pub(crate) async fn browser(script: &str, backend: Backend, api: &Api, env: &[(&str, String)]) -> String {
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let dir = workspace().join("tests/browser");
     assert!(
@@ -71,6 +72,7 @@ async fn browser(script: &str, backend: Backend, api: &Api, env: &[(&str, String
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the browser test {script} failed:\n{text}");
     println!("{text}");
+    text
 }
 
 async fn create_plan(api: &Api, slug: &str, name: &str, tokens: i64) {
