@@ -86,7 +86,8 @@ impl StreamTap {
     }
 
     /// The end of the stream: whatever is still held (an event without its
-    /// closing blank line), read and passed on.
+    /// closing blank line) is read, and passed on if it was held back (when
+    /// nothing is stripped, its bytes went on as they came).
     pub fn finish(&mut self) -> Bytes {
         if !self.sse || self.pending.is_empty() {
             return Bytes::new();
@@ -96,7 +97,7 @@ impl StreamTap {
             Some(data) if !self.blind => self.api.adapter().event(&data, &mut self.seen, self.strip_usage),
             _ => true,
         };
-        if self.strip_usage && !keep { Bytes::new() } else { event }
+        if self.strip_usage && keep { event } else { Bytes::new() }
     }
 
     /// What the stream has shown so far.
@@ -228,6 +229,20 @@ mod tests {
         let mut tap = StreamTap::new(Api::OpenAi, true, false);
         assert_eq!(pass(&mut tap, OPENAI, 5), OPENAI);
         assert!(tap.seen().usage.is_some());
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_passes_once_and_is_read() {
+        let unterminated = &OPENAI[..OPENAI.len() - 1];
+        for strip in [false, true] {
+            for step in [1, 9, unterminated.len()] {
+                let mut tap = StreamTap::new(Api::OpenAi, true, strip);
+                let text = String::from_utf8(pass(&mut tap, unterminated, step)).unwrap();
+                assert_eq!(text.matches("[DONE]").count(), 1, "strip {strip}, step {step}: {text}");
+                assert!(text.ends_with("data: [DONE]\n"), "strip {strip}, step {step}: {text}");
+                assert!(tap.seen().finished && tap.seen().usage.is_some(), "strip {strip}, step {step}");
+            }
+        }
     }
 
     #[test]
