@@ -241,7 +241,7 @@ async fn forward(
         || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
     let tap = request.tap(sse);
     let body = request.into_body();
-    let call = upstream::call(provider, api, Some(op), &target.model, parts, &resolved.secret, Some(body));
+    let call = upstream::call(provider, api, Some(op), &target.model, parts, &resolved, Some(body));
     let call = match call {
         Ok(call) => call,
         Err(e) => return Err(settle_failed(&mut unsettled, e).await),
@@ -399,7 +399,7 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
         .provider(name)
         .ok_or_else(|| ProxyError::invalid("model", format!("provider {name:?} is not configured")))?;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
-    let call = upstream::call(provider, api, None, "", parts, &resolved.secret, None)?;
+    let call = upstream::call(provider, api, None, "", parts, &resolved, None)?;
     let upstream = &state.gateway.upstream;
     let mut response = upstream.send(call).await.map_err(|f| f.into_error(name))?;
     let status = response.status();

@@ -13,11 +13,12 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use tollgate_domain::{KnownProvider, SecretString};
+use tollgate_domain::KnownProvider;
 use tollgate_providers::{Api, Operation};
 
 use super::refusal::ProxyError;
 use crate::config::{GatewayConfig, ProviderConfig};
+use crate::vault::{Resolved, Source};
 
 /// The `anthropic-version` sent when the client sent none.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -46,6 +47,11 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-real-ip",
 ];
+
+/// Request headers that pick the account a provider bills: passed on with
+/// the user's own key (their account, their choice), never with the
+/// platform's key (a user could bill another project the key can reach).
+const ACCOUNT_HEADERS: &[&str] = &["openai-organization", "openai-project", "x-goog-user-project"];
 
 /// Response headers never passed back: hop-by-hop ones, the provider's own
 /// rate-limit headers (Tollgate's replace them) and its request id (kept as
@@ -187,9 +193,11 @@ pub fn call(
     op: Option<Operation>,
     model: &str,
     parts: &Parts,
-    secret: &SecretString,
+    credential: &Resolved,
     body: Option<Bytes>,
 ) -> Result<Call, ProxyError> {
+    let secret = &credential.secret;
+    let platform = credential.source == Source::Platform;
     let (uri, client_headers) = (&parts.uri, &parts.headers);
     let base = &provider.base_url;
     let (method, url) = match op {
@@ -215,7 +223,9 @@ pub fn call(
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {
-        if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
+        let name_str = name.as_str();
+        let dropped = DROPPED_REQUEST_HEADERS.contains(&name_str) || (platform && ACCOUNT_HEADERS.contains(&name_str));
+        if !dropped {
             headers.append(name.clone(), value.clone());
         }
     }

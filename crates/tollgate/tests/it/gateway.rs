@@ -317,21 +317,33 @@ async fn byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says(back
     let own = "sk-users-own-openai-key-77";
     let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
     set.await.expect(200);
-    gw.post("/v1/chat/completions", chat("mine [mock tokens=4]")).await.expect(200);
+    // Headers that pick the provider account pass with the user's own key
+    // only: with the platform's key, a user could bill another project.
+    let with_project = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", gw.app.api.base))
+            .bearer_auth(&gw.key)
+            .header("openai-project", "proj_theirs")
+            .header("openai-organization", "org_theirs")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(with_project(chat("mine [mock tokens=4]")).await.unwrap().status(), 200);
     let upstream = &gw.mock.requests()[0];
     assert_eq!(upstream.credential.as_deref(), Some(own), "the user's own key went upstream");
+    assert_eq!(upstream.header("openai-project"), Some("proj_theirs"));
+    assert_eq!(upstream.header("openai-organization"), Some("org_theirs"));
     let event = &gw.events("u_1").await[0];
     assert_eq!((event["key_source"].as_str(), event["billable"].as_bool()), (Some("byok"), Some(false)));
     assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 0, "BYOK does not count by default");
 
     // Other providers still use the platform key.
-    gw.post(
-        "/v1/chat/completions",
-        json!({"model": "groq/llama-3.1-8b-instant", "messages": [{"role": "user", "content": "hi [mock tokens=2]"}]}),
-    )
-    .await
-    .expect(200);
+    let groq =
+        json!({"model": "groq/llama-3.1-8b-instant", "messages": [{"role": "user", "content": "hi [mock tokens=2]"}]});
+    assert_eq!(with_project(groq).await.unwrap().status(), 200);
     assert_eq!(gw.mock.requests()[1].credential.as_deref(), Some(GROQ_KEY));
+    assert_eq!(gw.mock.requests()[1].header("openai-project"), None, "not with the platform's key");
+    assert_eq!(gw.mock.requests()[1].header("openai-organization"), None);
     assert_eq!(gw.mock.requests()[1].path, "/openai/v1/chat/completions");
 
     gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(json!({"byok_counts": true}))).await.expect(200);
