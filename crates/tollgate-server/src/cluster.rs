@@ -10,7 +10,12 @@
 //! a counter's `used` in Redis is a copy loaded from the store, kept up to
 //! date by each instance adding what it commits, and dropped after
 //! [`USED_TTL_MS`] so that it is read again (which bounds the drift a crash
-//! between a commit and its addition could leave).
+//! between a commit and its addition could leave). A load is fenced: each
+//! addition bumps the counter's generation, and a value read from the store
+//! while the generation moved is read again rather than set, since it may
+//! miss that addition. What remains errs on the safe side: a value read just
+//! after another instance's commit and set just before its addition counts
+//! that usage twice until the counter is read again.
 //!
 //! Counts are compared in Lua, whose numbers are doubles: exact up to 2^53.
 
@@ -103,6 +108,10 @@ impl Cluster {
     fn used_key(&self, key: &CounterKey) -> String {
         // The meter's length first: meters and user ids may both hold ':'.
         format!("{}u:{}:{}:{}:{}", self.prefix, key.period_start, key.meter.len(), key.meter, key.user)
+    }
+
+    fn generation_key(&self, key: &CounterKey) -> String {
+        format!("{}g:{}:{}:{}:{}", self.prefix, key.period_start, key.meter.len(), key.meter, key.user)
     }
 
     fn reserved_key(&self, key: &CounterKey) -> String {
@@ -263,16 +272,40 @@ return 1
 
 /// Adds committed usage to the counters that are loaded. KEYS: used keys.
 /// ARGV: the amounts.
+/// Adds committed usage: KEYS are (used, generation) pairs, ARGV the
+/// amounts then the generation's TTL. A counter not loaded is left to the
+/// next load, but its generation moves, so that a load under way reads again.
 static ADD_USED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
+local n = #KEYS / 2
+for i = 1, n do
+  local used, gen = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('INCR', gen)
+  redis.call('PEXPIRE', gen, ARGV[n + 1])
+  if redis.call('EXISTS', used) == 1 then redis.call('INCRBY', used, ARGV[i]) end
 end
 return 0
 ",
     )
 });
+
+/// Sets a counter's committed value read from the store, unless it is
+/// loaded already (1) or the generation moved since the read began (0).
+static LOAD: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// How long a counter's generation outlives its last addition: far longer
+/// than a load takes.
+const GENERATION_TTL_MS: i64 = 60 * 60 * 1000;
 
 /// A hold as kept in Redis: `[reserved key, amount, user, meter, period start]`
 /// per part.
@@ -304,17 +337,26 @@ impl CounterStore for RedisCounters {
         })
     }
 
-    fn load(&self, key: CounterKey, used: i64) -> BoxFuture<'_, CounterResult<()>> {
+    fn fence<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<u64>> {
         Box::pin(async move {
-            let _: Option<String> = cmd("SET")
-                .arg(self.0.used_key(&key))
+            let generation: Option<u64> =
+                cmd("GET").arg(self.0.generation_key(key)).query_async(&mut self.0.conn()).await?;
+            Ok(generation.unwrap_or(0))
+        })
+    }
+
+    fn load(&self, key: CounterKey, used: i64, fence: u64) -> BoxFuture<'_, CounterResult<bool>> {
+        Box::pin(async move {
+            let c = &self.0;
+            let done: i64 = LOAD
+                .key(c.used_key(&key))
+                .key(c.generation_key(&key))
                 .arg(used)
-                .arg("NX")
-                .arg("PX")
+                .arg(fence)
                 .arg(USED_TTL_MS)
-                .query_async(&mut self.0.conn())
+                .invoke_async(&mut c.conn())
                 .await?;
-            Ok(())
+            Ok(done == 1)
         })
     }
 
@@ -388,16 +430,20 @@ impl CounterStore for RedisCounters {
     }
 
     fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {
+        // The usage is added before the holds end: in between, another
+        // instance sees both (and may refuse early), never neither (which
+        // would let it grant past the limit).
         Box::pin(async move {
-            for id in settled {
-                self.release_one(id).await?;
-            }
             if !added.is_empty() {
                 let mut invocation = ADD_USED.prepare_invoke();
                 for (key, n) in added {
-                    invocation.key(self.0.used_key(key)).arg(*n);
+                    invocation.key(self.0.used_key(key)).key(self.0.generation_key(key)).arg(*n);
                 }
+                invocation.arg(GENERATION_TTL_MS);
                 let _: i64 = invocation.invoke_async(&mut self.0.conn()).await?;
+            }
+            for id in settled {
+                self.release_one(id).await?;
             }
             Ok(())
         })

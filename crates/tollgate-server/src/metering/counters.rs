@@ -26,8 +26,15 @@ pub trait CounterStore: Send + Sync {
     /// The keys among `keys` whose committed value is not known here yet.
     fn missing<'a>(&'a self, keys: &'a [CounterKey]) -> BoxFuture<'a, CounterResult<Vec<CounterKey>>>;
 
-    /// Sets a counter's committed value as read from the store, unless known.
-    fn load(&self, key: CounterKey, used: i64) -> BoxFuture<'_, CounterResult<()>>;
+    /// A mark taken just before a counter's committed value is read from
+    /// the store, for [`CounterStore::load`].
+    fn fence<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<u64>>;
+
+    /// Sets a counter's committed value as read from the store, unless
+    /// known. `false` when usage was added to the counter since `fence` was
+    /// taken (by another instance: the value read may miss it), so that it
+    /// must be read again.
+    fn load(&self, key: CounterKey, used: i64, fence: u64) -> BoxFuture<'_, CounterResult<bool>>;
 
     fn count<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<Count>>;
 
@@ -46,8 +53,9 @@ pub trait CounterStore: Send + Sync {
     /// Gives a hold back unused; whether it existed.
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>>;
 
-    /// Applies one commit in one step: the holds of the reservations it
-    /// settled end, and the usage it committed (theirs included) is added.
+    /// Applies one commit: the usage it committed (its settled reservations'
+    /// included) is added and their holds end; never the one without the
+    /// other as seen by a reservation (in one step, or adding first).
     fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>>;
 
     /// Drops holds past their expiry; how many.
@@ -70,8 +78,17 @@ impl CounterStore for MemoryCounters {
         self.with(|c| keys.iter().filter(|k| !c.is_loaded(k)).cloned().collect())
     }
 
-    fn load(&self, key: CounterKey, used: i64) -> BoxFuture<'_, CounterResult<()>> {
-        self.with(|c| c.load(key, used))
+    /// One instance's single writer both loads and adds: nothing moves in
+    /// between.
+    fn fence<'a>(&'a self, _key: &'a CounterKey) -> BoxFuture<'a, CounterResult<u64>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
+    fn load(&self, key: CounterKey, used: i64, _fence: u64) -> BoxFuture<'_, CounterResult<bool>> {
+        self.with(|c| {
+            c.load(key, used);
+            true
+        })
     }
 
     fn count<'a>(&'a self, key: &'a CounterKey) -> BoxFuture<'a, CounterResult<Count>> {

@@ -68,10 +68,20 @@ pub async fn run(
     tracing::debug!("metering writer stopped: every queued write is committed");
 }
 
+/// How often a counter is read again when other instances keep adding to
+/// it while it is read.
+const LOAD_TRIES: usize = 20;
+
 async fn load(store: &Store, counters: &Counters, keys: Vec<CounterKey>) -> Result<(), String> {
-    for key in counters.missing(&keys).await.map_err(|e| e.to_string())? {
-        let used = store.counter(&key).await.map_err(|e| e.to_string())?;
-        counters.load(key, used).await.map_err(|e| e.to_string())?;
+    'keys: for key in counters.missing(&keys).await.map_err(|e| e.to_string())? {
+        for _ in 0..LOAD_TRIES {
+            let fence = counters.fence(&key).await.map_err(|e| e.to_string())?;
+            let used = store.counter(&key).await.map_err(|e| e.to_string())?;
+            if counters.load(key.clone(), used, fence).await.map_err(|e| e.to_string())? {
+                continue 'keys;
+            }
+        }
+        return Err(format!("the counter of {} for {:?} kept changing while it was read", key.meter, key.user));
     }
     Ok(())
 }

@@ -163,6 +163,42 @@ async fn the_per_minute_limit_is_shared_by_the_instances(backend: Backend) {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
 }
 
+/// A counter read from the store while another instance adds to it is read
+/// again, not set to the value that misses the addition; and a commit adds
+/// its usage before it ends its holds, so that no reservation in between
+/// sees neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_read_while_another_instance_commits_is_read_again() {
+    use tollgate_domain::quota::{Ask, CounterKey};
+    use tollgate_server::cluster::{Cluster, RedisCounters};
+    use tollgate_server::metering::CounterStore;
+
+    let prefix = format!("tollgate_test_{}:", tollgate_domain::base62::random(10));
+    let counters = RedisCounters(Cluster::connect(REDIS_URL, &prefix).await.expect("Redis at 127.0.0.1:6379"));
+    let key = CounterKey { user: "u_1".into(), meter: "tokens".into(), period_start: 0 };
+    let fence = counters.fence(&key).await.unwrap();
+    // Meanwhile another instance commits 5 (the counter is not loaded
+    // here yet, so only its generation moves).
+    counters.apply(&[], &[(key.clone(), 5)]).await.unwrap();
+    assert!(!counters.load(key.clone(), 100, fence).await.unwrap(), "a value read across an addition is refused");
+    assert_eq!(counters.count(&key).await.unwrap().used, 0, "nothing was set");
+    let fence = counters.fence(&key).await.unwrap();
+    assert!(counters.load(key.clone(), 105, fence).await.unwrap());
+    assert_eq!(counters.count(&key).await.unwrap().used, 105);
+    // Once loaded, a load is a no-op whatever the fence.
+    assert!(counters.load(key.clone(), 1, 0).await.unwrap());
+    assert_eq!(counters.count(&key).await.unwrap().used, 105);
+
+    // A reservation settled at 10: used 115, nothing held after.
+    let ask = Ask { key: key.clone(), amount: 10, limit: Some(200) };
+    let now = chrono::Utc::now().timestamp_millis();
+    counters.reserve("res_1", std::slice::from_ref(&ask), now, 60_000).await.unwrap().unwrap();
+    assert_eq!(counters.count(&key).await.unwrap().reserved, 10);
+    counters.apply(&["res_1".into()], &[(key.clone(), 10)]).await.unwrap();
+    let count = counters.count(&key).await.unwrap();
+    assert_eq!((count.used, count.reserved), (115, 0));
+}
+
 #[tokio::test]
 async fn a_redis_that_does_not_answer_stops_the_start_with_a_clear_message() {
     let db = crate::common::TestDb::new(Backend::Sqlite).await;
