@@ -73,6 +73,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     if let Some(key) = new_key {
         write_master_key_file(&config, &key)?;
     }
+    if let Err(e) = vault.record_master_key().await {
+        store.close().await;
+        return Err(e);
+    }
     store.seed_default_plans().await.context("failed to create the default plans")?;
     let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
     if let Some(anonymous) = &config.anonymous {

@@ -64,6 +64,13 @@ impl AppState {
     /// catch up within the cache TTL).
     pub fn invalidate_users(&self) {
         self.forget_cached();
+        self.announce_change();
+    }
+
+    /// Tells the other instances (through Redis) to forget what they cached,
+    /// after a change this instance already forgot, such as a replaced or
+    /// removed credential.
+    pub fn announce_change(&self) {
         if let Some(cluster) = &self.cluster {
             let cluster = cluster.clone();
             tokio::spawn(async move { cluster.announce().await });

@@ -66,6 +66,9 @@ pub struct Vault {
     /// Sealed credentials (never plaintext) and known absences, so that
     /// resolving costs no store round trip while fresh.
     cache: Mutex<HashMap<Slot, (Instant, Option<Sealed>)>>,
+    /// Moves on every forgetting: a value read from the store before it
+    /// moved may be older than the change, and is not cached.
+    generation: std::sync::atomic::AtomicU64,
     /// Last uses, written to the store in batches.
     uses: Mutex<HashMap<Slot, Timestamp>>,
     http: reqwest::Client,
@@ -80,7 +83,15 @@ impl Vault {
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("failed to build the HTTP client for credential validation")?;
-        Ok(Vault { keyring, store, config, cache: Mutex::new(HashMap::new()), uses: Mutex::new(HashMap::new()), http })
+        Ok(Vault {
+            keyring,
+            store,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            generation: Default::default(),
+            uses: Mutex::new(HashMap::new()),
+            http,
+        })
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -193,7 +204,9 @@ impl Vault {
 
     /// Forgets every cached credential (after users were deleted).
     pub fn invalidate_all(&self) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     /// Writes gathered last-use times; on failure they are kept for the
@@ -219,6 +232,9 @@ impl Vault {
     /// configured key must open at least one of a few secrets sealed under it.
     pub async fn check_master_key(&self) -> anyhow::Result<()> {
         let current = self.keyring.current_id();
+        if let Some(recorded) = self.store.setting(MASTER_KEY_SETTING).await.context("failed to read the settings")? {
+            self.check_recorded_key(&recorded)?;
+        }
         let mut in_use = self.store.credential_key_ids().await.context("failed to read the credentials' key ids")?;
         in_use.extend(self.store.webhook_key_ids().await.context("failed to read the webhook secrets' key ids")?);
         in_use.sort();
@@ -271,9 +287,14 @@ impl Vault {
                 return Ok(sealed.clone());
             }
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let sealed = self.store.credential(user, provider).await?.map(|s: StoredCredential| s.sealed);
         if !ttl.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                // Changed while it was read: the next call reads again.
+                return Ok(sealed);
+            }
             if cache.len() >= self.config.key_cache_capacity {
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
                 if cache.len() >= self.config.key_cache_capacity {
@@ -302,7 +323,10 @@ impl Vault {
     /// and its pending last use belong to the old secret.
     fn forget(&self, user: &UserId, provider: &ProviderName) {
         let slot = (user.clone(), provider.clone());
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(&slot);
+        drop(cache);
         self.uses.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
     }
 
@@ -388,6 +412,40 @@ fn validation(outcome: ValidationOutcome, message: String) -> Validation {
     Validation { outcome, checked_at: Timestamp::now(), message }
 }
 
+/// The setting that holds the id of the master key a store's secrets are
+/// sealed under: set by the first start (before anything is sealed), moved
+/// by a rotation that left nothing under an older key.
+const MASTER_KEY_SETTING: &str = "master_key_id";
+
+impl Vault {
+    /// Refuses a keyring that does not know the store's master key.
+    fn check_recorded_key(&self, recorded: &str) -> anyhow::Result<()> {
+        let id = MasterKeyId::parse(recorded).map_err(|e| anyhow::anyhow!("the stored master key id: {e}"))?;
+        if !self.keyring.knows(&id) {
+            bail!(
+                "the master key does not match the database: it was set up with master key {id}, which is not \
+                 configured (the current master key is {}). Every instance sharing a database needs the same key: \
+                 set TOLLGATE_MASTER_KEY to the key of the instance that set it up (its data directory's \
+                 master.key); to move to a new key, list the old one in TOLLGATE_MASTER_KEYS_OLD and run \
+                 `tollgate vault rotate`",
+                self.keyring.current_id()
+            );
+        }
+        Ok(())
+    }
+
+    /// Records the current master key as the store's when it has none yet,
+    /// once the key is kept (its file written). Two first starts racing on
+    /// one database with different keys: one records its key, the other is
+    /// refused here.
+    pub async fn record_master_key(&self) -> anyhow::Result<()> {
+        let current = self.keyring.current_id();
+        self.store.set_setting_if_absent(MASTER_KEY_SETTING, current.as_str()).await?;
+        let recorded = self.store.setting(MASTER_KEY_SETTING).await?.unwrap_or_default();
+        self.check_recorded_key(&recorded)
+    }
+}
+
 /// What a rotation did.
 #[derive(Debug, Default)]
 pub struct RotationReport {
@@ -401,6 +459,11 @@ pub struct RotationReport {
     /// Webhook signing secrets not under the current key when it began.
     pub webhooks_total: u64,
     pub webhooks_resealed: u64,
+    /// Credentials and webhook secrets still not under the current key when
+    /// it ended: changed meanwhile, made meanwhile by an instance that still
+    /// seals with an old key, or failed. The old keys are needed while any
+    /// is left.
+    pub left: u64,
 }
 
 /// Re-encrypts every credential not under the keyring's current key, in
@@ -485,6 +548,11 @@ pub async fn rotate(
         report.changed_meanwhile += replaced.iter().filter(|r| !**r).count() as u64;
         done += batch.len() as u64;
         progress(done);
+    }
+    let left = store.count_credentials_not_under(&current).await? + store.count_webhooks_not_under(&current).await?;
+    report.left = u64::try_from(left).unwrap_or(0);
+    if report.left == 0 {
+        store.set_setting(MASTER_KEY_SETTING, current.as_str()).await?;
     }
     Ok(report)
 }

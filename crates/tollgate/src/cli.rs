@@ -499,6 +499,14 @@ impl VaultCommand {
                 report.failed.len()
             );
         }
+        if report.left > 0 {
+            anyhow::bail!(
+                "{} secrets are still encrypted under an old master key (changed meanwhile, or sealed meanwhile by an \
+                 instance without the new key): keep the old keys, make sure every instance runs with the new \
+                 TOLLGATE_MASTER_KEY, and run `tollgate vault rotate` again",
+                report.left
+            );
+        }
         println!(
             "every credential and webhook secret is encrypted under master key {current}; the old keys are no longer \
              needed"

@@ -104,6 +104,7 @@ pub(crate) async fn set_credential(
     check_secret_format(&provider, secret.expose()).map_err(|e| ApiError::invalid("secret", format!("secret: {e}")))?;
     let label = check_label(label)?;
     let credential = state.vault.set(user, &provider, secret, label, validate).await?;
+    state.announce_change();
     let mut entry = origin.entry(AuditAction::CredentialSet, target(user, &provider)).user(user);
     entry = entry.detail("provider", provider.as_str());
     if let Some(v) = &credential.validation {
@@ -125,6 +126,7 @@ pub(crate) async fn remove_credential(
 ) -> ApiResult<()> {
     let provider = parse_provider(provider)?;
     state.vault.remove(user, &provider).await?;
+    state.announce_change();
     let entry = origin.entry(AuditAction::CredentialRemoved, target(user, &provider)).user(user);
     state.audit.note(entry.detail("provider", provider.as_str())).await;
     state.hooks.emit(events::credential_updated(user, provider.as_str(), None, "removed")).await;

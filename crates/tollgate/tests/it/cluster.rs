@@ -15,6 +15,7 @@ both_stores!(
     a_single_instance_on_redis_holds_settles_releases_and_expires_like_in_memory,
     two_instances_grant_exactly_the_limit_between_them,
     a_revocation_on_one_instance_is_refused_at_once_by_the_other,
+    a_removed_provider_key_is_forgotten_at_once_by_the_other_instance,
     the_per_minute_limit_is_shared_by_the_instances,
 );
 
@@ -145,6 +146,29 @@ async fn a_revocation_on_one_instance_is_refused_at_once_by_the_other(backend: B
     .await;
     assert!(refused, "the other instance refuses the revoked key");
     assert!(started.elapsed() < Duration::from_secs(60), "long before the cache TTL");
+}
+
+async fn a_removed_provider_key_is_forgotten_at_once_by_the_other_instance(backend: Backend) {
+    // Credentials are cached for the key cache TTL: an hour here.
+    let env = redis(&[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "3600")]);
+    let app = TestApp::spawn_with(backend, &refs(&env)).await;
+    let (other, _other_server) = app.sibling(&refs(&env)).await;
+    app.api.create_user("u_1", "free").await;
+    let own = "sk-own-key-that-leaked-0001";
+    let path = "/admin/v1/users/u_1/credentials/openai";
+    app.api.admin(Method::PUT, path, Some(json!({ "secret": own }))).await.expect(200);
+    let service = crate::common::service_key(&app.api, &["credentials:read"]).await;
+    let resolve = || {
+        let (other, service) = (other.clone(), service.clone());
+        async move {
+            let body = json!({ "user_id": "u_1", "provider": "openai" });
+            other.call(Method::POST, "/v1/credentials/resolve", Some(&service), Some(body)).await
+        }
+    };
+    assert_eq!(resolve().await.expect(200)["secret"], own, "the other instance has it cached now");
+    app.api.admin(Method::DELETE, path, None).await.expect(204);
+    let forgotten = eventually(Duration::from_secs(5), || async { resolve().await.body["source"] != "byok" }).await;
+    assert!(forgotten, "the other instance no longer hands out the removed key");
 }
 
 async fn the_per_minute_limit_is_shared_by_the_instances(backend: Backend) {

@@ -24,6 +24,7 @@ both_stores!(
     rotation_goes_in_batches_takes_only_what_is_left_and_a_second_run_finds_nothing,
     rotation_end_to_end_with_the_real_binary,
     a_wrong_master_key_at_start_is_reported_clearly,
+    instances_sharing_a_database_must_share_its_master_key_before_anything_is_sealed,
     no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_and_rotate,
 );
 
@@ -553,6 +554,32 @@ async fn a_wrong_master_key_at_start_is_reported_clearly(backend: Backend) {
     let second = BinApp::start(cwd, &with_keys(&db, &c, Some(&a)), &[], "retired-a");
     let service = service_key(&second.api, &["credentials:read"]).await;
     assert_eq!(resolve(&second.api, &service, "u_1", "openai").await.expect(200)["secret"], "sk-set-under-key-a-0001");
+}
+
+/// Two instances that each made their own key file (no
+/// TOLLGATE_MASTER_KEY) would seal secrets the other cannot open: the
+/// database remembers the key it was set up with, and a start with another
+/// is refused even while nothing is sealed yet.
+async fn instances_sharing_a_database_must_share_its_master_key_before_anything_is_sealed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, c) = (new_master_key(), new_master_key());
+    let first = TestApp::start_on(&db, &[("TOLLGATE_MASTER_KEY", &a)]).await;
+    let config = |key: &str| {
+        let mut env = db.env();
+        env.push(("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+        env.push(("TOLLGATE_MASTER_KEY".into(), key.into()));
+        tollgate_server::Config::from_sources(None, &env).unwrap()
+    };
+    let refused = tollgate_server::start(config(&c)).await.err().expect("another key is refused");
+    let message = refused.to_string();
+    for expected in ["master key does not match the database", &key_id(&a), &key_id(&c), "TOLLGATE_MASTER_KEY"] {
+        assert!(message.contains(expected), "{message:?} should say {expected:?}");
+    }
+    assert!(!message.contains(&a) && !message.contains(&c), "the keys themselves are not shown");
+    // The same key is welcome.
+    let second = tollgate_server::start(config(&a)).await.expect("the same key starts");
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
 }
 
 async fn no_plaintext_in_the_store_logs_or_audit_log_after_set_validate_resolve_and_rotate(backend: Backend) {
