@@ -47,7 +47,16 @@ impl Store {
         announce: Announce<'_>,
     ) -> Result<BillingOutcome> {
         let now = Timestamp::now();
-        let user_q = concat!("SELECT ", user_columns!(), " FROM users WHERE stripe_customer_id = $1");
+        // The user's row is locked until the commit: two events for one
+        // customer at once (an upgrade's subscription change and its paid
+        // invoice) then apply one after the other, the second to what the
+        // first wrote. (On SQLite the first insert took the write lock.)
+        let user_q = match &self.pool {
+            crate::Pool::Postgres(_) => {
+                concat!("SELECT ", user_columns!(), " FROM users WHERE stripe_customer_id = $1 FOR UPDATE")
+            }
+            crate::Pool::Sqlite(_) => concat!("SELECT ", user_columns!(), " FROM users WHERE stripe_customer_id = $1"),
+        };
         let outcome = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let first = sqlx::query(
