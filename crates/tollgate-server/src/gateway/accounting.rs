@@ -138,9 +138,10 @@ pub async fn reserve(
         if limited_meter(&cost) {
             amounts.push((cost.clone(), state.metering.cost(Some(model), input as i64, 0, output as i64)));
         }
+        let mut hold = HoldGuard { state, id: None };
         if !amounts.is_empty() {
             match state.metering.reserve(account, &amounts).await? {
-                Ok(id) => held.reservation = Some(id),
+                Ok(id) => hold.id = Some(id),
                 // Another call took the room meanwhile: measure again.
                 Err((meter, _)) if attempt < 2 && meter != requests && meter != cost => continue,
                 Err((meter, s)) => {
@@ -157,6 +158,7 @@ pub async fn reserve(
             // A call larger than a minute's allowance waits for a whole minute.
             let cost = ((input + output) as i64).min(tpm);
             if let Err(wait) = state.rate_windows.take(&who, tpm, cost, now.millis()).await {
+                held.reservation = hold.id.take();
                 release(state, &held).await;
                 let retry = wait.div_ceil(1000).max(1);
                 let details = LimitDetails {
@@ -174,6 +176,7 @@ pub async fn reserve(
             }
             held.tpm = Some((who, tpm, cost));
         }
+        held.reservation = hold.id.take();
         return Ok(held);
     }
     // Every path of the last attempt returns: a refusal is not retried then.
@@ -185,6 +188,27 @@ async fn release(state: &AppState, held: &Held) {
         && let Err(e) = state.metering.release(id).await
     {
         tracing::warn!(error = %e, "failed to release a reservation; it expires on its own");
+    }
+}
+
+/// A hold not yet handed to the call's settlement: given back when
+/// `reserve` ends without handing it over, by a refusal or because the
+/// client went away while a shared rate window was asked.
+struct HoldGuard<'a> {
+    state: &'a AppState,
+    id: Option<String>,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state.metering.release(&id).await {
+                    tracing::warn!(error = %e, "failed to release a reservation; it expires on its own");
+                }
+            });
+        }
     }
 }
 
