@@ -20,6 +20,7 @@ use tollgate_domain::audit::{Actor, AuditAction, NewAuditEntry};
 use tollgate_domain::model::{Credential, Plan, User, Validation, ValidationOutcome};
 use tollgate_domain::provider::last4;
 use tollgate_domain::{KnownProvider, ProviderName, SecretString, Timestamp, UserId};
+use tollgate_store::NewEvent;
 use tollgate_store::{NewCredential, Resealed, ResealedWebhook, Store, StoredCredential};
 use tollgate_vault::{Keyring, MasterKeyId, Sealed, credential_aad, webhook_aad};
 
@@ -143,6 +144,7 @@ impl Vault {
         secret: &SecretString,
         label: Option<String>,
         validate: bool,
+        events: &[NewEvent],
     ) -> ApiResult<Credential> {
         self.store.user(user).await?;
         let validation = match (validate, self.config.provider(provider.as_str())) {
@@ -173,7 +175,7 @@ impl Vault {
             validation,
             at: Timestamp::now(),
         };
-        let stored = self.store.put_credential(&new).await?;
+        let stored = self.store.put_credential(&new, events).await?;
         self.forget(user, provider);
         Ok(stored.credential)
     }
@@ -195,9 +197,9 @@ impl Vault {
     }
 
     /// Deletes the user's credential for `provider`, or 404.
-    pub async fn remove(&self, user: &UserId, provider: &ProviderName) -> ApiResult<()> {
+    pub async fn remove(&self, user: &UserId, provider: &ProviderName, events: &[NewEvent]) -> ApiResult<()> {
         self.store.user(user).await?;
-        let removed = self.store.delete_credential(user, provider).await?;
+        let removed = self.store.delete_credential(user, provider, events).await?;
         self.forget(user, provider);
         if removed { Ok(()) } else { Err(not_set(user, provider)) }
     }

@@ -5,7 +5,7 @@
 use tollgate_domain::model::User;
 use tollgate_domain::{PlanSlug, Timestamp};
 
-use crate::hooks::{NewEvent, insert_event};
+use crate::hooks::{Announce, insert_event};
 use crate::users::{UserRow, user_columns};
 use crate::{Result, Store, on_pool};
 
@@ -32,9 +32,6 @@ pub enum BillingOutcome {
     Applied { before: Box<User>, after: Box<User> },
 }
 
-/// The outbox events announcing a change: given the user before and after.
-pub type Announce<'a> = &'a (dyn Fn(&User, &User) -> Vec<NewEvent> + Send + Sync);
-
 impl Store {
     /// Applies billing event `id` of `kind` to the user whose Stripe
     /// customer is `customer`, unless that id was applied before.
@@ -44,7 +41,7 @@ impl Store {
         kind: &str,
         customer: Option<&str>,
         change: Option<BillingChange>,
-        announce: Announce<'_>,
+        announce: Announce<'_, (User, User)>,
     ) -> Result<BillingOutcome> {
         let now = Timestamp::now();
         // The user's row is locked until the commit: two events for one
@@ -121,7 +118,7 @@ impl Store {
                     .bind(after.updated_at.millis())
                     .execute(&mut *tx)
                     .await?;
-                for event in announce(&before, &after) {
+                for event in announce(&(before.clone(), after.clone())) {
                     insert_event!(&mut *tx, &event).await?;
                 }
                 BillingOutcome::Applied { before: Box::new(before), after: Box::new(after) }

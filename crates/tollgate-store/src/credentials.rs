@@ -5,6 +5,7 @@ use tollgate_domain::model::{Credential, Validation, ValidationOutcome};
 use tollgate_domain::{ProviderName, Timestamp, UserId};
 use tollgate_vault::{MasterKeyId, NONCE_LEN, Sealed};
 
+use crate::hooks::{NewEvent, insert_event};
 use crate::{Result, Store, StoreError, on_pool};
 
 macro_rules! columns {
@@ -101,7 +102,7 @@ impl TryFrom<CredentialRow> for StoredCredential {
 impl Store {
     /// Stores `new`, replacing the user's credential for that provider if
     /// there is one (its creation time stays; its last use is cleared).
-    pub async fn put_credential(&self, new: &NewCredential) -> Result<StoredCredential> {
+    pub async fn put_credential(&self, new: &NewCredential, events: &[NewEvent]) -> Result<StoredCredential> {
         let q = concat!(
             "INSERT INTO credentials (",
             columns!(),
@@ -114,20 +115,28 @@ impl Store {
             columns!()
         );
         let v = new.validation.as_ref();
-        let row: CredentialRow = on_pool!(self, p => sqlx::query_as(q)
-            .bind(new.user_id.as_str())
-            .bind(new.provider.as_str())
-            .bind(&new.label)
-            .bind(&new.last4)
-            .bind(new.sealed.key_id.as_str())
-            .bind(new.sealed.nonce.as_slice())
-            .bind(new.sealed.ciphertext.as_slice())
-            .bind(new.at.millis())
-            .bind(v.map(|v| v.outcome.as_str()))
-            .bind(v.map(|v| v.message.as_str()))
-            .bind(v.map(|v| v.checked_at.millis()))
-            .fetch_one(p)
-            .await)
+        let row: CredentialRow = on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let row = sqlx::query_as(q)
+                .bind(new.user_id.as_str())
+                .bind(new.provider.as_str())
+                .bind(&new.label)
+                .bind(&new.last4)
+                .bind(new.sealed.key_id.as_str())
+                .bind(new.sealed.nonce.as_slice())
+                .bind(new.sealed.ciphertext.as_slice())
+                .bind(new.at.millis())
+                .bind(v.map(|v| v.outcome.as_str()))
+                .bind(v.map(|v| v.message.as_str()))
+                .bind(v.map(|v| v.checked_at.millis()))
+                .fetch_one(&mut *tx)
+                .await?;
+            for event in events {
+                insert_event!(&mut *tx, event).await?;
+            }
+            tx.commit().await.map(|()| row)
+        }
+        .await)
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                 StoreError::not_found(format!("no user {:?}", new.user_id.as_str()))
@@ -156,14 +165,20 @@ impl Store {
     }
 
     /// Deletes the user's credential for `provider`; whether there was one.
-    pub async fn delete_credential(&self, user: &UserId, provider: &ProviderName) -> Result<bool> {
+    /// Deletes the user's credential for `provider`, writing `events` to the
+    /// outbox in the same transaction when there was one; whether there was.
+    pub async fn delete_credential(&self, user: &UserId, provider: &ProviderName, events: &[NewEvent]) -> Result<bool> {
         let q = "DELETE FROM credentials WHERE user_id = $1 AND provider = $2";
-        let done = on_pool!(self, p => sqlx::query(q)
-            .bind(user.as_str())
-            .bind(provider.as_str())
-            .execute(p)
-            .await
-            .map(|d| d.rows_affected()))?;
+        let done = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(q).bind(user.as_str()).bind(provider.as_str()).execute(&mut *tx).await?.rows_affected();
+            if done > 0 {
+                for event in events {
+                    insert_event!(&mut *tx, event).await?;
+                }
+            }
+            tx.commit().await.map(|()| done)
+        })?;
         Ok(done > 0)
     }
 

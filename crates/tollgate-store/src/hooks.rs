@@ -45,6 +45,10 @@ impl NewEvent {
     }
 }
 
+/// The outbox events that announce a change, made from what the change
+/// stored (inside its transaction, so that they are written with it).
+pub type Announce<'a, T> = &'a (dyn Fn(&T) -> Vec<NewEvent> + Send + Sync);
+
 /// Writes `$event` (a `&NewEvent`) to the outbox through `$executor`.
 macro_rules! insert_event {
     ($executor:expr, $event:expr) => {{
@@ -390,13 +394,6 @@ impl Store {
             Ok::<_, sqlx::Error>(replaced)
         })?;
         Ok(replaced)
-    }
-
-    /// Writes an event to the outbox on its own (for changes whose own
-    /// write is already done).
-    pub async fn insert_event(&self, event: &NewEvent) -> Result<()> {
-        on_pool!(self, p => insert_event!(p, event).await.map(|_| ()))?;
-        Ok(())
     }
 
     /// Makes the deliveries of up to `limit` events not yet dispatched, in

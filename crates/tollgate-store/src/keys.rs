@@ -3,6 +3,7 @@
 use tollgate_domain::model::{KeyKind, KeyRecord, User};
 use tollgate_domain::{KeyHash, KeyId, Scopes, Timestamp, UserId};
 
+use crate::hooks::{Announce, NewEvent, insert_event};
 use crate::{Result, Store, StoreError, on_pool};
 
 macro_rules! columns {
@@ -100,8 +101,17 @@ macro_rules! insert_key {
 }
 
 impl Store {
-    pub async fn insert_key(&self, new: &NewKey) -> Result<KeyRecord> {
-        on_pool!(self, p => insert_key!(p, new))?;
+    /// Stores a new key, writing `events` to the outbox in the same
+    /// transaction.
+    pub async fn insert_key(&self, new: &NewKey, events: &[NewEvent]) -> Result<KeyRecord> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            insert_key!(&mut *tx, new)?;
+            for event in events {
+                insert_event!(&mut *tx, event).await?;
+            }
+            tx.commit().await?;
+        });
         Ok(new.record.clone())
     }
 
@@ -139,18 +149,42 @@ impl Store {
     }
 
     /// Revokes a key at `at`. Revoking a revoked key changes nothing.
-    pub async fn revoke_key(&self, id: &KeyId, at: Timestamp) -> Result<KeyRecord> {
+    /// Revokes a key at `at` (unless it stops earlier already), writing the
+    /// events `announce` makes of the key as revoked to the outbox in the
+    /// same transaction.
+    pub async fn revoke_key(&self, id: &KeyId, at: Timestamp, announce: Announce<'_, KeyRecord>) -> Result<KeyRecord> {
         let q = "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)";
-        on_pool!(self, p => sqlx::query(q).bind(id.as_str()).bind(at.millis()).execute(p).await.map(|_| ()))?;
-        self.key(id).await
+        let select = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
+        let record = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(q).bind(id.as_str()).bind(at.millis()).execute(&mut *tx).await?;
+            let row: Option<KeyRow> = sqlx::query_as(select).bind(id.as_str()).fetch_optional(&mut *tx).await?;
+            let record = KeyRecord::try_from(row.ok_or_else(|| key_not_found(id))?)?;
+            for event in announce(&record) {
+                insert_event!(&mut *tx, &event).await?;
+            }
+            tx.commit().await?;
+            record
+        });
+        Ok(record)
     }
 
     /// Stores `new` as the successor of `old`, which stops working at
     /// `old_until`. A key that is revoked or already rotated cannot be.
-    pub async fn rotate_key(&self, old: &KeyId, new: &NewKey, old_until: Timestamp) -> Result<KeyRecord> {
+    /// `announce` makes the events of the rotation from the new key and the
+    /// old one as it now stands; they go to the outbox in the same
+    /// transaction.
+    pub async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: &NewKey,
+        old_until: Timestamp,
+        announce: Announce<'_, (KeyRecord, KeyRecord)>,
+    ) -> Result<KeyRecord> {
         let now = Timestamp::now();
         let q = "UPDATE api_keys SET revoked_at = $2, replaced_by = $3 \
                  WHERE id = $1 AND replaced_by IS NULL AND (revoked_at IS NULL OR revoked_at > $4)";
+        let select = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
         let updated = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let done = sqlx::query(q)
@@ -162,6 +196,10 @@ impl Store {
                 .await?;
             if done.rows_affected() == 1 {
                 insert_key!(&mut *tx, new)?;
+                let row: KeyRow = sqlx::query_as(select).bind(old.as_str()).fetch_one(&mut *tx).await?;
+                for event in announce(&(new.record.clone(), KeyRecord::try_from(row)?)) {
+                    insert_event!(&mut *tx, &event).await?;
+                }
                 tx.commit().await?;
             }
             Ok::<_, StoreError>(done.rows_affected() == 1)

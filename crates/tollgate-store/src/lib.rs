@@ -32,11 +32,12 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditFilter;
-pub use billing::{Announce, BillingChange, BillingOutcome};
+pub use billing::{BillingChange, BillingOutcome};
 pub use credentials::{NewCredential, Resealed, StoredCredential};
 pub use error::StoreError;
 pub use hooks::{
-    AfterAttempt, Attempt, AttemptRow, DeliveryRow, DueDelivery, NewEvent, ResealedWebhook, StoredWebhook, WebhookPatch,
+    AfterAttempt, Announce, Attempt, AttemptRow, DeliveryRow, DueDelivery, NewEvent, ResealedWebhook, StoredWebhook,
+    WebhookPatch,
 };
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;

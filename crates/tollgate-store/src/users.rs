@@ -3,6 +3,7 @@
 use tollgate_domain::model::{User, UserStatus};
 use tollgate_domain::{PlanSlug, Timestamp, UserId};
 
+use crate::hooks::{NewEvent, insert_event};
 use crate::{Result, Store, StoreError, on_pool};
 
 macro_rules! columns {
@@ -162,8 +163,9 @@ impl Store {
         rows.into_iter().map(User::try_from).collect()
     }
 
-    /// Applies `patch` and returns the user as stored afterwards.
-    pub async fn update_user(&self, id: &UserId, patch: UserPatch) -> Result<User> {
+    /// Applies `patch` and returns the user as stored afterwards; `events`
+    /// go to the outbox in the same transaction.
+    pub async fn update_user(&self, id: &UserId, patch: UserPatch, events: &[NewEvent]) -> Result<User> {
         let mut user = self.user(id).await?;
         if let Some(plan) = &patch.plan {
             self.plan(plan).await?;
@@ -187,10 +189,18 @@ impl Store {
         let overrides = overrides_json(&user)?;
         let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, billing_anchor = $6, \
                  usage_reset_at = $7, limit_overrides = $8, created_at = $9, updated_at = $10 WHERE id = $1";
-        let done = on_pool!(self, p => bind_user!(sqlx::query(q), &user, &overrides)
-            .execute(p)
-            .await
-            .map(|d| d.rows_affected()))
+        let done = on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let done = bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await?.rows_affected();
+            if done == 0 {
+                return Ok(0);
+            }
+            for event in events {
+                insert_event!(&mut *tx, event).await?;
+            }
+            tx.commit().await.map(|()| done)
+        }
+        .await)
         .map_err(user_write_error(&user))?;
         if done == 0 {
             return Err(user_not_found(id));

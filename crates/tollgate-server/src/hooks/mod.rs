@@ -1,6 +1,7 @@
 //! Telling the outside world: events go to the outbox (in the store, in
-//! the transaction of the change where the store makes that easy, else
-//! right after it), and one background task per instance sends them.
+//! the transaction of the change they report: nothing is lost by a crash,
+//! nothing sent for a change that did not happen), and one background task
+//! per instance sends them.
 //!
 //! The sender dispatches new events into deliveries (one per subscribed
 //! webhook endpoint, plus an e-mail to the user for usage alerts when SMTP
@@ -8,7 +9,7 @@
 //! (webhooks signed by the Standard Webhooks scheme; e-mails by SMTP), and
 //! records every attempt. A failure is retried with exponential backoff and
 //! jitter for a day; nothing is dropped before that. It wakes on a signal
-//! (a commit that fired alerts, an emitted event, a redelivery) and polls
+//! (a commit that fired alerts, a change that wrote an event, a redelivery) and polls
 //! every second for the rest (other instances' events, retries).
 //!
 //! It never logs a secret, a URL (which may hold a token) or a body.
@@ -30,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tollgate_domain::Timestamp;
 use tollgate_domain::hooks::{RETRY_WINDOW_MS, retry_delay_ms};
-use tollgate_store::{AfterAttempt, Attempt, DueDelivery, NewEvent, Store};
+use tollgate_store::{AfterAttempt, Attempt, DueDelivery, Store};
 use tollgate_vault::{Keyring, webhook_aad};
 
 use self::sign::WebhookSecret;
@@ -96,17 +97,6 @@ impl Hooks {
         let task = tokio::spawn(run(hooks.clone()));
         *hooks.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(hooks)
-    }
-
-    /// Writes an event to the outbox (after the change it reports is
-    /// stored) and wakes the sender. A failure is logged loudly rather than
-    /// turned into a failed request: the change itself is done.
-    pub async fn emit(&self, event: NewEvent) {
-        let kind = event.kind;
-        match self.store.insert_event(&event).await {
-            Ok(()) => self.signal.notify_one(),
-            Err(e) => tracing::error!(error = %e, event = %kind, "an event was not written to the outbox"),
-        }
     }
 
     /// Wakes the sender (after a change it should act on at once).

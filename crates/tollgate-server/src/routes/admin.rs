@@ -338,7 +338,7 @@ async fn update_user(
         limit_overrides: input.limits,
         ..UserPatch::default()
     };
-    let user = state.store.update_user(&parse_user_id(&id)?, patch).await?;
+    let user = state.store.update_user(&parse_user_id(&id)?, patch, &[]).await?;
     state.invalidate_users();
     Ok(Json(user))
 }
@@ -346,7 +346,7 @@ async fn update_user(
 /// Suspends a user (their keys get 403 at once) or lifts it.
 pub(crate) async fn set_status(state: &AppState, id: &UserId, status: UserStatus) -> ApiResult<User> {
     let patch = UserPatch { status: Some(status), ..UserPatch::default() };
-    let user = state.store.update_user(id, patch).await?;
+    let user = state.store.update_user(id, patch, &[]).await?;
     state.invalidate_users();
     Ok(user)
 }
@@ -394,13 +394,21 @@ pub(crate) async fn change_plan(
     let plan = existing_plan(state, plan).await?;
     let now = Timestamp::now();
     let patch = UserPatch {
-        plan: Some(plan),
         billing_anchor: reset_usage.then_some(now),
         usage_reset_at: reset_usage.then_some(now),
         ..UserPatch::default()
     };
-    let user = state.store.update_user(id, patch).await?;
+    let mut announce = Vec::new();
+    if before.plan != plan {
+        announce.push(events::plan_changed(id, &before.plan, &plan, reset_usage, "admin"));
+    }
+    if reset_usage {
+        announce.push(events::usage_reset(id, now, "plan_change"));
+    }
+    let patch = UserPatch { plan: Some(plan), ..patch };
+    let user = state.store.update_user(id, patch, &announce).await?;
     state.invalidate_users();
+    state.hooks.wake();
     let entry = origin
         .entry(AuditAction::UserPlanChanged, format!("user:{id}"))
         .user(id)
@@ -408,12 +416,6 @@ pub(crate) async fn change_plan(
         .detail("to", user.plan.as_str())
         .detail("reset_usage", reset_usage.to_string());
     state.audit.note(entry).await;
-    if before.plan != user.plan {
-        state.hooks.emit(events::plan_changed(id, &before.plan, &user.plan, reset_usage, "admin")).await;
-    }
-    if let (true, Some(start)) = (reset_usage, user.usage_reset_at) {
-        state.hooks.emit(events::usage_reset(id, start, "plan_change")).await;
-    }
     Ok(user)
 }
 

@@ -103,16 +103,16 @@ pub(crate) async fn set_credential(
     let provider = parse_provider(provider)?;
     check_secret_format(&provider, secret.expose()).map_err(|e| ApiError::invalid("secret", format!("secret: {e}")))?;
     let label = check_label(label)?;
-    let credential = state.vault.set(user, &provider, secret, label, validate).await?;
+    let event = events::credential_updated(user, provider.as_str(), label.as_deref(), "set");
+    let credential = state.vault.set(user, &provider, secret, label, validate, &[event]).await?;
     state.announce_change();
+    state.hooks.wake();
     let mut entry = origin.entry(AuditAction::CredentialSet, target(user, &provider)).user(user);
     entry = entry.detail("provider", provider.as_str());
     if let Some(v) = &credential.validation {
         entry = entry.detail("validation", v.outcome.as_str());
     }
     state.audit.note(entry).await;
-    let event = events::credential_updated(user, provider.as_str(), credential.label.as_deref(), "set");
-    state.hooks.emit(event).await;
     Ok(credential)
 }
 
@@ -125,11 +125,12 @@ pub(crate) async fn remove_credential(
     provider: &str,
 ) -> ApiResult<()> {
     let provider = parse_provider(provider)?;
-    state.vault.remove(user, &provider).await?;
+    let event = events::credential_updated(user, provider.as_str(), None, "removed");
+    state.vault.remove(user, &provider, &[event]).await?;
     state.announce_change();
+    state.hooks.wake();
     let entry = origin.entry(AuditAction::CredentialRemoved, target(user, &provider)).user(user);
     state.audit.note(entry.detail("provider", provider.as_str())).await;
-    state.hooks.emit(events::credential_updated(user, provider.as_str(), None, "removed")).await;
     Ok(())
 }
 

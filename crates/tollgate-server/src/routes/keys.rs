@@ -125,19 +125,19 @@ pub fn parse_key_id(raw: &str) -> ApiResult<KeyId> {
 
 /// Stores a new key, notes it in the audit log and emits `key.created`.
 pub async fn insert(state: &AppState, origin: &Origin, new: &NewKey) -> ApiResult<KeyRecord> {
-    let record = state.store.insert_key(new).await?;
+    let record = state.store.insert_key(new, &[events::key_created(&new.record, None)]).await?;
+    state.hooks.wake();
     state.audit.note(audit_entry(origin, AuditAction::KeyCreated, &record)).await;
-    state.hooks.emit(events::key_created(&record, None)).await;
     Ok(record)
 }
 
 /// Revokes a key at once (on this instance; others within the cache TTL),
 /// notes it in the audit log and emits `key.revoked`.
 pub async fn revoke(state: &AppState, origin: &Origin, id: &KeyId) -> ApiResult<KeyRecord> {
-    let record = state.store.revoke_key(id, Timestamp::now()).await?;
+    let record = state.store.revoke_key(id, Timestamp::now(), &|r| vec![events::key_revoked(r)]).await?;
     state.invalidate_users();
+    state.hooks.wake();
     state.audit.note(audit_entry(origin, AuditAction::KeyRevoked, &record)).await;
-    state.hooks.emit(events::key_revoked(&record)).await;
     Ok(record)
 }
 
@@ -153,13 +153,13 @@ pub async fn rotate(state: &AppState, id: &KeyId, input: RotateInput) -> ApiResu
     let expires_at = old.expires_at.filter(|t| *t > now);
     let input = KeyInput { name: Some(old.name.clone()), scopes: Some(old.scopes.iter().collect()), expires_at };
     let (new, secret) = prepare(old.kind, old.user_id.clone(), input, None, |_| true)?;
-    let record = state.store.rotate_key(id, &new, now.plus_seconds(grace)).await?;
+    // The successor, and the old key's revocation (now, or when the grace
+    // period ends).
+    let announce = |(created, old): &(KeyRecord, KeyRecord)| {
+        vec![events::key_created(created, Some(id)), events::key_revoked(old)]
+    };
+    let record = state.store.rotate_key(id, &new, now.plus_seconds(grace), &announce).await?;
     state.invalidate_users();
-    state.hooks.emit(events::key_created(&record, Some(id))).await;
-    // The old key's revocation (now, or when the grace period ends).
-    match state.store.key(id).await {
-        Ok(old) => state.hooks.emit(events::key_revoked(&old)).await,
-        Err(e) => tracing::error!(error = %e, "failed to read a rotated key for its key.revoked event"),
-    }
+    state.hooks.wake();
     Ok((record, secret))
 }

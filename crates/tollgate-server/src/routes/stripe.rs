@@ -62,7 +62,7 @@ fn change_of(kind: &str, object: &Value) -> Option<BillingChange> {
 }
 
 /// The outbox events of a billing change.
-fn announce(before: &User, after: &User) -> Vec<NewEvent> {
+fn announce((before, after): &(User, User)) -> Vec<NewEvent> {
     let mut out = Vec::new();
     if after.plan != before.plan {
         out.push(events::plan_changed(&after.id, &before.plan, &after.plan, false, "stripe"));
