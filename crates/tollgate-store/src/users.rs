@@ -110,6 +110,26 @@ pub struct UserPatch {
     pub limit_overrides: Option<Option<tollgate_domain::Limits>>,
 }
 
+impl UserPatch {
+    fn apply(self, user: &mut User) {
+        if let Some(email) = self.email {
+            user.email = email;
+        }
+        if let Some(customer) = self.stripe_customer_id {
+            user.stripe_customer_id = customer;
+        }
+        user.status = self.status.unwrap_or(user.status);
+        user.plan = self.plan.unwrap_or_else(|| user.plan.clone());
+        user.billing_anchor = self.billing_anchor.unwrap_or(user.billing_anchor);
+        if self.usage_reset_at.is_some() {
+            user.usage_reset_at = self.usage_reset_at;
+        }
+        if let Some(overrides) = self.limit_overrides {
+            user.limit_overrides = overrides;
+        }
+    }
+}
+
 fn user_not_found(id: &UserId) -> StoreError {
     StoreError::not_found(format!("no user {:?}", id.as_str()))
 }
@@ -164,47 +184,36 @@ impl Store {
     }
 
     /// Applies `patch` and returns the user as stored afterwards; `events`
-    /// go to the outbox in the same transaction.
+    /// go to the outbox in the same transaction. The user is read and
+    /// written in one transaction that holds their row (Postgres) or the
+    /// write lock (SQLite), so a change made meanwhile (a Stripe event) is
+    /// never overwritten with what was read before it.
     pub async fn update_user(&self, id: &UserId, patch: UserPatch, events: &[NewEvent]) -> Result<User> {
-        let mut user = self.user(id).await?;
         if let Some(plan) = &patch.plan {
             self.plan(plan).await?;
         }
-        if let Some(email) = patch.email {
-            user.email = email;
-        }
-        if let Some(customer) = patch.stripe_customer_id {
-            user.stripe_customer_id = customer;
-        }
-        user.status = patch.status.unwrap_or(user.status);
-        user.plan = patch.plan.unwrap_or(user.plan);
-        user.billing_anchor = patch.billing_anchor.unwrap_or(user.billing_anchor);
-        if patch.usage_reset_at.is_some() {
-            user.usage_reset_at = patch.usage_reset_at;
-        }
-        if let Some(overrides) = patch.limit_overrides {
-            user.limit_overrides = overrides;
-        }
-        user.updated_at = Timestamp::now();
-        let overrides = overrides_json(&user)?;
+        let postgres = matches!(self.pool, crate::Pool::Postgres(_));
+        let select = if postgres {
+            concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE")
+        } else {
+            concat!("SELECT ", columns!(), " FROM users WHERE id = $1")
+        };
         let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, billing_anchor = $6, \
                  usage_reset_at = $7, limit_overrides = $8, created_at = $9, updated_at = $10 WHERE id = $1";
-        let done = on_pool!(self, p => async {
-            let mut tx = p.begin().await?;
-            let done = bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await?.rows_affected();
-            if done == 0 {
-                return Ok(0);
-            }
+        let user = on_pool!(self, p => {
+            let mut tx = if postgres { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
+            let row: Option<UserRow> = sqlx::query_as(select).bind(id.as_str()).fetch_optional(&mut *tx).await?;
+            let mut user = User::try_from(row.ok_or_else(|| user_not_found(id))?)?;
+            patch.apply(&mut user);
+            user.updated_at = Timestamp::now();
+            let overrides = overrides_json(&user)?;
+            bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await.map_err(user_write_error(&user))?;
             for event in events {
                 insert_event!(&mut *tx, event).await?;
             }
-            tx.commit().await.map(|()| done)
-        }
-        .await)
-        .map_err(user_write_error(&user))?;
-        if done == 0 {
-            return Err(user_not_found(id));
-        }
+            tx.commit().await?;
+            user
+        });
         Ok(user)
     }
 

@@ -13,7 +13,35 @@ both_stores!(
     users_can_be_created_listed_updated_and_deleted,
     a_user_changes_plan_and_reset_usage_moves_the_anchor,
     malformed_json_and_wrong_types_get_400_naming_the_field,
+    concurrent_changes_to_one_user_keep_each_other,
 );
+
+/// A change to one field never writes back another field as it was read
+/// before a concurrent change (a plan change amid e-mail edits).
+async fn concurrent_changes_to_one_user_keep_each_other(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for round in 0..5 {
+        let user = format!("u_{round}");
+        app.api.create_user(&user, "free").await;
+        let path = format!("/admin/v1/users/{user}");
+        let edits = (0..20).map(|i| {
+            let (api, path) = (app.api.clone(), path.clone());
+            tokio::spawn(async move {
+                let body = json!({ "email": format!("a{i}@example.com") });
+                api.admin(Method::PATCH, &path, Some(body)).await.expect(200);
+            })
+        });
+        let edits: Vec<_> = edits.collect();
+        let body = json!({ "plan": "pro" });
+        app.api.admin(Method::PUT, &format!("{path}/plan"), Some(body)).await.expect(200);
+        for edit in edits {
+            edit.await.unwrap();
+        }
+        let stored = app.api.admin(Method::GET, &path, None).await.expect(200);
+        assert_eq!(stored["plan"], "pro", "round {round}: the plan change was kept: {stored}");
+        assert!(stored["email"].as_str().unwrap().ends_with("@example.com"));
+    }
+}
 
 async fn default_plans_exist_after_the_first_start(backend: Backend) {
     let app = TestApp::spawn(backend).await;
