@@ -184,6 +184,38 @@ macro_rules! bind_event {
     }};
 }
 
+/// `table.column + excluded.column` in an upsert, saturating at the
+/// largest `i64` instead of failing (Postgres) or turning into a float
+/// (SQLite): one event's amounts are bounded, their sums over time are not.
+macro_rules! saturating_add {
+    ($table:literal, $column:literal) => {
+        concat!(
+            $column,
+            " = CASE WHEN excluded.",
+            $column,
+            " <= 0 THEN ",
+            $table,
+            ".",
+            $column,
+            " + excluded.",
+            $column,
+            " WHEN ",
+            $table,
+            ".",
+            $column,
+            " > 9223372036854775807 - excluded.",
+            $column,
+            " THEN 9223372036854775807 ELSE ",
+            $table,
+            ".",
+            $column,
+            " + excluded.",
+            $column,
+            " END"
+        )
+    };
+}
+
 /// user, day, model, feature, key, provider, key source.
 type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str, &'a str, &'a str);
 
@@ -267,9 +299,11 @@ impl<'a> Sums<'a> {
         for e in events {
             let r = &e.row;
             for (meter, n) in &e.meters {
-                *sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default() += n;
+                let lifetime = sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default();
+                *lifetime = lifetime.saturating_add(*n);
                 if let Some(start) = e.period_start {
-                    *sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default() += n;
+                    let counter = sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default();
+                    *counter = counter.saturating_add(*n);
                 }
             }
             let key: RollupKey = (
@@ -285,7 +319,7 @@ impl<'a> Sums<'a> {
             for (slot, n) in
                 slots.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros])
             {
-                *slot += n;
+                *slot = slot.saturating_add(n);
             }
         }
         sums
@@ -401,8 +435,9 @@ impl Store {
                 for chunk in sized_chunks(&sorted_counters[from..i]) {
                     let sql = format!(
                         "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
-                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
-                        placeholders(chunk.len(), 4, numbered)
+                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET {}",
+                        placeholders(chunk.len(), 4, numbered),
+                        saturating_add!("usage_counters", "used"),
                     );
                     let mut q = sqlx::query(AssertSqlSafe(sql));
                     for ((user, meter, start), n) in chunk {
@@ -412,18 +447,19 @@ impl Store {
                 }
                 from = i + 1;
                 let (Some(watch), Some(((user, meter, start), n))) = (watch, sorted_counters.get(i)) else { continue };
-                let after: i64 = sqlx::query_scalar(
+                let after: i64 = sqlx::query_scalar(concat!(
                     "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used \
-                     RETURNING used",
-                )
+                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET ",
+                    saturating_add!("usage_counters", "used"),
+                    " RETURNING used",
+                ))
                 .bind(*user)
                 .bind(*meter)
                 .bind(*start)
                 .bind(*n)
                 .fetch_one(&mut *tx)
                 .await?;
-                let crossing = Crossing { before: after - n, after, limit: watch.limit };
+                let crossing = Crossing { before: after.saturating_sub(*n), after, limit: watch.limit };
                 for (kind, threshold, event) in alerts((user, meter, *start), watch, crossing) {
                     let fired = sqlx::query(
                         "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
@@ -449,8 +485,9 @@ impl Store {
             for chunk in sized_chunks(&lifetime) {
                 let sql = format!(
                     "INSERT INTO usage_lifetime (user_id, meter, used) VALUES {} \
-                     ON CONFLICT (user_id, meter) DO UPDATE SET used = usage_lifetime.used + excluded.used",
-                    placeholders(chunk.len(), 3, numbered)
+                     ON CONFLICT (user_id, meter) DO UPDATE SET {}",
+                    placeholders(chunk.len(), 3, numbered),
+                    saturating_add!("usage_lifetime", "used"),
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, meter), n) in chunk {
@@ -463,14 +500,21 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO usage_daily (user_id, day, model, feature, key_id, provider, key_source, events, \
                      input_tokens, output_tokens, cached_tokens, requests, cost_micros) VALUES {} \
-                     ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source) DO UPDATE SET \
-                     events = usage_daily.events + excluded.events, \
-                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-                     cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
-                     requests = usage_daily.requests + excluded.requests, \
-                     cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-                    placeholders(chunk.len(), 13, numbered)
+                     ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source) DO UPDATE SET {}",
+                    placeholders(chunk.len(), 13, numbered),
+                    concat!(
+                        saturating_add!("usage_daily", "events"),
+                        ", ",
+                        saturating_add!("usage_daily", "input_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "output_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "cached_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "requests"),
+                        ", ",
+                        saturating_add!("usage_daily", "cost_micros"),
+                    ),
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, day, model, feature, key, provider, source), sums) in chunk {

@@ -89,7 +89,7 @@ pub struct MeterState {
 
 impl MeterState {
     pub fn remaining(&self) -> Option<i64> {
-        self.limit.map(|l| (l - self.used - self.reserved).max(0))
+        self.limit.map(|l| l.saturating_sub(self.used).saturating_sub(self.reserved).max(0))
     }
 }
 
@@ -315,7 +315,7 @@ impl Metering {
         let before = self.counters.count(&key).await?;
         let state = MeterState { limit, used: before.used, reserved: before.reserved };
         if !reserve {
-            let allowed = limit.is_none_or(|l| before.used + before.reserved + amount <= l);
+            let allowed = limit.is_none_or(|l| before.used.saturating_add(before.reserved).saturating_add(amount) <= l);
             return Ok(CheckOutcome { allowed, state, period, reservation_id: None });
         }
         let id = format!("res_{}", base62::random(20));

@@ -160,16 +160,18 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
         let mut used: BTreeMap<String, i64> = BTreeMap::new();
         for r in rows.iter().filter(|r| account.counts(r.key_source == "byok")) {
             for (m, n) in [
-                ("tokens", r.input_tokens + r.output_tokens),
+                ("tokens", r.input_tokens.saturating_add(r.output_tokens)),
                 ("input_tokens", r.input_tokens),
                 ("output_tokens", r.output_tokens),
                 ("requests", r.requests),
                 ("cost_usd", r.cost_micros),
             ] {
-                *used.entry(m.to_owned()).or_default() += n;
+                let sum = used.entry(m.to_owned()).or_default();
+                *sum = sum.saturating_add(n);
             }
             if !r.feature.is_empty() {
-                *used.entry(format!("requests:{}", r.feature)).or_default() += r.requests;
+                let sum = used.entry(format!("requests:{}", r.feature)).or_default();
+                *sum = sum.saturating_add(r.requests);
             }
         }
         for meter in account.limited_meters(period.start) {
@@ -232,7 +234,7 @@ pub(crate) struct GroupRow {
 
 impl GroupRow {
     pub fn tokens(&self) -> i64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 
@@ -257,12 +259,16 @@ pub(crate) async fn breakdown(
             _ => return Err(ApiError::invalid("group_by", "group_by: day, model, feature, key or provider")),
         };
         let g = sums.entry(key).or_default();
-        g.events += r.events;
-        g.requests += r.requests;
-        g.input_tokens += r.input_tokens;
-        g.output_tokens += r.output_tokens;
-        g.cached_tokens += r.cached_tokens;
-        g.cost_micros += r.cost_micros;
+        for (sum, n) in [
+            (&mut g.events, r.events),
+            (&mut g.requests, r.requests),
+            (&mut g.input_tokens, r.input_tokens),
+            (&mut g.output_tokens, r.output_tokens),
+            (&mut g.cached_tokens, r.cached_tokens),
+            (&mut g.cost_micros, r.cost_micros),
+        ] {
+            *sum = sum.saturating_add(n);
+        }
     }
     Ok(sums.into_iter().map(|(k, g)| GroupRow { key: (!k.is_empty()).then_some(k), ..g }).collect())
 }

@@ -29,6 +29,8 @@ both_stores!(
     per_user_overrides_replace_the_plans_limits,
     tokens_per_minute_limit_refuses_checks_and_says_when_to_retry,
     anchored_and_lifetime_periods_are_reported,
+    amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named,
+    sums_of_huge_amounts_saturate_instead_of_wrapping_negative,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -135,6 +137,79 @@ async fn bad_events_are_refused_with_the_field_named_and_the_rest_committed(back
     let wrong = app.api.call(Method::POST, "/v1/usage/events", Some(&key), Some(json!({"events": {}}))).await;
     assert_eq!(wrong.expect(400)["error"]["field"], "events");
     assert_eq!(usage(&app, "u_1").await["meters"]["tokens"]["used"], 10, "nothing stored was changed");
+}
+
+/// Review of issue #3: an amount near `i64::MAX` wrapped the tokens sum
+/// negative and erased a quota; a NUL byte or an over-long model failed a
+/// whole group commit on Postgres.
+async fn amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "small", json!({"tokens": 1000})).await;
+    app.api.create_user("u_1", "small").await;
+    let key = service_key(&app).await;
+    let max = 9_007_199_254_740_992_i64;
+    let batch = json!([
+        {"id":"wrap","user_id":"u_1","input_tokens":i64::MAX,"output_tokens":1},
+        {"id":"meter","user_id":"u_1","meters":{"pages":max + 1}},
+        {"id":"cost","user_id":"u_1","cost_usd":max + 1},
+        {"id":"nul","user_id":"u_1","model":"gpt-4o\u{0}"},
+        {"id":"long","user_id":"u_1","model":"m".repeat(257)},
+        {"id":"agent","user_id":"u_1","user_agent":"a".repeat(1025)},
+        {"id":"key","user_id":"u_1","key_id":"k\n"},
+        {"id":"edge","user_id":"u_1","input_tokens":max,"model":"m".repeat(256),"user_agent":"a".repeat(1024)},
+    ]);
+    let reply = events(&app, &key, batch).await.expect(200);
+    assert_eq!((reply["accepted"].as_i64(), reply["rejected"].as_i64()), (Some(1), Some(7)));
+    let errors = reply["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors.iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        [
+            "events[0].input_tokens",
+            "events[1].meters.pages",
+            "events[2].cost_usd",
+            "events[3].model",
+            "events[4].model",
+            "events[5].user_agent",
+            "events[6].key_id"
+        ]
+    );
+    assert_eq!(errors[0]["message"], "input_tokens: at most 9007199254740992");
+    let tokens = &usage(&app, "u_1").await["meters"]["tokens"];
+    assert_eq!((tokens["used"].as_i64(), tokens["remaining"].as_i64()), (Some(max), Some(0)), "only the edge counted");
+    for path in ["/v1/quota/check", "/v1/quota/reservations/res_x/settle"] {
+        let body = json!({"user_id":"u_1","meter":"tokens","amount":max + 1});
+        let body = if path.ends_with("settle") { json!({"amount": max + 1}) } else { body };
+        let refused = app.api.call(Method::POST, path, Some(&key), Some(body)).await.expect(400);
+        assert_eq!(refused["error"]["field"], "amount", "{path}");
+    }
+}
+
+/// Review of issue #3: one event's amount is bounded, their sums are not;
+/// they stop at the largest integer instead of turning negative.
+async fn sums_of_huge_amounts_saturate_instead_of_wrapping_negative(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "small", json!({"tokens": 1000})).await;
+    app.api.create_user("u_1", "small").await;
+    let key = service_key(&app).await;
+    let max = 9_007_199_254_740_992_i64;
+    // 600 events of 2^54 tokens each pass 2^63 within one commit; a second
+    // batch adds to the stored (saturated) rows.
+    for batch in 0..2 {
+        let events_json: Vec<Value> = (0..600)
+            .map(|i| json!({"id":format!("e_{batch}_{i}"),"user_id":"u_1","input_tokens":max,"output_tokens":max}))
+            .collect();
+        events(&app, &key, json!(events_json)).await.expect(200);
+    }
+    let view = usage(&app, "u_1").await;
+    assert_eq!(view["meters"]["tokens"]["used"].as_i64(), Some(i64::MAX));
+    assert_eq!(view["meters"]["tokens"]["remaining"].as_i64(), Some(0));
+    assert_eq!(view["lifetime"]["tokens"].as_i64(), Some(i64::MAX));
+    let by_day = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage?group_by=day", None).await.expect(200);
+    assert_eq!(by_day["groups"][0]["input_tokens"].as_i64(), Some(i64::MAX));
+    assert_eq!(by_day["groups"][0]["tokens"].as_i64(), Some(i64::MAX));
+    let refused = check(&app, &key, json!({"user_id":"u_1","meter":"tokens","amount":1,"reserve":true})).await;
+    assert_eq!(refused["allowed"], false, "the quota is not erased");
 }
 
 async fn two_hundred_parallel_reservations_of_ten_against_a_thousand_grant_exactly_one_hundred(backend: Backend) {
