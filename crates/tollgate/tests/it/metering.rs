@@ -814,3 +814,77 @@ async fn anchored_and_lifetime_periods_are_reported(backend: Backend) {
     assert!(l["period"]["end"].is_null(), "a lifetime period has no end");
     assert_eq!(l["period"]["start"], "1970-01-01T00:00:00.000Z");
 }
+
+/// Review of issue #3: when one group commit failed, every caller in the
+/// group got the error. The jobs are queued on a single-threaded runtime
+/// before the writer runs, so they are sure to share one transaction; a
+/// trigger makes one of them fail in the store.
+mod group_commit {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tollgate_domain::{Meter, Timestamp};
+    use tollgate_server::metering::{Metering, MeteringConfig};
+    use tollgate_store::{EventRow, PreparedEvent, Store, StoreConfig};
+
+    use crate::common::{Backend, TestApp};
+
+    fn event(id: &str, tokens: i64) -> PreparedEvent {
+        let row = EventRow {
+            id: id.into(),
+            user_id: "u_1".into(),
+            ts: Timestamp::now().millis(),
+            key_source: "platform".into(),
+            billable: true,
+            ..EventRow::default()
+        };
+        PreparedEvent { row, meters: vec![(Meter::builtin(Meter::TOKENS), tokens)], period_start: Some(0) }
+    }
+
+    async fn one_failing_job_fails_only_its_own_caller(backend: Backend) {
+        let mut app = TestApp::spawn(backend).await;
+        app.api.create_user("u_1", "pro").await;
+        app.stop().await;
+        let poison = match backend {
+            Backend::Sqlite => vec![
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.id = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned event'); END",
+            ],
+            Backend::Postgres => vec![
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.id = 'poison' THEN RAISE EXCEPTION 'poisoned event'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION poison()",
+            ],
+        };
+        for sql in poison {
+            app.db.execute(sql).await;
+        }
+        let config = match app.db.database_url() {
+            Some(url) => StoreConfig::Postgres { url },
+            None => StoreConfig::Sqlite { path: app.db.sqlite_path(), fsync_each_commit: false },
+        };
+        let store = Arc::new(Store::open(&config).await.unwrap());
+        let config = MeteringConfig { account_ttl: Duration::from_secs(5), reservation_ttl: Duration::from_secs(60) };
+        let metering = Metering::start(store.clone(), config, Vec::new());
+        let (a, bad, b) = tokio::join!(
+            metering.commit(vec![event("a", 3)], None),
+            metering.commit(vec![event("poison", 100)], None),
+            metering.commit(vec![event("b_1", 4), event("b_2", 5)], None),
+        );
+        assert!(bad.is_err(), "the bad job fails");
+        assert_eq!(a.unwrap(), [true], "a job beside it commits");
+        assert_eq!(b.unwrap(), [true, true], "and so does another");
+        assert_eq!(store.lifetime_of("u_1").await.unwrap(), [("tokens".to_owned(), 12)]);
+        metering.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        one_failing_job_fails_only_its_own_caller(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        one_failing_job_fails_only_its_own_caller(Backend::Postgres).await
+    }
+}
