@@ -174,6 +174,10 @@ impl Accounts {
     }
 }
 
+fn no_reservation(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired"))
+}
+
 fn stopped() -> ApiError {
     ApiError::Internal(anyhow::anyhow!("the metering writer has stopped"))
 }
@@ -379,15 +383,23 @@ impl Metering {
     /// Records `amount` of the reserved meter as used (an event whose id is
     /// the reservation's, so a repeated settle counts once) and ends the hold.
     pub async fn settle(&self, id: &str, amount: i64) -> ApiResult<bool> {
-        let (user, meter) = self
-            .reservation(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired")))?;
+        let (user, _) = self.reservation(id).await?.ok_or_else(|| no_reservation(id))?;
         let account = self.account(&user).await?;
+        self.settle_for(&account, id, amount).await
+    }
+
+    /// [`Metering::settle`] for the account already in hand: anonymous demo
+    /// traffic has no users row to look its account up by once the cached
+    /// one is gone.
+    pub async fn settle_for(&self, account: &Account, id: &str, amount: i64) -> ApiResult<bool> {
+        let (user, meter) = self.reservation(id).await?.ok_or_else(|| no_reservation(id))?;
+        if user != account.user.id {
+            return Err(no_reservation(id));
+        }
         let now = Timestamp::now();
         let amounts = Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() };
         let row = EventRow { id: id.to_owned(), user_id: user.to_string(), ts: now.millis(), ..EventRow::default() };
-        let event = self.prepare(&account, row, &amounts);
+        let event = self.prepare(account, row, &amounts);
         let flags = self.commit(vec![event], Some(id.to_owned())).await?;
         Ok(flags[0])
     }

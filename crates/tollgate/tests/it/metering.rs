@@ -31,6 +31,7 @@ both_stores!(
     anchored_and_lifetime_periods_are_reported,
     amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named,
     sums_of_huge_amounts_saturate_instead_of_wrapping_negative,
+    anonymous_demo_calls_are_counted_when_the_cached_account_is_gone,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -700,6 +701,26 @@ async fn anonymous_demo_mode_meters_per_address_on_a_tiny_quota() {
     // Off by default.
     let plain = TestApp::spawn(Backend::Sqlite).await;
     plain.api.call(Method::GET, "/v1/me", None, None).await.expect(401);
+}
+
+/// Review of issue #3: settling an anonymous call looked its account up
+/// again by user id; `anon:<ip>` has no users row, so once the cached
+/// account was gone the response became a 404 and the call went uncounted.
+/// A cache TTL of 0 makes every call find the cache empty.
+async fn anonymous_demo_calls_are_counted_when_the_cached_account_is_gone(backend: Backend) {
+    let env = [("TOLLGATE_ANONYMOUS_ENABLED", "true"), ("TOLLGATE_KEY_CACHE_TTL_SECONDS", "0")];
+    let app = TestApp::spawn_with(backend, &env).await;
+    app.api
+        .admin(Method::PATCH, "/admin/v1/plans/demo", Some(json!({"rpm": null, "limits": {"requests": 2}})))
+        .await
+        .expect(200);
+    for left in [1, 0] {
+        let reply = app.api.call(Method::GET, "/v1/me", None, None).await;
+        assert_eq!(reply.headers["x-ratelimit-remaining"], left.to_string().as_str());
+        assert_eq!(reply.expect(200)["user_id"], "anon:127.0.0.1");
+    }
+    let refused = app.api.call(Method::GET, "/v1/me", None, None).await.expect(429);
+    assert_eq!((refused["error"]["used"].as_i64(), refused["error"]["limit"].as_i64()), (Some(2), Some(2)));
 }
 
 async fn raw_events_past_retention_are_deleted_and_rollups_stay(backend: Backend) {
