@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::AssertSqlSafe;
 use tollgate_domain::hooks::{Crossing, EventType};
 use tollgate_domain::quota::CounterKey;
+use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp};
 
 /// Maps on the commit path hash short strings; a fast hash pays there.
@@ -90,6 +91,9 @@ pub struct PreparedEvent {
     /// The start (ms) of the quota period the event counts in; `None` when
     /// it does not count toward quota (a user's own key, on most plans).
     pub period_start: Option<i64>,
+    /// The meters the event names itself (the ledger's `extra`), rolled up
+    /// per day beside the built-in columns.
+    pub extra: Vec<(Meter, i64)>,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -108,7 +112,37 @@ pub struct DailyRow {
     pub cached_tokens: i64,
     pub requests: i64,
     pub cost_micros: i64,
+    /// The day's sums of the meters events named themselves.
+    #[sqlx(skip)]
+    pub extra: Vec<(String, i64)>,
 }
+
+impl DailyRow {
+    /// What these events added to each meter, as the live counters add it
+    /// (zero amounts left out).
+    pub fn meters(&self) -> Vec<(Meter, i64)> {
+        let amounts = Amounts {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            reasoning_tokens: 0,
+            requests: self.requests,
+            cost_micros: self.cost_micros,
+            feature: (!self.feature.is_empty()).then(|| self.feature.clone()),
+            extra: self.extra.iter().filter_map(|(m, n)| Some((Meter::parse(m).ok()?, *n))).collect(),
+        };
+        amounts.meters()
+    }
+
+    /// What these events added to one meter.
+    pub fn used(&self, meter: &str) -> i64 {
+        self.meters().into_iter().find(|(m, _)| m.as_str() == meter).map_or(0, |(_, n)| n)
+    }
+}
+
+/// A row of `usage_daily_meters` without its user: day, model, feature,
+/// key, provider, key source, meter, used.
+type MeterRollup = (i64, String, String, String, String, String, String, i64);
 
 const DAY_MS: i64 = 86_400_000;
 /// Rows per multi-row INSERT. Only these few sizes are used, so each table
@@ -291,6 +325,8 @@ struct Sums<'a> {
     counters: HashMap<(&'a str, &'a str, i64), i64>,
     lifetime: HashMap<(&'a str, &'a str), i64>,
     rollups: HashMap<RollupKey<'a>, [i64; 6]>,
+    /// The rollups of meters events name themselves.
+    meters: HashMap<(RollupKey<'a>, &'a str), i64>,
 }
 
 impl<'a> Sums<'a> {
@@ -315,6 +351,10 @@ impl<'a> Sums<'a> {
                 r.provider.as_deref().unwrap_or_default(),
                 &r.key_source,
             );
+            for (meter, n) in &e.extra {
+                let sum = sums.meters.entry((key, meter.as_str())).or_default();
+                *sum = sum.saturating_add(*n);
+            }
             let slots = sums.rollups.entry(key).or_default();
             for (slot, n) in
                 slots.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros])
@@ -525,6 +565,30 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
+            let meters = sorted(&sums.meters);
+            for chunk in sized_chunks(&meters) {
+                let sql = format!(
+                    "INSERT INTO usage_daily_meters (user_id, day, model, feature, key_id, provider, key_source, meter, \
+                     used) VALUES {} ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source, meter) \
+                     DO UPDATE SET {}",
+                    placeholders(chunk.len(), 9, numbered),
+                    saturating_add!("usage_daily_meters", "used"),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (((user, day, model, feature, key, provider, source), meter), n) in chunk {
+                    q = q
+                        .bind(*user)
+                        .bind(*day)
+                        .bind(*model)
+                        .bind(*feature)
+                        .bind(*key)
+                        .bind(*provider)
+                        .bind(*source)
+                        .bind(*meter)
+                        .bind(*n);
+                }
+                q.execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             counters = sorted_counters
                 .into_iter()
@@ -573,7 +637,29 @@ impl Store {
                  cached_tokens, requests, cost_micros FROM usage_daily WHERE user_id = $1 AND day >= $2 AND day < $3 \
                  ORDER BY day";
         let from_day = from.div_euclid(DAY_MS) * DAY_MS;
-        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?)
+        let mut rows: Vec<DailyRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?;
+        let q = "SELECT day, model, feature, key_id, provider, key_source, meter, used FROM usage_daily_meters \
+                 WHERE user_id = $1 AND day >= $2 AND day < $3";
+        let meters: Vec<MeterRollup> =
+            on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?;
+        if !meters.is_empty() {
+            // Every meter row has its usage_daily row: the same commit wrote both.
+            let mut index: HashMap<(i64, &str, &str, &str, &str, &str), usize> = HashMap::default();
+            for (i, r) in rows.iter().enumerate() {
+                index.insert((r.day, &r.model, &r.feature, &r.key_id, &r.provider, &r.key_source), i);
+            }
+            let mut extra: Vec<Vec<(String, i64)>> = vec![Vec::new(); rows.len()];
+            for (day, model, feature, key_id, provider, key_source, meter, used) in meters {
+                if let Some(i) = index.get(&(day, &*model, &*feature, &*key_id, &*provider, &*key_source)) {
+                    extra[*i].push((meter, used));
+                }
+            }
+            for (row, extra) in rows.iter_mut().zip(extra) {
+                row.extra = extra;
+            }
+        }
+        Ok(rows)
     }
 
     /// A user's events with `from <= ts < to`, in time order, after the

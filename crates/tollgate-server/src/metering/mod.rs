@@ -397,8 +397,26 @@ impl Metering {
             return Err(no_reservation(id));
         }
         let now = Timestamp::now();
-        let amounts = Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() };
-        let row = EventRow { id: id.to_owned(), user_id: user.to_string(), ts: now.millis(), ..EventRow::default() };
+        // Only the reserved meter moves, as the hold was on it alone.
+        // `requests` and `cost_usd` have ledger columns that move nothing
+        // else; any other meter (`tokens`, one side of the tokens, a
+        // feature's or the app's own) is recorded as the event's own meter,
+        // which the daily rollups keep too.
+        let amounts = match meter.as_str() {
+            Meter::REQUESTS => Amounts { requests: amount, ..Amounts::default() },
+            Meter::COST_USD => Amounts { cost_micros: amount, ..Amounts::default() },
+            _ => Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() },
+        };
+        let row = EventRow {
+            id: id.to_owned(),
+            user_id: user.to_string(),
+            ts: now.millis(),
+            key_source: "platform".into(),
+            // Platform usage, counted toward quota: billable, as a metered
+            // event from the platform's key is.
+            billable: true,
+            ..EventRow::default()
+        };
         let event = self.prepare(account, row, &amounts);
         let flags = self.commit(vec![event], Some(id.to_owned())).await?;
         Ok(flags[0])
@@ -430,7 +448,8 @@ impl Metering {
         }
         let counted = account.counts(row.key_source == "byok");
         let period_start = counted.then(|| account.period(Timestamp::from_millis(row.ts)).start.millis());
-        PreparedEvent { row, meters: amounts.meters(), period_start }
+        let extra = amounts.extra.iter().filter(|(_, n)| **n != 0).map(|(m, n)| (m.clone(), *n)).collect();
+        PreparedEvent { row, meters: amounts.meters(), period_start, extra }
     }
 
     /// The cost of a call in micro-dollars; unknown models cost 0 and are

@@ -32,6 +32,7 @@ both_stores!(
     amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named,
     sums_of_huge_amounts_saturate_instead_of_wrapping_negative,
     anonymous_demo_calls_are_counted_when_the_cached_account_is_gone,
+    settled_reservations_show_in_history_and_breakdowns_and_are_billable,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -723,6 +724,43 @@ async fn anonymous_demo_calls_are_counted_when_the_cached_account_is_gone(backen
     assert_eq!((refused["error"]["used"].as_i64(), refused["error"]["limit"].as_i64()), (Some(2), Some(2)));
 }
 
+/// Review of issue #3: a settled reservation was recorded only in the
+/// event's own meters, which the daily rollups did not keep: history and
+/// breakdowns showed 0 for it, and the event was not billable.
+async fn settled_reservations_show_in_history_and_breakdowns_and_are_billable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "k", json!({"tokens": 1000, "requests": 10})).await;
+    app.api.create_user("u_1", "k").await;
+    let key = service_key(&app).await;
+    for (meter, reserve, actual) in [("tokens", 300, 280), ("requests", 1, 1)] {
+        let held = check(&app, &key, json!({"user_id":"u_1","meter":meter,"amount":reserve,"reserve":true})).await;
+        let id = held["reservation_id"].as_str().unwrap();
+        let path = format!("/v1/quota/reservations/{id}/settle");
+        app.api.call(Method::POST, &path, Some(&key), Some(json!({"amount": actual}))).await.expect(200);
+    }
+    let live = usage(&app, "u_1").await;
+    assert_eq!(
+        (live["meters"]["tokens"]["used"].as_i64(), live["meters"]["requests"]["used"].as_i64()),
+        (Some(280), Some(1))
+    );
+    let month = &chrono::Utc::now().to_rfc3339()[..7];
+    let past = app.api.admin(Method::GET, &format!("/admin/v1/users/u_1/usage?period={month}"), None).await.expect(200);
+    assert_eq!(past["meters"]["tokens"]["used"], 280, "{past}");
+    assert_eq!(past["meters"]["requests"]["used"], 1, "{past}");
+    assert_eq!(past["meters"]["input_tokens"]["used"], Value::Null, "only the reserved meter moved: {past}");
+    let by_day = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage?group_by=day", None).await.expect(200);
+    let day = &by_day["groups"][0];
+    assert_eq!(
+        (day["tokens"].as_i64(), day["requests"].as_i64(), day["events"].as_i64()),
+        (Some(280), Some(1), Some(2))
+    );
+    let ledger = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage/events", None).await.expect(200);
+    let events = ledger["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["billable"] == true && e["key_source"] == "platform"), "{ledger}");
+    assert!(events.iter().any(|e| e["requests"] == 1), "a settled request is in its column: {ledger}");
+}
+
 async fn raw_events_past_retention_are_deleted_and_rollups_stay(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     app.api.create_user("u_1", "pro").await;
@@ -859,7 +897,12 @@ mod group_commit {
             billable: true,
             ..EventRow::default()
         };
-        PreparedEvent { row, meters: vec![(Meter::builtin(Meter::TOKENS), tokens)], period_start: Some(0) }
+        PreparedEvent {
+            row,
+            meters: vec![(Meter::builtin(Meter::TOKENS), tokens)],
+            period_start: Some(0),
+            ..Default::default()
+        }
     }
 
     async fn one_failing_job_fails_only_its_own_caller(backend: Backend) {
