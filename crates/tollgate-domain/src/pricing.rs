@@ -30,7 +30,8 @@ impl Price {
         let total = uncached * self.input as i128
             + cached * self.cached_input as i128
             + output_tokens.max(0) as i128 * self.output as i128;
-        ((total + 500_000) / 1_000_000) as i64
+        // Past i64 (only with absurd prices), the cost saturates.
+        i64::try_from((total + 500_000) / 1_000_000).unwrap_or(i64::MAX)
     }
 }
 

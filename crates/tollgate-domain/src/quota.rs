@@ -73,7 +73,7 @@ impl Counters {
     /// left alone (the store has it, and a later load reads it).
     pub fn add_used(&mut self, key: &CounterKey, delta: i64) {
         if let Some(count) = self.counts.get_mut(key) {
-            count.used += delta;
+            count.used = count.used.saturating_add(delta);
         }
     }
 
@@ -82,13 +82,14 @@ impl Counters {
         for (index, ask) in asks.iter().enumerate() {
             let count = self.count(&ask.key);
             if let Some(limit) = ask.limit
-                && count.used + count.reserved + ask.amount > limit
+                && count.used.saturating_add(count.reserved).saturating_add(ask.amount) > limit
             {
                 return Err(Refusal { index, count, limit });
             }
         }
         for ask in asks {
-            self.counts.entry(ask.key.clone()).or_default().reserved += ask.amount;
+            let count = self.counts.entry(ask.key.clone()).or_default();
+            count.reserved = count.reserved.saturating_add(ask.amount);
         }
         let parts = asks.iter().map(|a| (a.key.clone(), a.amount)).collect();
         self.holds.insert(id.to_owned(), Hold { parts, expires_at: now + ttl_ms });

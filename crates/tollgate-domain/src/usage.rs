@@ -4,6 +4,12 @@ use std::collections::BTreeMap;
 
 use crate::Meter;
 
+/// The largest amount one event, check or settlement may carry: 2^53, the
+/// last integer that JSON numbers (doubles) and the Lua of a shared counter
+/// store hold exactly. Sums of many such amounts still fit an `i64` only
+/// when added with saturation, which is how they are added.
+pub const MAX_AMOUNT: i64 = 1 << 53;
+
 /// The measured amounts of one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Amounts {
@@ -32,12 +38,12 @@ impl Amounts {
         let mut add = |m: Meter, n: i64| {
             if n != 0 {
                 match out.iter_mut().find(|(have, _)| *have == m) {
-                    Some((_, sum)) => *sum += n,
+                    Some((_, sum)) => *sum = sum.saturating_add(n),
                     None => out.push((m, n)),
                 }
             }
         };
-        add(meter(Meter::TOKENS), self.input_tokens + self.output_tokens);
+        add(meter(Meter::TOKENS), self.input_tokens.saturating_add(self.output_tokens));
         add(meter(Meter::INPUT_TOKENS), self.input_tokens);
         add(meter(Meter::OUTPUT_TOKENS), self.output_tokens);
         add(meter(Meter::REQUESTS), self.requests);
@@ -81,5 +87,17 @@ mod tests {
             ("tokens", 15),
         ];
         assert_eq!(got, want.map(|(m, n)| (m.to_owned(), n)));
+    }
+
+    #[test]
+    fn huge_amounts_saturate_instead_of_wrapping_negative() {
+        let amounts = Amounts {
+            input_tokens: i64::MAX,
+            output_tokens: 1,
+            extra: [(meter(Meter::TOKENS), i64::MAX)].into(),
+            ..Amounts::default()
+        };
+        let tokens = amounts.meters().into_iter().find(|(m, _)| m.as_str() == Meter::TOKENS).map(|(_, n)| n);
+        assert_eq!(tokens, Some(i64::MAX));
     }
 }

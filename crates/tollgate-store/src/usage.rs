@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::AssertSqlSafe;
 use tollgate_domain::hooks::{Crossing, EventType};
 use tollgate_domain::quota::CounterKey;
+use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp};
 
 /// Maps on the commit path hash short strings; a fast hash pays there.
@@ -90,6 +91,9 @@ pub struct PreparedEvent {
     /// The start (ms) of the quota period the event counts in; `None` when
     /// it does not count toward quota (a user's own key, on most plans).
     pub period_start: Option<i64>,
+    /// The meters the event names itself (the ledger's `extra`), rolled up
+    /// per day beside the built-in columns.
+    pub extra: Vec<(Meter, i64)>,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -108,7 +112,37 @@ pub struct DailyRow {
     pub cached_tokens: i64,
     pub requests: i64,
     pub cost_micros: i64,
+    /// The day's sums of the meters events named themselves.
+    #[sqlx(skip)]
+    pub extra: Vec<(String, i64)>,
 }
+
+impl DailyRow {
+    /// What these events added to each meter, as the live counters add it
+    /// (zero amounts left out).
+    pub fn meters(&self) -> Vec<(Meter, i64)> {
+        let amounts = Amounts {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            reasoning_tokens: 0,
+            requests: self.requests,
+            cost_micros: self.cost_micros,
+            feature: (!self.feature.is_empty()).then(|| self.feature.clone()),
+            extra: self.extra.iter().filter_map(|(m, n)| Some((Meter::parse(m).ok()?, *n))).collect(),
+        };
+        amounts.meters()
+    }
+
+    /// What these events added to one meter.
+    pub fn used(&self, meter: &str) -> i64 {
+        self.meters().into_iter().find(|(m, _)| m.as_str() == meter).map_or(0, |(_, n)| n)
+    }
+}
+
+/// A row of `usage_daily_meters` without its user: day, model, feature,
+/// key, provider, key source, meter, used.
+type MeterRollup = (i64, String, String, String, String, String, String, i64);
 
 const DAY_MS: i64 = 86_400_000;
 /// Rows per multi-row INSERT. Only these few sizes are used, so each table
@@ -182,6 +216,38 @@ macro_rules! bind_event {
             .bind(e.billable)
             .bind(e.estimated)
     }};
+}
+
+/// `table.column + excluded.column` in an upsert, saturating at the
+/// largest `i64` instead of failing (Postgres) or turning into a float
+/// (SQLite): one event's amounts are bounded, their sums over time are not.
+macro_rules! saturating_add {
+    ($table:literal, $column:literal) => {
+        concat!(
+            $column,
+            " = CASE WHEN excluded.",
+            $column,
+            " <= 0 THEN ",
+            $table,
+            ".",
+            $column,
+            " + excluded.",
+            $column,
+            " WHEN ",
+            $table,
+            ".",
+            $column,
+            " > 9223372036854775807 - excluded.",
+            $column,
+            " THEN 9223372036854775807 ELSE ",
+            $table,
+            ".",
+            $column,
+            " + excluded.",
+            $column,
+            " END"
+        )
+    };
 }
 
 /// user, day, model, feature, key, provider, key source.
@@ -259,6 +325,8 @@ struct Sums<'a> {
     counters: HashMap<(&'a str, &'a str, i64), i64>,
     lifetime: HashMap<(&'a str, &'a str), i64>,
     rollups: HashMap<RollupKey<'a>, [i64; 6]>,
+    /// The rollups of meters events name themselves.
+    meters: HashMap<(RollupKey<'a>, &'a str), i64>,
 }
 
 impl<'a> Sums<'a> {
@@ -267,9 +335,11 @@ impl<'a> Sums<'a> {
         for e in events {
             let r = &e.row;
             for (meter, n) in &e.meters {
-                *sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default() += n;
+                let lifetime = sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default();
+                *lifetime = lifetime.saturating_add(*n);
                 if let Some(start) = e.period_start {
-                    *sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default() += n;
+                    let counter = sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default();
+                    *counter = counter.saturating_add(*n);
                 }
             }
             let key: RollupKey = (
@@ -281,11 +351,15 @@ impl<'a> Sums<'a> {
                 r.provider.as_deref().unwrap_or_default(),
                 &r.key_source,
             );
+            for (meter, n) in &e.extra {
+                let sum = sums.meters.entry((key, meter.as_str())).or_default();
+                *sum = sum.saturating_add(*n);
+            }
             let slots = sums.rollups.entry(key).or_default();
             for (slot, n) in
                 slots.iter_mut().zip([1, r.input_tokens, r.output_tokens, r.cached_tokens, r.requests, r.cost_micros])
             {
-                *slot += n;
+                *slot = slot.saturating_add(n);
             }
         }
         sums
@@ -401,8 +475,9 @@ impl Store {
                 for chunk in sized_chunks(&sorted_counters[from..i]) {
                     let sql = format!(
                         "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES {} \
-                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used",
-                        placeholders(chunk.len(), 4, numbered)
+                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET {}",
+                        placeholders(chunk.len(), 4, numbered),
+                        saturating_add!("usage_counters", "used"),
                     );
                     let mut q = sqlx::query(AssertSqlSafe(sql));
                     for ((user, meter, start), n) in chunk {
@@ -412,18 +487,19 @@ impl Store {
                 }
                 from = i + 1;
                 let (Some(watch), Some(((user, meter, start), n))) = (watch, sorted_counters.get(i)) else { continue };
-                let after: i64 = sqlx::query_scalar(
+                let after: i64 = sqlx::query_scalar(concat!(
                     "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = usage_counters.used + excluded.used \
-                     RETURNING used",
-                )
+                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET ",
+                    saturating_add!("usage_counters", "used"),
+                    " RETURNING used",
+                ))
                 .bind(*user)
                 .bind(*meter)
                 .bind(*start)
                 .bind(*n)
                 .fetch_one(&mut *tx)
                 .await?;
-                let crossing = Crossing { before: after - n, after, limit: watch.limit };
+                let crossing = Crossing { before: after.saturating_sub(*n), after, limit: watch.limit };
                 for (kind, threshold, event) in alerts((user, meter, *start), watch, crossing) {
                     let fired = sqlx::query(
                         "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
@@ -449,8 +525,9 @@ impl Store {
             for chunk in sized_chunks(&lifetime) {
                 let sql = format!(
                     "INSERT INTO usage_lifetime (user_id, meter, used) VALUES {} \
-                     ON CONFLICT (user_id, meter) DO UPDATE SET used = usage_lifetime.used + excluded.used",
-                    placeholders(chunk.len(), 3, numbered)
+                     ON CONFLICT (user_id, meter) DO UPDATE SET {}",
+                    placeholders(chunk.len(), 3, numbered),
+                    saturating_add!("usage_lifetime", "used"),
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, meter), n) in chunk {
@@ -463,14 +540,21 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO usage_daily (user_id, day, model, feature, key_id, provider, key_source, events, \
                      input_tokens, output_tokens, cached_tokens, requests, cost_micros) VALUES {} \
-                     ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source) DO UPDATE SET \
-                     events = usage_daily.events + excluded.events, \
-                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-                     cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
-                     requests = usage_daily.requests + excluded.requests, \
-                     cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-                    placeholders(chunk.len(), 13, numbered)
+                     ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source) DO UPDATE SET {}",
+                    placeholders(chunk.len(), 13, numbered),
+                    concat!(
+                        saturating_add!("usage_daily", "events"),
+                        ", ",
+                        saturating_add!("usage_daily", "input_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "output_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "cached_tokens"),
+                        ", ",
+                        saturating_add!("usage_daily", "requests"),
+                        ", ",
+                        saturating_add!("usage_daily", "cost_micros"),
+                    ),
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for ((user, day, model, feature, key, provider, source), sums) in chunk {
@@ -478,6 +562,30 @@ impl Store {
                     for n in sums {
                         q = q.bind(*n);
                     }
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let meters = sorted(&sums.meters);
+            for chunk in sized_chunks(&meters) {
+                let sql = format!(
+                    "INSERT INTO usage_daily_meters (user_id, day, model, feature, key_id, provider, key_source, meter, \
+                     used) VALUES {} ON CONFLICT (user_id, day, model, feature, key_id, provider, key_source, meter) \
+                     DO UPDATE SET {}",
+                    placeholders(chunk.len(), 9, numbered),
+                    saturating_add!("usage_daily_meters", "used"),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (((user, day, model, feature, key, provider, source), meter), n) in chunk {
+                    q = q
+                        .bind(*user)
+                        .bind(*day)
+                        .bind(*model)
+                        .bind(*feature)
+                        .bind(*key)
+                        .bind(*provider)
+                        .bind(*source)
+                        .bind(*meter)
+                        .bind(*n);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -529,7 +637,29 @@ impl Store {
                  cached_tokens, requests, cost_micros FROM usage_daily WHERE user_id = $1 AND day >= $2 AND day < $3 \
                  ORDER BY day";
         let from_day = from.div_euclid(DAY_MS) * DAY_MS;
-        Ok(on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?)
+        let mut rows: Vec<DailyRow> =
+            on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?;
+        let q = "SELECT day, model, feature, key_id, provider, key_source, meter, used FROM usage_daily_meters \
+                 WHERE user_id = $1 AND day >= $2 AND day < $3";
+        let meters: Vec<MeterRollup> =
+            on_pool!(self, p => sqlx::query_as(q).bind(user).bind(from_day).bind(to).fetch_all(p).await)?;
+        if !meters.is_empty() {
+            // Every meter row has its usage_daily row: the same commit wrote both.
+            let mut index: HashMap<(i64, &str, &str, &str, &str, &str), usize> = HashMap::default();
+            for (i, r) in rows.iter().enumerate() {
+                index.insert((r.day, &r.model, &r.feature, &r.key_id, &r.provider, &r.key_source), i);
+            }
+            let mut extra: Vec<Vec<(String, i64)>> = vec![Vec::new(); rows.len()];
+            for (day, model, feature, key_id, provider, key_source, meter, used) in meters {
+                if let Some(i) = index.get(&(day, &*model, &*feature, &*key_id, &*provider, &*key_source)) {
+                    extra[*i].push((meter, used));
+                }
+            }
+            for (row, extra) in rows.iter_mut().zip(extra) {
+                row.extra = extra;
+            }
+        }
+        Ok(rows)
     }
 
     /// A user's events with `from <= ts < to`, in time order, after the

@@ -89,7 +89,7 @@ pub struct MeterState {
 
 impl MeterState {
     pub fn remaining(&self) -> Option<i64> {
-        self.limit.map(|l| (l - self.used - self.reserved).max(0))
+        self.limit.map(|l| l.saturating_sub(self.used).saturating_sub(self.reserved).max(0))
     }
 }
 
@@ -172,6 +172,10 @@ impl Accounts {
             None => cache.clear(),
         }
     }
+}
+
+fn no_reservation(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired"))
 }
 
 fn stopped() -> ApiError {
@@ -315,7 +319,7 @@ impl Metering {
         let before = self.counters.count(&key).await?;
         let state = MeterState { limit, used: before.used, reserved: before.reserved };
         if !reserve {
-            let allowed = limit.is_none_or(|l| before.used + before.reserved + amount <= l);
+            let allowed = limit.is_none_or(|l| before.used.saturating_add(before.reserved).saturating_add(amount) <= l);
             return Ok(CheckOutcome { allowed, state, period, reservation_id: None });
         }
         let id = format!("res_{}", base62::random(20));
@@ -379,15 +383,41 @@ impl Metering {
     /// Records `amount` of the reserved meter as used (an event whose id is
     /// the reservation's, so a repeated settle counts once) and ends the hold.
     pub async fn settle(&self, id: &str, amount: i64) -> ApiResult<bool> {
-        let (user, meter) = self
-            .reservation(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired")))?;
+        let (user, _) = self.reservation(id).await?.ok_or_else(|| no_reservation(id))?;
         let account = self.account(&user).await?;
+        self.settle_for(&account, id, amount).await
+    }
+
+    /// [`Metering::settle`] for the account already in hand: anonymous demo
+    /// traffic has no users row to look its account up by once the cached
+    /// one is gone.
+    pub async fn settle_for(&self, account: &Account, id: &str, amount: i64) -> ApiResult<bool> {
+        let (user, meter) = self.reservation(id).await?.ok_or_else(|| no_reservation(id))?;
+        if user != account.user.id {
+            return Err(no_reservation(id));
+        }
         let now = Timestamp::now();
-        let amounts = Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() };
-        let row = EventRow { id: id.to_owned(), user_id: user.to_string(), ts: now.millis(), ..EventRow::default() };
-        let event = self.prepare(&account, row, &amounts);
+        // Only the reserved meter moves, as the hold was on it alone.
+        // `requests` and `cost_usd` have ledger columns that move nothing
+        // else; any other meter (`tokens`, one side of the tokens, a
+        // feature's or the app's own) is recorded as the event's own meter,
+        // which the daily rollups keep too.
+        let amounts = match meter.as_str() {
+            Meter::REQUESTS => Amounts { requests: amount, ..Amounts::default() },
+            Meter::COST_USD => Amounts { cost_micros: amount, ..Amounts::default() },
+            _ => Amounts { extra: BTreeMap::from([(meter, amount)]), ..Amounts::default() },
+        };
+        let row = EventRow {
+            id: id.to_owned(),
+            user_id: user.to_string(),
+            ts: now.millis(),
+            key_source: "platform".into(),
+            // Platform usage, counted toward quota: billable, as a metered
+            // event from the platform's key is.
+            billable: true,
+            ..EventRow::default()
+        };
+        let event = self.prepare(account, row, &amounts);
         let flags = self.commit(vec![event], Some(id.to_owned())).await?;
         Ok(flags[0])
     }
@@ -418,7 +448,8 @@ impl Metering {
         }
         let counted = account.counts(row.key_source == "byok");
         let period_start = counted.then(|| account.period(Timestamp::from_millis(row.ts)).start.millis());
-        PreparedEvent { row, meters: amounts.meters(), period_start }
+        let extra = amounts.extra.iter().filter(|(_, n)| **n != 0).map(|(m, n)| (m.clone(), *n)).collect();
+        PreparedEvent { row, meters: amounts.meters(), period_start, extra }
     }
 
     /// The cost of a call in micro-dollars; unknown models cost 0 and are

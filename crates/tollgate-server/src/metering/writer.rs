@@ -88,13 +88,38 @@ async fn load(store: &Store, counters: &Counters, keys: Vec<CounterKey>) -> Resu
 
 type Pending = (Vec<PreparedEvent>, Option<String>, oneshot::Sender<Result<Vec<bool>, String>>);
 
-/// Commits, applies, answers; says whether alerts were written.
+/// Commits, applies, answers; says whether alerts were written. When the
+/// group's transaction fails, each caller's job is tried again in a
+/// transaction of its own, so that one bad job fails only its own caller.
 async fn commit(store: &Store, counters: &Counters, limits: &Limits<'_>, commits: Vec<Pending>) -> bool {
+    if commits.len() == 1 {
+        return commit_group(store, counters, limits, commits).await.1;
+    }
+    let (failed, alerted) = commit_group(store, counters, limits, commits).await;
+    let mut alerted = alerted;
+    if let Some(commits) = failed {
+        metrics::counter!("tollgate_usage_group_commits_split_total").increment(1);
+        for one in commits {
+            alerted |= commit_group(store, counters, limits, vec![one]).await.1;
+        }
+    }
+    alerted
+}
+
+/// One transaction for `commits`. On success every caller is answered; on
+/// failure a lone caller gets the error, and a group is handed back
+/// unanswered, to be tried one by one. Also says whether alerts were written.
+async fn commit_group(
+    store: &Store,
+    counters: &Counters,
+    limits: &Limits<'_>,
+    commits: Vec<Pending>,
+) -> (Option<Vec<Pending>>, bool) {
     let mut all = Vec::with_capacity(commits.iter().map(|(events, _, _)| events.len()).sum());
     let mut callers = Vec::with_capacity(commits.len());
     let mut settled = Vec::new();
     for (events, settles, reply) in commits {
-        callers.push((all.len()..all.len() + events.len(), reply));
+        callers.push((all.len()..all.len() + events.len(), settles.clone(), reply));
         settled.extend(settles);
         all.extend(events);
     }
@@ -109,17 +134,27 @@ async fn commit(store: &Store, counters: &Counters, limits: &Limits<'_>, commits
             }
             metrics::counter!("tollgate_usage_events_committed_total")
                 .increment(committed.new.iter().filter(|f| **f).count() as u64);
-            for (range, reply) in callers {
+            for (range, _, reply) in callers {
                 let _ = reply.send(Ok(committed.new[range].to_vec()));
             }
-            committed.alerts > 0
+            (None, committed.alerts > 0)
+        }
+        Err(e) if callers.len() > 1 => {
+            tracing::warn!(error = %e, jobs = callers.len(), "a group commit failed; committing its jobs one by one");
+            // Hand the events back to their callers' jobs, last first.
+            let mut back = Vec::with_capacity(callers.len());
+            for (range, settles, reply) in callers.into_iter().rev() {
+                back.push((all.split_off(range.start), settles, reply));
+            }
+            back.reverse();
+            (Some(back), false)
         }
         Err(e) => {
             tracing::error!(error = %e, events = all.len(), "failed to commit usage");
-            for (_, reply) in callers {
+            for (_, _, reply) in callers {
                 let _ = reply.send(Err(e.to_string()));
             }
-            false
+            (None, false)
         }
     }
 }

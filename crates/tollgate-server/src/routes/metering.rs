@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tollgate_domain::usage::Amounts;
+use tollgate_domain::usage::{Amounts, MAX_AMOUNT};
 use tollgate_domain::{Meter, Scope, Timestamp, UserId};
 use tollgate_store::EventRow;
 
@@ -108,11 +108,36 @@ fn refuse(field: &str, message: impl Into<String>) -> Refused {
     Refused { field: field.to_owned(), message: format!("{field}: {}", message.into()) }
 }
 
-fn non_negative(field: &str, value: Option<i64>) -> Result<i64, Refused> {
+/// An amount: 0 to [`MAX_AMOUNT`] (absent is 0). The upper bound keeps
+/// sums exact and away from `i64` overflow, which would turn a counter
+/// negative and erase a quota.
+fn amount(field: &str, value: Option<i64>) -> Result<i64, Refused> {
     match value {
         Some(v) if v < 0 => Err(refuse(field, "must not be negative")),
+        Some(v) if v > MAX_AMOUNT => Err(refuse(field, format!("at most {MAX_AMOUNT}"))),
         v => Ok(v.unwrap_or(0)),
     }
+}
+
+/// Bytes allowed in an event's short text fields (model, provider, …);
+/// with the user id they stay well under Postgres's index row size.
+const MAX_TEXT: usize = 256;
+/// Bytes allowed in an event's user agent.
+const MAX_USER_AGENT: usize = 1024;
+
+/// A text field of an event: no control characters (Postgres refuses a NUL
+/// byte, and with it the whole group commit), and at most `max` bytes.
+fn text(field: &str, value: &Option<String>, max: usize) -> Result<(), Refused> {
+    match value {
+        Some(v) if v.len() > max => Err(refuse(field, format!("at most {max} bytes"))),
+        Some(v) if v.chars().any(char::is_control) => Err(refuse(field, "no control characters")),
+        _ => Ok(()),
+    }
+}
+
+/// A check's or settlement's amount: 0 to [`MAX_AMOUNT`].
+fn checked_amount(value: i64) -> ApiResult<i64> {
+    amount("amount", Some(value)).map_err(|r| ApiError::invalid("amount", r.message))
 }
 
 fn parse_event_json(raw: Value) -> Result<EventIn, Refused> {
@@ -152,14 +177,25 @@ async fn check_event(
         Some("byok") => "byok",
         Some(_) => return Err(refuse("key_source", "\"platform\" or \"byok\"")),
     };
-    let input = non_negative("input_tokens", e.input_tokens)?;
-    let output = non_negative("output_tokens", e.output_tokens)?;
-    let cached = non_negative("cached_tokens", e.cached_tokens)?;
-    let reasoning = non_negative("reasoning_tokens", e.reasoning_tokens)?;
-    let requests = non_negative("requests", Some(e.requests.unwrap_or(1)))?;
+    for (field, value, max) in [
+        ("key_id", &e.key_id, MAX_TEXT),
+        ("feature", &e.feature, MAX_TEXT),
+        ("route", &e.route, MAX_TEXT),
+        ("provider", &e.provider, MAX_TEXT),
+        ("model", &e.model, MAX_TEXT),
+        ("client_ip", &e.client_ip, MAX_TEXT),
+        ("user_agent", &e.user_agent, MAX_USER_AGENT),
+    ] {
+        text(field, value, max)?;
+    }
+    let input = amount("input_tokens", e.input_tokens)?;
+    let output = amount("output_tokens", e.output_tokens)?;
+    let cached = amount("cached_tokens", e.cached_tokens)?;
+    let reasoning = amount("reasoning_tokens", e.reasoning_tokens)?;
+    let requests = amount("requests", Some(e.requests.unwrap_or(1)))?;
     let extra = e.meters.unwrap_or_default();
-    if let Some((meter, _)) = extra.iter().find(|(_, n)| **n < 0) {
-        return Err(refuse(&format!("meters.{meter}"), "must not be negative"));
+    for (meter, n) in &extra {
+        amount(&format!("meters.{meter}"), Some(*n))?;
     }
     if let Some(feature) = &e.feature
         && Meter::parse(&format!("requests:{feature}")).is_err()
@@ -167,7 +203,7 @@ async fn check_event(
         return Err(refuse("feature", "letters, digits, '_', '-' and '.' only"));
     }
     let cost = match e.cost_usd {
-        Some(c) => non_negative("cost_usd", Some(c))?,
+        Some(c) => amount("cost_usd", Some(c))?,
         None => state.metering.cost(e.model.as_deref(), input, cached, output),
     };
     let amounts = Amounts {
@@ -288,9 +324,7 @@ async fn check(
     Body(input): Body<CheckIn>,
 ) -> ApiResult<Response> {
     let user = metered_user(&principal, input.user_id.as_deref(), "user_id")?;
-    if input.amount < 0 {
-        return Err(ApiError::invalid("amount", "amount: must not be negative"));
-    }
+    checked_amount(input.amount)?;
     if input.ttl_seconds.is_some_and(|t| t == 0 || t > 86_400) {
         return Err(ApiError::invalid("ttl_seconds", "ttl_seconds: 1 to 86400"));
     }
@@ -377,9 +411,7 @@ async fn settle(
     Path(id): Path<String>,
     Body(input): Body<SettleIn>,
 ) -> ApiResult<Json<Value>> {
-    if input.amount < 0 {
-        return Err(ApiError::invalid("amount", "amount: must not be negative"));
-    }
+    checked_amount(input.amount)?;
     owns_reservation(&state, &principal, &id).await?;
     state.metering.settle(&id, input.amount).await?;
     Ok(Json(json!({ "reservation_id": id, "settled": input.amount })))

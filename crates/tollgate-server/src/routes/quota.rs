@@ -192,7 +192,7 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
         return Ok(demo(response));
     };
     let mut response = next.run(req).await;
-    state.metering.settle(&reservation, 1).await?;
+    state.metering.settle_for(&account, &reservation, 1).await?;
     let after = state.metering.state(&account, &requests, Timestamp::now()).await?;
     response.headers_mut().extend(ratelimit_headers(&requests, &after, &outcome.period));
     Ok(demo(response))

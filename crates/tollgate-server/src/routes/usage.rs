@@ -159,17 +159,9 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
         let rows = state.store.daily_of(user, period.start.millis(), end).await?;
         let mut used: BTreeMap<String, i64> = BTreeMap::new();
         for r in rows.iter().filter(|r| account.counts(r.key_source == "byok")) {
-            for (m, n) in [
-                ("tokens", r.input_tokens + r.output_tokens),
-                ("input_tokens", r.input_tokens),
-                ("output_tokens", r.output_tokens),
-                ("requests", r.requests),
-                ("cost_usd", r.cost_micros),
-            ] {
-                *used.entry(m.to_owned()).or_default() += n;
-            }
-            if !r.feature.is_empty() {
-                *used.entry(format!("requests:{}", r.feature)).or_default() += r.requests;
+            for (m, n) in r.meters() {
+                let sum = used.entry(m.to_string()).or_default();
+                *sum = sum.saturating_add(n);
             }
         }
         for meter in account.limited_meters(period.start) {
@@ -228,12 +220,9 @@ pub(crate) struct GroupRow {
     pub output_tokens: i64,
     pub cached_tokens: i64,
     pub cost_micros: i64,
-}
-
-impl GroupRow {
-    pub fn tokens(&self) -> i64 {
-        self.input_tokens + self.output_tokens
-    }
+    /// The `tokens` meter: input + output, and what was recorded on
+    /// `tokens` itself (a settled reservation).
+    pub tokens: i64,
 }
 
 /// A user's usage in `period`, from the daily rollups, grouped by `day`,
@@ -250,19 +239,26 @@ pub(crate) async fn breakdown(
     for r in rows {
         let key = match group_by {
             "day" => Timestamp::from_millis(r.day).to_rfc3339()[..10].to_owned(),
-            "model" => r.model,
-            "feature" => r.feature,
-            "key" => r.key_id,
-            "provider" => r.provider,
+            "model" => r.model.clone(),
+            "feature" => r.feature.clone(),
+            "key" => r.key_id.clone(),
+            "provider" => r.provider.clone(),
             _ => return Err(ApiError::invalid("group_by", "group_by: day, model, feature, key or provider")),
         };
         let g = sums.entry(key).or_default();
-        g.events += r.events;
-        g.requests += r.requests;
-        g.input_tokens += r.input_tokens;
-        g.output_tokens += r.output_tokens;
-        g.cached_tokens += r.cached_tokens;
-        g.cost_micros += r.cost_micros;
+        // The meters as the live counters count them, so that a settled
+        // reservation's amount shows where the counter shows it.
+        for (sum, n) in [
+            (&mut g.events, r.events),
+            (&mut g.requests, r.used(Meter::REQUESTS)),
+            (&mut g.input_tokens, r.used(Meter::INPUT_TOKENS)),
+            (&mut g.output_tokens, r.used(Meter::OUTPUT_TOKENS)),
+            (&mut g.cached_tokens, r.cached_tokens),
+            (&mut g.cost_micros, r.used(Meter::COST_USD)),
+            (&mut g.tokens, r.used(Meter::TOKENS)),
+        ] {
+            *sum = sum.saturating_add(n);
+        }
     }
     Ok(sums.into_iter().map(|(k, g)| GroupRow { key: (!k.is_empty()).then_some(k), ..g }).collect())
 }
@@ -275,7 +271,7 @@ async fn groups(state: &AppState, user: &str, period: &Period, group_by: &str) -
             .into_iter()
             .map(|g| json!({
                 name: g.key, "events": g.events, "requests": g.requests, "input_tokens": g.input_tokens,
-                "output_tokens": g.output_tokens, "cached_tokens": g.cached_tokens, "tokens": g.tokens(),
+                "output_tokens": g.output_tokens, "cached_tokens": g.cached_tokens, "tokens": g.tokens,
                 "cost_usd": g.cost_micros,
             }))
             .collect::<Vec<_>>()

@@ -209,7 +209,7 @@ async fn overview(State(state): State<AppState>, session: Admin) -> Result<Respo
         let mut daily = vec![0i64; SPARK_DAYS as usize];
         for r in state.store.daily_of(row.user.id.as_str(), from, today + 86_400_000).await? {
             if let Some(slot) = daily.get_mut(((r.day - from) / 86_400_000) as usize) {
-                *slot += r.input_tokens + r.output_tokens;
+                *slot = slot.saturating_add(r.used(Meter::TOKENS));
             }
         }
         let binding = row.binding.as_ref().and_then(|m| row.meters.iter().find(|(b, _)| b == m));
@@ -283,9 +283,9 @@ async fn history(state: &AppState, id: &UserId, now: Timestamp) -> Result<Vec<Mo
     for r in state.store.daily_of(id.as_str(), from, now.millis() + 86_400_000).await? {
         let day = Timestamp::from_millis(r.day).to_datetime();
         let m = months.entry((day.year(), day.month())).or_default();
-        m.0 += r.requests;
-        m.1 += r.input_tokens + r.output_tokens;
-        m.2 += r.cost_micros;
+        m.0 = m.0.saturating_add(r.used(Meter::REQUESTS));
+        m.1 = m.1.saturating_add(r.used(Meter::TOKENS));
+        m.2 = m.2.saturating_add(r.used(Meter::COST_USD));
     }
     Ok(months
         .into_iter()

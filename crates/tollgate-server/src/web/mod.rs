@@ -201,7 +201,7 @@ pub(crate) async fn usage_section(state: &AppState, account: &Account) -> Result
     };
     let first = day_of(period.start).max(last - chrono::Days::new(CHART_DAYS as u64 - 1));
     let totals: std::collections::HashMap<String, i64> =
-        by_day.iter().filter_map(|g| Some((g.key.clone()?, g.tokens()))).collect();
+        by_day.iter().filter_map(|g| Some((g.key.clone()?, g.tokens))).collect();
     let days: Vec<(chrono::NaiveDate, i64)> = first
         .iter_days()
         .take_while(|d| *d <= last)

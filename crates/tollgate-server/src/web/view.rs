@@ -329,12 +329,12 @@ pub struct GroupView {
 
 pub fn groups(rows: &[GroupRow], none: &str) -> Vec<GroupView> {
     let mut rows: Vec<&GroupRow> = rows.iter().collect();
-    rows.sort_by(|a, b| b.tokens().cmp(&a.tokens()).then(b.requests.cmp(&a.requests)));
+    rows.sort_by(|a, b| b.tokens.cmp(&a.tokens).then(b.requests.cmp(&a.requests)));
     rows.into_iter()
         .map(|g| GroupView {
             name: g.key.clone().unwrap_or_else(|| none.to_owned()),
             requests: number(g.requests),
-            tokens: number(g.tokens()),
+            tokens: number(g.tokens),
             cost: money(g.cost_micros),
         })
         .collect()

@@ -29,6 +29,10 @@ both_stores!(
     per_user_overrides_replace_the_plans_limits,
     tokens_per_minute_limit_refuses_checks_and_says_when_to_retry,
     anchored_and_lifetime_periods_are_reported,
+    amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named,
+    sums_of_huge_amounts_saturate_instead_of_wrapping_negative,
+    anonymous_demo_calls_are_counted_when_the_cached_account_is_gone,
+    settled_reservations_show_in_history_and_breakdowns_and_are_billable,
 );
 
 async fn plan(app: &TestApp, slug: &str, limits: Value) {
@@ -135,6 +139,79 @@ async fn bad_events_are_refused_with_the_field_named_and_the_rest_committed(back
     let wrong = app.api.call(Method::POST, "/v1/usage/events", Some(&key), Some(json!({"events": {}}))).await;
     assert_eq!(wrong.expect(400)["error"]["field"], "events");
     assert_eq!(usage(&app, "u_1").await["meters"]["tokens"]["used"], 10, "nothing stored was changed");
+}
+
+/// Review of issue #3: an amount near `i64::MAX` wrapped the tokens sum
+/// negative and erased a quota; a NUL byte or an over-long model failed a
+/// whole group commit on Postgres.
+async fn amounts_past_two_to_the_53_and_bad_text_are_refused_with_the_field_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "small", json!({"tokens": 1000})).await;
+    app.api.create_user("u_1", "small").await;
+    let key = service_key(&app).await;
+    let max = 9_007_199_254_740_992_i64;
+    let batch = json!([
+        {"id":"wrap","user_id":"u_1","input_tokens":i64::MAX,"output_tokens":1},
+        {"id":"meter","user_id":"u_1","meters":{"pages":max + 1}},
+        {"id":"cost","user_id":"u_1","cost_usd":max + 1},
+        {"id":"nul","user_id":"u_1","model":"gpt-4o\u{0}"},
+        {"id":"long","user_id":"u_1","model":"m".repeat(257)},
+        {"id":"agent","user_id":"u_1","user_agent":"a".repeat(1025)},
+        {"id":"key","user_id":"u_1","key_id":"k\n"},
+        {"id":"edge","user_id":"u_1","input_tokens":max,"model":"m".repeat(256),"user_agent":"a".repeat(1024)},
+    ]);
+    let reply = events(&app, &key, batch).await.expect(200);
+    assert_eq!((reply["accepted"].as_i64(), reply["rejected"].as_i64()), (Some(1), Some(7)));
+    let errors = reply["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors.iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        [
+            "events[0].input_tokens",
+            "events[1].meters.pages",
+            "events[2].cost_usd",
+            "events[3].model",
+            "events[4].model",
+            "events[5].user_agent",
+            "events[6].key_id"
+        ]
+    );
+    assert_eq!(errors[0]["message"], "input_tokens: at most 9007199254740992");
+    let tokens = &usage(&app, "u_1").await["meters"]["tokens"];
+    assert_eq!((tokens["used"].as_i64(), tokens["remaining"].as_i64()), (Some(max), Some(0)), "only the edge counted");
+    for path in ["/v1/quota/check", "/v1/quota/reservations/res_x/settle"] {
+        let body = json!({"user_id":"u_1","meter":"tokens","amount":max + 1});
+        let body = if path.ends_with("settle") { json!({"amount": max + 1}) } else { body };
+        let refused = app.api.call(Method::POST, path, Some(&key), Some(body)).await.expect(400);
+        assert_eq!(refused["error"]["field"], "amount", "{path}");
+    }
+}
+
+/// Review of issue #3: one event's amount is bounded, their sums are not;
+/// they stop at the largest integer instead of turning negative.
+async fn sums_of_huge_amounts_saturate_instead_of_wrapping_negative(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "small", json!({"tokens": 1000})).await;
+    app.api.create_user("u_1", "small").await;
+    let key = service_key(&app).await;
+    let max = 9_007_199_254_740_992_i64;
+    // 600 events of 2^54 tokens each pass 2^63 within one commit; a second
+    // batch adds to the stored (saturated) rows.
+    for batch in 0..2 {
+        let events_json: Vec<Value> = (0..600)
+            .map(|i| json!({"id":format!("e_{batch}_{i}"),"user_id":"u_1","input_tokens":max,"output_tokens":max}))
+            .collect();
+        events(&app, &key, json!(events_json)).await.expect(200);
+    }
+    let view = usage(&app, "u_1").await;
+    assert_eq!(view["meters"]["tokens"]["used"].as_i64(), Some(i64::MAX));
+    assert_eq!(view["meters"]["tokens"]["remaining"].as_i64(), Some(0));
+    assert_eq!(view["lifetime"]["tokens"].as_i64(), Some(i64::MAX));
+    let by_day = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage?group_by=day", None).await.expect(200);
+    assert_eq!(by_day["groups"][0]["input_tokens"].as_i64(), Some(i64::MAX));
+    assert_eq!(by_day["groups"][0]["tokens"].as_i64(), Some(i64::MAX));
+    let refused = check(&app, &key, json!({"user_id":"u_1","meter":"tokens","amount":1,"reserve":true})).await;
+    assert_eq!(refused["allowed"], false, "the quota is not erased");
 }
 
 async fn two_hundred_parallel_reservations_of_ten_against_a_thousand_grant_exactly_one_hundred(backend: Backend) {
@@ -627,6 +704,63 @@ async fn anonymous_demo_mode_meters_per_address_on_a_tiny_quota() {
     plain.api.call(Method::GET, "/v1/me", None, None).await.expect(401);
 }
 
+/// Review of issue #3: settling an anonymous call looked its account up
+/// again by user id; `anon:<ip>` has no users row, so once the cached
+/// account was gone the response became a 404 and the call went uncounted.
+/// A cache TTL of 0 makes every call find the cache empty.
+async fn anonymous_demo_calls_are_counted_when_the_cached_account_is_gone(backend: Backend) {
+    let env = [("TOLLGATE_ANONYMOUS_ENABLED", "true"), ("TOLLGATE_KEY_CACHE_TTL_SECONDS", "0")];
+    let app = TestApp::spawn_with(backend, &env).await;
+    app.api
+        .admin(Method::PATCH, "/admin/v1/plans/demo", Some(json!({"rpm": null, "limits": {"requests": 2}})))
+        .await
+        .expect(200);
+    for left in [1, 0] {
+        let reply = app.api.call(Method::GET, "/v1/me", None, None).await;
+        assert_eq!(reply.headers["x-ratelimit-remaining"], left.to_string().as_str());
+        assert_eq!(reply.expect(200)["user_id"], "anon:127.0.0.1");
+    }
+    let refused = app.api.call(Method::GET, "/v1/me", None, None).await.expect(429);
+    assert_eq!((refused["error"]["used"].as_i64(), refused["error"]["limit"].as_i64()), (Some(2), Some(2)));
+}
+
+/// Review of issue #3: a settled reservation was recorded only in the
+/// event's own meters, which the daily rollups did not keep: history and
+/// breakdowns showed 0 for it, and the event was not billable.
+async fn settled_reservations_show_in_history_and_breakdowns_and_are_billable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plan(&app, "k", json!({"tokens": 1000, "requests": 10})).await;
+    app.api.create_user("u_1", "k").await;
+    let key = service_key(&app).await;
+    for (meter, reserve, actual) in [("tokens", 300, 280), ("requests", 1, 1)] {
+        let held = check(&app, &key, json!({"user_id":"u_1","meter":meter,"amount":reserve,"reserve":true})).await;
+        let id = held["reservation_id"].as_str().unwrap();
+        let path = format!("/v1/quota/reservations/{id}/settle");
+        app.api.call(Method::POST, &path, Some(&key), Some(json!({"amount": actual}))).await.expect(200);
+    }
+    let live = usage(&app, "u_1").await;
+    assert_eq!(
+        (live["meters"]["tokens"]["used"].as_i64(), live["meters"]["requests"]["used"].as_i64()),
+        (Some(280), Some(1))
+    );
+    let month = &chrono::Utc::now().to_rfc3339()[..7];
+    let past = app.api.admin(Method::GET, &format!("/admin/v1/users/u_1/usage?period={month}"), None).await.expect(200);
+    assert_eq!(past["meters"]["tokens"]["used"], 280, "{past}");
+    assert_eq!(past["meters"]["requests"]["used"], 1, "{past}");
+    assert_eq!(past["meters"]["input_tokens"]["used"], Value::Null, "only the reserved meter moved: {past}");
+    let by_day = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage?group_by=day", None).await.expect(200);
+    let day = &by_day["groups"][0];
+    assert_eq!(
+        (day["tokens"].as_i64(), day["requests"].as_i64(), day["events"].as_i64()),
+        (Some(280), Some(1), Some(2))
+    );
+    let ledger = app.api.admin(Method::GET, "/admin/v1/users/u_1/usage/events", None).await.expect(200);
+    let events = ledger["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["billable"] == true && e["key_source"] == "platform"), "{ledger}");
+    assert!(events.iter().any(|e| e["requests"] == 1), "a settled request is in its column: {ledger}");
+}
+
 async fn raw_events_past_retention_are_deleted_and_rollups_stay(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     app.api.create_user("u_1", "pro").await;
@@ -738,4 +872,83 @@ async fn anchored_and_lifetime_periods_are_reported(backend: Backend) {
     let l = usage(&app, "l").await;
     assert!(l["period"]["end"].is_null(), "a lifetime period has no end");
     assert_eq!(l["period"]["start"], "1970-01-01T00:00:00.000Z");
+}
+
+/// Review of issue #3: when one group commit failed, every caller in the
+/// group got the error. The jobs are queued on a single-threaded runtime
+/// before the writer runs, so they are sure to share one transaction; a
+/// trigger makes one of them fail in the store.
+mod group_commit {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tollgate_domain::{Meter, Timestamp};
+    use tollgate_server::metering::{Metering, MeteringConfig};
+    use tollgate_store::{EventRow, PreparedEvent, Store, StoreConfig};
+
+    use crate::common::{Backend, TestApp};
+
+    fn event(id: &str, tokens: i64) -> PreparedEvent {
+        let row = EventRow {
+            id: id.into(),
+            user_id: "u_1".into(),
+            ts: Timestamp::now().millis(),
+            key_source: "platform".into(),
+            billable: true,
+            ..EventRow::default()
+        };
+        PreparedEvent {
+            row,
+            meters: vec![(Meter::builtin(Meter::TOKENS), tokens)],
+            period_start: Some(0),
+            ..Default::default()
+        }
+    }
+
+    async fn one_failing_job_fails_only_its_own_caller(backend: Backend) {
+        let mut app = TestApp::spawn(backend).await;
+        app.api.create_user("u_1", "pro").await;
+        app.stop().await;
+        let poison = match backend {
+            Backend::Sqlite => vec![
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.id = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned event'); END",
+            ],
+            Backend::Postgres => vec![
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.id = 'poison' THEN RAISE EXCEPTION 'poisoned event'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION poison()",
+            ],
+        };
+        for sql in poison {
+            app.db.execute(sql).await;
+        }
+        let config = match app.db.database_url() {
+            Some(url) => StoreConfig::Postgres { url },
+            None => StoreConfig::Sqlite { path: app.db.sqlite_path(), fsync_each_commit: false },
+        };
+        let store = Arc::new(Store::open(&config).await.unwrap());
+        let config = MeteringConfig { account_ttl: Duration::from_secs(5), reservation_ttl: Duration::from_secs(60) };
+        let metering = Metering::start(store.clone(), config, Vec::new());
+        let (a, bad, b) = tokio::join!(
+            metering.commit(vec![event("a", 3)], None),
+            metering.commit(vec![event("poison", 100)], None),
+            metering.commit(vec![event("b_1", 4), event("b_2", 5)], None),
+        );
+        assert!(bad.is_err(), "the bad job fails");
+        assert_eq!(a.unwrap(), [true], "a job beside it commits");
+        assert_eq!(b.unwrap(), [true, true], "and so does another");
+        assert_eq!(store.lifetime_of("u_1").await.unwrap(), [("tokens".to_owned(), 12)]);
+        metering.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        one_failing_job_fails_only_its_own_caller(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        one_failing_job_fails_only_its_own_caller(Backend::Postgres).await
+    }
 }
