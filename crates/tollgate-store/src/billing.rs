@@ -106,6 +106,19 @@ impl Store {
                         after.plan = slug;
                     }
                 }
+                if after.plan != before.plan {
+                    // Counters are kept per period: between plans that count
+                    // different periods, usage cannot carry over, so the move
+                    // starts a new period.
+                    let kinds: Vec<String> = sqlx::query_scalar("SELECT period FROM plans WHERE slug IN ($1, $2)")
+                        .bind(before.plan.as_str())
+                        .bind(after.plan.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    if kinds.iter().any(|k| *k != kinds[0]) {
+                        after.start_new_period(now);
+                    }
+                }
                 if after == before {
                     break 'outcome BillingOutcome::Ignored(format!("the user is on plan {:?} already", after.plan.as_str()));
                 }

@@ -167,12 +167,17 @@ impl Store {
         Ok(done)
     }
 
-    /// Deletes a plan no user is on; a plan in use is a conflict.
-    pub async fn delete_plan(&self, slug: &PlanSlug) -> Result<()> {
-        let users: i64 = on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE plan = $1")
+    /// How many users are on a plan.
+    pub async fn users_on_plan(&self, slug: &PlanSlug) -> Result<i64> {
+        Ok(on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE plan = $1")
             .bind(slug.as_str())
             .fetch_one(p)
-            .await)?;
+            .await)?)
+    }
+
+    /// Deletes a plan no user is on; a plan in use is a conflict.
+    pub async fn delete_plan(&self, slug: &PlanSlug) -> Result<()> {
+        let users = self.users_on_plan(slug).await?;
         let in_use = || StoreError::Conflict(format!("plan {:?} is in use by {users} user(s)", slug.as_str()));
         if users > 0 {
             return Err(in_use());

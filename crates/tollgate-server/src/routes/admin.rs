@@ -221,7 +221,21 @@ pub(crate) async fn update_plan(
     input: PlanInput,
 ) -> ApiResult<Plan> {
     let current = state.store.plan(slug).await?;
+    let period_before = current.period;
     let plan = input.apply(current)?;
+    // Counters are kept per period: another kind of period would start
+    // every user of the plan over from zero.
+    if plan.period != period_before {
+        let users = state.store.users_on_plan(slug).await?;
+        if users > 0 {
+            return Err(ApiError::Conflict(format!(
+                "period: plan {:?} has {users} user(s), whose usage would start over under a {} period; make a \
+                 plan with the new period and move them to it (with reset_usage)",
+                slug.as_str(),
+                plan.period.as_str()
+            )));
+        }
+    }
     let plan = state.store.update_plan(&plan).await?;
     state.invalidate_users();
     state.audit.note(origin.entry(AuditAction::PlanUpdated, plan_target(&plan.slug))).await;
@@ -391,7 +405,24 @@ pub(crate) async fn change_plan(
     reset_usage: bool,
 ) -> ApiResult<User> {
     let before = state.store.user(id).await?;
+    let from = state.store.plan(&before.plan).await?;
     let plan = existing_plan(state, plan).await?;
+    let to = state.store.plan(&plan).await?;
+    // Counters are kept per period: usage carries over only between plans
+    // that count the same periods.
+    if from.period != to.period && !reset_usage {
+        return Err(ApiError::invalid(
+            "reset_usage",
+            format!(
+                "reset_usage: plan {:?} counts {} periods and plan {:?} {} periods, so usage cannot carry over; send \
+                 reset_usage: true to start a new period now",
+                from.slug.as_str(),
+                from.period.as_str(),
+                to.slug.as_str(),
+                to.period.as_str()
+            ),
+        ));
+    }
     let now = Timestamp::now();
     let patch = UserPatch {
         billing_anchor: reset_usage.then_some(now),

@@ -64,13 +64,13 @@ fn change_of(kind: &str, object: &Value) -> Option<BillingChange> {
 /// The outbox events of a billing change.
 fn announce((before, after): &(User, User)) -> Vec<NewEvent> {
     let mut out = Vec::new();
-    if after.plan != before.plan {
-        out.push(events::plan_changed(&after.id, &before.plan, &after.plan, false, "stripe"));
+    let reset = after.usage_reset_at != before.usage_reset_at;
+    let moved = after.plan != before.plan;
+    if moved {
+        out.push(events::plan_changed(&after.id, &before.plan, &after.plan, reset, "stripe"));
     }
-    if after.usage_reset_at != before.usage_reset_at
-        && let Some(start) = after.usage_reset_at
-    {
-        out.push(events::usage_reset(&after.id, start, "invoice.paid"));
+    if reset && let Some(start) = after.usage_reset_at {
+        out.push(events::usage_reset(&after.id, start, if moved { "plan_change" } else { "invoice.paid" }));
     }
     out
 }
