@@ -26,7 +26,18 @@ pub struct Target<'a> {
 }
 
 /// The provider and upstream model for `requested` on a route of `api`.
+/// The longest model name a call may name (as the ledger's `model`).
+const MAX_MODEL_BYTES: usize = 256;
+
 pub fn target<'a>(config: &'a Config, api: Api, requested: &str) -> Result<Target<'a>, ProxyError> {
+    // The model is recorded with the call's usage: held to what the ledger
+    // takes (as the metering API's events are), so the record cannot fail.
+    if requested.len() > MAX_MODEL_BYTES || requested.chars().any(char::is_control) {
+        return Err(ProxyError::invalid(
+            "model",
+            format!("model: at most {MAX_MODEL_BYTES} bytes, without control characters"),
+        ));
+    }
     let (name, model) = if let Some(route) = config.gateway.models.get(requested) {
         (route.provider.as_str(), route.model.clone())
     } else if let Some((prefix, rest)) = requested.split_once('/')

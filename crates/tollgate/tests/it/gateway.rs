@@ -523,6 +523,11 @@ async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_model
     let wrong = gw.post("/v1/chat/completions", hi("anthropic/claude-haiku-4-5")).await;
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.body["error"]["param"], "model");
+    // A name the ledger could not hold (it records the model of each call).
+    for name in ["local/".to_owned() + &"m".repeat(300), "local/a\u{0}b".to_owned()] {
+        let odd = gw.post("/v1/chat/completions", hi(&name)).await;
+        assert_eq!((odd.status.as_u16(), odd.body["error"]["param"].as_str()), (400, Some("model")), "{}", odd.body);
+    }
     assert_eq!(gw.mock.requests().len() + mock.requests().len(), 2, "refusals never reach a provider");
 }
 
