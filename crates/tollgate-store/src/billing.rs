@@ -3,10 +3,11 @@
 //! events that announce it.
 
 use tollgate_domain::model::User;
-use tollgate_domain::{PlanSlug, Timestamp};
+use tollgate_domain::quota::CounterKey;
+use tollgate_domain::{PeriodKind, PlanSlug, Timestamp};
 
 use crate::hooks::{Announce, insert_event};
-use crate::users::{UserRow, user_columns};
+use crate::users::{UserRow, carried_periods, carry_usage, user_columns};
 use crate::{Result, Store, on_pool};
 
 /// What a billing event asks of the user it names.
@@ -28,8 +29,9 @@ pub enum BillingOutcome {
     /// Acknowledged without a change, and why (unknown customer or price,
     /// a type that asks for nothing, already on that plan).
     Ignored(String),
-    /// The user before and after the change.
-    Applied { before: Box<User>, after: Box<User> },
+    /// The user before and after the change, and what a plan change
+    /// carried over to the live counters.
+    Applied { before: Box<User>, after: Box<User>, carried: Vec<(CounterKey, i64)> },
 }
 
 impl Store {
@@ -106,19 +108,6 @@ impl Store {
                         after.plan = slug;
                     }
                 }
-                if after.plan != before.plan {
-                    // Counters are kept per period: between plans that count
-                    // different periods, usage cannot carry over, so the move
-                    // starts a new period.
-                    let kinds: Vec<String> = sqlx::query_scalar("SELECT period FROM plans WHERE slug IN ($1, $2)")
-                        .bind(before.plan.as_str())
-                        .bind(after.plan.as_str())
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    if kinds.iter().any(|k| *k != kinds[0]) {
-                        after.start_new_period(now);
-                    }
-                }
                 if after == before {
                     break 'outcome BillingOutcome::Ignored(format!("the user is on plan {:?} already", after.plan.as_str()));
                 }
@@ -131,10 +120,22 @@ impl Store {
                     .bind(after.updated_at.millis())
                     .execute(&mut *tx)
                     .await?;
+                // A move keeps the period's usage, also between plans that
+                // count different kinds of period.
+                let mut carried = Vec::new();
+                if after.plan != before.plan {
+                    let kinds = "SELECT period FROM plans WHERE slug = $1";
+                    let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *tx).await?;
+                    let to: String = sqlx::query_scalar(kinds).bind(after.plan.as_str()).fetch_one(&mut *tx).await?;
+                    let (from, to) = (PeriodKind::parse(&from)?, PeriodKind::parse(&to)?);
+                    if let Some((old, new)) = carried_periods(&before, &after, from, to, now) {
+                        carried = carry_usage!(tx, after.id.as_str(), old, new);
+                    }
+                }
                 for event in announce(&(before.clone(), after.clone())) {
                     insert_event!(&mut *tx, &event).await?;
                 }
-                BillingOutcome::Applied { before: Box::new(before), after: Box::new(after) }
+                BillingOutcome::Applied { before: Box::new(before), after: Box::new(after), carried }
             };
             let said = match &outcome {
                 BillingOutcome::Ignored(why) => format!("ignored: {why}"),

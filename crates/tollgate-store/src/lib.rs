@@ -42,7 +42,7 @@ pub use hooks::{
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
 pub use usage::{Committed, CounterRef, DailyRow, EVENT_COLUMNS, EventRow, PreparedEvent, Watch, Watcher};
-pub use users::{NewUser, UserPatch};
+pub use users::{NewUser, Updated, UserPatch};
 pub use web::{SessionOwner, WebSession};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

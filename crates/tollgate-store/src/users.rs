@@ -1,7 +1,8 @@
 //! Users: the host app's accounts, each on a plan.
 
 use tollgate_domain::model::{User, UserStatus};
-use tollgate_domain::{PlanSlug, Timestamp, UserId};
+use tollgate_domain::period::PeriodRule;
+use tollgate_domain::{PeriodKind, PlanSlug, Timestamp, UserId};
 
 use crate::hooks::{NewEvent, insert_event};
 use crate::{Result, Store, StoreError, on_pool};
@@ -130,6 +131,84 @@ impl UserPatch {
     }
 }
 
+/// Through `$tx`, carries user `$user`'s usage from the period starting
+/// `$from` to the one starting `$to` (a plan change between plans that
+/// count different kinds of period): each counter of `$from` becomes the
+/// `$to` counter's value unless that is larger, and the alerts fired in
+/// `$from` count as fired in `$to`. Evaluates to what each `$to` counter
+/// gained, for the live counters.
+macro_rules! carry_usage {
+    ($tx:expr, $user:expr, $from:expr, $to:expr) => {{
+        let (user, from, to): (&str, i64, i64) = ($user, $from, $to);
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT f.meter, f.used, t.used FROM usage_counters f LEFT JOIN usage_counters t \
+             ON t.user_id = f.user_id AND t.meter = f.meter AND t.period_start = $3 \
+             WHERE f.user_id = $1 AND f.period_start = $2",
+        )
+        .bind(user)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let mut gained = Vec::new();
+        for (meter, used, there) in rows {
+            let there = there.unwrap_or(0);
+            if used > there {
+                sqlx::query(
+                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = excluded.used",
+                )
+                .bind(user)
+                .bind(&meter)
+                .bind(to)
+                .bind(used)
+                .execute(&mut *$tx)
+                .await?;
+                let key = tollgate_domain::quota::CounterKey { user: user.to_owned(), meter, period_start: to };
+                gained.push((key, used - there));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
+             SELECT user_id, meter, $3, kind, threshold, event_id, fired_at FROM usage_alerts \
+             WHERE user_id = $1 AND period_start = $2 ON CONFLICT DO NOTHING",
+        )
+        .bind(user)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *$tx)
+        .await?;
+        gained
+    }};
+}
+pub(crate) use carry_usage;
+
+/// The period starts a plan change moves a user's usage between, when the
+/// plans count different kinds of period and no new period starts.
+pub(crate) fn carried_periods(
+    before: &User,
+    after: &User,
+    from: PeriodKind,
+    to: PeriodKind,
+    now: Timestamp,
+) -> Option<(i64, i64)> {
+    if from == to || after.usage_reset_at != before.usage_reset_at {
+        return None;
+    }
+    let start = |user: &User, kind| {
+        PeriodRule { kind, anchor: user.billing_anchor, reset_at: user.usage_reset_at }.containing(now).start.millis()
+    };
+    let (old, new) = (start(before, from), start(after, to));
+    (old != new).then_some((old, new))
+}
+
+/// A user's change as stored, and what it carried over to the live
+/// counters (see [`carry_usage`]).
+pub struct Updated {
+    pub user: User,
+    pub carried: Vec<(tollgate_domain::quota::CounterKey, i64)>,
+}
+
 fn user_not_found(id: &UserId) -> StoreError {
     StoreError::not_found(format!("no user {:?}", id.as_str()))
 }
@@ -187,8 +266,10 @@ impl Store {
     /// go to the outbox in the same transaction. The user is read and
     /// written in one transaction that holds their row (Postgres) or the
     /// write lock (SQLite), so a change made meanwhile (a Stripe event) is
-    /// never overwritten with what was read before it.
-    pub async fn update_user(&self, id: &UserId, patch: UserPatch, events: &[NewEvent]) -> Result<User> {
+    /// never overwritten with what was read before it. A plan change that
+    /// starts no new period keeps the period's usage, also between plans
+    /// that count different kinds of period ([`carry_usage`]).
+    pub async fn update_user(&self, id: &UserId, patch: UserPatch, events: &[NewEvent]) -> Result<Updated> {
         if let Some(plan) = &patch.plan {
             self.plan(plan).await?;
         }
@@ -200,21 +281,32 @@ impl Store {
         };
         let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, billing_anchor = $6, \
                  usage_reset_at = $7, limit_overrides = $8, created_at = $9, updated_at = $10 WHERE id = $1";
-        let user = on_pool!(self, p => {
+        let kinds = "SELECT period FROM plans WHERE slug = $1";
+        let updated = on_pool!(self, p => {
             let mut tx = if postgres { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
             let row: Option<UserRow> = sqlx::query_as(select).bind(id.as_str()).fetch_optional(&mut *tx).await?;
-            let mut user = User::try_from(row.ok_or_else(|| user_not_found(id))?)?;
+            let before = User::try_from(row.ok_or_else(|| user_not_found(id))?)?;
+            let mut user = before.clone();
             patch.apply(&mut user);
             user.updated_at = Timestamp::now();
             let overrides = overrides_json(&user)?;
             bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await.map_err(user_write_error(&user))?;
+            let mut carried = Vec::new();
+            if user.plan != before.plan {
+                let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *tx).await?;
+                let to: String = sqlx::query_scalar(kinds).bind(user.plan.as_str()).fetch_one(&mut *tx).await?;
+                let (from, to) = (PeriodKind::parse(&from)?, PeriodKind::parse(&to)?);
+                if let Some((old, new)) = carried_periods(&before, &user, from, to, user.updated_at) {
+                    carried = carry_usage!(tx, id.as_str(), old, new);
+                }
+            }
             for event in events {
                 insert_event!(&mut *tx, event).await?;
             }
             tx.commit().await?;
-            user
+            Updated { user, carried }
         });
-        Ok(user)
+        Ok(updated)
     }
 
     /// Deletes a user and, with them, their keys.

@@ -352,7 +352,7 @@ async fn update_user(
         limit_overrides: input.limits,
         ..UserPatch::default()
     };
-    let user = state.store.update_user(&parse_user_id(&id)?, patch, &[]).await?;
+    let user = state.store.update_user(&parse_user_id(&id)?, patch, &[]).await?.user;
     state.invalidate_users();
     Ok(Json(user))
 }
@@ -360,7 +360,7 @@ async fn update_user(
 /// Suspends a user (their keys get 403 at once) or lifts it.
 pub(crate) async fn set_status(state: &AppState, id: &UserId, status: UserStatus) -> ApiResult<User> {
     let patch = UserPatch { status: Some(status), ..UserPatch::default() };
-    let user = state.store.update_user(id, patch, &[]).await?;
+    let user = state.store.update_user(id, patch, &[]).await?.user;
     state.invalidate_users();
     Ok(user)
 }
@@ -405,24 +405,7 @@ pub(crate) async fn change_plan(
     reset_usage: bool,
 ) -> ApiResult<User> {
     let before = state.store.user(id).await?;
-    let from = state.store.plan(&before.plan).await?;
     let plan = existing_plan(state, plan).await?;
-    let to = state.store.plan(&plan).await?;
-    // Counters are kept per period: usage carries over only between plans
-    // that count the same periods.
-    if from.period != to.period && !reset_usage {
-        return Err(ApiError::invalid(
-            "reset_usage",
-            format!(
-                "reset_usage: plan {:?} counts {} periods and plan {:?} {} periods, so usage cannot carry over; send \
-                 reset_usage: true to start a new period now",
-                from.slug.as_str(),
-                from.period.as_str(),
-                to.slug.as_str(),
-                to.period.as_str()
-            ),
-        ));
-    }
     let now = Timestamp::now();
     let patch = UserPatch {
         billing_anchor: reset_usage.then_some(now),
@@ -437,8 +420,12 @@ pub(crate) async fn change_plan(
         announce.push(events::usage_reset(id, now, "plan_change"));
     }
     let patch = UserPatch { plan: Some(plan), ..patch };
-    let user = state.store.update_user(id, patch, &announce).await?;
+    let updated = state.store.update_user(id, patch, &announce).await?;
+    // Before the cached account (on the old plan) is forgotten, so that no
+    // request loads the new period's counter in between.
+    state.metering.carried(&updated.carried).await?;
     state.invalidate_users();
+    let user = updated.user;
     state.hooks.wake();
     let entry = origin
         .entry(AuditAction::UserPlanChanged, format!("user:{id}"))

@@ -64,13 +64,13 @@ fn change_of(kind: &str, object: &Value) -> Option<BillingChange> {
 /// The outbox events of a billing change.
 fn announce((before, after): &(User, User)) -> Vec<NewEvent> {
     let mut out = Vec::new();
-    let reset = after.usage_reset_at != before.usage_reset_at;
-    let moved = after.plan != before.plan;
-    if moved {
-        out.push(events::plan_changed(&after.id, &before.plan, &after.plan, reset, "stripe"));
+    if after.plan != before.plan {
+        out.push(events::plan_changed(&after.id, &before.plan, &after.plan, false, "stripe"));
     }
-    if reset && let Some(start) = after.usage_reset_at {
-        out.push(events::usage_reset(&after.id, start, if moved { "plan_change" } else { "invoice.paid" }));
+    if after.usage_reset_at != before.usage_reset_at
+        && let Some(start) = after.usage_reset_at
+    {
+        out.push(events::usage_reset(&after.id, start, "invoice.paid"));
     }
     out
 }
@@ -115,7 +115,9 @@ async fn apply(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &By
             tracing::info!(stripe_event = id, kind, reason = %why, "a Stripe event was acknowledged without a change");
             ("ignored", Some(why.clone()))
         }
-        BillingOutcome::Applied { before, after } => {
+        BillingOutcome::Applied { before, after, carried } => {
+            // Before the cached account is forgotten (see admin::change_plan).
+            state.metering.carried(carried).await?;
             state.invalidate_users();
             state.hooks.wake();
             let (action, target) = if after.plan != before.plan {

@@ -14,46 +14,52 @@ both_stores!(
     a_user_changes_plan_and_reset_usage_moves_the_anchor,
     malformed_json_and_wrong_types_get_400_naming_the_field,
     concurrent_changes_to_one_user_keep_each_other,
-    usage_carries_over_only_between_plans_that_count_the_same_periods,
+    usage_carries_over_a_plan_change_between_kinds_of_period,
 );
 
-/// Counters are kept per period: a move between a monthly and a lifetime
-/// plan cannot keep usage, so it needs `reset_usage`; and a plan with users
-/// keeps its kind of period.
-async fn usage_carries_over_only_between_plans_that_count_the_same_periods(backend: Backend) {
+/// A plan change keeps the period's usage, also between plans that count
+/// different kinds of period (counters are kept per period, so it is carried
+/// over), live counters included; a plan with users keeps its kind of period.
+async fn usage_carries_over_a_plan_change_between_kinds_of_period(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let api = &app.api;
     let plan = json!({ "slug": "once", "period": "lifetime", "limits": { "tokens": 1000 } });
     api.admin(Method::POST, "/admin/v1/plans", Some(plan)).await.expect(201);
     api.create_user("u_1", "free").await;
-    let event = json!({ "id": "evt_1", "user_id": "u_1", "input_tokens": 30, "output_tokens": 10 });
-    api.admin(Method::POST, "/v1/usage/events", Some(json!({ "events": [event] }))).await.expect(200);
+    let record = |id: &str, tokens: i64| {
+        let event = json!({ "id": id, "user_id": "u_1", "input_tokens": tokens });
+        api.admin(Method::POST, "/v1/usage/events", Some(json!({ "events": [event] })))
+    };
+    record("evt_1", 40).await.expect(200);
+    let used = || async {
+        let usage = api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
+        (usage["plan"].as_str().unwrap().to_owned(), usage["meters"]["tokens"]["used"].as_i64().unwrap())
+    };
+    let check = |amount: i64| {
+        let body = json!({ "user_id": "u_1", "meter": "tokens", "amount": amount });
+        api.admin(Method::POST, "/v1/quota/check", Some(body))
+    };
+    assert_eq!(check(1).await.expect(200)["used"], 40, "the live counter is loaded");
 
-    let refused = api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "once" }))).await;
-    let refused = refused.expect(400);
-    assert_eq!(refused["error"]["field"], "reset_usage", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
-    assert!(message.contains("month") && message.contains("lifetime"), "{message}");
-    let user = api.admin(Method::GET, "/admin/v1/users/u_1", None).await.expect(200);
-    assert_eq!(user["plan"], "free", "nothing changed");
-    assert_eq!(
-        api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200)["meters"]["tokens"]["used"],
-        40
-    );
+    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "once" }))).await.expect(200);
+    assert_eq!(used().await, ("once".to_owned(), 40), "the month's usage was kept");
+    let live = check(961).await.expect(200);
+    assert_eq!((live["used"].as_i64(), live["allowed"].as_bool()), (Some(40), Some(false)), "{live}");
+    record("evt_2", 10).await.expect(200);
+    assert_eq!(used().await.1, 50);
 
-    let body = json!({ "plan": "once", "reset_usage": true });
-    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(body)).await.expect(200);
-    let usage = api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
-    assert_eq!((usage["plan"].as_str(), usage["meters"]["tokens"]["used"].as_i64()), (Some("once"), Some(0)));
+    // And back: the month's counter takes the larger count.
+    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "free" }))).await.expect(200);
+    assert_eq!(used().await, ("free".to_owned(), 50));
+    assert_eq!(check(1).await.expect(200)["used"], 50);
 
     // A plan with users keeps its kind of period; an empty one may change.
     let change = json!({ "period": "month" });
+    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "once" }))).await.expect(200);
     let conflict = api.admin(Method::PATCH, "/admin/v1/plans/once", Some(change.clone())).await.expect(409);
     assert!(conflict["error"]["message"].as_str().unwrap().starts_with("period: "), "{conflict}");
     assert_eq!(api.admin(Method::GET, "/admin/v1/plans/once", None).await.expect(200)["period"], "lifetime");
-    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "free", "reset_usage": true })))
-        .await
-        .expect(200);
+    api.admin(Method::PUT, "/admin/v1/users/u_1/plan", Some(json!({ "plan": "free" }))).await.expect(200);
     let changed = api.admin(Method::PATCH, "/admin/v1/plans/once", Some(change)).await.expect(200);
     assert_eq!(changed["period"], "month");
 }
