@@ -4,10 +4,10 @@
 
 use tollgate_domain::model::User;
 use tollgate_domain::quota::CounterKey;
-use tollgate_domain::{PeriodKind, PlanSlug, Timestamp};
+use tollgate_domain::{PlanSlug, Timestamp};
 
 use crate::hooks::{Announce, insert_event};
-use crate::users::{UserRow, carried_periods, carry_usage, user_columns};
+use crate::users::{UserRow, carry_usage, user_columns};
 use crate::{Result, Store, on_pool};
 
 /// What a billing event asks of the user it names.
@@ -122,16 +122,7 @@ impl Store {
                     .await?;
                 // A move keeps the period's usage, also between plans that
                 // count different kinds of period.
-                let mut carried = Vec::new();
-                if after.plan != before.plan {
-                    let kinds = "SELECT period FROM plans WHERE slug = $1";
-                    let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *tx).await?;
-                    let to: String = sqlx::query_scalar(kinds).bind(after.plan.as_str()).fetch_one(&mut *tx).await?;
-                    let (from, to) = (PeriodKind::parse(&from)?, PeriodKind::parse(&to)?);
-                    if let Some((old, new)) = carried_periods(&before, &after, from, to, now) {
-                        carried = carry_usage!(tx, after.id.as_str(), old, new);
-                    }
-                }
+                let carried = carry_usage!(tx, &before, &after, now);
                 for event in announce(&(before.clone(), after.clone())) {
                     insert_event!(&mut *tx, &event).await?;
                 }

@@ -131,53 +131,70 @@ impl UserPatch {
     }
 }
 
-/// Through `$tx`, carries user `$user`'s usage from the period starting
-/// `$from` to the one starting `$to` (a plan change between plans that
-/// count different kinds of period): each counter of `$from` becomes the
-/// `$to` counter's value unless that is larger, and the alerts fired in
-/// `$from` count as fired in `$to`. Evaluates to what each `$to` counter
+/// Through `$tx`, after user `$before` became `$after` at `$now`: when
+/// their plan changed between plans that count different kinds of period
+/// and no new period started, carries the usage of the period they were in
+/// to the one they are in now (counters are kept per period): each counter
+/// becomes the new period's value unless that is larger, and the alerts
+/// fired count as fired in the new period. Evaluates to what each counter
 /// gained, for the live counters.
 macro_rules! carry_usage {
-    ($tx:expr, $user:expr, $from:expr, $to:expr) => {{
-        let (user, from, to): (&str, i64, i64) = ($user, $from, $to);
-        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT f.meter, f.used, t.used FROM usage_counters f LEFT JOIN usage_counters t \
-             ON t.user_id = f.user_id AND t.meter = f.meter AND t.period_start = $3 \
-             WHERE f.user_id = $1 AND f.period_start = $2",
-        )
-        .bind(user)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *$tx)
-        .await?;
+    ($tx:expr, $before:expr, $after:expr, $now:expr) => {{
+        let (before, after, now): (
+            &tollgate_domain::model::User,
+            &tollgate_domain::model::User,
+            tollgate_domain::Timestamp,
+        ) = ($before, $after, $now);
         let mut gained = Vec::new();
-        for (meter, used, there) in rows {
-            let there = there.unwrap_or(0);
-            if used > there {
-                sqlx::query(
-                    "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = excluded.used",
-                )
-                .bind(user)
-                .bind(&meter)
-                .bind(to)
-                .bind(used)
-                .execute(&mut *$tx)
-                .await?;
-                let key = tollgate_domain::quota::CounterKey { user: user.to_owned(), meter, period_start: to };
-                gained.push((key, used - there));
+        let kinds = "SELECT period FROM plans WHERE slug = $1";
+        let moved = if after.plan != before.plan {
+            let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *$tx).await?;
+            let to: String = sqlx::query_scalar(kinds).bind(after.plan.as_str()).fetch_one(&mut *$tx).await?;
+            let parse = tollgate_domain::PeriodKind::parse;
+            $crate::users::carried_periods(before, after, parse(&from)?, parse(&to)?, now)
+        } else {
+            None
+        };
+        if let Some((from, to)) = moved {
+            let user = after.id.as_str();
+            let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT f.meter, f.used, t.used FROM usage_counters f LEFT JOIN usage_counters t \
+                 ON t.user_id = f.user_id AND t.meter = f.meter AND t.period_start = $3 \
+                 WHERE f.user_id = $1 AND f.period_start = $2",
+            )
+            .bind(user)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *$tx)
+            .await?;
+            for (meter, used, there) in rows {
+                let there = there.unwrap_or(0);
+                if used > there {
+                    sqlx::query(
+                        "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = excluded.used",
+                    )
+                    .bind(user)
+                    .bind(&meter)
+                    .bind(to)
+                    .bind(used)
+                    .execute(&mut *$tx)
+                    .await?;
+                    let key = tollgate_domain::quota::CounterKey { user: user.to_owned(), meter, period_start: to };
+                    gained.push((key, used - there));
+                }
             }
+            sqlx::query(
+                "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
+                 SELECT user_id, meter, $3, kind, threshold, event_id, fired_at FROM usage_alerts \
+                 WHERE user_id = $1 AND period_start = $2 ON CONFLICT DO NOTHING",
+            )
+            .bind(user)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *$tx)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
-             SELECT user_id, meter, $3, kind, threshold, event_id, fired_at FROM usage_alerts \
-             WHERE user_id = $1 AND period_start = $2 ON CONFLICT DO NOTHING",
-        )
-        .bind(user)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *$tx)
-        .await?;
         gained
     }};
 }
@@ -281,7 +298,6 @@ impl Store {
         };
         let q = "UPDATE users SET plan = $2, status = $3, email = $4, stripe_customer_id = $5, billing_anchor = $6, \
                  usage_reset_at = $7, limit_overrides = $8, created_at = $9, updated_at = $10 WHERE id = $1";
-        let kinds = "SELECT period FROM plans WHERE slug = $1";
         let updated = on_pool!(self, p => {
             let mut tx = if postgres { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
             let row: Option<UserRow> = sqlx::query_as(select).bind(id.as_str()).fetch_optional(&mut *tx).await?;
@@ -291,15 +307,7 @@ impl Store {
             user.updated_at = Timestamp::now();
             let overrides = overrides_json(&user)?;
             bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await.map_err(user_write_error(&user))?;
-            let mut carried = Vec::new();
-            if user.plan != before.plan {
-                let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *tx).await?;
-                let to: String = sqlx::query_scalar(kinds).bind(user.plan.as_str()).fetch_one(&mut *tx).await?;
-                let (from, to) = (PeriodKind::parse(&from)?, PeriodKind::parse(&to)?);
-                if let Some((old, new)) = carried_periods(&before, &user, from, to, user.updated_at) {
-                    carried = carry_usage!(tx, id.as_str(), old, new);
-                }
-            }
+            let carried = carry_usage!(tx, &before, &user, user.updated_at);
             for event in events {
                 insert_event!(&mut *tx, event).await?;
             }
