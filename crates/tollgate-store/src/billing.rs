@@ -3,11 +3,10 @@
 //! events that announce it.
 
 use tollgate_domain::model::User;
-use tollgate_domain::quota::CounterKey;
 use tollgate_domain::{PlanSlug, Timestamp};
 
 use crate::hooks::{Announce, insert_event};
-use crate::users::{UserRow, carry_usage, user_columns};
+use crate::users::{UserRow, user_columns};
 use crate::{Result, Store, on_pool};
 
 /// What a billing event asks of the user it names.
@@ -29,9 +28,8 @@ pub enum BillingOutcome {
     /// Acknowledged without a change, and why (unknown customer or price,
     /// a type that asks for nothing, already on that plan).
     Ignored(String),
-    /// The user before and after the change, and what a plan change
-    /// carried over to the live counters.
-    Applied { before: Box<User>, after: Box<User>, carried: Vec<(CounterKey, i64)> },
+    /// The user before and after the change.
+    Applied { before: Box<User>, after: Box<User> },
 }
 
 impl Store {
@@ -120,13 +118,10 @@ impl Store {
                     .bind(after.updated_at.millis())
                     .execute(&mut *tx)
                     .await?;
-                // A move keeps the period's usage, also between plans that
-                // count different kinds of period.
-                let carried = carry_usage!(tx, &before, &after, now);
                 for event in announce(&(before.clone(), after.clone())) {
                     insert_event!(&mut *tx, &event).await?;
                 }
-                BillingOutcome::Applied { before: Box::new(before), after: Box::new(after), carried }
+                BillingOutcome::Applied { before: Box::new(before), after: Box::new(after) }
             };
             let said = match &outcome {
                 BillingOutcome::Ignored(why) => format!("ignored: {why}"),

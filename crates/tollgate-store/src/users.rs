@@ -1,10 +1,9 @@
 //! Users: the host app's accounts, each on a plan.
 
 use tollgate_domain::model::{User, UserStatus};
-use tollgate_domain::period::PeriodRule;
-use tollgate_domain::{PeriodKind, PlanSlug, Timestamp, UserId};
+use tollgate_domain::{PlanSlug, Timestamp, UserId};
 
-use crate::hooks::{NewEvent, insert_event};
+use crate::hooks::{Announce, insert_event};
 use crate::{Result, Store, StoreError, on_pool};
 
 macro_rules! columns {
@@ -131,99 +130,11 @@ impl UserPatch {
     }
 }
 
-/// Through `$tx`, after user `$before` became `$after` at `$now`: when
-/// their plan changed between plans that count different kinds of period
-/// and no new period started, carries the usage of the period they were in
-/// to the one they are in now (counters are kept per period): each counter
-/// becomes the new period's value unless that is larger, and the alerts
-/// fired count as fired in the new period. Evaluates to what each counter
-/// gained, for the live counters.
-macro_rules! carry_usage {
-    ($tx:expr, $before:expr, $after:expr, $now:expr) => {{
-        let (before, after, now): (
-            &tollgate_domain::model::User,
-            &tollgate_domain::model::User,
-            tollgate_domain::Timestamp,
-        ) = ($before, $after, $now);
-        let mut gained = Vec::new();
-        let kinds = "SELECT period FROM plans WHERE slug = $1";
-        let moved = if after.plan != before.plan {
-            let from: String = sqlx::query_scalar(kinds).bind(before.plan.as_str()).fetch_one(&mut *$tx).await?;
-            let to: String = sqlx::query_scalar(kinds).bind(after.plan.as_str()).fetch_one(&mut *$tx).await?;
-            let parse = tollgate_domain::PeriodKind::parse;
-            $crate::users::carried_periods(before, after, parse(&from)?, parse(&to)?, now)
-        } else {
-            None
-        };
-        if let Some((from, to)) = moved {
-            let user = after.id.as_str();
-            let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT f.meter, f.used, t.used FROM usage_counters f LEFT JOIN usage_counters t \
-                 ON t.user_id = f.user_id AND t.meter = f.meter AND t.period_start = $3 \
-                 WHERE f.user_id = $1 AND f.period_start = $2",
-            )
-            .bind(user)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *$tx)
-            .await?;
-            for (meter, used, there) in rows {
-                let there = there.unwrap_or(0);
-                if used > there {
-                    sqlx::query(
-                        "INSERT INTO usage_counters (user_id, meter, period_start, used) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (user_id, meter, period_start) DO UPDATE SET used = excluded.used",
-                    )
-                    .bind(user)
-                    .bind(&meter)
-                    .bind(to)
-                    .bind(used)
-                    .execute(&mut *$tx)
-                    .await?;
-                    let key = tollgate_domain::quota::CounterKey { user: user.to_owned(), meter, period_start: to };
-                    gained.push((key, used - there));
-                }
-            }
-            sqlx::query(
-                "INSERT INTO usage_alerts (user_id, meter, period_start, kind, threshold, event_id, fired_at) \
-                 SELECT user_id, meter, $3, kind, threshold, event_id, fired_at FROM usage_alerts \
-                 WHERE user_id = $1 AND period_start = $2 ON CONFLICT DO NOTHING",
-            )
-            .bind(user)
-            .bind(from)
-            .bind(to)
-            .execute(&mut *$tx)
-            .await?;
-        }
-        gained
-    }};
-}
-pub(crate) use carry_usage;
-
-/// The period starts a plan change moves a user's usage between, when the
-/// plans count different kinds of period and no new period starts.
-pub(crate) fn carried_periods(
-    before: &User,
-    after: &User,
-    from: PeriodKind,
-    to: PeriodKind,
-    now: Timestamp,
-) -> Option<(i64, i64)> {
-    if from == to || after.usage_reset_at != before.usage_reset_at {
-        return None;
-    }
-    let start = |user: &User, kind| {
-        PeriodRule { kind, anchor: user.billing_anchor, reset_at: user.usage_reset_at }.containing(now).start.millis()
-    };
-    let (old, new) = (start(before, from), start(after, to));
-    (old != new).then_some((old, new))
-}
-
-/// A user's change as stored, and what it carried over to the live
-/// counters (see [`carry_usage`]).
+/// A user's change as stored: the row before (read under the lock) and
+/// after.
 pub struct Updated {
+    pub before: User,
     pub user: User,
-    pub carried: Vec<(tollgate_domain::quota::CounterKey, i64)>,
 }
 
 fn user_not_found(id: &UserId) -> StoreError {
@@ -279,14 +190,18 @@ impl Store {
         rows.into_iter().map(User::try_from).collect()
     }
 
-    /// Applies `patch` and returns the user as stored afterwards; `events`
-    /// go to the outbox in the same transaction. The user is read and
-    /// written in one transaction that holds their row (Postgres) or the
-    /// write lock (SQLite), so a change made meanwhile (a Stripe event) is
-    /// never overwritten with what was read before it. A plan change that
-    /// starts no new period keeps the period's usage, also between plans
-    /// that count different kinds of period ([`carry_usage`]).
-    pub async fn update_user(&self, id: &UserId, patch: UserPatch, events: &[NewEvent]) -> Result<Updated> {
+    /// Applies `patch` and returns the user before and after; the events
+    /// `announce` makes of them go to the outbox in the same transaction.
+    /// The user is read and written in one transaction that holds their row
+    /// (Postgres) or the write lock (SQLite), so a change made meanwhile (a
+    /// Stripe event) is never overwritten with what was read before it, and
+    /// the events tell what really changed.
+    pub async fn update_user(
+        &self,
+        id: &UserId,
+        patch: UserPatch,
+        announce: Announce<'_, (User, User)>,
+    ) -> Result<Updated> {
         if let Some(plan) = &patch.plan {
             self.plan(plan).await?;
         }
@@ -307,12 +222,13 @@ impl Store {
             user.updated_at = Timestamp::now();
             let overrides = overrides_json(&user)?;
             bind_user!(sqlx::query(q), &user, &overrides).execute(&mut *tx).await.map_err(user_write_error(&user))?;
-            let carried = carry_usage!(tx, &before, &user, user.updated_at);
-            for event in events {
-                insert_event!(&mut *tx, event).await?;
+            let pair = (before, user);
+            for event in announce(&pair) {
+                insert_event!(&mut *tx, &event).await?;
             }
             tx.commit().await?;
-            Updated { user, carried }
+            let (before, user) = pair;
+            Updated { before, user }
         });
         Ok(updated)
     }

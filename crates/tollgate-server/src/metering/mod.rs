@@ -281,16 +281,6 @@ impl Metering {
         Ok(account)
     }
 
-    /// Adds usage the store moved into counters outside a commit (a plan
-    /// change that carried a period's usage over) to the live counters that
-    /// know those counters already.
-    pub async fn carried(&self, gained: &[(CounterKey, i64)]) -> ApiResult<()> {
-        if gained.is_empty() {
-            return Ok(());
-        }
-        Ok(self.counters.apply(&[], gained).await?)
-    }
-
     /// Makes sure the live counters know these keys' committed values.
     pub async fn ensure_loaded(&self, keys: &[CounterKey]) -> ApiResult<()> {
         let missing = self.counters.missing(keys).await?;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tollgate_domain::audit::AuditAction;
 use tollgate_domain::model::{KeyKind, Plan, User, UserStatus};
 use tollgate_domain::{Limits, PeriodKind, PlanSlug, Scope, Scopes, Timestamp, UserId};
-use tollgate_store::{NewUser, UserPatch};
+use tollgate_store::{NewUser, Updated, UserPatch};
 
 use super::keys::{self, KeyInput, RotateInput};
 use crate::audit::Origin;
@@ -352,7 +352,7 @@ async fn update_user(
         limit_overrides: input.limits,
         ..UserPatch::default()
     };
-    let user = state.store.update_user(&parse_user_id(&id)?, patch, &[]).await?.user;
+    let user = state.store.update_user(&parse_user_id(&id)?, patch, &|_| Vec::new()).await?.user;
     state.invalidate_users();
     Ok(Json(user))
 }
@@ -360,7 +360,7 @@ async fn update_user(
 /// Suspends a user (their keys get 403 at once) or lifts it.
 pub(crate) async fn set_status(state: &AppState, id: &UserId, status: UserStatus) -> ApiResult<User> {
     let patch = UserPatch { status: Some(status), ..UserPatch::default() };
-    let user = state.store.update_user(id, patch, &[]).await?.user;
+    let user = state.store.update_user(id, patch, &|_| Vec::new()).await?.user;
     state.invalidate_users();
     Ok(user)
 }
@@ -404,28 +404,27 @@ pub(crate) async fn change_plan(
     plan: PlanSlug,
     reset_usage: bool,
 ) -> ApiResult<User> {
-    let before = state.store.user(id).await?;
     let plan = existing_plan(state, plan).await?;
     let now = Timestamp::now();
     let patch = UserPatch {
+        plan: Some(plan),
         billing_anchor: reset_usage.then_some(now),
         usage_reset_at: reset_usage.then_some(now),
         ..UserPatch::default()
     };
-    let mut announce = Vec::new();
-    if before.plan != plan {
-        announce.push(events::plan_changed(id, &before.plan, &plan, reset_usage, "admin"));
-    }
-    if reset_usage {
-        announce.push(events::usage_reset(id, now, "plan_change"));
-    }
-    let patch = UserPatch { plan: Some(plan), ..patch };
-    let updated = state.store.update_user(id, patch, &announce).await?;
-    // Before the cached account (on the old plan) is forgotten, so that no
-    // request loads the new period's counter in between.
-    state.metering.carried(&updated.carried).await?;
+    // Told from the user as the change found them (under its lock).
+    let announce = |(before, after): &(User, User)| {
+        let mut out = Vec::new();
+        if before.plan != after.plan {
+            out.push(events::plan_changed(id, &before.plan, &after.plan, reset_usage, "admin"));
+        }
+        if reset_usage {
+            out.push(events::usage_reset(id, now, "plan_change"));
+        }
+        out
+    };
+    let Updated { before, user } = state.store.update_user(id, patch, &announce).await?;
     state.invalidate_users();
-    let user = updated.user;
     state.hooks.wake();
     let entry = origin
         .entry(AuditAction::UserPlanChanged, format!("user:{id}"))

@@ -115,9 +115,7 @@ async fn apply(state: &AppState, origin: &Origin, headers: &HeaderMap, body: &By
             tracing::info!(stripe_event = id, kind, reason = %why, "a Stripe event was acknowledged without a change");
             ("ignored", Some(why.clone()))
         }
-        BillingOutcome::Applied { before, after, carried } => {
-            // Before the cached account is forgotten (see admin::change_plan).
-            state.metering.carried(carried).await?;
+        BillingOutcome::Applied { before, after } => {
             state.invalidate_users();
             state.hooks.wake();
             let (action, target) = if after.plan != before.plan {

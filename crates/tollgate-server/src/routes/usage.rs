@@ -325,7 +325,7 @@ async fn reset_usage_route(
 pub(crate) async fn reset_usage(state: &AppState, origin: &Origin, id: &UserId) -> ApiResult<Arc<Account>> {
     let now = Timestamp::now();
     let patch = UserPatch { billing_anchor: Some(now), usage_reset_at: Some(now), ..UserPatch::default() };
-    state.store.update_user(id, patch, &[crate::hooks::events::usage_reset(id, now, "manual")]).await?;
+    state.store.update_user(id, patch, &|_| vec![crate::hooks::events::usage_reset(id, now, "manual")]).await?;
     state.invalidate_users();
     state.hooks.wake();
     let entry = origin.entry(AuditAction::UsageReset, format!("user:{id}")).user(id);

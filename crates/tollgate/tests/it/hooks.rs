@@ -26,7 +26,6 @@ both_stores!(
     admin_actions_emit_their_events,
     alert_emails_reach_the_smtp_sink,
     stripe_events_signed_by_the_stripe_package_are_applied_once,
-    a_stripe_move_to_a_plan_counting_other_periods_keeps_the_usage,
     bad_stale_and_tampered_stripe_events_are_refused,
     kill_9_between_commit_and_delivery_still_delivers_after_restart,
     concurrent_commits_on_two_instances_fire_each_threshold_once,
@@ -612,34 +611,6 @@ async fn stripe_events_signed_by_the_stripe_package_are_applied_once(backend: Ba
         audit["entries"].as_array().unwrap().iter().filter(|e| e["details"]["stripe_event"].is_string()).collect();
     assert_eq!(by_stripe.len(), 3);
     assert!(by_stripe.iter().all(|e| e["actor"] == "system"));
-}
-
-/// A Stripe move between a monthly and a lifetime plan keeps the period's
-/// usage (carried over: counters are kept per period).
-async fn a_stripe_move_to_a_plan_counting_other_periods_keeps_the_usage(backend: Backend) {
-    let receiver = Receiver::start().await;
-    let env = [("TOLLGATE_STRIPE_WEBHOOK_SECRET", STRIPE_SECRET), ("TOLLGATE_WEBHOOK_RETRY_BASE_MS", "50")];
-    let app = TestApp::spawn_with(backend, &env).await;
-    let api = &app.api;
-    add_endpoint(api, &receiver.url, json!(["plan.changed", "usage.reset"])).await;
-    let plan =
-        json!({ "slug": "once", "period": "lifetime", "limits": { "tokens": 1000 }, "stripe_price_id": "price_once" });
-    api.admin(Method::POST, "/admin/v1/plans", Some(plan)).await.expect(201);
-    let user = json!({ "id": "u_1", "plan": "free", "stripe_customer_id": "cus_A1" });
-    api.admin(Method::POST, "/admin/v1/users", Some(user)).await.expect(201);
-    spend(api, "u_1", "evt_1", 40).await;
-
-    let subscription = json!({ "id": "sub_1", "object": "subscription", "customer": "cus_A1",
-        "items": { "object": "list", "data": [{ "id": "si_1", "price": { "id": "price_once", "object": "price" } }] } });
-    let moved = stripe_event("evt_moved", "customer.subscription.updated", subscription);
-    let signature = stripe_signatures(STRIPE_SECRET, &[(&moved, None)]).await;
-    let (status, reply) = post_stripe(api, &moved, Some(&signature[0])).await;
-    assert_eq!((status, reply["outcome"].as_str()), (200, Some("applied")), "{reply}");
-    let usage = api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
-    assert_eq!((usage["plan"].as_str(), usage["meters"]["tokens"]["used"].as_i64()), (Some("once"), Some(40)));
-    let change = &receiver.wait_for("plan.changed", 1).await[0].payload()["data"];
-    assert_eq!((change["to"].as_str(), change["reset_usage"].as_bool()), (Some("once"), Some(false)), "{change}");
-    assert!(receiver.of_type("usage.reset").is_empty(), "no new period");
 }
 
 async fn bad_stale_and_tampered_stripe_events_are_refused(backend: Backend) {
