@@ -4,6 +4,8 @@
 use serde_json::Value;
 use tollgate_domain::Timestamp;
 
+use crate::web::view::number;
+
 /// Subject and body for an alert event's JSON body; `None` for events that
 /// are not alerts.
 pub fn alert_text(event_body: &str) -> Option<(String, String)> {
@@ -59,34 +61,11 @@ fn meter_words(meter: &str) -> String {
     }
 }
 
-/// `1234567` → `1,234,567`.
-fn number(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn numbers_have_thousands_separators() {
-        for (n, s) in [(0, "0"), (999, "999"), (1000, "1,000"), (1234567, "1,234,567"), (-4200, "-4,200")] {
-            assert_eq!(number(n), s);
-        }
-    }
 
     #[test]
     fn a_threshold_mail_says_usage_limit_reset_and_what_to_do() {

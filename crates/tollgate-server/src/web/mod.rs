@@ -12,7 +12,7 @@ mod admin;
 mod chart;
 mod portal;
 mod session;
-mod view;
+pub(crate) mod view;
 mod webhooks;
 
 use askama::Template;

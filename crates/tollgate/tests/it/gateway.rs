@@ -232,33 +232,24 @@ async fn anthropic_messages_are_metered_from_message_start_and_message_delta(bac
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
     let body = json!({"model": "claude-haiku-4-5", "max_tokens": 100,
                       "messages": [{"role": "user", "content": "Describe a toll gate [mock tokens=7 cached=3]"}]});
-    let reply = gw
-        .app
-        .api
-        .http
-        .post(format!("{}/v1/messages", gw.base()))
-        .header("x-api-key", &gw.key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    // As Anthropic's SDK sends it: the key in x-api-key, and the version.
+    let messages = |body: &Value| {
+        gw.app
+            .api
+            .http
+            .post(format!("{}/v1/messages", gw.base()))
+            .header("x-api-key", &gw.key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+    };
+    let reply = messages(&body).await.unwrap();
     assert_eq!(reply.status(), 200);
     let message: Value = reply.json().await.unwrap();
     assert_eq!(message["usage"]["output_tokens"], 7);
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let response = gw
-        .app
-        .api
-        .http
-        .post(format!("{}/v1/messages", gw.base()))
-        .header("x-api-key", &gw.key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
+    let response = messages(&streamed).await.unwrap();
     let text = response.text().await.unwrap();
     assert!(text.contains("event: message_stop"), "{text}");
 
