@@ -102,12 +102,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(cluster) => Arc::new(RedisCounters(cluster.clone())),
         None => Arc::new(MemoryCounters::default()),
     };
-    let metering = Metering::start_with(
-        store.clone(),
-        counters,
-        MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl },
-        prices,
-    );
+    let metering_config = MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl };
+    let metering = match &config.store {
+        // One process owns the embedded store: the gateway's usage goes
+        // through the journal beside it.
+        StoreConfig::Sqlite { path, fsync_each_commit } => {
+            let journal = crate::metering::Journal::path_for(path);
+            Metering::start_journaled(store.clone(), counters, metering_config, prices, &journal, *fsync_each_commit)
+                .await?
+        }
+        StoreConfig::Postgres { .. } => Metering::start_with(store.clone(), counters, metering_config, prices),
+    };
     let gateway = crate::gateway::Gateway::new(&config)?;
     let hooks = Hooks::start(store.clone(), vault.keyring().clone(), config.hooks.clone(), metering.outbox_signal())?;
     let state = AppState::new(Shared {

@@ -19,7 +19,7 @@ use crate::hooks::{NewEvent, insert_event};
 use crate::{Result, Store, on_pool};
 
 /// One usage event as stored.
-#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct EventRow {
     pub id: String,
     pub user_id: String,
@@ -83,7 +83,7 @@ pub const EVENT_COLUMNS: &[&str] = &[
 /// An event with what it adds, applied only if the event is new: each
 /// meter's amount goes to the user's lifetime totals and, when the event
 /// counts toward quota, to the counter of its period.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PreparedEvent {
     pub row: EventRow,
     /// What the event adds per meter (zero amounts left out).
@@ -366,6 +366,21 @@ impl<'a> Sums<'a> {
     }
 }
 
+/// What `events` add to quota counters, one entry per counter, in key
+/// order; as [`Store::commit_usage`] adds them when every event is new.
+pub fn counter_sums(events: &[PreparedEvent]) -> Vec<(CounterKey, i64)> {
+    let events: Vec<&PreparedEvent> = events.iter().collect();
+    counter_keys(sorted(&Sums::of(&events).counters))
+}
+
+fn counter_keys(sums: Vec<((&str, &str, i64), i64)>) -> Vec<(CounterKey, i64)> {
+    sums.into_iter()
+        .map(|((user, meter, period_start), n)| {
+            (CounterKey { user: user.to_owned(), meter: meter.to_owned(), period_start }, n)
+        })
+        .collect()
+}
+
 /// A sorted copy of a map's entries.
 fn sorted<K: Ord + Copy, V: Copy>(map: &HashMap<K, V>) -> Vec<(K, V)> {
     let mut v: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, *v)).collect();
@@ -590,12 +605,7 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            counters = sorted_counters
-                .into_iter()
-                .map(|((user, meter, period_start), n)| {
-                    (CounterKey { user: user.to_owned(), meter: meter.to_owned(), period_start }, n)
-                })
-                .collect();
+            counters = counter_keys(sorted_counters);
             Ok::<_, sqlx::Error>(())
         })?;
         let new = events.iter().zip(first).map(|(e, first)| first && !stored.contains(e.row.id.as_str())).collect();

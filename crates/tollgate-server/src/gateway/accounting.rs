@@ -332,7 +332,7 @@ impl Settlement {
         if let Some((who, tpm, taken)) = &self.held.tpm {
             self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis()).await;
         }
-        match self.state.metering.commit(vec![event], self.held.reservation.clone()).await {
+        match self.state.metering.record(vec![event], self.held.reservation.clone()).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 release(&self.state, &self.held).await;

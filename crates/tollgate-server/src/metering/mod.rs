@@ -4,13 +4,16 @@
 //!
 //! * Committed usage lives in the store (ledger, counters); live counters
 //!   and reservations in a [`CounterStore`].
-//! * Writes go through one writer task ([`writer`]) that group-commits.
+//! * Writes go through one writer task ([`writer`]) that group-commits;
+//!   with the embedded store, the gateway's usage is made durable in a
+//!   journal ([`journal`]) and committed to the ledger behind.
 //! * A reservation is granted only if `used + reserved + amount <= limit`,
 //!   decided under one lock, so concurrent callers never get more than the
 //!   limit between them.
 
 mod alerts;
 mod counters;
+mod journal;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +31,8 @@ use tollgate_domain::{Meter, Timestamp, UserId, base62};
 use tollgate_store::{EventRow, PreparedEvent, Store, StoreError};
 
 pub use counters::{CounterResult, CounterStore, MemoryCounters, NotLoaded, Parts};
-use writer::Job;
+pub use journal::Journal;
+use writer::{Job, Progress, Writer};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -117,6 +121,8 @@ pub struct Metering {
     counters: Arc<dyn CounterStore>,
     writer: RwLock<Option<mpsc::Sender<Job>>>,
     writer_task: Mutex<Option<JoinHandle<()>>>,
+    /// The journal's progress, when there is one.
+    journal: Option<Progress>,
     accounts: Arc<Accounts>,
     prices: RwLock<PriceTable>,
     config: MeteringConfig,
@@ -197,26 +203,71 @@ impl Metering {
         config: MeteringConfig,
         overrides: Vec<(String, Price)>,
     ) -> Arc<Metering> {
+        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides);
+        metering.writer_task = Mutex::new(Some(writer::start(writer, jobs)));
+        Arc::new(metering)
+    }
+
+    /// Starts the writer with the usage journal at `path` (the embedded
+    /// store's): what a previous run left in it is committed first.
+    pub async fn start_journaled(
+        store: Arc<Store>,
+        counters: Arc<dyn CounterStore>,
+        config: MeteringConfig,
+        overrides: Vec<(String, Price)>,
+        path: &std::path::Path,
+        sync: bool,
+    ) -> anyhow::Result<Arc<Metering>> {
+        let (journal, left) = Journal::open(path, sync)
+            .map_err(|e| anyhow::anyhow!("failed to open the usage journal at {}: {e}", path.display()))?;
+        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides);
+        let (task, progress) = writer::start_journaled(writer, journal, left, jobs).await?;
+        metering.writer_task = Mutex::new(Some(task));
+        metering.journal = Some(progress);
+        Ok(Arc::new(metering))
+    }
+
+    /// The engine, and the writer to start for it with its queue.
+    fn unstarted(
+        store: Arc<Store>,
+        counters: Arc<dyn CounterStore>,
+        config: MeteringConfig,
+        overrides: Vec<(String, Price)>,
+    ) -> (Metering, Writer, mpsc::Receiver<Job>) {
         let accounts =
             Arc::new(Accounts { store: store.clone(), cache: Mutex::new(HashMap::new()), ttl: config.account_ttl });
         let outbox_signal = Arc::new(Notify::new());
+        let writer = Writer {
+            store: store.clone(),
+            counters: counters.clone(),
+            accounts: accounts.clone(),
+            outbox_signal: outbox_signal.clone(),
+        };
         let (tx, rx) = mpsc::channel(65_536);
-        let task =
-            tokio::spawn(writer::run(store.clone(), counters.clone(), accounts.clone(), outbox_signal.clone(), rx));
         let mut prices = PriceTable::default();
         for (model, price) in overrides {
             prices.set(&model, price);
         }
-        Arc::new(Metering {
+        let metering = Metering {
             store,
             counters,
             writer: RwLock::new(Some(tx)),
-            writer_task: Mutex::new(Some(task)),
+            writer_task: Mutex::new(None),
+            journal: None,
             accounts,
             prices: RwLock::new(prices),
             config,
             outbox_signal,
-        })
+        };
+        (metering, writer, rx)
+    }
+
+    /// Returns once the ledger holds all usage acknowledged before the
+    /// call (at once without a journal): for reads of the ledger.
+    pub async fn caught_up(&self) {
+        if let Some(progress) = &self.journal {
+            progress.caught_up().await;
+        }
     }
 
     /// Notified whenever a commit writes usage alerts to the outbox, so
@@ -483,11 +534,22 @@ impl Metering {
     /// Commits events through the writer; returns when they are durable,
     /// with whether each was new.
     pub async fn commit(&self, events: Vec<PreparedEvent>, settles: Option<String>) -> ApiResult<Vec<bool>> {
+        self.submit(events, settles, false).await
+    }
+
+    /// [`Metering::commit`] for events whose ids were just made for them
+    /// (the gateway's), so none can be a repeat: they may be made durable
+    /// in the journal and committed to the ledger behind.
+    pub async fn record(&self, events: Vec<PreparedEvent>, settles: Option<String>) -> ApiResult<()> {
+        self.submit(events, settles, true).await.map(|_| ())
+    }
+
+    async fn submit(&self, events: Vec<PreparedEvent>, settles: Option<String>, fresh: bool) -> ApiResult<Vec<bool>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Commit { events, settles, reply }).await?;
+        self.send(Job::Commit { events, settles, fresh, reply }).await?;
         answer.await.map_err(|_| stopped())?.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
     }
 

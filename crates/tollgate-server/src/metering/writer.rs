@@ -4,16 +4,27 @@
 //! counters go through it too, so that a load never races a commit. Usage
 //! alerts are judged inside the commit (see [`super::alerts`]); when a
 //! commit fired some, the outbox's sender is told.
+//!
+//! With a [`Journal`] (the embedded store), events whose ids are new by
+//! construction (the gateway's) are made durable by an append to it
+//! instead, applied and answered at once; an ingester task commits them to
+//! the ledger behind, in groups as large as the backlog. Whatever must see
+//! them in the ledger (a load, a commit that needs to know which events
+//! are new, the emptying of the journal) first waits for it to catch up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tollgate_domain::quota::CounterKey;
-use tollgate_store::{PreparedEvent, Store};
+use tollgate_store::{PreparedEvent, Store, counter_sums};
 
 use super::Accounts;
 use super::alerts::Limits;
 use super::counters::CounterStore;
+use super::journal::{self, Journal};
 
 type Counters = Arc<dyn CounterStore>;
 
@@ -22,6 +33,9 @@ pub enum Job {
         events: Vec<PreparedEvent>,
         /// The reservation these events settle, if any.
         settles: Option<String>,
+        /// Every event's id is new (made for it, not the client's): the
+        /// journal may take the events, and each is answered as new.
+        fresh: bool,
         reply: oneshot::Sender<Result<Vec<bool>, String>>,
     },
     Load {
@@ -33,13 +47,97 @@ pub enum Job {
 /// Jobs taken into one transaction at most.
 const MAX_JOBS: usize = 1024;
 
-pub async fn run(
-    store: Arc<Store>,
-    counters: Counters,
-    accounts: Arc<Accounts>,
-    outbox_signal: Arc<Notify>,
-    mut jobs: mpsc::Receiver<Job>,
-) {
+/// What the writer works with.
+pub struct Writer {
+    pub store: Arc<Store>,
+    pub counters: Counters,
+    pub accounts: Arc<Accounts>,
+    pub outbox_signal: Arc<Notify>,
+}
+
+/// How far the journal's appends and their ingestion have got, in groups
+/// appended; shared with readers that must see acknowledged usage in the
+/// ledger.
+#[derive(Clone)]
+pub struct Progress {
+    appended: Arc<AtomicU64>,
+    ingested: watch::Receiver<u64>,
+}
+
+/// Readers wait this long at most for the ledger to take in what the
+/// journal acknowledged (it takes milliseconds unless the database fails).
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
+
+impl Progress {
+    /// Returns once everything acknowledged before the call is in the
+    /// ledger (or after [`CATCH_UP_LIMIT`], said in the log).
+    pub async fn caught_up(&self) {
+        let target = self.appended.load(Ordering::Acquire);
+        let mut ingested = self.ingested.clone();
+        let wait = ingested.wait_for(|n| *n >= target);
+        if tokio::time::timeout(CATCH_UP_LIMIT, wait).await.is_err() {
+            tracing::warn!("the ledger is behind the usage journal; answering from what it has");
+        }
+    }
+}
+
+/// The journal with its ingester.
+struct Journaled {
+    journal: Journal,
+    progress: Progress,
+    to_ingest: mpsc::UnboundedSender<Vec<PreparedEvent>>,
+    ingester: JoinHandle<()>,
+}
+
+impl Journaled {
+    /// Waits until the ledger holds every appended event.
+    async fn caught_up(&mut self) {
+        let target = self.progress.appended.load(Ordering::Acquire);
+        // The ingester stops only when told to: until then it gets there.
+        let _ = self.progress.ingested.wait_for(|n| *n >= target).await;
+    }
+}
+
+/// Commits what a previous run left in `journal` (before any other write),
+/// empties it, and starts the writer with its ingester; the [`Progress`]
+/// is for readers.
+pub async fn start_journaled(
+    writer: Writer,
+    mut journal: Journal,
+    left: Vec<PreparedEvent>,
+    jobs: mpsc::Receiver<Job>,
+) -> anyhow::Result<(JoinHandle<()>, Progress)> {
+    if !left.is_empty() {
+        let limits = Limits { accounts: &writer.accounts };
+        for chunk in left.chunks(4096) {
+            ingest(&writer.store, &limits, chunk.to_vec()).await;
+        }
+        tracing::info!(events = left.len(), path = %journal.path().display(), "committed the usage journal left by the last run");
+        writer.outbox_signal.notify_one();
+    }
+    journal.clear()?;
+    let (to_ingest, queue) = mpsc::unbounded_channel();
+    let (ingested_tx, ingested) = watch::channel(0);
+    let ingester = tokio::spawn(run_ingester(
+        writer.store.clone(),
+        writer.accounts.clone(),
+        writer.outbox_signal.clone(),
+        queue,
+        ingested_tx,
+    ));
+    let progress = Progress { appended: Arc::new(AtomicU64::new(0)), ingested };
+    let journaled = Journaled { journal, progress: progress.clone(), to_ingest, ingester };
+    Ok((tokio::spawn(run(writer, Some(journaled), jobs)), progress))
+}
+
+/// Starts the writer without a journal: every commit goes to the ledger.
+pub fn start(writer: Writer, jobs: mpsc::Receiver<Job>) -> JoinHandle<()> {
+    tokio::spawn(run(writer, None, jobs))
+}
+
+async fn run(writer: Writer, mut journaled: Option<Journaled>, mut jobs: mpsc::Receiver<Job>) {
+    let Writer { store, counters, accounts, outbox_signal } = &writer;
+    let limits = Limits { accounts };
     let mut batch = Vec::with_capacity(MAX_JOBS);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
@@ -50,22 +148,145 @@ pub async fn run(
             }
         }
         let mut commits = Vec::new();
+        let mut records = Vec::new();
         for job in batch.drain(..) {
             match job {
                 Job::Load { keys, reply } => {
-                    let _ = reply.send(load(&store, &counters, keys).await);
+                    if let Some(j) = journaled.as_mut() {
+                        j.caught_up().await;
+                    }
+                    let _ = reply.send(load(store, counters, keys).await);
                 }
-                Job::Commit { events, settles, reply } => commits.push((events, settles, reply)),
+                Job::Commit { events, settles, fresh: true, reply } if journaled.is_some() => {
+                    records.push((events, settles, reply))
+                }
+                Job::Commit { events, settles, reply, .. } => commits.push((events, settles, reply)),
             }
         }
-        if !commits.is_empty() {
-            let limits = Limits { accounts: &accounts };
-            if commit(&store, &counters, &limits, commits).await {
-                outbox_signal.notify_one();
+        if let Some(j) = journaled.as_mut() {
+            if !records.is_empty() {
+                commits.extend(record(j, counters, records).await);
             }
+            if !commits.is_empty() {
+                j.caught_up().await;
+            }
+        }
+        if !commits.is_empty() && commit(store, counters, &limits, commits).await {
+            outbox_signal.notify_one();
+        }
+    }
+    if let Some(mut j) = journaled {
+        drop(j.to_ingest);
+        let _ = j.ingester.await;
+        if let Err(e) = j.journal.clear() {
+            tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal; it is committed again at the next start");
         }
     }
     tracing::debug!("metering writer stopped: every queued write is committed");
+}
+
+/// Appends the records' events to the journal in one line, applies them to
+/// the live counters and answers their callers; gives the records back
+/// when the journal fails, to be committed to the ledger instead.
+async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -> Vec<Pending> {
+    if let Err(e) = j.journal.append(records.iter().flat_map(|(events, _, _)| events)).await {
+        tracing::error!(error = %e, path = %j.journal.path().display(), "failed to append to the usage journal; committing to the ledger instead");
+        return records;
+    }
+    let mut all = Vec::with_capacity(records.iter().map(|(events, _, _)| events.len()).sum());
+    let mut settled = Vec::new();
+    let mut replies = Vec::with_capacity(records.len());
+    for (events, settles, reply) in records {
+        replies.push((events.len(), reply));
+        settled.extend(settles);
+        all.extend(events);
+    }
+    if let Err(e) = counters.apply(&settled, &counter_sums(&all)).await {
+        tracing::error!(error = %e, "failed to apply journaled usage to the live counters");
+    }
+    metrics::counter!("tollgate_usage_events_committed_total").increment(all.len() as u64);
+    j.progress.appended.fetch_add(1, Ordering::AcqRel);
+    // The ingester runs until the writer drops this sender.
+    let _ = j.to_ingest.send(all);
+    for (n, reply) in replies {
+        let _ = reply.send(Ok(vec![true; n]));
+    }
+    if j.journal.len() >= journal::FULL {
+        j.caught_up().await;
+        if let Err(e) = j.journal.clear() {
+            tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal");
+        }
+    }
+    Vec::new()
+}
+
+/// Commits journaled groups to the ledger, as many as are waiting in each
+/// transaction, and says how many groups are in.
+async fn run_ingester(
+    store: Arc<Store>,
+    accounts: Arc<Accounts>,
+    outbox_signal: Arc<Notify>,
+    mut queue: mpsc::UnboundedReceiver<Vec<PreparedEvent>>,
+    ingested: watch::Sender<u64>,
+) {
+    let limits = Limits { accounts: &accounts };
+    let mut done = 0;
+    while let Some(first) = queue.recv().await {
+        let mut events = first;
+        let mut groups = 1;
+        while events.len() < 4096 {
+            match queue.try_recv() {
+                Ok(more) => {
+                    events.extend(more);
+                    groups += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::gauge!("tollgate_usage_journal_backlog_events").set(events.len() as f64);
+        if ingest(&store, &limits, events).await {
+            outbox_signal.notify_one();
+        }
+        done += groups;
+        ingested.send_replace(done);
+    }
+}
+
+/// Commits journaled events to the ledger; says whether alerts were
+/// written. When the group fails, each event is committed alone: one whose
+/// user was deleted meanwhile is dropped (its usage would have gone with
+/// the user); any other failure is tried again until the database takes
+/// it, for the journal has acknowledged it.
+async fn ingest(store: &Store, limits: &Limits<'_>, events: Vec<PreparedEvent>) -> bool {
+    match store.commit_usage(&events, Some(limits)).await {
+        Ok(committed) => return committed.alerts > 0,
+        Err(e) if events.len() == 1 => tracing::warn!(error = %e, "failed to commit journaled usage"),
+        Err(e) => {
+            tracing::warn!(error = %e, events = events.len(), "failed to commit journaled usage; committing its events one by one")
+        }
+    }
+    let mut alerted = false;
+    for event in events {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match store.commit_usage(std::slice::from_ref(&event), Some(limits)).await {
+                Ok(committed) => {
+                    alerted |= committed.alerts > 0;
+                    break;
+                }
+                Err(e) if e.is_foreign_key_violation() => {
+                    tracing::warn!(event = %event.row.id, user = %event.row.user_id, "dropped journaled usage of a user deleted meanwhile");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, event = %event.row.id, "failed to commit journaled usage; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    alerted
 }
 
 /// How often a counter is read again when other instances keep adding to

@@ -19,7 +19,7 @@ pub(crate) mod webhooks;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -45,18 +45,30 @@ pub fn router(state: AppState) -> Router {
         .merge(credentials::key_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), quota::headers))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_principal));
-    Router::new()
-        .merge(ops::routes())
-        .merge(crate::gateway::routes())
+    // Everything but the proxy and the probes reads or changes what usage
+    // built: it sees all usage acknowledged before it began.
+    let settled = Router::new()
         .merge(stripe::routes())
         .nest("/admin/v1", admin)
         .merge(me)
         .merge(crate::web::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), ledger_caught_up));
+    Router::new()
+        .merge(ops::routes())
+        .merge(crate::gateway::routes())
+        .merge(settled)
         .route_layer(middleware::from_fn(tag_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Waits until the ledger holds the usage acknowledged so far (the
+/// gateway's goes through a journal first).
+async fn ledger_caught_up(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    state.metering.caught_up().await;
+    next.run(req).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

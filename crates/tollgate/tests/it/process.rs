@@ -15,6 +15,7 @@ both_stores!(
     json_logs_never_contain_a_key_or_token,
     migrate_applies_migrations_and_exits,
     kill_9_after_acknowledged_batches_loses_nothing,
+    kill_9_during_gateway_traffic_loses_no_answered_call_and_counts_none_twice,
 );
 
 /// The environment of `db` minus what would make the start non-default.
@@ -231,4 +232,75 @@ async fn kill_9_after_acknowledged_batches_loses_nothing(backend: Backend) {
     // answer arriving; nothing is counted twice either.
     let ledger = second.api.admin(Method::GET, "/admin/v1/users/u_1/usage/events?limit=1", None).await.expect(200);
     assert_eq!(ledger["total"].as_i64().unwrap(), stored, "counters agree with the ledger");
+}
+
+/// Issue #5: a proxied call's answer completes only once its usage is
+/// durable. On SQLite it goes through the usage journal beside the
+/// database, which the restart commits (events already in the ledger count
+/// once); on Postgres straight into the ledger. Eight clients call at once;
+/// SIGKILL lands with calls in flight.
+async fn kill_9_during_gateway_traffic_loses_no_answered_call_and_counts_none_twice(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mock = crate::common::mock_llm(&[]).await;
+    let mut env = env_of(&db, false);
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), crate::common::ADMIN_TOKEN.into()));
+    env.push(("TOLLGATE_OPENAI_BASE_URL".into(), mock.openai_base_url()));
+    env.push(("OPENAI_API_KEY".into(), format!("sk-{}", "platform-kill-test")));
+    let mut app = BinApp::start(db.dir.path(), &env, &[], "before");
+    app.api.create_user("u_1", "enterprise").await;
+    let key = app.api.create_key("u_1", json!({"scopes": ["proxy"]})).await["key"].as_str().unwrap().to_owned();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    const CLIENTS: i64 = 8;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (api, key, answered) = (app.api.clone(), key.clone(), answered.clone());
+        clients.push(tokio::spawn(async move {
+            let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi [mock tokens=3]"}]});
+            loop {
+                let sent =
+                    api.http.post(format!("{}/v1/chat/completions", api.base)).bearer_auth(&key).json(&body).send();
+                match sent.await {
+                    // The whole answer, not just its head.
+                    Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    let counted = answered.clone();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(60), || {
+            let counted = counted.clone();
+            async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= 1_500 }
+        })
+        .await
+    );
+    std::process::Command::new("kill").args(["-KILL", &app.child.id().to_string()]).status().unwrap();
+    let _ = app.child.wait();
+    for c in clients {
+        let _ = c.await;
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let journal = db.data_dir().join("tollgate.db-usage-journal");
+    if backend == Backend::Sqlite {
+        let left = std::fs::metadata(&journal).expect("the usage journal beside the database").len();
+        assert!(left > 0, "the killed run left its journal");
+    } else {
+        assert!(!journal.exists(), "Postgres commits to the ledger directly");
+    }
+    let second = BinApp::start(db.dir.path(), &env, &[], "after");
+    if backend == Backend::Sqlite {
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "the restart committed and emptied the journal");
+    }
+    let usage = second.api.admin(Method::GET, "/admin/v1/users/u_1/usage", None).await.expect(200);
+    let stored = usage["meters"]["requests"]["used"].as_i64().unwrap();
+    assert!(stored >= answered, "{answered} answered, {stored} recorded");
+    // Calls in flight at the kill (one per client at most) may have been
+    // recorded without their answer arriving; none is recorded twice.
+    assert!(stored <= answered + CLIENTS, "{answered} answered, {stored} recorded");
+    let ledger = second.api.admin(Method::GET, "/admin/v1/users/u_1/usage/events?limit=1", None).await.expect(200);
+    assert_eq!(ledger["total"].as_i64().unwrap(), stored, "the counter agrees with the ledger");
+    assert_eq!(usage["meters"]["tokens"]["used"].as_i64().unwrap() % stored, 0, "every call's tokens, once");
 }
