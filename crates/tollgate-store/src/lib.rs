@@ -52,11 +52,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Runs `$body` with `$p` bound to the concrete pool of whichever backend
 /// is in use.
 macro_rules! on_pool {
-    ($store:expr, $p:ident => $body:expr) => {
-        match &$store.pool {
+    (pool: $pool:expr, $p:ident => $body:expr) => {
+        match $pool {
             $crate::Pool::Sqlite($p) => $body,
             $crate::Pool::Postgres($p) => $body,
         }
+    };
+    ($store:expr, $p:ident => $body:expr) => {
+        $crate::on_pool!(pool: &$store.pool, $p => $body)
     };
 }
 pub(crate) use on_pool;
@@ -82,15 +85,21 @@ pub enum StoreConfig {
 
 pub struct Store {
     pool: Pool,
+    /// Where usage is committed: on SQLite a connection of its own, whose
+    /// page cache stays warm from one commit to the next (a commit by
+    /// another connection, which is rare, makes it stale; a pool hands out
+    /// each connection in turn); on Postgres the pool.
+    usage: Pool,
 }
 
 impl Store {
     /// Connects (creating the SQLite file if needed). Does not migrate.
     pub async fn open(config: &StoreConfig) -> anyhow::Result<Store> {
-        let pool = match config {
-            StoreConfig::Sqlite { path, fsync_each_commit } => {
-                Pool::Sqlite(open_sqlite(path, *fsync_each_commit).await?)
-            }
+        let (pool, usage) = match config {
+            StoreConfig::Sqlite { path, fsync_each_commit } => (
+                Pool::Sqlite(open_sqlite(path, *fsync_each_commit, 8).await?),
+                Pool::Sqlite(open_sqlite(path, *fsync_each_commit, 1).await?),
+            ),
             StoreConfig::Postgres { url } => {
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
@@ -98,10 +107,10 @@ impl Store {
                     .connect(url)
                     .await
                     .with_context(|| format!("failed to connect to Postgres at {}", redact_url(url)))?;
-                Pool::Postgres(pool)
+                (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
             }
         };
-        Ok(Store { pool })
+        Ok(Store { pool, usage })
     }
 
     /// Applies the migrations embedded in the binary that are not yet applied.
@@ -137,11 +146,12 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        on_pool!(pool: &self.usage, p => p.close().await);
         on_pool!(self, p => p.close().await)
     }
 }
 
-async fn open_sqlite(path: &Path, fsync_each_commit: bool) -> anyhow::Result<SqlitePool> {
+async fn open_sqlite(path: &Path, fsync_each_commit: bool, connections: u32) -> anyhow::Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
@@ -163,7 +173,7 @@ async fn open_sqlite(path: &Path, fsync_each_commit: bool) -> anyhow::Result<Sql
         .pragma("temp_store", "memory")
         .pragma("cache_size", "-16384");
     SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(connections)
         .connect_with(options)
         .await
         .with_context(|| format!("failed to open the SQLite database at {}", path.display()))

@@ -408,7 +408,7 @@ impl Store {
         let mut stored: HashSet<&str> = HashSet::default();
         let counters;
         let mut alert_count = 0;
-        on_pool!(self, p => {
+        on_pool!(pool: &self.usage, p => {
             // SQLite: the write lock from the start (waiting for it as long
             // as the busy timeout allows), so that the rowid read below and
             // the inserts see one state of the table.

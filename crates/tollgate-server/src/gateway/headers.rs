@@ -23,12 +23,21 @@ pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<Heade
     let now = Timestamp::now();
     let user = account.user.id.as_str();
     let families = [
-        ("requests", account.plan.rpm, user.to_owned(), Meter::REQUESTS),
-        ("tokens", account.plan.tpm, format!("tpm:{user}"), Meter::TOKENS),
+        (
+            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            account.plan.rpm,
+            Meter::REQUESTS,
+        ),
+        (
+            ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+            account.plan.tpm,
+            Meter::TOKENS,
+        ),
     ];
-    for (family, per_minute, who, meter) in families {
+    for (names, per_minute, meter) in families {
         let (limit, remaining, reset_ms) = match per_minute {
             Some(per_minute) => {
+                let who = if meter == Meter::TOKENS { format!("tpm:{user}") } else { user.to_owned() };
                 let (remaining, reset_ms) = state.rate_windows.peek(&who, per_minute, now.millis()).await;
                 (per_minute, remaining, reset_ms)
             }
@@ -42,13 +51,11 @@ pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<Heade
                 (s.limit.unwrap_or(0), s.remaining().unwrap_or(0), reset_ms)
             }
         };
-        for (what, value) in
-            [("limit", limit.to_string()), ("remaining", remaining.to_string()), ("reset", duration(reset_ms))]
-        {
-            let name = HeaderName::try_from(format!("x-ratelimit-{what}-{family}"));
-            if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
-                headers.insert(name, value);
-            }
+        let [limit_name, remaining_name, reset_name] = names.map(HeaderName::from_static);
+        headers.insert(limit_name, HeaderValue::from(limit));
+        headers.insert(remaining_name, HeaderValue::from(remaining));
+        if let Ok(reset) = HeaderValue::try_from(duration(reset_ms)) {
+            headers.insert(reset_name, reset);
         }
     }
     Ok(headers)

@@ -60,7 +60,7 @@ impl Journal {
     }
 
     /// Bytes in the file.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len
     }
 
@@ -162,7 +162,7 @@ mod tests {
         assert!(left.is_empty());
         journal.append(&[event("evt_a"), event("evt_b")]).await.unwrap();
         journal.append(&[event("evt_c")]).await.unwrap();
-        assert_eq!(journal.len(), std::fs::metadata(&path).unwrap().len());
+        assert_eq!(journal.size(), std::fs::metadata(&path).unwrap().len());
         // A crash in the middle of a third append.
         let whole = std::fs::read(&path).unwrap();
         let mut cut = serde_json::to_vec(&[event("evt_d")]).unwrap();

@@ -211,7 +211,7 @@ async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -
     for (n, reply) in replies {
         let _ = reply.send(Ok(vec![true; n]));
     }
-    if j.journal.len() >= journal::FULL {
+    if j.journal.size() >= journal::FULL {
         j.caught_up().await;
         if let Err(e) = j.journal.clear() {
             tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal");

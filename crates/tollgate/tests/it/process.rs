@@ -259,13 +259,12 @@ async fn kill_9_during_gateway_traffic_loses_no_answered_call_and_counts_none_tw
             loop {
                 let sent =
                     api.http.post(format!("{}/v1/chat/completions", api.base)).bearer_auth(&key).json(&body).send();
-                match sent.await {
-                    // The whole answer, not just its head.
-                    Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => {
-                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    _ => break,
+                let Ok(reply) = sent.await else { break };
+                // The whole answer, not just its head.
+                if reply.status() != 200 || reply.bytes().await.is_err() {
+                    break;
                 }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }));
     }
