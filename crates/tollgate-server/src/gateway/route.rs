@@ -111,9 +111,10 @@ mod tests {
     fn config() -> Config {
         let file = "[models.fast]\nprovider = \"groq\"\nmodel = \"llama-3.1-8b-instant\"\n\
                     [models.smart]\nprovider = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n";
-        let dir = std::env::temp_dir().join(format!("tollgate-route-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.toml");
+        // A directory per call: the tests run at once, and one writing the
+        // file while another reads it made the reader see it empty.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
         std::fs::write(&path, file).unwrap();
         let env = [("TOLLGATE_MY_LLM_BASE_URL".to_owned(), "http://127.0.0.1:1/v1".to_owned())];
         Config::from_sources(Some(&path), &env).unwrap()
