@@ -62,6 +62,8 @@ pub struct Writer {
 pub struct Progress {
     appended: Arc<AtomicU64>,
     ingested: watch::Receiver<u64>,
+    /// Tells the ingester that someone waits: commit what is queued now.
+    hurry: Arc<Notify>,
 }
 
 /// Readers wait this long at most for the ledger to take in what the
@@ -72,12 +74,20 @@ impl Progress {
     /// Returns once everything acknowledged before the call is in the
     /// ledger (or after [`CATCH_UP_LIMIT`], said in the log).
     pub async fn caught_up(&self) {
-        let target = self.appended.load(Ordering::Acquire);
-        let mut ingested = self.ingested.clone();
-        let wait = ingested.wait_for(|n| *n >= target);
-        if tokio::time::timeout(CATCH_UP_LIMIT, wait).await.is_err() {
+        if tokio::time::timeout(CATCH_UP_LIMIT, self.wait()).await.is_err() {
             tracing::warn!("the ledger is behind the usage journal; answering from what it has");
         }
+    }
+
+    async fn wait(&self) {
+        let target = self.appended.load(Ordering::Acquire);
+        if *self.ingested.borrow() >= target {
+            return;
+        }
+        self.hurry.notify_one();
+        // The ingester stops only when the writer does: until then it
+        // gets there.
+        let _ = self.ingested.clone().wait_for(|n| *n >= target).await;
     }
 }
 
@@ -91,10 +101,8 @@ struct Journaled {
 
 impl Journaled {
     /// Waits until the ledger holds every appended event.
-    async fn caught_up(&mut self) {
-        let target = self.progress.appended.load(Ordering::Acquire);
-        // The ingester stops only when told to: until then it gets there.
-        let _ = self.progress.ingested.wait_for(|n| *n >= target).await;
+    async fn caught_up(&self) {
+        self.progress.wait().await
     }
 }
 
@@ -118,14 +126,15 @@ pub async fn start_journaled(
     journal.clear()?;
     let (to_ingest, queue) = mpsc::unbounded_channel();
     let (ingested_tx, ingested) = watch::channel(0);
+    let hurry = Arc::new(Notify::new());
     let ingester = tokio::spawn(run_ingester(
         writer.store.clone(),
         writer.accounts.clone(),
         writer.outbox_signal.clone(),
-        queue,
+        (queue, hurry.clone()),
         ingested_tx,
     ));
-    let progress = Progress { appended: Arc::new(AtomicU64::new(0)), ingested };
+    let progress = Progress { appended: Arc::new(AtomicU64::new(0)), ingested, hurry };
     let journaled = Journaled { journal, progress: progress.clone(), to_ingest, ingester };
     Ok((tokio::spawn(run(writer, Some(journaled), jobs)), progress))
 }
@@ -152,7 +161,7 @@ async fn run(writer: Writer, mut journaled: Option<Journaled>, mut jobs: mpsc::R
         for job in batch.drain(..) {
             match job {
                 Job::Load { keys, reply } => {
-                    if let Some(j) = journaled.as_mut() {
+                    if let Some(j) = journaled.as_ref() {
                         j.caught_up().await;
                     }
                     let _ = reply.send(load(store, counters, keys).await);
@@ -220,21 +229,35 @@ async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -
     Vec::new()
 }
 
-/// Commits journaled groups to the ledger, as many as are waiting in each
-/// transaction, and says how many groups are in.
+/// How long the ingester gathers groups before it commits them, unless
+/// someone waits for them: a transaction's cost is mostly fixed (the pages
+/// it writes), so larger ones cost less per event.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Events in one ingest transaction at most.
+const INGEST_MAX: usize = 4096;
+
+/// Commits journaled groups to the ledger, those that arrive within
+/// [`GATHER`] of the first in one transaction, and says how many groups
+/// are in.
 async fn run_ingester(
     store: Arc<Store>,
     accounts: Arc<Accounts>,
     outbox_signal: Arc<Notify>,
-    mut queue: mpsc::UnboundedReceiver<Vec<PreparedEvent>>,
+    (mut queue, hurry): (mpsc::UnboundedReceiver<Vec<PreparedEvent>>, Arc<Notify>),
     ingested: watch::Sender<u64>,
 ) {
     let limits = Limits { accounts: &accounts };
     let mut done = 0;
     while let Some(first) = queue.recv().await {
+        if first.len() < INGEST_MAX {
+            // Ended early by a waiting reader, or by a permit left by one
+            // the last transaction served: then one transaction is smaller.
+            let _ = tokio::time::timeout(GATHER, hurry.notified()).await;
+        }
         let mut events = first;
         let mut groups = 1;
-        while events.len() < 4096 {
+        while events.len() < INGEST_MAX {
             match queue.try_recv() {
                 Ok(more) => {
                     events.extend(more);
