@@ -8,9 +8,10 @@
 //! With a [`Journal`] (the embedded store), events whose ids are new by
 //! construction (the gateway's) are made durable by an append to it
 //! instead, applied and answered at once; an ingester task commits them to
-//! the ledger behind, in groups as large as the backlog. Whatever must see
-//! them in the ledger (a load, a commit that needs to know which events
-//! are new, the emptying of the journal) first waits for it to catch up.
+//! the ledger behind, what arrives within a few milliseconds in one
+//! transaction. Whatever must see them in the ledger (a load, a commit that
+//! needs to know which events are new, the emptying of the journal, a read
+//! through the API) first waits for it to catch up, which hurries it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
