@@ -44,19 +44,23 @@ impl Journal {
     }
 
     /// Opens the journal at `path`, creating it if missing, with the events
-    /// a previous run left in it (whole lines only, in order).
-    pub fn open(path: &Path, sync: bool) -> io::Result<(Journal, Vec<PreparedEvent>)> {
-        let (left, whole) = match std::fs::read(path) {
-            Ok(bytes) => parse(&bytes, path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
-            Err(e) => return Err(e),
-        };
+    /// a previous run left in it (whole lines only, in order); `None` when
+    /// another process holds it (a second server on the same database).
+    /// The journal is locked for as long as it is open: the lock goes with
+    /// the process, however that ends.
+    pub fn open(path: &Path, sync: bool) -> io::Result<Option<(Journal, Vec<PreparedEvent>)>> {
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let (left, whole) = parse(&std::fs::read(path)?, path);
         // A cut line at the end would spoil the next one appended.
         if file.metadata()?.len() > whole {
             file.set_len(whole)?;
         }
-        Ok((Journal { file: Arc::new(file), path: path.to_owned(), sync, len: whole }, left))
+        Ok(Some((Journal { file: Arc::new(file), path: path.to_owned(), sync, len: whole }, left)))
     }
 
     /// Bytes in the file.
@@ -158,8 +162,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(&dir.path().join("tollgate.db"));
         assert!(path.ends_with("tollgate.db-usage-journal"));
-        let (mut journal, left) = Journal::open(&path, true).unwrap();
+        let (mut journal, left) = Journal::open(&path, true).unwrap().unwrap();
         assert!(left.is_empty());
+        assert!(Journal::open(&path, true).unwrap().is_none(), "one holder at a time");
         journal.append(&[event("evt_a"), event("evt_b")]).await.unwrap();
         journal.append(&[event("evt_c")]).await.unwrap();
         assert_eq!(journal.size(), std::fs::metadata(&path).unwrap().len());
@@ -170,19 +175,19 @@ mod tests {
         std::fs::write(&path, [whole.as_slice(), &cut].concat()).unwrap();
         drop(journal);
 
-        let (mut journal, left) = Journal::open(&path, false).unwrap();
+        let (mut journal, left) = Journal::open(&path, false).unwrap().unwrap();
         assert_eq!(left, vec![event("evt_a"), event("evt_b"), event("evt_c")]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64, "the cut line is gone");
         journal.append(&[event("evt_d")]).await.unwrap();
         drop(journal);
-        let (mut journal, left) = Journal::open(&path, false).unwrap();
+        let (mut journal, left) = Journal::open(&path, false).unwrap().unwrap();
         assert_eq!(left.len(), 4);
         assert_eq!(left[3], event("evt_d"));
         journal.clear().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         journal.append(&[event("evt_e")]).await.unwrap();
         drop(journal);
-        let (_, left) = Journal::open(&path, false).unwrap();
+        let (_, left) = Journal::open(&path, false).unwrap().unwrap();
         assert_eq!(left, vec![event("evt_e")]);
     }
 }

@@ -209,7 +209,9 @@ impl Metering {
     }
 
     /// Starts the writer with the usage journal at `path` (the embedded
-    /// store's): what a previous run left in it is committed first.
+    /// store's): what a previous run left in it is committed first. When
+    /// another process holds the journal (a second server on the same
+    /// database), this one commits straight to the ledger.
     pub async fn start_journaled(
         store: Arc<Store>,
         counters: Arc<dyn CounterStore>,
@@ -218,8 +220,15 @@ impl Metering {
         path: &std::path::Path,
         sync: bool,
     ) -> anyhow::Result<Arc<Metering>> {
-        let (journal, left) = Journal::open(path, sync)
+        let opened = Journal::open(path, sync)
             .map_err(|e| anyhow::anyhow!("failed to open the usage journal at {}: {e}", path.display()))?;
+        let Some((journal, left)) = opened else {
+            tracing::warn!(
+                path = %path.display(),
+                "another process holds the usage journal of this database: usage is committed to the ledger directly"
+            );
+            return Ok(Metering::start_with(store, counters, config, overrides));
+        };
         let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides);
         let (task, progress) = writer::start_journaled(writer, journal, left, jobs).await?;
         metering.writer_task = Mutex::new(Some(task));

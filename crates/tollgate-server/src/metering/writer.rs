@@ -233,7 +233,7 @@ async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -
 /// How long the ingester gathers groups before it commits them, unless
 /// someone waits for them: a transaction's cost is mostly fixed (the pages
 /// it writes), so larger ones cost less per event.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Events in one ingest transaction at most.
 const INGEST_MAX: usize = 4096;

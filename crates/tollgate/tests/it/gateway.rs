@@ -23,6 +23,7 @@ both_stores!(
     the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
     a_cut_stream_is_settled_from_the_text_that_passed_and_marked_estimated,
     many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_reported,
+    a_second_server_on_the_same_database_records_its_calls_in_the_same_ledger,
 );
 
 pub const OPENAI_KEY: &str = "sk-platform-openai-0001";
@@ -849,5 +850,41 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Two servers on one database: on SQLite the usage journal is the first
+/// one's (it holds the file's lock), and the second commits its calls to
+/// the ledger directly; every call of both is in the one ledger, once.
+async fn a_second_server_on_the_same_database_records_its_calls_in_the_same_ledger(backend: Backend) {
+    let mut gw = Gateway::start(backend, json!({"limits": {"requests": 1000}}), &[], "").await;
+    let openai = gw.mock.openai_base_url();
+    let (second, server) =
+        gw.app.sibling(&[("TOLLGATE_OPENAI_BASE_URL", &openai), ("OPENAI_API_KEY", OPENAI_KEY)]).await;
+    for _ in 0..3 {
+        gw.post("/v1/chat/completions", chat("hi [mock tokens=2]")).await.expect(200);
+    }
+    for _ in 0..2 {
+        second
+            .call(Method::POST, "/v1/chat/completions", Some(&gw.key), Some(chat("hi [mock tokens=2]")))
+            .await
+            .expect(200);
+    }
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 5, "{events:?}");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "each call once");
+    assert!(events.iter().all(|e| e["output_tokens"] == 2));
+    let journal = gw.app.db.data_dir().join("tollgate.db-usage-journal");
+    if backend == Backend::Sqlite {
+        let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+        assert_eq!(lines, 3, "the first server's three calls, one line each; the second wrote none");
+    }
+    server.shutdown().await.unwrap();
+    gw.app.stop().await;
+    if backend == Backend::Sqlite {
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "a clean stop leaves the journal empty");
+    } else {
+        assert!(!journal.exists());
     }
 }
