@@ -104,8 +104,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let metering_config = MeteringConfig { account_ttl: config.key_cache_ttl, reservation_ttl: config.reservation_ttl };
     let metering = match &config.store {
-        // One process owns the embedded store: the gateway's usage goes
-        // through the journal beside it.
+        // The embedded store: the gateway's usage goes through the journal
+        // beside it (unless another server on the same file holds it).
         StoreConfig::Sqlite { path, fsync_each_commit } => {
             let journal = crate::metering::Journal::path_for(path);
             Metering::start_journaled(store.clone(), counters, metering_config, prices, &journal, *fsync_each_commit)
