@@ -167,6 +167,22 @@ fn env_wins_over_the_config_file() {
     assert!(app.terminate());
 }
 
+/// Kills `app` with SIGKILL once `count` (of answers its clients got)
+/// reaches `n`, clients still sending.
+async fn kill_9_once(app: &mut BinApp, count: &std::sync::Arc<std::sync::atomic::AtomicI64>, n: i64) {
+    let counted = count.clone();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(60), || {
+            let counted = counted.clone();
+            async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= n }
+        })
+        .await,
+        "{n} answers within a minute"
+    );
+    std::process::Command::new("kill").args(["-KILL", &app.child.id().to_string()]).status().unwrap();
+    let _ = app.child.wait();
+}
+
 /// Issue #3: a 2xx from the metering API means committed. Batches are sent
 /// concurrently; the binary is killed with SIGKILL while more are in
 /// flight; after a restart every acknowledged event is there.
@@ -209,16 +225,7 @@ async fn kill_9_after_acknowledged_batches_loses_nothing(backend: Backend) {
         }));
     }
     // Kill once a good number of batches is acknowledged, with more in flight.
-    let counted = acked.clone();
-    assert!(
-        crate::common::eventually(std::time::Duration::from_secs(60), || {
-            let counted = counted.clone();
-            async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= 2_000 }
-        })
-        .await
-    );
-    std::process::Command::new("kill").args(["-KILL", &app.child.id().to_string()]).status().unwrap();
-    let _ = app.child.wait();
+    kill_9_once(&mut app, &acked, 2_000).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in senders {
         let _ = s.await;
@@ -268,16 +275,7 @@ async fn kill_9_during_gateway_traffic_loses_no_answered_call_and_counts_none_tw
             }
         }));
     }
-    let counted = answered.clone();
-    assert!(
-        crate::common::eventually(std::time::Duration::from_secs(60), || {
-            let counted = counted.clone();
-            async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= 1_500 }
-        })
-        .await
-    );
-    std::process::Command::new("kill").args(["-KILL", &app.child.id().to_string()]).status().unwrap();
-    let _ = app.child.wait();
+    kill_9_once(&mut app, &answered, 1_500).await;
     for c in clients {
         let _ = c.await;
     }
