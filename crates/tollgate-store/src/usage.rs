@@ -330,7 +330,7 @@ struct Sums<'a> {
 }
 
 impl<'a> Sums<'a> {
-    fn of(events: &[&'a PreparedEvent]) -> Sums<'a> {
+    fn of(events: impl IntoIterator<Item = &'a PreparedEvent>) -> Sums<'a> {
         let mut sums = Sums::default();
         for e in events {
             let r = &e.row;
@@ -369,8 +369,7 @@ impl<'a> Sums<'a> {
 /// What `events` add to quota counters, one entry per counter, in key
 /// order; as [`Store::commit_usage`] adds them when every event is new.
 pub fn counter_sums(events: &[PreparedEvent]) -> Vec<(CounterKey, i64)> {
-    let events: Vec<&PreparedEvent> = events.iter().collect();
-    counter_keys(sorted(&Sums::of(&events).counters))
+    counter_keys(sorted(&Sums::of(events).counters))
 }
 
 fn counter_keys(sums: Vec<((&str, &str, i64), i64)>) -> Vec<(CounterKey, i64)> {
@@ -467,7 +466,7 @@ impl Store {
                 }
             }
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
-            let sums = Sums::of(&new);
+            let sums = Sums::of(new.iter().copied());
 
             let sorted_counters = sorted(&sums.counters);
             let watches = match watcher {

@@ -16,11 +16,15 @@ use crate::state::AppState;
 
 /// Every rate-limit header for `account` now.
 pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<HeaderMap> {
-    let mut headers = match binding_meter(state, account, Meter::TOKENS).await? {
-        Some((meter, s, period)) => ratelimit_headers(&meter, &s, &period),
+    let binding = binding_meter(state, account, Meter::TOKENS).await?;
+    let mut headers = match &binding {
+        Some((meter, s, period)) => ratelimit_headers(meter, s, period),
         None => HeaderMap::new(),
     };
     let now = Timestamp::now();
+    // The binding meter's period and state serve again below rather than
+    // being worked out a second time on every proxied call.
+    let period = binding.as_ref().map_or_else(|| account.period(now), |(_, _, period)| *period);
     let user = account.user.id.as_str();
     let families = [
         (
@@ -46,8 +50,11 @@ pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<Heade
                 if account.limit(&meter, now).is_none() {
                     continue;
                 }
-                let s = state.metering.state(account, &meter, now).await?;
-                let reset_ms = account.period(now).end.map_or(0, |end| (end.millis() - now.millis()).max(0) as u64);
+                let s = match &binding {
+                    Some((bound, s, _)) if *bound == meter => s.clone(),
+                    _ => state.metering.state(account, &meter, now).await?,
+                };
+                let reset_ms = period.end.map_or(0, |end| (end.millis() - now.millis()).max(0) as u64);
                 (s.limit.unwrap_or(0), s.remaining().unwrap_or(0), reset_ms)
             }
         };

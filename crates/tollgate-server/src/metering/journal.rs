@@ -86,21 +86,23 @@ impl Journal {
             return Err(e);
         }
         self.len += line.len() as u64;
-        if self.sync {
-            let file = self.file.clone();
-            tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(io::Error::other)??;
-        }
-        Ok(())
+        self.sync().await
     }
 
     /// Empties the file: everything in it is in the ledger.
-    pub fn clear(&mut self) -> io::Result<()> {
+    pub async fn clear(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
-        if self.sync {
-            self.file.sync_data()?;
-        }
         self.len = 0;
-        Ok(())
+        self.sync().await
+    }
+
+    /// `fdatasync`, if configured, off the async threads.
+    async fn sync(&self) -> io::Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(io::Error::other)?
     }
 
     pub fn path(&self) -> &Path {
@@ -183,7 +185,7 @@ mod tests {
         let (mut journal, left) = Journal::open(&path, false).unwrap().unwrap();
         assert_eq!(left.len(), 4);
         assert_eq!(left[3], event("evt_d"));
-        journal.clear().unwrap();
+        journal.clear().await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         journal.append(&[event("evt_e")]).await.unwrap();
         drop(journal);

@@ -118,13 +118,13 @@ pub async fn start_journaled(
 ) -> anyhow::Result<(JoinHandle<()>, Progress)> {
     if !left.is_empty() {
         let limits = Limits { accounts: &writer.accounts };
-        for chunk in left.chunks(4096) {
-            ingest(&writer.store, &limits, chunk.to_vec()).await;
+        for chunk in left.chunks(INGEST_MAX) {
+            ingest(&writer.store, &limits, chunk).await;
         }
         tracing::info!(events = left.len(), path = %journal.path().display(), "committed the usage journal left by the last run");
         writer.outbox_signal.notify_one();
     }
-    journal.clear()?;
+    journal.clear().await?;
     let (to_ingest, queue) = mpsc::unbounded_channel();
     let (ingested_tx, ingested) = watch::channel(0);
     let hurry = Arc::new(Notify::new());
@@ -188,7 +188,7 @@ async fn run(writer: Writer, mut journaled: Option<Journaled>, mut jobs: mpsc::R
     if let Some(mut j) = journaled {
         drop(j.to_ingest);
         let _ = j.ingester.await;
-        if let Err(e) = j.journal.clear() {
+        if let Err(e) = j.journal.clear().await {
             tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal; it is committed again at the next start");
         }
     }
@@ -223,7 +223,7 @@ async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -
     }
     if j.journal.size() >= journal::FULL {
         j.caught_up().await;
-        if let Err(e) = j.journal.clear() {
+        if let Err(e) = j.journal.clear().await {
             tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal");
         }
     }
@@ -267,8 +267,8 @@ async fn run_ingester(
                 Err(_) => break,
             }
         }
-        metrics::gauge!("tollgate_usage_journal_backlog_events").set(events.len() as f64);
-        if ingest(&store, &limits, events).await {
+        metrics::histogram!("tollgate_usage_ingest_batch_events").record(events.len() as f64);
+        if ingest(&store, &limits, &events).await {
             outbox_signal.notify_one();
         }
         done += groups;
@@ -281,8 +281,8 @@ async fn run_ingester(
 /// user was deleted meanwhile is dropped (its usage would have gone with
 /// the user); any other failure is tried again until the database takes
 /// it, for the journal has acknowledged it.
-async fn ingest(store: &Store, limits: &Limits<'_>, events: Vec<PreparedEvent>) -> bool {
-    match store.commit_usage(&events, Some(limits)).await {
+async fn ingest(store: &Store, limits: &Limits<'_>, events: &[PreparedEvent]) -> bool {
+    match store.commit_usage(events, Some(limits)).await {
         Ok(committed) => return committed.alerts > 0,
         Err(e) if events.len() == 1 => tracing::warn!(error = %e, "failed to commit journaled usage"),
         Err(e) => {
@@ -293,7 +293,7 @@ async fn ingest(store: &Store, limits: &Limits<'_>, events: Vec<PreparedEvent>) 
     for event in events {
         let mut pause = Duration::from_millis(100);
         loop {
-            match store.commit_usage(std::slice::from_ref(&event), Some(limits)).await {
+            match store.commit_usage(std::slice::from_ref(event), Some(limits)).await {
                 Ok(committed) => {
                     alerted |= committed.alerts > 0;
                     break;
