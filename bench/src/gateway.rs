@@ -1,6 +1,8 @@
 //! The gateway against `mock-llm` directly, in one run, printed (never
 //! asserted; targets in DESIGN §7):
 //! * throughput at a fixed concurrency (closed loop), and the ratio;
+//! * for scale, the same through a bare proxy (hyper's server and client,
+//!   nothing else): what one more hop costs on this machine;
 //! * latency percentiles at a fixed request rate (open loop, corrected for
 //!   coordinated omission: a request that had to wait for the one before it
 //!   on its connection is timed from when it should have been sent), and
@@ -26,8 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
@@ -126,6 +132,36 @@ async fn run_mock() -> anyhow::Result<()> {
     println!("listening {}", mock.addr());
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// `--role passthrough`: the floor a proxy hop costs on this machine, for
+/// scale: hyper's server and pooled client in front of the mock at `MOCK`,
+/// passing each request on as it came (no keys, no metering, no headers).
+async fn run_passthrough() -> anyhow::Result<()> {
+    let mock: SocketAddr = std::env::var("MOCK")?.parse()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let client = client.clone();
+        tokio::spawn(async move {
+            let forward = service_fn(move |req| pass_on(client.clone(), mock, req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), forward).await;
+        });
+    }
+}
+
+async fn pass_on(
+    client: Client<HttpConnector, Incoming>,
+    mock: SocketAddr,
+    mut req: hyper::Request<Incoming>,
+) -> anyhow::Result<hyper::Response<Incoming>> {
+    *req.uri_mut() = format!("http://{mock}{}", req.uri().path()).parse()?;
+    Ok(client.request(req).await?)
 }
 
 /// `--role gateway`: `tollgate serve` in front of the mock at `MOCK`.
@@ -351,9 +387,11 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let mock = Process::spawn("mock", &[])?;
     let gateway =
         Process::spawn("gateway", &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())])?;
+    let passthrough = Process::spawn("passthrough", &[("MOCK", mock.addr.to_string())])?;
     let (idle_rss, _) = gateway.rss_mb();
     let key = seed(gateway.addr).await?;
     let direct = Target { name: "mock-llm directly", addr: mock.addr, key: PLATFORM_KEY.into() };
+    let bare = Target { name: "a bare proxy", addr: passthrough.addr, key: PLATFORM_KEY.into() };
     let through = Target { name: "through the gateway", addr: gateway.addr, key };
     println!(
         "gateway benchmark: {} s per figure; mock-llm and the gateway (SQLite in {}, full metering) as child processes",
@@ -365,8 +403,10 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     // Warm both paths (connections, the tokenizer, the price table).
     throughput(&direct, 4, 0.5).await?;
     throughput(&through, 4, 0.5).await?;
+    throughput(&bare, 4, 0.5).await?;
 
     let direct_rps = throughput(&direct, s.concurrency, s.seconds).await?;
+    let bare_rps = throughput(&bare, s.concurrency, s.seconds).await?;
     let cpu_before = gateway.cpu_seconds();
     let started = Instant::now();
     let gateway_rps = throughput(&through, s.concurrency, s.seconds).await?;
@@ -379,18 +419,29 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         100.0 * gateway_rps / direct_rps
     );
     println!("  gateway CPU per call {cpu_per_call:>9.0} µs");
+    println!(
+        "  for scale, a bare proxy (hyper's server and client, nothing else) {bare_rps:.0} req/s, ratio {:.1} %",
+        100.0 * bare_rps / direct_rps
+    );
 
     let connections = 64;
     let direct_lat = open_loop(&direct, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
     let gateway_lat = open_loop(&through, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
+    let bare_lat = open_loop(&bare, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
     println!(
         "\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):",
         s.rate
     );
-    println!("  {:<6} {:>12} {:>12} {:>12}", "", "direct", "gateway", "added");
+    println!("  {:<6} {:>12} {:>12} {:>12} {:>18}", "", "direct", "gateway", "added", "added by bare proxy");
     for p in [50.0, 90.0, 99.0, 99.9] {
-        let (d, g) = (percentile(&direct_lat, p), percentile(&gateway_lat, p));
-        println!("  p{p:<5} {:>12} {:>12} {:>12}", ms(d), ms(g), ms(g.saturating_sub(d)));
+        let (d, g, b) = (percentile(&direct_lat, p), percentile(&gateway_lat, p), percentile(&bare_lat, p));
+        println!(
+            "  p{p:<5} {:>12} {:>12} {:>12} {:>18}",
+            ms(d),
+            ms(g),
+            ms(g.saturating_sub(d)),
+            ms(b.saturating_sub(d))
+        );
     }
     let (dmax, gmax) = (direct_lat.last().copied().unwrap_or(0), gateway_lat.last().copied().unwrap_or(0));
     println!("  {:<6} {:>12} {:>12}", "max", ms(dmax), ms(gmax));
@@ -443,6 +494,13 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     );
     println!("  (mock-llm meanwhile: {mock_rss:.1} MB)");
     drop(held);
+    let (bare_before, _) = passthrough.rss_mb();
+    let held = hold_streams(&bare, s.streams).await?;
+    let (bare_with, _) = passthrough.rss_mb();
+    println!(
+        "  (for scale, the bare proxy: {bare_before:.1} MB after its load, {bare_with:.1} MB holding {} streams)",
+        held.len()
+    );
     Ok(())
 }
 
@@ -465,6 +523,7 @@ fn main() -> anyhow::Result<()> {
             match role.as_str() {
                 "mock" => run_mock().await,
                 "gateway" => run_gateway().await,
+                "passthrough" => run_passthrough().await,
                 other => anyhow::bail!("unknown role {other}"),
             }
         });
