@@ -165,7 +165,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server { addr, generated_admin_token, shutdown, task })
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often the recorder folds the histogram samples recorded since into
+/// its summaries. A scrape of `/metrics` does too; without this, a server
+/// nobody scrapes would keep every sample of every request.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder, installed on first use, with a
+/// thread of its own for its upkeep.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -175,6 +181,16 @@ fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (in tests that embed
             // the server); ours still renders what it records then.
             let _ = metrics::set_global_recorder(recorder);
+            let upkept = handle.clone();
+            let upkeep = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkept.run_upkeep();
+                }
+            });
+            if let Err(e) = upkeep {
+                tracing::warn!(error = %e, "failed to start the metrics upkeep thread; histograms fold only on scrapes");
+            }
             handle
         })
         .clone()
