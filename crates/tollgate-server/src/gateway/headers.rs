@@ -14,13 +14,12 @@ use crate::metering::Account;
 use crate::routes::{binding_meter, ratelimit_headers};
 use crate::state::AppState;
 
-/// Every rate-limit header for `account` now.
-pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<HeaderMap> {
+/// Every rate-limit header for `account` now, set in `headers`.
+pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut HeaderMap) -> ApiResult<()> {
     let binding = binding_meter(state, account, Meter::TOKENS).await?;
-    let mut headers = match &binding {
-        Some((meter, s, period)) => ratelimit_headers(meter, s, period),
-        None => HeaderMap::new(),
-    };
+    if let Some((meter, s, period)) = &binding {
+        ratelimit_headers(headers, meter, s, period);
+    }
     let now = Timestamp::now();
     // The binding meter's period and state serve again below rather than
     // being worked out a second time on every proxied call.
@@ -65,7 +64,7 @@ pub async fn rate_limits(state: &AppState, account: &Account) -> ApiResult<Heade
             headers.insert(reset_name, reset);
         }
     }
-    Ok(headers)
+    Ok(())
 }
 
 /// A duration as OpenAI writes its resets: `0s`, `20ms`, `1s`, `6m0s`, `2h0m5s`.

@@ -159,9 +159,11 @@ async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<
 }
 
 async fn add_rate_limits(state: &AppState, account: &Account, response: &mut Response) {
-    match headers::rate_limits(state, account).await {
-        Ok(headers) => response.headers_mut().extend(headers),
-        Err(e) => tracing::warn!(error = %e, "failed to compute the rate-limit headers"),
+    let headers = response.headers_mut();
+    // The nine to fourteen rate-limit headers, without growing the map twice.
+    headers.reserve(16);
+    if let Err(e) = headers::rate_limits(state, account, headers).await {
+        tracing::warn!(error = %e, "failed to compute the rate-limit headers");
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -335,7 +335,8 @@ async fn check(
     let ttl = input.ttl_seconds.map(Duration::from_secs);
     let outcome = state.metering.check(&account, &input.meter, input.amount, input.reserve, ttl).await?;
     let s = &outcome.state;
-    let mut headers = ratelimit_headers(&input.meter, s, &outcome.period);
+    let mut headers = HeaderMap::new();
+    ratelimit_headers(&mut headers, &input.meter, s, &outcome.period);
     // A plan's tokens-per-minute limit applies to tokens reserved through
     // checks; over it, the check is refused and says when to retry.
     let mut allowed = outcome.allowed;

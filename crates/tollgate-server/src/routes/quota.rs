@@ -150,7 +150,7 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
     if !response.headers().contains_key("x-ratelimit-limit")
         && let Some((meter, s, period)) = binding_meter(&state, &account, Meter::REQUESTS).await?
     {
-        response.headers_mut().extend(ratelimit_headers(&meter, &s, &period));
+        ratelimit_headers(response.headers_mut(), &meter, &s, &period);
     }
     Ok(response)
 }
@@ -188,13 +188,13 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
             },
         };
         let mut response = axum::response::IntoResponse::into_response(error);
-        response.headers_mut().extend(ratelimit_headers(&requests, s, &outcome.period));
+        ratelimit_headers(response.headers_mut(), &requests, s, &outcome.period);
         return Ok(demo(response));
     };
     let mut response = next.run(req).await;
     state.metering.settle_for(&account, &reservation, 1).await?;
     let after = state.metering.state(&account, &requests, Timestamp::now()).await?;
-    response.headers_mut().extend(ratelimit_headers(&requests, &after, &outcome.period));
+    ratelimit_headers(response.headers_mut(), &requests, &after, &outcome.period);
     Ok(demo(response))
 }
 

@@ -45,8 +45,10 @@ pub fn me_routes() -> Router<AppState> {
     Router::new().route("/v1/me/usage", get(my_usage))
 }
 
-fn header_value(v: impl ToString) -> HeaderValue {
-    HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"))
+/// `text` as a header value, taking its buffer (a meter's name and the
+/// numbers after it are always valid ones).
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("0"))
 }
 
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -58,11 +60,11 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The rate-limit headers for one meter: GitHub's `X-RateLimit-*`, and the
-/// IETF draft's `RateLimit-Policy` / `RateLimit`. None for an unlimited meter.
-/// (On every response to a key: names are constants, numbers need no text.)
-pub fn ratelimit_headers(meter: &Meter, state: &MeterState, period: &Period) -> HeaderMap {
-    let Some(limit) = state.limit else { return HeaderMap::new() };
-    let mut h = HeaderMap::with_capacity(8);
+/// IETF draft's `RateLimit-Policy` / `RateLimit`, set in `h`. None for an
+/// unlimited meter. (On every response to a key: names are constants,
+/// numbers need no text, and they go straight into the response's map.)
+pub fn ratelimit_headers(h: &mut HeaderMap, meter: &Meter, state: &MeterState, period: &Period) {
+    let Some(limit) = state.limit else { return };
     let remaining = state.remaining().unwrap_or(0);
     let now = Timestamp::now();
     let reset = period.end.map(Timestamp::unix_seconds);
@@ -72,12 +74,17 @@ pub fn ratelimit_headers(meter: &Meter, state: &MeterState, period: &Period) -> 
     h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
     h.insert(X_RATELIMIT_USED, HeaderValue::from(state.used));
     h.insert(X_RATELIMIT_RESET, HeaderValue::from(reset.unwrap_or(0)));
-    h.insert(X_RATELIMIT_RESOURCE, header_value(meter));
-    let w = window.map(|w| format!(";w={w}")).unwrap_or_default();
-    h.insert(RATELIMIT_POLICY, header_value(format!("\"{meter}\";q={limit}{w}")));
-    let t = until.map(|t| format!(";t={t}")).unwrap_or_default();
-    h.insert(RATELIMIT, header_value(format!("\"{meter}\";r={remaining}{t}")));
-    h
+    h.insert(X_RATELIMIT_RESOURCE, header_value(meter.to_string()));
+    let policy = match window {
+        Some(w) => format!("\"{meter}\";q={limit};w={w}"),
+        None => format!("\"{meter}\";q={limit}"),
+    };
+    h.insert(RATELIMIT_POLICY, header_value(policy));
+    let now = match until {
+        Some(t) => format!("\"{meter}\";r={remaining};t={t}"),
+        None => format!("\"{meter}\";r={remaining}"),
+    };
+    h.insert(RATELIMIT, header_value(now));
 }
 
 /// The meter whose headers a response carries: `preferred` if limited,
