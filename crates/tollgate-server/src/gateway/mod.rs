@@ -249,14 +249,14 @@ async fn forward(
         Err(e) => return Err(settle_failed(&mut unsettled, e).await),
     };
     let upstream = state.gateway.upstream.clone();
-    let mut response = match upstream.send(call).await {
-        Ok(response) => response,
+    let (head, mut response) = match upstream.send(call).await {
+        Ok(response) => response.into_parts(),
         Err(failure) => return Err(settle_failed(&mut unsettled, failure.into_error(provider.name.as_str())).await),
     };
     let first_byte = started.elapsed();
-    let status = response.status();
+    let status = head.status;
     if status.is_success() && streaming {
-        let headers = upstream::response_headers(response.headers());
+        let headers = upstream::response_headers(&head.headers);
         let settlement = unsettled.take().ok_or_else(settled_twice)?;
         let body = relay::body(upstream, response, tap, settlement, started);
         let mut out = Response::new(body);
@@ -268,7 +268,7 @@ async fn forward(
         Ok(bytes) => bytes,
         Err(failure) => return Err(settle_failed(&mut unsettled, failure.into_error(provider.name.as_str())).await),
     };
-    let mut headers = upstream::response_headers(response.headers());
+    let mut headers = upstream::response_headers(&head.headers);
     if status.is_server_error() {
         let message = format!(
             "{} answered HTTP {}{}",
@@ -403,8 +403,8 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let call = upstream::call(provider, api, None, "", parts, &resolved, None)?;
     let upstream = &state.gateway.upstream;
-    let mut response = upstream.send(call).await.map_err(|f| f.into_error(name))?;
-    let status = response.status();
+    let (head, mut response) = upstream.send(call).await.map_err(|f| f.into_error(name))?.into_parts();
+    let status = head.status;
     let bytes = upstream.read(&mut response, MAX_BODY).await.map_err(|f| f.into_error(name))?;
     if status.is_server_error() {
         return Err(ProxyError::upstream(name, false, format!("{name} answered HTTP {}", status.as_u16())));
@@ -427,6 +427,6 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
     }
     let mut out = Response::new(axum::body::Body::from(body));
     *out.status_mut() = status;
-    out.headers_mut().extend(upstream::response_headers(response.headers()));
+    out.headers_mut().extend(upstream::response_headers(&head.headers));
     Ok(out)
 }

@@ -19,11 +19,11 @@ use futures_util::stream;
 use tollgate_providers::StreamTap;
 
 use super::accounting::{Outcome, Settlement, Spent};
-use super::upstream::{Failure, Upstream};
+use super::upstream::{self, Failure, Upstream};
 
 struct Relay {
     upstream: Arc<Upstream>,
-    response: reqwest::Response,
+    response: upstream::Body,
     tap: StreamTap,
     settlement: Option<Settlement>,
     started: Instant,
@@ -71,7 +71,7 @@ impl Drop for Relay {
 /// The client's body for a 2xx upstream stream.
 pub fn body(
     upstream: Arc<Upstream>,
-    response: reqwest::Response,
+    response: upstream::Body,
     tap: StreamTap,
     settlement: Settlement,
     started: Instant,

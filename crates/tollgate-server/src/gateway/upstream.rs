@@ -1,6 +1,7 @@
-//! The providers' side: one pooled HTTP client (keep-alive, TCP_NODELAY),
-//! the upstream URL and headers of a call, and the three timeouts
-//! (connect, first byte, idle between body pieces).
+//! The providers' side: one pooled HTTP client (keep-alive, TCP_NODELAY;
+//! hyper's own, or reqwest when the environment names a proxy), the
+//! upstream URL and headers of a call, and the three timeouts (connect,
+//! first byte, idle between body pieces).
 //!
 //! What reaches a provider: the client's body (changed only as the
 //! adapters say), its headers minus hop-by-hop ones and every credential
@@ -12,13 +13,22 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_domain::KnownProvider;
 use tollgate_providers::{Api, Operation};
 
 use super::refusal::ProxyError;
 use crate::config::{GatewayConfig, ProviderConfig};
 use crate::vault::{Resolved, Source};
+
+/// How long an unused connection to a provider stays open.
+const IDLE_CONNECTION: Duration = Duration::from_secs(90);
 
 /// The `anthropic-version` sent when the client sent none.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -96,18 +106,38 @@ impl Failure {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "the connection failed".into()
-    } else if e.is_body() || e.is_decode() {
-        "the response broke off".into()
-    } else {
-        "the request failed".into()
+/// A provider's response body, from whichever client carried the call.
+pub type Body = Either<Incoming, reqwest::Body>;
+
+/// A provider's response: its head, and its body still to be read.
+pub type Response = http::Response<Body>;
+
+/// Whether `e`, or anything under it, is a timed-out connect.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = e.source();
     }
+    false
+}
+
+/// Environment variables that name a proxy for outgoing calls.
+const PROXY_VARIABLES: &[&str] = &["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// What carries calls to the providers.
+enum Transport {
+    /// hyper's pooled client, directly: the usual path.
+    Direct(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    /// reqwest, which honours `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY`: used when the environment names a proxy.
+    Proxied(reqwest::Client),
 }
 
 pub struct Upstream {
-    client: reqwest::Client,
+    transport: Transport,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
@@ -115,15 +145,35 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &GatewayConfig) -> anyhow::Result<Upstream> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("failed to build the HTTP client for the providers")?;
+        let proxied = PROXY_VARIABLES.iter().any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        let transport = if proxied {
+            let client = reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                .pool_idle_timeout(IDLE_CONNECTION)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .context("failed to build the HTTP client for the providers")?;
+            Transport::Proxied(client)
+        } else {
+            let mut tcp = HttpConnector::new();
+            tcp.enforce_http(false);
+            tcp.set_nodelay(true);
+            tcp.set_connect_timeout(Some(config.connect_timeout));
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
+                .context("failed to set up TLS for the providers")?
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(IDLE_CONNECTION)
+                .pool_timer(TokioTimer::new())
+                .build(tls);
+            Transport::Direct(client)
+        };
         Ok(Upstream {
-            client,
+            transport,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
@@ -131,55 +181,85 @@ impl Upstream {
     }
 
     /// Sends `call` and waits for the response's head.
-    pub async fn send(&self, call: Call) -> Result<reqwest::Response, Failure> {
-        let mut request = self.client.request(call.method, call.url).headers(call.headers);
-        if let Some(body) = call.body {
-            request = request.body(body);
-        }
-        match tokio::time::timeout(self.first_byte_timeout, request.send()).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_timeout() => Err(Failure::Timeout("connection", self.connect_timeout)),
-            Ok(Err(e)) => Err(Failure::Broken(describe(&e))),
+    pub async fn send(&self, call: Call) -> Result<Response, Failure> {
+        let connect_timeout = Failure::Timeout("connection", self.connect_timeout);
+        let sent = async {
+            match &self.transport {
+                Transport::Direct(client) => {
+                    let mut request = http::Request::new(Full::new(call.body.unwrap_or_default()));
+                    *request.method_mut() = call.method;
+                    *request.uri_mut() = call.uri;
+                    *request.headers_mut() = call.headers;
+                    match client.request(request).await {
+                        Ok(response) => Ok(response.map(Either::Left)),
+                        Err(e) if timed_out(&e) => Err(connect_timeout),
+                        Err(e) if e.is_connect() => Err(Failure::Broken("the connection failed".into())),
+                        Err(_) => Err(Failure::Broken("the request failed".into())),
+                    }
+                }
+                Transport::Proxied(client) => {
+                    let mut request = client.request(call.method, call.uri.to_string()).headers(call.headers);
+                    if let Some(body) = call.body {
+                        request = request.body(body);
+                    }
+                    match request.send().await {
+                        Ok(response) => Ok(http::Response::from(response).map(Either::Right)),
+                        Err(e) if e.is_timeout() => Err(connect_timeout),
+                        Err(e) if e.is_connect() => Err(Failure::Broken("the connection failed".into())),
+                        Err(_) => Err(Failure::Broken("the request failed".into())),
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.first_byte_timeout, sent).await {
+            Ok(sent) => sent,
             Err(_) => Err(Failure::Timeout("response", self.first_byte_timeout)),
         }
     }
 
     /// The next piece of a response body; `None` at its end.
-    pub async fn next(&self, response: &mut reqwest::Response) -> Result<Option<Bytes>, Failure> {
-        match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(e)) => Err(Failure::Broken(describe(&e))),
-            Err(_) => Err(Failure::Timeout("data", self.idle_timeout)),
+    pub async fn next(&self, body: &mut Body) -> Result<Option<Bytes>, Failure> {
+        loop {
+            match tokio::time::timeout(self.idle_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => return Ok(Some(data)),
+                    // Trailers: nothing the client's body carries.
+                    Err(_) => continue,
+                },
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(_))) => return Err(Failure::Broken("the response broke off".into())),
+                Err(_) => return Err(Failure::Timeout("data", self.idle_timeout)),
+            }
         }
     }
 
     /// A whole response body, up to `limit` bytes (more is a failure).
-    pub async fn read(&self, response: &mut reqwest::Response, limit: usize) -> Result<Bytes, Failure> {
+    pub async fn read(&self, body: &mut Body, limit: usize) -> Result<Bytes, Failure> {
         let mut first: Option<Bytes> = None;
-        let mut body = Vec::new();
-        while let Some(chunk) = self.next(response).await? {
-            if first.as_ref().map_or(0, Bytes::len) + body.len() + chunk.len() > limit {
+        let mut whole = Vec::new();
+        while let Some(chunk) = self.next(body).await? {
+            if first.as_ref().map_or(0, Bytes::len) + whole.len() + chunk.len() > limit {
                 return Err(Failure::Broken(format!("the response is larger than {} MB", limit >> 20)));
             }
             match first.take() {
                 // Most bodies come in one piece: keep it without a copy.
-                None if body.is_empty() => first = Some(chunk),
+                None if whole.is_empty() => first = Some(chunk),
                 held => {
                     if let Some(held) = held {
-                        body.extend_from_slice(&held);
+                        whole.extend_from_slice(&held);
                     }
-                    body.extend_from_slice(&chunk);
+                    whole.extend_from_slice(&chunk);
                 }
             }
         }
-        Ok(first.unwrap_or_else(|| Bytes::from(body)))
+        Ok(first.unwrap_or_else(|| Bytes::from(whole)))
     }
 }
 
 /// One call to a provider, ready to send.
 pub struct Call {
     method: Method,
-    url: String,
+    uri: Uri,
     headers: HeaderMap,
     body: Option<Bytes>,
 }
@@ -257,7 +337,10 @@ pub fn call(
             headers.insert(header::AUTHORIZATION, secret_value(&format!("Bearer {}", secret.expose()))?);
         }
     }
-    Ok(Call { method, url, headers, body })
+    let uri = Uri::try_from(url).map_err(|_| {
+        ProxyError::invalid("model", format!("the {} URL for this call is not a valid one", provider.name))
+    })?;
+    Ok(Call { method, uri, headers, body })
 }
 
 /// The provider's response headers that pass back to the client.

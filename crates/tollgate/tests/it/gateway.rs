@@ -647,6 +647,19 @@ async fn provider_errors_pass_through_as_4xx_and_become_502_as_5xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_nobody_listens_for_is_a_502_naming_it_and_the_call_is_recorded() {
+    let closed = format!("http://127.0.0.1:{}/v1", crate::common::free_port());
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &closed)], "").await;
+    let refused = gw.post("/v1/chat/completions", chat("hi")).await;
+    assert_eq!(refused.status, 502);
+    assert_eq!(refused.body["error"]["provider"], "openai");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "openai failed: the connection failed", "{}", refused.body);
+    let events = gw.events("u_1").await;
+    assert_eq!((events.len(), events[0]["status_code"].as_i64()), (1, Some(502)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_does_not_answer_in_time_is_a_504_and_a_silent_stream_is_cut() {
     let timeouts =
         [("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", "1"), ("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS", "1")];

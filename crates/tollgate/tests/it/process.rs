@@ -301,3 +301,34 @@ async fn kill_9_during_gateway_traffic_loses_no_answered_call_and_counts_none_tw
     assert_eq!(ledger["total"].as_i64().unwrap(), stored, "the counter agrees with the ledger");
     assert_eq!(usage["meters"]["tokens"]["used"].as_i64().unwrap() % stored, 0, "every call's tokens, once");
 }
+
+/// Issue #5: calls to the providers go through the proxy the environment
+/// names (`HTTP_PROXY`, as curl's and the SDKs' do). A second mock stands
+/// in for the proxy: it gets the absolute-form request a proxy gets,
+/// answers it as a provider would, and records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_named_in_the_environment_carries_the_calls_to_the_providers() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let provider = crate::common::mock_llm(&[]).await;
+    let proxy = crate::common::mock_llm(&[]).await;
+    let platform_key = format!("sk-{}", "platform-proxy-test");
+    let mut env = env_of(&db, false);
+    env.push(("TOLLGATE_ADMIN_TOKEN".into(), crate::common::ADMIN_TOKEN.into()));
+    env.push(("TOLLGATE_OPENAI_BASE_URL".into(), provider.openai_base_url()));
+    env.push(("OPENAI_API_KEY".into(), platform_key.clone()));
+    env.push(("HTTP_PROXY".into(), format!("http://{}", proxy.addr())));
+    let app = BinApp::start(db.dir.path(), &env, &[], "proxied");
+    app.api.create_user("u_1", "enterprise").await;
+    let key = app.api.create_key("u_1", json!({"scopes": ["proxy"]})).await["key"].as_str().unwrap().to_owned();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi [mock tokens=3]"}]});
+    let reply = app.api.call(Method::POST, "/v1/chat/completions", Some(&key), Some(body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["usage"]["completion_tokens"], 3);
+    let through = proxy.requests();
+    assert_eq!(through.len(), 1, "the call went through the proxy");
+    assert_eq!(
+        (through[0].path.as_str(), through[0].credential.as_deref()),
+        ("/v1/chat/completions", Some(&*platform_key))
+    );
+    assert!(provider.requests().is_empty(), "and not around it");
+}
