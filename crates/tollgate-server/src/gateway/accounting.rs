@@ -299,7 +299,8 @@ impl Settlement {
             ..Amounts::default()
         };
         let row = EventRow {
-            id: format!("evt_{}", base62::random(20)),
+            // In time order, so that the ledger's index takes them at its end.
+            id: format!("evt_{}", base62::time_ordered(info.at.millis(), 14)),
             user_id: self.account.user.id.to_string(),
             key_id: info.key_id.clone(),
             ts: info.at.millis(),
