@@ -210,8 +210,7 @@ impl LastUsed {
     }
 }
 
-fn matches_admin(state: &AppState, credential: &str) -> bool {
-    let presented = KeyHash::of(credential);
+fn matches_admin(state: &AppState, presented: &KeyHash) -> bool {
     bool::from(presented.as_str().as_bytes().ct_eq(state.admin_token_hash.as_str().as_bytes()))
 }
 
@@ -247,7 +246,9 @@ pub async fn verify_signin(state: &AppState, ip: Option<IpAddr>, credential: &st
 }
 
 async fn verify_credential(state: &AppState, ip: Option<IpAddr>, credential: &str) -> ApiResult<Principal> {
-    if matches_admin(state, credential) {
+    // A key's hash is its credential's: hashed once, for both questions.
+    let hash = KeyHash::of(credential);
+    if matches_admin(state, &hash) {
         return Ok(Principal::Admin);
     }
     let failed = |reason: &'static str, message: String| {
@@ -257,8 +258,7 @@ async fn verify_credential(state: &AppState, ip: Option<IpAddr>, credential: &st
         metrics::counter!("tollgate_auth_failures_total", "reason" => reason).increment(1);
         ApiError::Unauthorized(message)
     };
-    let key = GatewayKey::parse(credential).map_err(|e| failed("malformed", e.to_string()))?;
-    let hash = key.hash();
+    GatewayKey::parse(credential).map_err(|e| failed("malformed", e.to_string()))?;
     let authed = match state.key_cache.get(&hash) {
         Some(hit) => hit,
         None => {
