@@ -7,7 +7,9 @@
 //! before it is first used here, and applies committed usage after each
 //! commit.
 
-use std::collections::HashMap;
+/// The counters are looked up several times per call: foldhash, seeded per
+/// process, rather than SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One counter: a user's meter in one period (`period_start` in ms).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
