@@ -14,6 +14,13 @@ use crate::metering::Account;
 use crate::routes::{binding_meter, ratelimit_headers};
 use crate::state::AppState;
 
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
 /// Every rate-limit header for `account` now, set in `headers`.
 pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut HeaderMap) -> ApiResult<()> {
     let binding = binding_meter(state, account, Meter::TOKENS).await?;
@@ -26,16 +33,8 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
     let period = binding.as_ref().map_or_else(|| account.period(now), |(_, _, period)| *period);
     let user = account.user.id.as_str();
     let families = [
-        (
-            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
-            account.plan.rpm,
-            Meter::REQUESTS,
-        ),
-        (
-            ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
-            account.plan.tpm,
-            Meter::TOKENS,
-        ),
+        ([LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS], account.plan.rpm, Meter::REQUESTS),
+        ([LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS], account.plan.tpm, Meter::TOKENS),
     ];
     for (names, per_minute, meter) in families {
         let (limit, remaining, reset_ms) = match per_minute {
@@ -57,7 +56,7 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
                 (s.limit.unwrap_or(0), s.remaining().unwrap_or(0), reset_ms)
             }
         };
-        let [limit_name, remaining_name, reset_name] = names.map(HeaderName::from_static);
+        let [limit_name, remaining_name, reset_name] = names;
         headers.insert(limit_name, HeaderValue::from(limit));
         headers.insert(remaining_name, HeaderValue::from(remaining));
         if let Ok(reset) = HeaderValue::try_from(duration(reset_ms)) {

@@ -160,8 +160,8 @@ async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<
 
 async fn add_rate_limits(state: &AppState, account: &Account, response: &mut Response) {
     let headers = response.headers_mut();
-    // The nine to fourteen rate-limit headers, without growing the map twice.
-    headers.reserve(16);
+    // Room for them all at once (a provider's answer came with it already).
+    headers.reserve(upstream::OWN_HEADERS);
     if let Err(e) = headers::rate_limits(state, account, headers).await {
         tracing::warn!(error = %e, "failed to compute the rate-limit headers");
     }
@@ -261,7 +261,7 @@ async fn forward(
         let body = relay::body(upstream, response, tap, settlement, started);
         let mut out = Response::new(body);
         *out.status_mut() = status;
-        out.headers_mut().extend(headers);
+        *out.headers_mut() = headers;
         return Ok(out);
     }
     let bytes = match upstream.read(&mut response, MAX_BODY).await {
@@ -305,7 +305,7 @@ async fn forward(
     settlement.settle(outcome).await?;
     let mut out = Response::new(axum::body::Body::from(body));
     *out.status_mut() = status;
-    out.headers_mut().extend(headers);
+    *out.headers_mut() = headers;
     Ok(out)
 }
 
@@ -427,6 +427,6 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
     }
     let mut out = Response::new(axum::body::Body::from(body));
     *out.status_mut() = status;
-    out.headers_mut().extend(upstream::response_headers(&head.headers));
+    *out.headers_mut() = upstream::response_headers(&head.headers);
     Ok(out)
 }

@@ -343,9 +343,14 @@ pub fn call(
     Ok(Call { method, uri, headers, body })
 }
 
-/// The provider's response headers that pass back to the client.
+/// How many headers the gateway adds to a response at most: the rate-limit
+/// ones, the request id, and the demo flag.
+pub const OWN_HEADERS: usize = 16;
+
+/// The provider's response headers that pass back to the client, in a map
+/// with room for the gateway's own.
 pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(upstream.len());
+    let mut headers = HeaderMap::with_capacity(upstream.len() + OWN_HEADERS);
     for (name, value) in upstream {
         match name.as_str() {
             "x-request-id" | "request-id" => {
