@@ -9,6 +9,8 @@
 //!   the latency the gateway adds at each percentile;
 //! * time to the first byte of a streamed answer, and what the gateway adds,
 //!   eight streams at a time (closed loop) and at a fixed rate (open loop);
+//! * where a call's time went inside the gateway at the fixed rate (means of
+//!   its own timings, from its `/metrics`);
 //! * the gateway's resident memory idle, after the load, and holding 5,000
 //!   concurrent streams.
 //!
@@ -352,6 +354,39 @@ async fn hold_streams(target: &Target, n: usize) -> anyhow::Result<Vec<hyper::bo
     Ok(bodies)
 }
 
+/// The gateway's own timings of its calls (sum of seconds, count) from
+/// its `/metrics`: the provider's first byte, then the wait for the usage
+/// commit (the journal's append on SQLite).
+struct GatewayTimings([(f64, f64); 2]);
+
+impl GatewayTimings {
+    const NAMES: [&str; 2] = ["tollgate_gateway_upstream_first_byte_seconds", "tollgate_gateway_commit_seconds"];
+
+    async fn read(gateway: SocketAddr) -> anyhow::Result<GatewayTimings> {
+        let text = reqwest::get(format!("http://{gateway}/metrics")).await?.text().await?;
+        let value = |name: String| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .with_context(|| format!("no {name} in /metrics"))
+        };
+        let mut read = [(0.0, 0.0); 2];
+        for (slot, name) in read.iter_mut().zip(Self::NAMES) {
+            *slot = (value(format!("{name}_sum"))?, value(format!("{name}_count"))?);
+        }
+        Ok(GatewayTimings(read))
+    }
+
+    fn since(&self, before: &GatewayTimings) -> GatewayTimings {
+        GatewayTimings([0, 1].map(|i| (self.0[i].0 - before.0[i].0, self.0[i].1 - before.0[i].1)))
+    }
+
+    /// The mean of timing `i`, in µs.
+    fn mean(&self, i: usize) -> u64 {
+        let (sum, count) = self.0[i];
+        (sum / count.max(1.0) * 1e6) as u64
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -426,7 +461,9 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
 
     let connections = 64;
     let direct_lat = open_loop(&direct, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
+    let timings_before = GatewayTimings::read(gateway.addr).await?;
     let gateway_lat = open_loop(&through, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
+    let timings = GatewayTimings::read(gateway.addr).await?.since(&timings_before);
     let bare_lat = open_loop(&bare, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
     println!(
         "\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):",
@@ -446,6 +483,12 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     let (dmax, gmax) = (direct_lat.last().copied().unwrap_or(0), gateway_lat.last().copied().unwrap_or(0));
     println!("  {:<6} {:>12} {:>12}", "max", ms(dmax), ms(gmax));
     println!("  (targets: added p50 ≤ 0.050 ms, p99 ≤ 1 ms; {} and {} requests)", direct_lat.len(), gateway_lat.len());
+    println!(
+        "  where a call's time went in the gateway at this rate (means, from its /metrics): from its start to the provider's \
+         answer {}, the wait for the usage commit {}",
+        ms(timings.mean(0)),
+        ms(timings.mean(1))
+    );
 
     let n = ((s.seconds * 400.0) as usize).max(80);
     let direct_ttfb = first_bytes(&direct, n).await?;
@@ -463,23 +506,6 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         "\ntime to first byte of a streamed answer at {stream_rate:.0} streams/s, open loop over {stream_connections} connections:"
     );
     print_added(&direct_ttfb, &gateway_ttfb);
-
-    // Where a call's time goes, as the gateway measured it.
-    let metrics = reqwest::get(format!("http://{}/metrics", gateway.addr)).await?.text().await?;
-    println!("\nthe gateway's own timings over the whole run (from /metrics):");
-    for (name, what) in [
-        ("tollgate_gateway_upstream_first_byte_seconds", "the provider's first byte"),
-        ("tollgate_gateway_commit_seconds", "the usage commit (the journal, on SQLite)"),
-    ] {
-        let quantile = |q: &str| {
-            metrics
-                .lines()
-                .find(|l| l.starts_with(&format!("{name}{{quantile=\"{q}\"}}")))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .map_or("?".to_owned(), |v| ms((v * 1e6) as u64))
-        };
-        println!("  {what:<45} p50 {:>10}  p99 {:>10}", quantile("0.5"), quantile("0.99"));
-    }
 
     let (after_load, _) = gateway.rss_mb();
     let held = hold_streams(&through, s.streams).await?;
