@@ -108,8 +108,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         // beside it (unless another server on the same file holds it).
         StoreConfig::Sqlite { path, fsync_each_commit } => {
             let journal = crate::metering::Journal::path_for(path);
-            Metering::start_journaled(store.clone(), counters, metering_config, prices, &journal, *fsync_each_commit)
-                .await?
+            let (sync, full) = (*fsync_each_commit, config.usage_journal_max_bytes);
+            Metering::start_journaled(store.clone(), counters, metering_config, prices, &journal, sync, full).await?
         }
         StoreConfig::Postgres { .. } => Metering::start_with(store.clone(), counters, metering_config, prices),
     };

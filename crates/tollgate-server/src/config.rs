@@ -65,6 +65,9 @@ pub struct Config {
     pub retention_days: Option<u32>,
     /// How long an unsettled reservation holds quota.
     pub reservation_ttl: Duration,
+    /// The size at which the SQLite store's usage journal is emptied (once
+    /// everything in it is in the ledger).
+    pub usage_journal_max_bytes: u64,
     /// Anonymous demo mode, when enabled.
     pub anonymous: Option<Anonymous>,
     /// Model prices that replace or add to the built-in list.
@@ -228,6 +231,7 @@ struct RawConfig {
     last_used_flush_seconds: Option<u64>,
     retention_days: Option<u32>,
     sqlite_synchronous: Option<String>,
+    usage_journal_max_bytes: Option<u64>,
     reservation_ttl_seconds: Option<u64>,
     public_url: Option<String>,
     upgrade_url: Option<String>,
@@ -316,6 +320,7 @@ variables! {
     upstream_idle_timeout_seconds => "TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS",
     retention_days => "TOLLGATE_RETENTION_DAYS",
     sqlite_synchronous => "TOLLGATE_SQLITE_SYNCHRONOUS",
+    usage_journal_max_bytes => "TOLLGATE_USAGE_JOURNAL_MAX_BYTES",
     reservation_ttl_seconds => "TOLLGATE_RESERVATION_TTL_SECONDS",
     public_url => "TOLLGATE_PUBLIC_URL",
     upgrade_url => "TOLLGATE_UPGRADE_URL",
@@ -754,6 +759,11 @@ impl RawConfig {
             web,
             hooks,
             retention_days: self.retention_days,
+            usage_journal_max_bytes: positive(
+                "usage_journal_max_bytes",
+                self.usage_journal_max_bytes,
+                crate::metering::JOURNAL_FULL,
+            )?,
             reservation_ttl: Duration::from_secs(positive(
                 "reservation_ttl_seconds",
                 self.reservation_ttl_seconds,
@@ -818,6 +828,7 @@ mod tests {
             matches!(config.store, StoreConfig::Sqlite { ref path, fsync_each_commit: false } if path.ends_with("tollgate-data/tollgate.db"))
         );
         assert_eq!(config.key_cache_ttl, Duration::from_secs(5));
+        assert_eq!(config.usage_journal_max_bytes, 16 << 20);
     }
 
     #[test]
@@ -844,6 +855,8 @@ mod tests {
         check("listen = 5", &[], "listen");
         check("listen = \"nowhere\"", &[], "listen");
         check("", &[("TOLLGATE_KEY_CACHE_TTL_SECONDS", "soon")], "TOLLGATE_KEY_CACHE_TTL_SECONDS");
+        check("", &[("TOLLGATE_USAGE_JOURNAL_MAX_BYTES", "0")], "TOLLGATE_USAGE_JOURNAL_MAX_BYTES");
+        check("usage_journal_max_bytes = -1", &[], "usage_journal_max_bytes");
         check("database_url = \"mysql://x\"", &[], "TOLLGATE_DATABASE_URL");
         check("log_format = \"xml\"", &[], "log_format");
         check("", &[("TOLLGATE_SQLITE_SYNCHRONOUS", "sometimes")], "TOLLGATE_SQLITE_SYNCHRONOUS");

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use tollgate_store::PreparedEvent;
 
-/// Beyond this size the journal is emptied as soon as everything in it is
-/// in the ledger, even if the writer has to wait for that.
+/// The size beyond which the journal is emptied, unless configured
+/// otherwise (`usage_journal_max_bytes`).
 pub const FULL: u64 = 16 << 20;
 
 pub struct Journal {
@@ -33,6 +33,9 @@ pub struct Journal {
     /// `fdatasync` after each append.
     sync: bool,
     len: u64,
+    /// Beyond this size the journal is emptied as soon as everything in it
+    /// is in the ledger, even if the writer has to wait for that.
+    full: u64,
 }
 
 impl Journal {
@@ -48,7 +51,7 @@ impl Journal {
     /// another process holds it (a second server on the same database).
     /// The journal is locked for as long as it is open: the lock goes with
     /// the process, however that ends.
-    pub fn open(path: &Path, sync: bool) -> io::Result<Option<(Journal, Vec<PreparedEvent>)>> {
+    pub fn open(path: &Path, sync: bool, full: u64) -> io::Result<Option<(Journal, Vec<PreparedEvent>)>> {
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -60,12 +63,17 @@ impl Journal {
         if file.metadata()?.len() > whole {
             file.set_len(whole)?;
         }
-        Ok(Some((Journal { file: Arc::new(file), path: path.to_owned(), sync, len: whole }, left)))
+        Ok(Some((Journal { file: Arc::new(file), path: path.to_owned(), sync, len: whole, full }, left)))
     }
 
     /// Bytes in the file.
     pub fn size(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the file has reached the size at which it is emptied.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.full
     }
 
     /// Makes `events` durable: one line, one `write`, synced if configured.
@@ -164,9 +172,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path_for(&dir.path().join("tollgate.db"));
         assert!(path.ends_with("tollgate.db-usage-journal"));
-        let (mut journal, left) = Journal::open(&path, true).unwrap().unwrap();
+        let (mut journal, left) = Journal::open(&path, true, FULL).unwrap().unwrap();
         assert!(left.is_empty());
-        assert!(Journal::open(&path, true).unwrap().is_none(), "one holder at a time");
+        assert!(Journal::open(&path, true, FULL).unwrap().is_none(), "one holder at a time");
         journal.append(&[event("evt_a"), event("evt_b")]).await.unwrap();
         journal.append(&[event("evt_c")]).await.unwrap();
         assert_eq!(journal.size(), std::fs::metadata(&path).unwrap().len());
@@ -177,19 +185,19 @@ mod tests {
         std::fs::write(&path, [whole.as_slice(), &cut].concat()).unwrap();
         drop(journal);
 
-        let (mut journal, left) = Journal::open(&path, false).unwrap().unwrap();
+        let (mut journal, left) = Journal::open(&path, false, FULL).unwrap().unwrap();
         assert_eq!(left, vec![event("evt_a"), event("evt_b"), event("evt_c")]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64, "the cut line is gone");
         journal.append(&[event("evt_d")]).await.unwrap();
         drop(journal);
-        let (mut journal, left) = Journal::open(&path, false).unwrap().unwrap();
+        let (mut journal, left) = Journal::open(&path, false, FULL).unwrap().unwrap();
         assert_eq!(left.len(), 4);
         assert_eq!(left[3], event("evt_d"));
         journal.clear().await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         journal.append(&[event("evt_e")]).await.unwrap();
         drop(journal);
-        let (_, left) = Journal::open(&path, false).unwrap().unwrap();
+        let (_, left) = Journal::open(&path, false, FULL).unwrap().unwrap();
         assert_eq!(left, vec![event("evt_e")]);
     }
 }

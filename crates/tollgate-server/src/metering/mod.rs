@@ -31,7 +31,7 @@ use tollgate_domain::{Meter, Timestamp, UserId, base62};
 use tollgate_store::{EventRow, PreparedEvent, Store, StoreError};
 
 pub use counters::{CounterResult, CounterStore, MemoryCounters, NotLoaded, Parts};
-pub use journal::Journal;
+pub use journal::{FULL as JOURNAL_FULL, Journal};
 use writer::{Job, Progress, Writer};
 
 use crate::error::{ApiError, ApiResult};
@@ -219,8 +219,9 @@ impl Metering {
         overrides: Vec<(String, Price)>,
         path: &std::path::Path,
         sync: bool,
+        full: u64,
     ) -> anyhow::Result<Arc<Metering>> {
-        let opened = Journal::open(path, sync)
+        let opened = Journal::open(path, sync, full)
             .map_err(|e| anyhow::anyhow!("failed to open the usage journal at {}: {e}", path.display()))?;
         let Some((journal, left)) = opened else {
             tracing::warn!(

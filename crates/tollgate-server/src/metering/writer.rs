@@ -25,7 +25,7 @@ use tollgate_store::{PreparedEvent, Store, counter_sums};
 use super::Accounts;
 use super::alerts::Limits;
 use super::counters::CounterStore;
-use super::journal::{self, Journal};
+use super::journal::Journal;
 
 type Counters = Arc<dyn CounterStore>;
 
@@ -221,7 +221,7 @@ async fn record(j: &mut Journaled, counters: &Counters, records: Vec<Pending>) -
     for (n, reply) in replies {
         let _ = reply.send(Ok(vec![true; n]));
     }
-    if j.journal.size() >= journal::FULL {
+    if j.journal.is_full() {
         j.caught_up().await;
         if let Err(e) = j.journal.clear().await {
             tracing::error!(error = %e, path = %j.journal.path().display(), "failed to empty the usage journal");

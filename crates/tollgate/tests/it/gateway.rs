@@ -646,6 +646,43 @@ async fn provider_errors_pass_through_as_4xx_and_become_502_as_5xx() {
     assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 0, "and cost nothing");
 }
 
+/// Issue #5 (SQLite, where the gateway's usage goes through a journal): the
+/// journal is emptied whenever it reaches its limit, once what it holds is
+/// in the ledger; every call is in the ledger once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_journal_is_emptied_at_its_limit_and_every_call_is_in_the_ledger_once() {
+    const LIMIT: u64 = 2048;
+    let limit = LIMIT.to_string();
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_USAGE_JOURNAL_MAX_BYTES", &limit)], "").await;
+    let gw = std::sync::Arc::new(gw);
+    let journal = gw.app.db.data_dir().join("tollgate.db-usage-journal");
+    let (mut largest, mut appended) = (0, 0);
+    for round in 0..8 {
+        let calls: Vec<_> = (0..5)
+            .map(|i| {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    gw.post("/v1/chat/completions", chat(&format!("{round}.{i} [mock tokens=2]"))).await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().status, 200);
+        }
+        let size = std::fs::metadata(&journal).unwrap().len();
+        largest = largest.max(size);
+        appended += 5;
+    }
+    // An event takes about 670 bytes in the journal, so the 40 calls' lines
+    // make 26 KB: emptied at its limit, the file never held much more than
+    // the limit and the last groups.
+    assert!(largest < LIMIT + 5 * 1500, "the journal reached {largest} bytes");
+    let events = gw.events("u_1").await;
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((events.len(), ids.len()), (appended, appended), "every call once");
+    assert_eq!(gw.usage("u_1").await["meters"]["requests"]["used"], appended);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_nobody_listens_for_is_a_502_naming_it_and_the_call_is_recorded() {
     let closed = format!("http://127.0.0.1:{}/v1", crate::common::free_port());
