@@ -683,6 +683,54 @@ async fn the_usage_journal_is_emptied_at_its_limit_and_every_call_is_in_the_ledg
     assert_eq!(gw.usage("u_1").await["meters"]["requests"]["used"], appended);
 }
 
+/// A self-signed certificate for 127.0.0.1, made for the test below: no
+/// authority the system trusts signed it.
+const UNTRUSTED_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBmzCCAUGgAwIBAgIUXlKsfzOxEVfNhimvPJrL6Kcqlj4wCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNjIzMTAxNFoYDzIxMjYxMTEy\nMjMxMDE0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAQbpvZFgOXVG1tW3NoUTPYAenK0bhQ2YKDXxflAuHzdeY0R8PdFCg+1\na+93KYc+Wg5hYcgDWiO9tbsRhnunnszko28wbTAdBgNVHQ4EFgQUS2wwnHMRDqnn\n6iyad/+OPAHNbOYwHwYDVR0jBBgwFoAUS2wwnHMRDqnn6iyad/+OPAHNbOYwDwYD\nVR0TAQH/BAUwAwEB/zAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwCgYIKoZI\nzj0EAwIDSAAwRQIgJmjHPZsKUOQG3ntOcFUjuCZoe11xYnH+D2WIeMzFPl4CIQCO\nrP9xNmtE7p4vecbtTCKsbCzM/dR3rwP+tqdv25SJEw==\n-----END CERTIFICATE-----";
+const UNTRUSTED_CERT_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg1Tw3ERtQwWRBitki\nLaEKfiimGe2PPVloJo+ES9/Hm/ehRANCAAQbpvZFgOXVG1tW3NoUTPYAenK0bhQ2\nYKDXxflAuHzdeY0R8PdFCg+1a+93KYc+Wg5hYcgDWiO9tbsRhnunnszk\n-----END PRIVATE KEY-----";
+
+/// Issue #5: calls to an `https://` provider are TLS with the certificate
+/// checked. A provider whose certificate no trusted authority signed is
+/// refused, a 502 naming it, after the handshake was begun and broken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_certificate_nobody_trusts_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = CertificateDer::from_pem_slice(UNTRUSTED_CERT.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(UNTRUSTED_CERT_KEY.as_bytes()).unwrap();
+    let tls =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}/v1", listener.local_addr().unwrap());
+    let handshakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let outcome = acceptor.accept(tcp).await.map(|_| ()).map_err(|e| e.to_string());
+            seen.lock().unwrap().push(outcome);
+        }
+    });
+    // Were the certificate accepted, the call would wait for an answer this
+    // stand-in never gives: 2 s, not 300.
+    let settings = [("TOLLGATE_OPENAI_BASE_URL", base.as_str()), ("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", "2")];
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &settings, "").await;
+    let refused = gw.post("/v1/chat/completions", chat("hi")).await;
+    assert_eq!(refused.status, 502);
+    assert_eq!(refused.body["error"]["provider"], "openai");
+    assert_eq!(refused.body["error"]["message"], "openai failed: the connection failed", "{}", refused.body);
+    let begun = eventually(Duration::from_secs(5), || async { !handshakes.lock().unwrap().is_empty() }).await;
+    assert!(begun, "the gateway reached the provider");
+    let handshakes = handshakes.lock().unwrap().clone();
+    // The gateway ended each handshake with an alert (`CertificateUnknown`).
+    let alerted = handshakes.iter().all(|h| h.as_ref().is_err_and(|e| e.contains("alert")));
+    assert!(alerted, "no handshake was completed: {handshakes:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_nobody_listens_for_is_a_502_naming_it_and_the_call_is_recorded() {
     let closed = format!("http://127.0.0.1:{}/v1", crate::common::free_port());
