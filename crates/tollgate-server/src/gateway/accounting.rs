@@ -20,6 +20,7 @@ use tollgate_store::EventRow;
 use super::refusal::{ProxyError, limited};
 use crate::error::{ApiResult, LimitDetails};
 use crate::metering::{Account, MeterState};
+use crate::routes::RateWindows;
 use crate::state::AppState;
 use crate::vault::Source;
 
@@ -154,7 +155,7 @@ pub async fn reserve(
             request.limit_output(per_choice, style);
         }
         if let Some(tpm) = account.plan.tpm {
-            let who = format!("tpm:{}", account.user.id);
+            let who = RateWindows::tokens_of(account.user.id.as_str());
             // A call larger than a minute's allowance waits for a whole minute.
             let cost = ((input + output) as i64).min(tpm);
             if let Err(wait) = state.rate_windows.take(&who, tpm, cost, now.millis()).await {

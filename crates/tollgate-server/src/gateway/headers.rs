@@ -11,7 +11,7 @@ use tollgate_domain::{Meter, Timestamp};
 
 use crate::error::ApiResult;
 use crate::metering::Account;
-use crate::routes::{binding_meter, ratelimit_headers};
+use crate::routes::{RateWindows, binding_meter, ratelimit_headers};
 use crate::state::AppState;
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -39,7 +39,7 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
     for (names, per_minute, meter) in families {
         let (limit, remaining, reset_ms) = match per_minute {
             Some(per_minute) => {
-                let who = if meter == Meter::TOKENS { format!("tpm:{user}") } else { user.to_owned() };
+                let who = if meter == Meter::TOKENS { RateWindows::tokens_of(user) } else { user.to_owned() };
                 let (remaining, reset_ms) = state.rate_windows.peek(&who, per_minute, now.millis()).await;
                 (per_minute, remaining, reset_ms)
             }

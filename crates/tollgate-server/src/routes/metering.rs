@@ -16,6 +16,7 @@ use tollgate_domain::usage::{Amounts, MAX_AMOUNT};
 use tollgate_domain::{Meter, Scope, Timestamp, UserId};
 use tollgate_store::EventRow;
 
+use super::quota::RateWindows;
 use super::usage::ratelimit_headers;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, without_values};
@@ -345,7 +346,7 @@ async fn check(
     if let (true, Some(tpm), Some(id)) =
         (input.meter.as_str() == Meter::TOKENS, account.plan.tpm, &outcome.reservation_id)
     {
-        let who = format!("tpm:{}", account.user.id);
+        let who = RateWindows::tokens_of(account.user.id.as_str());
         if let Err(wait_ms) = state.rate_windows.take(&who, tpm, input.amount, Timestamp::now().millis()).await {
             state.metering.release(id).await?;
             allowed = false;

@@ -35,6 +35,12 @@ impl Default for RateWindows {
 const WINDOW_MS: f64 = 60_000.0;
 
 impl RateWindows {
+    /// The window of `user`'s tokens per minute (`tpm`); their requests per
+    /// minute (`rpm`) are in the window named by the user id alone.
+    pub fn tokens_of(user: &str) -> String {
+        format!("tpm:{user}")
+    }
+
     /// Takes `cost` from `who`'s allowance of `per_minute`; `Err` holds the
     /// milliseconds to wait. Should Redis fail, the call is let through (a
     /// rate limit is a brake, not a quota) and the failure logged.
