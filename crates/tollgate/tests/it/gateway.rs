@@ -745,6 +745,41 @@ async fn a_provider_nobody_listens_for_is_a_502_naming_it_and_the_call_is_record
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_does_not_take_the_connection_in_time_is_a_504_naming_the_wait() {
+    // A listener that never accepts, its queue full: the kernel drops every
+    // further SYN, so a connect to it hangs until the caller gives up.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(connected) =
+        tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await
+    {
+        queued.push(connected.unwrap());
+        assert!(queued.len() < 64, "the listener's queue never filled");
+    }
+    let base = format!("http://{addr}/v1");
+    let settings = [("TOLLGATE_OPENAI_BASE_URL", base.as_str()), ("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "1")];
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &settings, "").await;
+    let started = std::time::Instant::now();
+    let hung = gw.post("/v1/chat/completions", chat("hi")).await;
+    assert_eq!(hung.status, 504, "{}", hung.body);
+    assert_eq!(hung.body["error"]["code"], "upstream_timeout");
+    let message = hung.body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "openai did not answer in time: no connection within 1 s");
+    // The kernel itself gives up on a connect after about two minutes
+    // (six SYN retries), with the same error: the configured second must
+    // have been what ended it, not the kernel.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(1), "the gateway waited for the connection");
+    assert!(waited < Duration::from_secs(60), "the connect timeout did not apply: {waited:?}");
+    let events = gw.events("u_1").await;
+    assert_eq!((events.len(), events[0]["status_code"].as_i64()), (1, Some(504)));
+    drop((queued, listener));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_does_not_answer_in_time_is_a_504_and_a_silent_stream_is_cut() {
     let timeouts =
         [("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", "1"), ("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECONDS", "1")];
