@@ -118,6 +118,16 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+impl Journal {
+    /// A journal whose every append fails, as on a full disk: `/dev/full`.
+    pub(super) fn on_a_full_disk() -> Journal {
+        let path = PathBuf::from("/dev/full");
+        let file = OpenOptions::new().append(true).open(&path).expect("/dev/full opens for writing");
+        Journal { file: Arc::new(file), path, sync: false, len: 0, full: FULL }
+    }
+}
+
 /// The events of every whole, readable line, and those lines' length; what
 /// follows the first line that is not (a crash's cut append) is dropped,
 /// and said.

@@ -125,6 +125,11 @@ pub async fn start_journaled(
         writer.outbox_signal.notify_one();
     }
     journal.clear().await?;
+    Ok(spawn_journaled(writer, journal, jobs))
+}
+
+/// Starts the writer with `journal` (empty) and its ingester.
+fn spawn_journaled(writer: Writer, journal: Journal, jobs: mpsc::Receiver<Job>) -> (JoinHandle<()>, Progress) {
     let (to_ingest, queue) = mpsc::unbounded_channel();
     let (ingested_tx, ingested) = watch::channel(0);
     let hurry = Arc::new(Notify::new());
@@ -137,7 +142,7 @@ pub async fn start_journaled(
     ));
     let progress = Progress { appended: Arc::new(AtomicU64::new(0)), ingested, hurry };
     let journaled = Journaled { journal, progress: progress.clone(), to_ingest, ingester };
-    Ok((tokio::spawn(run(writer, Some(journaled), jobs)), progress))
+    (tokio::spawn(run(writer, Some(journaled), jobs)), progress)
 }
 
 /// Starts the writer without a journal: every commit goes to the ledger.
@@ -401,5 +406,74 @@ async fn commit_group(
             }
             (None, false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use tollgate_domain::{Meter, PlanSlug, Timestamp, UserId};
+    use tollgate_store::{EventRow, NewUser, StoreConfig};
+
+    use super::*;
+    use crate::metering::counters::MemoryCounters;
+
+    #[tokio::test]
+    async fn usage_the_journal_cannot_take_is_committed_to_the_ledger_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::Sqlite { path: dir.path().join("tollgate.db"), fsync_each_commit: false };
+        let store = Arc::new(Store::open(&config).await.unwrap());
+        store.migrate().await.unwrap();
+        store.seed_default_plans().await.unwrap();
+        let user = store
+            .insert_user(NewUser {
+                id: UserId::parse("u_1").unwrap(),
+                plan: PlanSlug::parse("free").unwrap(),
+                email: None,
+                stripe_customer_id: None,
+                billing_anchor: None,
+            })
+            .await
+            .unwrap();
+        let accounts = Arc::new(Accounts {
+            store: store.clone(),
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(60),
+        });
+        let writer = Writer {
+            store: store.clone(),
+            counters: Arc::new(MemoryCounters::default()),
+            accounts,
+            outbox_signal: Arc::new(Notify::new()),
+        };
+        let (jobs, queue) = mpsc::channel(16);
+        let (task, _) = spawn_journaled(writer, Journal::on_a_full_disk(), queue);
+        let now = Timestamp::now().millis();
+        for id in ["evt_a", "evt_b"] {
+            let row = EventRow {
+                id: id.into(),
+                ts: now,
+                user_id: user.id.to_string(),
+                input_tokens: 7,
+                output_tokens: 3,
+                key_source: "platform".into(),
+                billable: true,
+                ..EventRow::default()
+            };
+            let event =
+                PreparedEvent { row, meters: vec![(Meter::parse("tokens").unwrap(), 10)], ..Default::default() };
+            let (reply, answer) = oneshot::channel();
+            jobs.send(Job::Commit { events: vec![event], settles: None, fresh: true, reply }).await.unwrap();
+            assert_eq!(answer.await.unwrap(), Ok(vec![true]), "{id} is acknowledged");
+            // Acknowledged, and already in the ledger: the journal took nothing.
+            let events = store.events_of("u_1", 0, i64::MAX, None, 10).await.unwrap();
+            assert!(events.iter().any(|e| e.id == id), "{id} is in the ledger");
+        }
+        drop(jobs);
+        task.await.unwrap();
+        let events = store.events_of("u_1", 0, i64::MAX, None, 10).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["evt_a", "evt_b"]);
     }
 }
