@@ -97,12 +97,18 @@ impl Drop for Process {
 }
 
 impl Process {
-    fn spawn(role: &str, env: &[(&str, String)]) -> anyhow::Result<Process> {
+    /// Starts `--role role` with `env`; its standard error goes to `log`
+    /// (a file) if given.
+    fn spawn(role: &str, env: &[(&str, String)], log: Option<&std::path::Path>) -> anyhow::Result<Process> {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--role", role])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()?;
         let stdout = child.stdout.take().context("the child's stdout")?;
         let mut line = String::new();
@@ -180,7 +186,11 @@ async fn run_gateway() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let server = tollgate_server::start(tollgate_server::Config::from_sources(None, &env)?).await?;
+    let config = tollgate_server::Config::from_sources(None, &env)?;
+    // Its log as `tollgate serve` writes it (a line per request at the
+    // default level), to the file the bench gave as standard error.
+    tollgate_server::logging::init(&config)?;
+    let server = tollgate_server::start(config).await?;
     println!("listening {}", server.addr);
     std::future::pending::<()>().await;
     Ok(())
@@ -419,10 +429,10 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
         Some(parent) => tempfile::tempdir_in(parent)?,
         None => tempfile::tempdir()?,
     };
-    let mock = Process::spawn("mock", &[])?;
-    let gateway =
-        Process::spawn("gateway", &[("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())])?;
-    let passthrough = Process::spawn("passthrough", &[("MOCK", mock.addr.to_string())])?;
+    let mock = Process::spawn("mock", &[], None)?;
+    let gateway_env = [("MOCK", mock.addr.to_string()), ("DATA", data.path().display().to_string())];
+    let gateway = Process::spawn("gateway", &gateway_env, Some(&data.path().join("gateway.log")))?;
+    let passthrough = Process::spawn("passthrough", &[("MOCK", mock.addr.to_string())], None)?;
     let (idle_rss, _) = gateway.rss_mb();
     let key = seed(gateway.addr).await?;
     let direct = Target { name: "mock-llm directly", addr: mock.addr, key: PLATFORM_KEY.into() };

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod hooks;
+pub mod logging;
 pub mod metering;
 pub mod openapi;
 pub mod routes;

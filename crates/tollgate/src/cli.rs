@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
-use tollgate_server::{Config, LogFormat};
+use tollgate_server::Config;
 
 use crate::client::{Client, Output};
 
@@ -308,23 +308,8 @@ impl Cli {
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let config = Config::load(args.config.as_deref())?;
-    init_logging(&config)?;
+    tollgate_server::logging::init(&config)?;
     Ok(config)
-}
-
-/// Logs to standard error as the configuration says.
-pub fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .with_context(|| format!("TOLLGATE_LOG: {:?} is not a log filter", config.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -64,7 +64,7 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config(mock, data_dir, admin_token)?;
-    crate::cli::init_logging(&config)?;
+    tollgate_server::logging::init(&config)?;
     let server = tollgate_server::start(config).await?;
     let url = format!("http://{}", server.addr);
     let key = match seed(&url, admin_token).await {
