@@ -15,7 +15,8 @@
 //!   concurrent streams.
 //!
 //! The mock and the gateway (full metering on SQLite, as shipped: WAL,
-//! `synchronous=NORMAL`) run as child processes of this one, which is the
+//! `synchronous=NORMAL`; its log at `info`, a line per request, to a file)
+//! run as child processes of this one, which is the
 //! load generator: its own HTTP/1.1 connections over loopback, one request
 //! at a time each. All three share the machine's cores, so the figures are
 //! a floor. Run: `cargo run --release -p tollgate-bench --bin gateway --

@@ -296,6 +296,8 @@ impl Cli {
             Command::Credentials(c) => c.run().await,
             Command::Vault(c) => c.run().await,
         };
+        // What was logged comes out before the verdict.
+        tollgate_server::logging::flush();
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
