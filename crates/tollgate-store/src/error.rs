@@ -15,11 +15,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A row named a parent (a user, say) that is not there.
-    pub fn is_foreign_key_violation(&self) -> bool {
-        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation())
-    }
-
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         StoreError::NotFound(what.into())
     }

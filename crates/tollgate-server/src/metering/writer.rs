@@ -282,10 +282,10 @@ async fn run_ingester(
 }
 
 /// Commits journaled events to the ledger; says whether alerts were
-/// written. When the group fails, each event is committed alone: one whose
-/// user was deleted meanwhile is dropped (its usage would have gone with
-/// the user); any other failure is tried again until the database takes
-/// it, for the journal has acknowledged it.
+/// written. When the group fails, each event is committed alone, each tried
+/// again until the database takes it, for the journal has acknowledged it.
+/// (The ledger names users without a foreign key: the usage of a user
+/// deleted meanwhile is kept, as the rest of their usage is.)
 async fn ingest(store: &Store, limits: &Limits<'_>, events: &[PreparedEvent]) -> bool {
     match store.commit_usage(events, Some(limits)).await {
         Ok(committed) => return committed.alerts > 0,
@@ -301,10 +301,6 @@ async fn ingest(store: &Store, limits: &Limits<'_>, events: &[PreparedEvent]) ->
             match store.commit_usage(std::slice::from_ref(event), Some(limits)).await {
                 Ok(committed) => {
                     alerted |= committed.alerts > 0;
-                    break;
-                }
-                Err(e) if e.is_foreign_key_violation() => {
-                    tracing::warn!(event = %event.row.id, user = %event.row.user_id, "dropped journaled usage of a user deleted meanwhile");
                     break;
                 }
                 Err(e) => {
@@ -420,60 +416,81 @@ mod tests {
     use super::*;
     use crate::metering::counters::MemoryCounters;
 
-    #[tokio::test]
-    async fn usage_the_journal_cannot_take_is_committed_to_the_ledger_instead() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::Sqlite { path: dir.path().join("tollgate.db"), fsync_each_commit: false };
+    /// A migrated SQLite store in `dir` with the user `u_1`, and a writer on it.
+    async fn writer_on(dir: &std::path::Path) -> Writer {
+        let config = StoreConfig::Sqlite { path: dir.join("tollgate.db"), fsync_each_commit: false };
         let store = Arc::new(Store::open(&config).await.unwrap());
         store.migrate().await.unwrap();
         store.seed_default_plans().await.unwrap();
-        let user = store
-            .insert_user(NewUser {
-                id: UserId::parse("u_1").unwrap(),
-                plan: PlanSlug::parse("free").unwrap(),
-                email: None,
-                stripe_customer_id: None,
-                billing_anchor: None,
-            })
-            .await
-            .unwrap();
-        let accounts = Arc::new(Accounts {
-            store: store.clone(),
-            cache: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(60),
-        });
-        let writer = Writer {
+        let u_1 = NewUser {
+            id: UserId::parse("u_1").unwrap(),
+            plan: PlanSlug::parse("free").unwrap(),
+            email: None,
+            stripe_customer_id: None,
+            billing_anchor: None,
+        };
+        store.insert_user(u_1).await.unwrap();
+        let ttl = Duration::from_secs(60);
+        Writer {
             store: store.clone(),
             counters: Arc::new(MemoryCounters::default()),
-            accounts,
+            accounts: Arc::new(Accounts { store, cache: Mutex::new(HashMap::new()), ttl }),
             outbox_signal: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A call's event: 10 tokens of `user`'s.
+    fn event(id: &str, user: &str) -> PreparedEvent {
+        let row = EventRow {
+            id: id.into(),
+            ts: Timestamp::now().millis(),
+            user_id: user.into(),
+            input_tokens: 7,
+            output_tokens: 3,
+            key_source: "platform".into(),
+            billable: true,
+            ..EventRow::default()
         };
+        PreparedEvent { row, meters: vec![(Meter::parse("tokens").unwrap(), 10)], ..Default::default() }
+    }
+
+    async fn ledger_ids(store: &Store) -> Vec<String> {
+        let events = store.events_of("u_1", 0, i64::MAX, None, 10).await.unwrap();
+        events.into_iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn usage_the_journal_cannot_take_is_committed_to_the_ledger_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_on(dir.path()).await;
+        let store = writer.store.clone();
         let (jobs, queue) = mpsc::channel(16);
         let (task, _) = spawn_journaled(writer, Journal::on_a_full_disk(), queue);
-        let now = Timestamp::now().millis();
         for id in ["evt_a", "evt_b"] {
-            let row = EventRow {
-                id: id.into(),
-                ts: now,
-                user_id: user.id.to_string(),
-                input_tokens: 7,
-                output_tokens: 3,
-                key_source: "platform".into(),
-                billable: true,
-                ..EventRow::default()
-            };
-            let event =
-                PreparedEvent { row, meters: vec![(Meter::parse("tokens").unwrap(), 10)], ..Default::default() };
             let (reply, answer) = oneshot::channel();
-            jobs.send(Job::Commit { events: vec![event], settles: None, fresh: true, reply }).await.unwrap();
+            let events = vec![event(id, "u_1")];
+            jobs.send(Job::Commit { events, settles: None, fresh: true, reply }).await.unwrap();
             assert_eq!(answer.await.unwrap(), Ok(vec![true]), "{id} is acknowledged");
             // Acknowledged, and already in the ledger: the journal took nothing.
-            let events = store.events_of("u_1", 0, i64::MAX, None, 10).await.unwrap();
-            assert!(events.iter().any(|e| e.id == id), "{id} is in the ledger");
+            assert!(ledger_ids(&store).await.contains(&id.to_owned()), "{id} is in the ledger");
         }
         drop(jobs);
         task.await.unwrap();
-        let events = store.events_of("u_1", 0, i64::MAX, None, 10).await.unwrap();
-        assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["evt_a", "evt_b"]);
+        assert_eq!(ledger_ids(&store).await, ["evt_a", "evt_b"]);
+    }
+
+    #[tokio::test]
+    async fn journaled_usage_of_a_user_deleted_meanwhile_is_ingested_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_on(dir.path()).await;
+        let limits = Limits { accounts: &writer.accounts };
+        let group = [event("evt_a", "u_1"), event("evt_b", "u_deleted"), event("evt_c", "u_1")];
+        // The alert check finds no account for `u_deleted`: that must not
+        // fail the group, or the ingester would try it again forever.
+        let ingested = tokio::time::timeout(Duration::from_secs(30), ingest(&writer.store, &limits, &group)).await;
+        assert!(ingested.is_ok(), "the group was ingested");
+        assert_eq!(ledger_ids(&writer.store).await, ["evt_a", "evt_c"]);
+        let kept = writer.store.events_of("u_deleted", 0, i64::MAX, None, 10).await.unwrap();
+        assert_eq!(kept.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["evt_b"], "the ledger outlives users");
     }
 }
