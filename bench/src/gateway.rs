@@ -21,7 +21,8 @@
 //! at a time each. All three share the machine's cores, so the figures are
 //! a floor. Run: `cargo run --release -p tollgate-bench --bin gateway --
 //! [--seconds 3] [--concurrency 32] [--rate 2000] [--streams 5000]
-//! [--data-dir /dev/shm]`.
+//! [--data-dir /dev/shm]`; `TOLLGATE_LOG` in the environment is passed on to
+//! the gateway (`warn` shows what its access log costs).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -186,10 +187,12 @@ async fn run_gateway() -> anyhow::Result<()> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    // `TOLLGATE_LOG=warn` shows what the access log costs.
+    .chain(std::env::var("TOLLGATE_LOG").ok().map(|level| ("TOLLGATE_LOG".to_owned(), level)))
     .collect();
     let config = tollgate_server::Config::from_sources(None, &env)?;
-    // Its log as `tollgate serve` writes it (a line per request at the
-    // default level), to the file the bench gave as standard error.
+    // Its log as `tollgate serve` writes it (by default a line per request),
+    // to the file the bench gave as standard error.
     tollgate_server::logging::init(&config)?;
     let server = tollgate_server::start(config).await?;
     println!("listening {}", server.addr);
