@@ -18,6 +18,9 @@ use crate::config::{Config, LogFormat};
 /// Bytes of lines waiting to be written at most.
 const BACKLOG: usize = 4 << 20;
 
+/// The buffer kept between writes at most; a burst's larger one is freed.
+const KEPT: usize = 64 << 10;
+
 /// How long the writer lets lines gather once one arrives: under load, one
 /// `write` carries many lines; a lone line waits this long at most.
 const GATHER: Duration = Duration::from_millis(2);
@@ -72,6 +75,8 @@ impl Pipe {
             // Nowhere to say that standard error failed: the lines are lost.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
+            // A burst's buffer is not kept for good.
+            batch.shrink_to(KEPT);
             self.lock().writing = false;
             self.written.notify_all();
         }
