@@ -337,11 +337,8 @@ impl<'a> Sums<'a> {
             for (meter, n) in &e.meters {
                 let lifetime = sums.lifetime.entry((r.user_id.as_str(), meter.as_str())).or_default();
                 *lifetime = lifetime.saturating_add(*n);
-                if let Some(start) = e.period_start {
-                    let counter = sums.counters.entry((r.user_id.as_str(), meter.as_str(), start)).or_default();
-                    *counter = counter.saturating_add(*n);
-                }
             }
+            add_counted(&mut sums.counters, e);
             let key: RollupKey = (
                 &r.user_id,
                 r.ts.div_euclid(DAY_MS) * DAY_MS,
@@ -366,10 +363,25 @@ impl<'a> Sums<'a> {
     }
 }
 
+/// Adds what `e` adds to quota counters (nothing when it does not count
+/// toward quota).
+fn add_counted<'a>(counters: &mut HashMap<(&'a str, &'a str, i64), i64>, e: &'a PreparedEvent) {
+    let Some(start) = e.period_start else { return };
+    for (meter, n) in &e.meters {
+        let counter = counters.entry((e.row.user_id.as_str(), meter.as_str(), start)).or_default();
+        *counter = counter.saturating_add(*n);
+    }
+}
+
 /// What `events` add to quota counters, one entry per counter, in key
 /// order; as [`Store::commit_usage`] adds them when every event is new.
+/// (The counters alone: the journal's path needs no rollups.)
 pub fn counter_sums(events: &[PreparedEvent]) -> Vec<(CounterKey, i64)> {
-    counter_keys(sorted(&Sums::of(events).counters))
+    let mut counters = HashMap::default();
+    for e in events {
+        add_counted(&mut counters, e);
+    }
+    counter_keys(sorted(&counters))
 }
 
 fn counter_keys(sums: Vec<((&str, &str, i64), i64)>) -> Vec<(CounterKey, i64)> {

@@ -480,6 +480,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_journal_applies_to_the_live_counters_what_the_ledger_adds_to_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_on(dir.path()).await;
+        let mut events = vec![event("evt_a", "u_1"), event("evt_b", "u_1"), event("evt_c", "u_2")];
+        events[0].meters.push((Meter::parse("requests").unwrap(), 1));
+        events[1].period_start = Some(1_000);
+        events[2].period_start = Some(2_000);
+        // A user's own key, outside the quota: no counter.
+        events.push(PreparedEvent { period_start: None, ..event("evt_d", "u_1") });
+        events[0].period_start = Some(1_000);
+        let committed = writer.store.commit_usage(&events, None).await.unwrap();
+        assert_eq!(committed.new, [true; 4]);
+        assert_eq!(counter_sums(&events), committed.counters);
+        let sums: Vec<_> = committed.counters.iter().map(|(k, n)| (k.user.as_str(), k.meter.as_str(), *n)).collect();
+        assert_eq!(sums, [("u_1", "requests", 1), ("u_1", "tokens", 20), ("u_2", "tokens", 10)]);
+    }
+
+    #[tokio::test]
     async fn journaled_usage_of_a_user_deleted_meanwhile_is_ingested_with_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer_on(dir.path()).await;
