@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod handles;
 pub mod hooks;
 pub mod logging;
 pub mod metering;

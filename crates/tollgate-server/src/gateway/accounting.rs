@@ -19,6 +19,7 @@ use tollgate_store::EventRow;
 
 use super::refusal::{ProxyError, limited};
 use crate::error::{ApiResult, LimitDetails};
+use crate::handles::Handles;
 use crate::metering::{Account, MeterState};
 use crate::routes::RateWindows;
 use crate::state::AppState;
@@ -324,13 +325,13 @@ impl Settlement {
             metrics::histogram!("tollgate_gateway_upstream_first_byte_seconds").record(first_byte.as_secs_f64());
         }
         let event = self.state.metering.prepare(&self.account, row, &amounts);
-        let provider = info.provider.clone();
-        metrics::counter!("tollgate_gateway_calls_total", "provider" => provider.clone(), "status" => outcome.status.to_string())
-            .increment(1);
-        metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider.clone(), "kind" => "input")
-            .increment(usage.input);
-        metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider, "kind" => "output")
-            .increment(usage.output);
+        let counted = ProviderMetrics::of(&info.provider);
+        let calls = counted.calls.get(&outcome.status, || {
+            metrics::counter!("tollgate_gateway_calls_total", "provider" => info.provider.clone(), "status" => outcome.status.to_string())
+        });
+        calls.increment(1);
+        counted.input_tokens.increment(usage.input);
+        counted.output_tokens.increment(usage.output);
         if let Some((who, tpm, taken)) = &self.held.tpm {
             self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis()).await;
         }
@@ -341,6 +342,31 @@ impl Settlement {
                 Err(e)
             }
         }
+    }
+}
+
+/// The gateway's counters of one provider, registered once.
+#[derive(Clone)]
+struct ProviderMetrics {
+    input_tokens: metrics::Counter,
+    output_tokens: metrics::Counter,
+    /// By the status of the call's answer.
+    calls: Arc<Handles<u16, metrics::Counter>>,
+}
+
+impl ProviderMetrics {
+    fn of(provider: &str) -> ProviderMetrics {
+        static KEPT: Handles<String, ProviderMetrics> = Handles::new();
+        KEPT.get(provider, || {
+            let tokens = |kind: &'static str| {
+                metrics::counter!("tollgate_gateway_tokens_total", "provider" => provider.to_owned(), "kind" => kind)
+            };
+            ProviderMetrics {
+                input_tokens: tokens("input"),
+                output_tokens: tokens("output"),
+                calls: Arc::new(Handles::new()),
+            }
+        })
     }
 }
 

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::auth::{require_admin, require_principal};
 use crate::error::ApiError;
+use crate::handles::Handles;
 use crate::state::AppState;
 
 pub use quota::RateWindows;
@@ -108,6 +109,18 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The request counter and duration histogram of a method, route pattern
+/// and status.
+fn request_metrics(method: &'static str, route: &Arc<str>, status: u16) -> (metrics::Counter, metrics::Histogram) {
+    static KEPT: Handles<(&'static str, Arc<str>, u16), (metrics::Counter, metrics::Histogram)> = Handles::new();
+    KEPT.get(&(method, route.clone(), status), || {
+        let labels = [("method", method.to_owned()), ("route", route.to_string()), ("status", status.to_string())];
+        let requests = metrics::counter!("tollgate_http_requests_total", &labels);
+        let duration = metrics::histogram!("tollgate_http_request_duration_seconds", "route" => route.to_string());
+        (requests, duration)
+    })
+}
+
 fn request_id(req: &Request) -> HeaderValue {
     req.headers()
         .get("x-request-id")
@@ -137,9 +150,9 @@ async fn observe(req: Request, next: Next) -> Response {
     let route = response.extensions().get::<RoutePattern>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16();
     response.headers_mut().insert("x-request-id", id);
-    metrics::counter!("tollgate_http_requests_total", "method" => method_label(&method), "route" => route.clone(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("tollgate_http_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
+    let (requests, duration) = request_metrics(method_label(&method), &route, status);
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(%path, %route, status, latency_us = elapsed.as_micros() as u64, "request");
     });
