@@ -467,6 +467,34 @@ async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_pl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_count_each_providers_calls_by_status_and_its_tokens_as_the_ledger_has_them() {
+    // A provider of this test's own: the metrics are the process's, and
+    // other tests call the built-in providers meanwhile.
+    let mock = mock_llm(&[]).await;
+    let base = mock.openai_base_url();
+    let extra = [("TOLLGATE_TALLIED_BASE_URL", base.as_str()), ("TALLIED_API_KEY", "tallied-platform-key-1")];
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &extra, "").await;
+    let ask = |text: &str| json!({"model": "tallied/m", "messages": [{"role": "user", "content": text}]});
+    gw.post("/v1/chat/completions", ask("one [mock tokens=3]")).await.expect(200);
+    gw.post("/v1/chat/completions", ask("two more words [mock tokens=5]")).await.expect(200);
+    assert_eq!(gw.post("/v1/chat/completions", ask("no [mock status=429]")).await.status, 429);
+    let metrics = gw.app.api.http.get(format!("{}/metrics", gw.base())).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> Option<f64> {
+        metrics.lines().find_map(|l| l.strip_prefix(series)).map(|v| v.trim().parse().unwrap())
+    };
+    assert_eq!(value(r#"tollgate_gateway_calls_total{provider="tallied",status="200"}"#), Some(2.0), "{metrics}");
+    assert_eq!(value(r#"tollgate_gateway_calls_total{provider="tallied",status="429"}"#), Some(1.0));
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 3);
+    let sum = |field: &str| events.iter().map(|e| e[field].as_f64().unwrap()).sum::<f64>();
+    assert_eq!(value(r#"tollgate_gateway_tokens_total{provider="tallied",kind="input"}"#), Some(sum("input_tokens")));
+    assert_eq!(value(r#"tollgate_gateway_tokens_total{provider="tallied",kind="output"}"#), Some(sum("output_tokens")));
+    assert_eq!(sum("output_tokens"), 8.0);
+    let route = r#"tollgate_http_requests_total{method="POST",route="/v1/chat/completions",status="429"}"#;
+    assert!(value(route).is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_and_aliases_route_to_their_providers_and_the_plan_allows_models_by_name() {
     let file = "[models.fast]\nprovider = \"groq\"\nmodel = \"llama-3.1-8b-instant\"\n";
     let plan = json!({"limits": {"tokens": 100000},
