@@ -6,12 +6,14 @@
 //! period's `requests` and `tokens` quota; resets are durations as OpenAI
 //! writes them (`1s`, `6m0s`, `720h0m0s`). An unlimited plan has none.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use std::fmt;
+
+use axum::http::{HeaderMap, HeaderName};
 use tollgate_domain::{Meter, Timestamp};
 
 use crate::error::ApiResult;
 use crate::metering::Account;
-use crate::routes::{RateWindows, binding_meter, ratelimit_headers};
+use crate::routes::{HeaderValues, RateWindows, binding_meter, ratelimit_headers};
 use crate::state::AppState;
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -32,6 +34,7 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
     // being worked out a second time on every proxied call.
     let period = binding.as_ref().map_or_else(|| account.period(now), |(_, _, period)| *period);
     let user = account.user.id.as_str();
+    let mut values = HeaderValues::new();
     let families = [
         ([LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS], account.plan.rpm, Meter::REQUESTS),
         ([LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS], account.plan.tpm, Meter::TOKENS),
@@ -57,26 +60,30 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
             }
         };
         let [limit_name, remaining_name, reset_name] = names;
-        headers.insert(limit_name, HeaderValue::from(limit));
-        headers.insert(remaining_name, HeaderValue::from(remaining));
-        if let Ok(reset) = HeaderValue::try_from(duration(reset_ms)) {
-            headers.insert(reset_name, reset);
-        }
+        headers.insert(limit_name, values.of(limit));
+        headers.insert(remaining_name, values.of(remaining));
+        headers.insert(reset_name, values.of(Reset(reset_ms)));
     }
     Ok(())
 }
 
-/// A duration as OpenAI writes its resets: `0s`, `20ms`, `1s`, `6m0s`, `2h0m5s`.
-pub fn duration(ms: u64) -> String {
-    if ms < 1000 {
-        return if ms == 0 { "0s".into() } else { format!("{ms}ms") };
-    }
-    let s = ms.div_ceil(1000);
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, m) => format!("{m}m{s}s"),
-        (h, m) => format!("{h}h{m}m{s}s"),
+/// A time to a reset, in milliseconds, as OpenAI writes it: `0s`, `20ms`,
+/// `1s`, `6m0s`, `2h0m5s`.
+pub struct Reset(pub u64);
+
+impl fmt::Display for Reset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        if ms < 1000 {
+            return if ms == 0 { f.write_str("0s") } else { write!(f, "{ms}ms") };
+        }
+        let s = ms.div_ceil(1000);
+        let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+        match (h, m) {
+            (0, 0) => write!(f, "{s}s"),
+            (0, m) => write!(f, "{m}m{s}s"),
+            (h, m) => write!(f, "{h}h{m}m{s}s"),
+        }
     }
 }
 
@@ -86,7 +93,7 @@ mod tests {
 
     #[test]
     fn resets_read_as_openai_writes_them() {
-        let check = |ms: u64, expected: &str| assert_eq!(duration(ms), expected, "{ms}");
+        let check = |ms: u64, expected: &str| assert_eq!(Reset(ms).to_string(), expected, "{ms}");
         check(0, "0s");
         check(20, "20ms");
         check(1000, "1s");

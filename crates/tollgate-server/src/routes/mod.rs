@@ -33,7 +33,7 @@ use crate::handles::Handles;
 use crate::state::AppState;
 
 pub use quota::RateWindows;
-pub use usage::{binding_meter, ratelimit_headers};
+pub use usage::{HeaderValues, binding_meter, ratelimit_headers};
 
 pub fn router(state: AppState) -> Router {
     let admin = admin::routes()

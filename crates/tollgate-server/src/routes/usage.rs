@@ -3,6 +3,7 @@
 //! headers every authenticated response carries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
+use bytes::BytesMut;
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -47,8 +49,28 @@ pub fn me_routes() -> Router<AppState> {
 
 /// `text` as a header value, taking its buffer (a meter's name and the
 /// numbers after it are always valid ones).
-fn header_value(text: String) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("0"))
+/// Header values written one after another into one buffer and handed out
+/// as slices of it: a response's rate-limit headers take one allocation,
+/// not one per value.
+pub struct HeaderValues(BytesMut);
+
+impl HeaderValues {
+    pub fn new() -> HeaderValues {
+        HeaderValues(BytesMut::with_capacity(256))
+    }
+
+    /// `value` as a header value (numbers, meter names and durations: always
+    /// visible ASCII; anything else would read `0`).
+    pub fn of(&mut self, value: impl std::fmt::Display) -> HeaderValue {
+        let _ = write!(self.0, "{value}");
+        HeaderValue::from_maybe_shared(self.0.split().freeze()).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+impl Default for HeaderValues {
+    fn default() -> Self {
+        HeaderValues::new()
+    }
 }
 
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -70,21 +92,22 @@ pub fn ratelimit_headers(h: &mut HeaderMap, meter: &Meter, state: &MeterState, p
     let reset = period.end.map(Timestamp::unix_seconds);
     let until = period.end.map(|e| (e.unix_seconds() - now.unix_seconds()).max(0));
     let window = period.end.map(|e| (e.unix_seconds() - period.start.unix_seconds()).max(0));
-    h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
-    h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
-    h.insert(X_RATELIMIT_USED, HeaderValue::from(state.used));
-    h.insert(X_RATELIMIT_RESET, HeaderValue::from(reset.unwrap_or(0)));
-    h.insert(X_RATELIMIT_RESOURCE, header_value(meter.to_string()));
+    let mut values = HeaderValues::new();
+    h.insert(X_RATELIMIT_LIMIT, values.of(limit));
+    h.insert(X_RATELIMIT_REMAINING, values.of(remaining));
+    h.insert(X_RATELIMIT_USED, values.of(state.used));
+    h.insert(X_RATELIMIT_RESET, values.of(reset.unwrap_or(0)));
+    h.insert(X_RATELIMIT_RESOURCE, values.of(meter));
     let policy = match window {
-        Some(w) => format!("\"{meter}\";q={limit};w={w}"),
-        None => format!("\"{meter}\";q={limit}"),
+        Some(w) => values.of(format_args!("\"{meter}\";q={limit};w={w}")),
+        None => values.of(format_args!("\"{meter}\";q={limit}")),
     };
-    h.insert(RATELIMIT_POLICY, header_value(policy));
+    h.insert(RATELIMIT_POLICY, policy);
     let now = match until {
-        Some(t) => format!("\"{meter}\";r={remaining};t={t}"),
-        None => format!("\"{meter}\";r={remaining}"),
+        Some(t) => values.of(format_args!("\"{meter}\";r={remaining};t={t}")),
+        None => values.of(format_args!("\"{meter}\";r={remaining}")),
     };
-    h.insert(RATELIMIT, header_value(now));
+    h.insert(RATELIMIT, now);
 }
 
 /// The meter whose headers a response carries: `preferred` if limited,
