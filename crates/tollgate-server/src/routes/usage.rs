@@ -47,8 +47,6 @@ pub fn me_routes() -> Router<AppState> {
     Router::new().route("/v1/me/usage", get(my_usage))
 }
 
-/// `text` as a header value, taking its buffer (a meter's name and the
-/// numbers after it are always valid ones).
 /// Header values written one after another into one buffer and handed out
 /// as slices of it: a response's rate-limit headers take one allocation,
 /// not one per value.
@@ -83,8 +81,8 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The rate-limit headers for one meter: GitHub's `X-RateLimit-*`, and the
 /// IETF draft's `RateLimit-Policy` / `RateLimit`, set in `h`. None for an
-/// unlimited meter. (On every response to a key: names are constants,
-/// numbers need no text, and they go straight into the response's map.)
+/// unlimited meter. (On every response to a key: names are constants, the
+/// values share one buffer, and they go straight into the response's map.)
 pub fn ratelimit_headers(h: &mut HeaderMap, meter: &Meter, state: &MeterState, period: &Period) {
     let Some(limit) = state.limit else { return };
     let remaining = state.remaining().unwrap_or(0);
