@@ -99,9 +99,12 @@ pub async fn start(config: MockConfig) -> anyhow::Result<MockServer> {
         config,
         shutdown: signal.clone(),
         ids: AtomicU64::new(1),
+        connections: AtomicU64::new(0),
     });
     let app = router(shared.clone());
-    let listener = listener.tap_io(|tcp| {
+    let accepted = shared.clone();
+    let listener = listener.tap_io(move |tcp| {
+        accepted.connections.fetch_add(1, Ordering::Relaxed);
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     });
@@ -141,6 +144,12 @@ impl MockServer {
         self.shared.recorder.all()
     }
 
+    /// How many connections the mock has accepted: a client that keeps
+    /// its connections alive opens few.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
     pub fn clear_requests(&self) {
         self.shared.recorder.clear();
     }
@@ -167,6 +176,8 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     pub shutdown: watch::Receiver<bool>,
     ids: AtomicU64,
+    /// Connections accepted so far.
+    connections: AtomicU64,
 }
 
 impl Shared {

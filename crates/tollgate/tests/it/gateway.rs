@@ -760,6 +760,23 @@ async fn a_provider_whose_certificate_nobody_trusts_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_provider_reuse_pooled_connections() {
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[], "").await;
+    let mut streamed = chat("stream [mock tokens=3]");
+    streamed["stream"] = json!(true);
+    for i in 0..10 {
+        let body = if i % 2 == 0 { chat("hi [mock tokens=2]") } else { streamed.clone() };
+        let reply = gw.post("/v1/chat/completions", body).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(gw.mock.requests().len(), 10);
+    // One connection kept alive serves them all; a call that finds it not
+    // yet back in the pool may open a second.
+    let opened = gw.mock.connections();
+    assert!((1..=2).contains(&opened), "10 calls, one after another, opened {opened} connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_nobody_listens_for_is_a_502_naming_it_and_the_call_is_recorded() {
     let closed = format!("http://127.0.0.1:{}/v1", crate::common::free_port());
     let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &closed)], "").await;
