@@ -67,7 +67,8 @@ impl Journal {
     }
 
     /// Bytes in the file.
-    pub fn size(&self) -> u64 {
+    #[cfg(test)]
+    fn size(&self) -> u64 {
         self.len
     }
 
