@@ -89,10 +89,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("failed to listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Streamed answers go out chunk by chunk: no waiting for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
 
     let cluster = match &config.redis_url {
         Some(url) => Some(Cluster::connect(url.expose(), &config.redis_prefix).await?),
@@ -142,12 +138,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (shutdown, signal) = oneshot::channel::<()>();
     tracing::info!(%addr, store = state.store.backend(), "tollgate is listening");
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
-            .context("the HTTP server failed")?;
+        crate::serve::serve(listener, app, async {
+            let _ = signal.await;
+        })
+        .await;
         flusher.abort();
         if let Some(task) = &listener_task {
             task.abort();

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metering;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod vault;
 pub mod web;
