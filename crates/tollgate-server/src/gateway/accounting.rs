@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp, base62};
 use tollgate_providers::{Encoding, LimitStyle, Request, Usage};
-use tollgate_store::EventRow;
+use tollgate_store::{EventRow, PreparedEvent};
 
 use super::refusal::{ProxyError, limited};
 use crate::error::{ApiResult, LimitDetails};
@@ -256,13 +256,24 @@ impl Settlement {
     }
 
     /// Commits the call's event (which ends its hold); returns once it is
-    /// durable. The commit runs on its own task, so a caller that goes away
-    /// meanwhile cannot leave it half done.
+    /// durable. The event is queued to the writer before the first wait, so
+    /// a caller that goes away meanwhile cannot leave the commit undone;
+    /// when the writer's queue is full, the commit waits for room on a task
+    /// of its own, for the same reason. (Not a task for every call: the
+    /// commit would then often start on the other worker thread, and the
+    /// answer wait for threads to wake each other.)
     pub async fn settle(self, outcome: Outcome) -> ApiResult<()> {
         let started = Instant::now();
-        let settled = tokio::spawn(self.commit(outcome))
-            .await
-            .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?;
+        let (event, used) = self.event(&outcome);
+        let settled = match self.state.metering.try_record(vec![event], self.held.reservation.clone()) {
+            Ok(committed) => {
+                let committed = committed.await;
+                self.after(used, committed).await
+            }
+            Err(events) => tokio::spawn(self.record(events, used))
+                .await
+                .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?,
+        };
         // The wait for the commit is part of every call's latency: shown apart.
         metrics::histogram!("tollgate_gateway_commit_seconds").record(started.elapsed().as_secs_f64());
         settled
@@ -270,14 +281,37 @@ impl Settlement {
 
     /// For a call abandoned midway: settles on a task of its own.
     pub fn settle_later(self, outcome: Outcome) {
+        let (event, used) = self.event(&outcome);
         tokio::spawn(async move {
-            if let Err(e) = self.commit(outcome).await {
+            if let Err(e) = self.record(vec![event], used).await {
                 tracing::error!(error = %e, "failed to record the usage of an abandoned call");
             }
         });
     }
 
-    async fn commit(self, outcome: Outcome) -> ApiResult<()> {
+    /// Commits `events`, waiting for room in the writer's queue.
+    async fn record(self, events: Vec<PreparedEvent>, used: i64) -> ApiResult<()> {
+        let committed = self.state.metering.record(events, self.held.reservation.clone()).await;
+        self.after(used, committed).await
+    }
+
+    /// What follows the commit: the tokens-per-minute allowance gets back
+    /// what the call took beyond the `used` tokens, and a failed commit
+    /// releases the hold. (A caller gone meanwhile can skip either; both
+    /// only free early what expires on its own.)
+    async fn after(&self, used: i64, committed: ApiResult<()>) -> ApiResult<()> {
+        if let Some((who, tpm, taken)) = &self.held.tpm {
+            self.state.rate_windows.give_back(who, *tpm, taken - used, Timestamp::now().millis()).await;
+        }
+        if committed.is_err() {
+            release(&self.state, &self.held).await;
+        }
+        committed
+    }
+
+    /// The call's ledger event, and the tokens it used; counts the call in
+    /// the gateway's metrics.
+    fn event(&self, outcome: &Outcome) -> (PreparedEvent, i64) {
         let (usage, estimated) = match &outcome.spent {
             Spent::Reported(u) => (*u, false),
             Spent::Estimated { usage, output } => {
@@ -332,16 +366,7 @@ impl Settlement {
         calls.increment(1);
         counted.input_tokens.increment(usage.input);
         counted.output_tokens.increment(usage.output);
-        if let Some((who, tpm, taken)) = &self.held.tpm {
-            self.state.rate_windows.give_back(who, *tpm, taken - (input + output), Timestamp::now().millis()).await;
-        }
-        match self.state.metering.record(vec![event], self.held.reservation.clone()).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                release(&self.state, &self.held).await;
-                Err(e)
-            }
-        }
+        (event, input + output)
     }
 }
 

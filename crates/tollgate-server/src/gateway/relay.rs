@@ -99,7 +99,7 @@ pub fn body(
                         // Not recorded: the client must not see a clean end.
                         Err(e) => {
                             tracing::error!(error = %e, "failed to record a stream's usage");
-                            Some((Err(std::io::Error::other("failed to record the usage")), r))
+                            Some((Err(cut("failed to record the usage".into()).await), r))
                         }
                     };
                 }
@@ -135,9 +135,18 @@ pub fn body(
                     {
                         tracing::error!(error = %e, "failed to record a cut stream's usage");
                     }
-                    return Some((Err(std::io::Error::other(format!("the provider's stream broke off: {why}"))), r));
+                    return Some((Err(cut(format!("the provider's stream broke off: {why}")).await), r));
                 }
             }
         }
     }))
+}
+
+/// The error that cuts the client's stream, once what passed before it has
+/// left: when a body fails, hyper drops what it has not written yet, and it
+/// writes what it holds whenever the body has nothing ready, so the body
+/// waits one turn first. (A settlement can finish without waiting at all.)
+async fn cut(why: String) -> std::io::Error {
+    tokio::task::yield_now().await;
+    std::io::Error::other(why)
 }

@@ -180,6 +180,9 @@ impl Accounts {
     }
 }
 
+/// Jobs waiting for the writer at most; past them, a commit waits for room.
+const QUEUE: usize = 65_536;
+
 fn no_reservation(id: &str) -> ApiError {
     ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired"))
 }
@@ -203,7 +206,7 @@ impl Metering {
         config: MeteringConfig,
         overrides: Vec<(String, Price)>,
     ) -> Arc<Metering> {
-        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides);
+        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides, QUEUE);
         metering.writer_task = Mutex::new(Some(writer::start(writer, jobs)));
         Arc::new(metering)
     }
@@ -230,19 +233,21 @@ impl Metering {
             );
             return Ok(Metering::start_with(store, counters, config, overrides));
         };
-        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides);
+        let (mut metering, writer, jobs) = Metering::unstarted(store, counters, config, overrides, QUEUE);
         let (task, progress) = writer::start_journaled(writer, journal, left, jobs).await?;
         metering.writer_task = Mutex::new(Some(task));
         metering.journal = Some(progress);
         Ok(Arc::new(metering))
     }
 
-    /// The engine, and the writer to start for it with its queue.
+    /// The engine, and the writer to start for it with its queue of
+    /// `queue` jobs.
     fn unstarted(
         store: Arc<Store>,
         counters: Arc<dyn CounterStore>,
         config: MeteringConfig,
         overrides: Vec<(String, Price)>,
+        queue: usize,
     ) -> (Metering, Writer, mpsc::Receiver<Job>) {
         let accounts =
             Arc::new(Accounts { store: store.clone(), cache: Mutex::new(HashMap::new()), ttl: config.account_ttl });
@@ -253,7 +258,7 @@ impl Metering {
             accounts: accounts.clone(),
             outbox_signal: outbox_signal.clone(),
         };
-        let (tx, rx) = mpsc::channel(65_536);
+        let (tx, rx) = mpsc::channel(queue);
         let mut prices = PriceTable::default();
         for (model, price) in overrides {
             prices.set(&model, price);
@@ -552,6 +557,29 @@ impl Metering {
     /// in the journal and committed to the ledger behind.
     pub async fn record(&self, events: Vec<PreparedEvent>, settles: Option<String>) -> ApiResult<()> {
         self.submit(events, settles, true).await.map(|_| ())
+    }
+
+    /// [`Metering::record`] queued now, without waiting: the future it
+    /// returns waits for the commit, and dropping it does not undo the
+    /// commit. The events come back when the writer's queue is full.
+    pub fn try_record(
+        &self,
+        events: Vec<PreparedEvent>,
+        settles: Option<String>,
+    ) -> Result<impl Future<Output = ApiResult<()>> + use<>, Vec<PreparedEvent>> {
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let queued = match writer {
+            Some(tx) => tx.try_send(Job::Commit { events, settles, fresh: true, reply }),
+            None => Err(mpsc::error::TrySendError::Closed(Job::Commit { events, settles, fresh: true, reply })),
+        };
+        match queued {
+            Err(mpsc::error::TrySendError::Full(Job::Commit { events, .. })) => Err(events),
+            // Stopped: the answer's sender is gone with the job.
+            _ => Ok(async move {
+                answer.await.map_err(|_| stopped())?.map(|_| ()).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+            }),
+        }
     }
 
     async fn submit(&self, events: Vec<PreparedEvent>, settles: Option<String>, fresh: bool) -> ApiResult<Vec<bool>> {

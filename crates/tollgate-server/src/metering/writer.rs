@@ -460,6 +460,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_commit_stands_when_its_caller_goes_away_and_a_full_queue_gives_the_events_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_on(dir.path()).await;
+        let (store, counters) = (writer.store.clone(), writer.counters.clone());
+        let ttl = Duration::from_secs(60);
+        let config = super::super::MeteringConfig { account_ttl: ttl, reservation_ttl: ttl };
+        // A queue of one job, which nobody takes yet.
+        let (metering, writer, jobs) = super::super::Metering::unstarted(store.clone(), counters, config, vec![], 1);
+        let Ok(gone) = metering.try_record(vec![event("evt_a", "u_1")], None) else { panic!("room for one job") };
+        let Err(back) = metering.try_record(vec![event("evt_b", "u_1")], None) else { panic!("the queue is full") };
+        assert_eq!(back.iter().map(|e| e.row.id.as_str()).collect::<Vec<_>>(), ["evt_b"]);
+        // The first caller goes away; its commit was queued, so it stands.
+        drop(gone);
+        let _task = start(writer, jobs);
+        metering.record(back, None).await.unwrap();
+        let Ok(answer) = metering.try_record(vec![event("evt_c", "u_1")], None) else { panic!("room again") };
+        answer.await.unwrap();
+        let mut ids = ledger_ids(&store).await;
+        ids.sort();
+        assert_eq!(ids, ["evt_a", "evt_b", "evt_c"]);
+    }
+
+    #[tokio::test]
     async fn usage_the_journal_cannot_take_is_committed_to_the_ledger_instead() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer_on(dir.path()).await;
