@@ -25,16 +25,17 @@ const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-toke
 
 /// Every rate-limit header for `account` now, set in `headers`.
 pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut HeaderMap) -> ApiResult<()> {
+    // One buffer for every value of the response's headers.
+    let mut values = HeaderValues::new();
     let binding = binding_meter(state, account, Meter::TOKENS).await?;
     if let Some((meter, s, period)) = &binding {
-        ratelimit_headers(headers, meter, s, period);
+        ratelimit_headers(headers, &mut values, meter, s, period);
     }
     let now = Timestamp::now();
     // The binding meter's period and state serve again below rather than
     // being worked out a second time on every proxied call.
     let period = binding.as_ref().map_or_else(|| account.period(now), |(_, _, period)| *period);
     let user = account.user.id.as_str();
-    let mut values = HeaderValues::new();
     let families = [
         ([LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS], account.plan.rpm, Meter::REQUESTS),
         ([LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS], account.plan.tpm, Meter::TOKENS),

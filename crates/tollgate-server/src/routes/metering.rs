@@ -17,7 +17,7 @@ use tollgate_domain::{Meter, Scope, Timestamp, UserId};
 use tollgate_store::EventRow;
 
 use super::quota::RateWindows;
-use super::usage::ratelimit_headers;
+use super::usage::{HeaderValues, ratelimit_headers};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, without_values};
 use crate::extract::Body;
@@ -337,7 +337,7 @@ async fn check(
     let outcome = state.metering.check(&account, &input.meter, input.amount, input.reserve, ttl).await?;
     let s = &outcome.state;
     let mut headers = HeaderMap::new();
-    ratelimit_headers(&mut headers, &input.meter, s, &outcome.period);
+    ratelimit_headers(&mut headers, &mut HeaderValues::new(), &input.meter, s, &outcome.period);
     // A plan's tokens-per-minute limit applies to tokens reserved through
     // checks; over it, the check is refused and says when to retry.
     let mut allowed = outcome.allowed;

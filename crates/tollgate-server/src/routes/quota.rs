@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tollgate_domain::{Meter, Timestamp};
 
-use super::usage::{binding_meter, ratelimit_headers};
+use super::usage::{HeaderValues, binding_meter, ratelimit_headers};
 use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::error::{ApiError, LimitDetails};
@@ -156,7 +156,7 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
     if !response.headers().contains_key("x-ratelimit-limit")
         && let Some((meter, s, period)) = binding_meter(&state, &account, Meter::REQUESTS).await?
     {
-        ratelimit_headers(response.headers_mut(), &meter, &s, &period);
+        ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &meter, &s, &period);
     }
     Ok(response)
 }
@@ -194,13 +194,13 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
             },
         };
         let mut response = axum::response::IntoResponse::into_response(error);
-        ratelimit_headers(response.headers_mut(), &requests, s, &outcome.period);
+        ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &requests, s, &outcome.period);
         return Ok(demo(response));
     };
     let mut response = next.run(req).await;
     state.metering.settle_for(&account, &reservation, 1).await?;
     let after = state.metering.state(&account, &requests, Timestamp::now()).await?;
-    ratelimit_headers(response.headers_mut(), &requests, &after, &outcome.period);
+    ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &requests, &after, &outcome.period);
     Ok(demo(response))
 }
 

@@ -82,15 +82,21 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// The rate-limit headers for one meter: GitHub's `X-RateLimit-*`, and the
 /// IETF draft's `RateLimit-Policy` / `RateLimit`, set in `h`. None for an
 /// unlimited meter. (On every response to a key: names are constants, the
-/// values share one buffer, and they go straight into the response's map.)
-pub fn ratelimit_headers(h: &mut HeaderMap, meter: &Meter, state: &MeterState, period: &Period) {
+/// values are written into `values`, and they go straight into the
+/// response's map.)
+pub fn ratelimit_headers(
+    h: &mut HeaderMap,
+    values: &mut HeaderValues,
+    meter: &Meter,
+    state: &MeterState,
+    period: &Period,
+) {
     let Some(limit) = state.limit else { return };
     let remaining = state.remaining().unwrap_or(0);
     let now = Timestamp::now();
     let reset = period.end.map(Timestamp::unix_seconds);
     let until = period.end.map(|e| (e.unix_seconds() - now.unix_seconds()).max(0));
     let window = period.end.map(|e| (e.unix_seconds() - period.start.unix_seconds()).max(0));
-    let mut values = HeaderValues::new();
     h.insert(X_RATELIMIT_LIMIT, values.of(limit));
     h.insert(X_RATELIMIT_REMAINING, values.of(remaining));
     h.insert(X_RATELIMIT_USED, values.of(state.used));
