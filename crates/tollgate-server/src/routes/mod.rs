@@ -130,7 +130,10 @@ fn request_id(req: &Request) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("req_{}", base62::random(20))).expect("base62 is a valid header value")
+            let mut id = String::with_capacity(24);
+            id.push_str("req_");
+            base62::push_random(&mut id, 20);
+            HeaderValue::try_from(id).expect("base62 is a valid header value")
         })
 }
 
