@@ -61,8 +61,8 @@ pub async fn rate_limits(state: &AppState, account: &Account, headers: &mut Head
             }
         };
         let [limit_name, remaining_name, reset_name] = names;
-        headers.insert(limit_name, values.of(limit));
-        headers.insert(remaining_name, values.of(remaining));
+        headers.insert(limit_name, values.number(limit));
+        headers.insert(remaining_name, values.number(remaining));
         headers.insert(reset_name, values.of(Reset(reset_ms)));
     }
     Ok(())
