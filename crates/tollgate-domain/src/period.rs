@@ -8,6 +8,8 @@
 //!   Mar 31, Apr 30…); a reset moves the anchor.
 //! * `lifetime`: from the last reset (or the beginning) on, without end.
 
+use std::sync::Mutex;
+
 use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 use serde::Serialize;
 
@@ -48,6 +50,26 @@ pub fn add_months_clamped(anchor: DateTime<Utc>, months: i32) -> DateTime<Utc> {
 impl PeriodRule {
     /// The period that `t` falls in.
     pub fn containing(&self, t: Timestamp) -> Period {
+        self.containing_until(t).0
+    }
+
+    /// The period that `t` falls in, and the instant from which this rule
+    /// gives another (`None`: never). Every instant from the period's start
+    /// up to that one falls in the same period: a calendar month's period
+    /// holds until the month ends, or until a reset set later in the month.
+    pub fn containing_until(&self, t: Timestamp) -> (Period, Option<Timestamp>) {
+        let period = self.compute(t);
+        let until = match (self.kind, self.reset_at) {
+            (PeriodKind::Month | PeriodKind::Lifetime, Some(reset)) if reset > t => match period.end {
+                Some(end) => Some(end.min(reset)),
+                None => Some(reset),
+            },
+            _ => period.end,
+        };
+        (period, until)
+    }
+
+    fn compute(&self, t: Timestamp) -> Period {
         let at = t.to_datetime();
         match self.kind {
             PeriodKind::Month => {
@@ -80,6 +102,41 @@ impl PeriodRule {
                 Period { start, end: None }
             }
         }
+    }
+}
+
+/// The last period a rule gave, kept for as long as it holds: working a
+/// period out takes calendar arithmetic, and every call of a user asks for
+/// the same one several times. A different rule (a reset, a plan change)
+/// or an instant outside it works the period out again.
+#[derive(Debug, Default)]
+pub struct PeriodMemo(Mutex<Option<Kept>>);
+
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    rule: PeriodRule,
+    period: Period,
+    until: Option<Timestamp>,
+}
+
+impl PeriodMemo {
+    /// `rule.containing(t)`.
+    pub fn containing(&self, rule: PeriodRule, t: Timestamp) -> Period {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match *kept {
+            Some(k) if k.rule == rule && k.period.start <= t && k.until.is_none_or(|u| t < u) => k.period,
+            _ => {
+                let (period, until) = rule.containing_until(t);
+                *kept = Some(Kept { rule, period, until });
+                period
+            }
+        }
+    }
+}
+
+impl Clone for PeriodMemo {
+    fn clone(&self) -> Self {
+        PeriodMemo(Mutex::new(*self.0.lock().unwrap_or_else(|p| p.into_inner())))
     }
 }
 
@@ -196,6 +253,34 @@ mod tests {
         prop_oneof![Just(PeriodKind::Month), Just(PeriodKind::Anchored)]
     }
 
+    /// An offset of up to 40 days either way, in milliseconds.
+    fn near() -> impl Strategy<Value = i64> {
+        -40 * 86_400_000i64..40 * 86_400_000
+    }
+
+    fn any_kind() -> impl Strategy<Value = PeriodKind> {
+        prop_oneof![Just(PeriodKind::Month), Just(PeriodKind::Anchored), Just(PeriodKind::Lifetime)]
+    }
+
+    #[test]
+    fn a_reset_later_in_the_month_ends_what_the_memo_keeps() {
+        let rule = PeriodRule {
+            kind: PeriodKind::Month,
+            anchor: ts("2020-01-01T00:00:00Z"),
+            reset_at: Some(ts("2026-02-10T12:00:00Z")),
+        };
+        let memo = PeriodMemo::default();
+        let before = memo.containing(rule, ts("2026-02-05T00:00:00Z"));
+        assert_eq!(before.start, ts("2026-02-01T00:00:00Z"));
+        assert_eq!(rule.containing_until(ts("2026-02-05T00:00:00Z")).1, Some(ts("2026-02-10T12:00:00Z")));
+        assert_eq!(memo.containing(rule, ts("2026-02-10T11:59:59Z")), before);
+        assert_eq!(memo.containing(rule, ts("2026-02-10T12:00:00Z")).start, ts("2026-02-10T12:00:00Z"));
+        // Another rule (the reset moved) is worked out again.
+        let moved = PeriodRule { reset_at: Some(ts("2026-02-03T00:00:00Z")), ..rule };
+        assert_eq!(memo.containing(moved, ts("2026-02-11T00:00:00Z")).start, ts("2026-02-03T00:00:00Z"));
+        assert_eq!(memo.containing(rule, ts("2026-02-04T00:00:00Z")), before);
+    }
+
     proptest! {
         #[test]
         fn a_period_contains_its_instant_and_the_next_starts_where_it_ends(
@@ -209,6 +294,48 @@ mod tests {
             prop_assert_eq!(next.start, end, "periods are contiguous");
             let days = (end.millis() - p.start.millis()) as f64 / 86_400_000.0;
             prop_assert!(days <= 31.0 + 1e-9, "{days} days");
+        }
+
+        #[test]
+        fn a_period_holds_from_its_start_until_the_rule_gives_another(
+            kind in any_kind(), anchor in instant(), t in instant(), reset in proptest::option::of(near()),
+            later in near(),
+        ) {
+            // A reset and a later instant within 40 days of `t`: in the
+            // same month often enough.
+            let rule = PeriodRule { kind, anchor, reset_at: reset.map(|r| Timestamp::from_millis(t.millis() + r)) };
+            let later = later.abs();
+            let (p, until) = rule.containing_until(t);
+            prop_assert_eq!(p, rule.containing(t));
+            prop_assert!(until.is_none_or(|u| t < u), "{until:?} must come after {t:?}");
+            prop_assert_eq!(rule.containing(p.start), p, "from its start");
+            let t2 = Timestamp::from_millis(t.millis() + later);
+            match until {
+                Some(u) if t2 >= u => prop_assert_ne!(rule.containing(t2), p, "past {:?}", u),
+                _ => prop_assert_eq!(rule.containing(t2), p, "before {:?}", until),
+            }
+            if let Some(u) = until {
+                prop_assert_ne!(rule.containing(u), p, "at {:?}", u);
+                prop_assert_eq!(rule.containing(Timestamp::from_millis(u.millis() - 1)), p, "just before {:?}", u);
+            }
+        }
+
+        #[test]
+        fn the_memo_gives_what_the_rule_gives(
+            base in instant(),
+            rules in proptest::collection::vec((any_kind(), instant(), proptest::option::of(near())), 1..3),
+            asks in proptest::collection::vec((0usize..3, near()), 1..40),
+        ) {
+            // Resets and asks within 40 days of one instant, mostly in one
+            // month.
+            let at = |offset: i64| Timestamp::from_millis(base.millis() + offset);
+            let memo = PeriodMemo::default();
+            for (which, offset) in asks {
+                let (kind, anchor, reset) = rules[which % rules.len()];
+                let rule = PeriodRule { kind, anchor, reset_at: reset.map(at) };
+                let t = at(offset);
+                prop_assert_eq!(memo.containing(rule, t), rule.containing(t), "{:?} at {:?}", rule, t);
+            }
         }
 
         #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tollgate_domain::model::{Grant, Plan, User};
-use tollgate_domain::period::Period;
+use tollgate_domain::period::{Period, PeriodMemo};
 use tollgate_domain::pricing::{Price, PriceTable};
 use tollgate_domain::quota::{Ask, CounterKey, Refusal};
 use tollgate_domain::usage::Amounts;
@@ -42,11 +42,17 @@ pub struct Account {
     pub user: User,
     pub plan: Plan,
     pub grants: Vec<Grant>,
+    /// The period last asked for (a call asks several times).
+    periods: PeriodMemo,
 }
 
 impl Account {
+    pub fn new(user: User, plan: Plan, grants: Vec<Grant>) -> Account {
+        Account { user, plan, grants, periods: PeriodMemo::default() }
+    }
+
     pub fn period(&self, t: Timestamp) -> Period {
-        self.user.period_rule(&self.plan).containing(t)
+        self.periods.containing(self.user.period_rule(&self.plan), t)
     }
 
     /// The limit of `meter` at `t`: the plan's (or the user's override)
@@ -164,7 +170,7 @@ impl Accounts {
         };
         let plan = self.store.plan(&user.plan).await?;
         let grants = self.store.grants_of(id).await?;
-        let account = Arc::new(Account { user, plan, grants });
+        let account = Arc::new(Account::new(user, plan, grants));
         self.insert(id.clone(), account.clone());
         Ok(account)
     }
@@ -342,7 +348,7 @@ impl Metering {
             created_at: epoch,
             updated_at: epoch,
         };
-        let account = Arc::new(Account { user, plan, grants: Vec::new() });
+        let account = Arc::new(Account::new(user, plan, Vec::new()));
         self.accounts.insert(id, account.clone());
         Ok(account)
     }
