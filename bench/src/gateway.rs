@@ -14,6 +14,8 @@
 //! * the gateway's resident memory idle, after the load, and holding 5,000
 //!   concurrent streams.
 //!
+//! Each comparison is taken in rounds, the targets in turn ([`ROUNDS`]).
+//!
 //! The mock and the gateway (full metering on SQLite, as shipped: WAL,
 //! `synchronous=NORMAL`; its log at `info`, a line per request, to a file)
 //! run as child processes of this one, which is the
@@ -237,7 +239,34 @@ async fn call(sender: &mut Sender, target: &Target, body: &'static str) -> anyho
 
 /// Requests per second with `concurrency` connections, each sending as
 /// soon as the last answer arrived.
-async fn throughput(target: &Target, concurrency: usize, seconds: f64) -> anyhow::Result<f64> {
+/// Each comparison is measured in this many rounds, its targets taking
+/// turns, so that a stretch in which the shared machine runs slower falls
+/// on all of them alike instead of on whichever ran then. `--seconds` is
+/// the time each target gets in all.
+const ROUNDS: u32 = 3;
+
+/// `measure` of each of `targets` in turn, [`ROUNDS`] times; each target's
+/// samples merged, sorted.
+async fn in_rounds<F, Fut>(targets: &[&Target], mut measure: F) -> anyhow::Result<Vec<Vec<u64>>>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<u64>>>,
+{
+    let mut samples = vec![Vec::new(); targets.len()];
+    for _ in 0..ROUNDS {
+        for (all, target) in samples.iter_mut().zip(targets) {
+            all.extend(measure((*target).clone()).await?);
+        }
+    }
+    for all in &mut samples {
+        all.sort_unstable();
+    }
+    Ok(samples)
+}
+
+/// Calls completed through `target` by `concurrency` connections in about
+/// `seconds`, and the seconds they took.
+async fn throughput(target: &Target, concurrency: usize, seconds: f64) -> anyhow::Result<(u64, f64)> {
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -257,7 +286,7 @@ async fn throughput(target: &Target, concurrency: usize, seconds: f64) -> anyhow
     for task in tasks {
         total += task.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok((total, started.elapsed().as_secs_f64()))
 }
 
 /// What an open-loop run times: each whole answer, or its first byte.
@@ -454,13 +483,21 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     throughput(&through, 4, 0.5).await?;
     throughput(&bare, 4, 0.5).await?;
 
-    let direct_rps = throughput(&direct, s.concurrency, s.seconds).await?;
-    let bare_rps = throughput(&bare, s.concurrency, s.seconds).await?;
-    let cpu_before = gateway.cpu_seconds();
-    let started = Instant::now();
-    let gateway_rps = throughput(&through, s.concurrency, s.seconds).await?;
-    let cpu_per_call =
-        (gateway.cpu_seconds() - cpu_before) / (gateway_rps * started.elapsed().as_secs_f64()).max(1.0) * 1e6;
+    let round = s.seconds / f64::from(ROUNDS);
+    let (mut calls, mut took, mut gateway_cpu) = ([0u64; 3], [0.0; 3], 0.0);
+    for _ in 0..ROUNDS {
+        for (i, target) in [&direct, &bare, &through].into_iter().enumerate() {
+            let cpu_before = gateway.cpu_seconds();
+            let (n, seconds) = throughput(target, s.concurrency, round).await?;
+            if i == 2 {
+                gateway_cpu += gateway.cpu_seconds() - cpu_before;
+            }
+            calls[i] += n;
+            took[i] += seconds;
+        }
+    }
+    let [direct_rps, bare_rps, gateway_rps] = [0, 1, 2].map(|i| calls[i] as f64 / took[i]);
+    let cpu_per_call = gateway_cpu / calls[2].max(1) as f64 * 1e6;
     println!("\nthroughput, {} connections, closed loop (non-streamed chat completions):", s.concurrency);
     println!("  mock-llm directly    {direct_rps:>9.0} req/s");
     println!(
@@ -474,11 +511,17 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     );
 
     let connections = 64;
-    let direct_lat = open_loop(&direct, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
+    // Only the gateway's rounds move its timings.
     let timings_before = GatewayTimings::read(gateway.addr).await?;
-    let gateway_lat = open_loop(&through, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
+    let rate = s.rate;
+    let [direct_lat, gateway_lat, bare_lat]: [Vec<u64>; 3] =
+        in_rounds(&[&direct, &through, &bare], |target| async move {
+            open_loop(&target, (CHAT, Until::Answer), rate, connections, round).await
+        })
+        .await?
+        .try_into()
+        .expect("three targets");
     let timings = GatewayTimings::read(gateway.addr).await?.since(&timings_before);
-    let bare_lat = open_loop(&bare, (CHAT, Until::Answer), s.rate, connections, s.seconds).await?;
     println!(
         "\nlatency at {:.0} req/s, open loop over {connections} connections (corrected for coordinated omission):",
         s.rate
@@ -505,17 +548,22 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     );
 
     let n = ((s.seconds * 400.0) as usize).max(80);
-    let direct_ttfb = first_bytes(&direct, n).await?;
-    let gateway_ttfb = first_bytes(&through, n).await?;
+    let [direct_ttfb, gateway_ttfb]: [Vec<u64>; 2] =
+        in_rounds(&[&direct, &through], |target| async move { first_bytes(&target, n / ROUNDS as usize).await })
+            .await?
+            .try_into()
+            .expect("two targets");
     println!("\ntime to first byte of a streamed answer ({} streams, 8 at a time, closed loop):", direct_ttfb.len());
     print_added(&direct_ttfb, &gateway_ttfb);
     // The same at a fixed rate that leaves the cores some room: the
     // gateway's own first-byte overhead rather than a queue for the CPU.
     let (stream_rate, stream_connections) = (200.0, 16);
-    let direct_ttfb =
-        open_loop(&direct, (STREAM, Until::FirstByte), stream_rate, stream_connections, s.seconds).await?;
-    let gateway_ttfb =
-        open_loop(&through, (STREAM, Until::FirstByte), stream_rate, stream_connections, s.seconds).await?;
+    let [direct_ttfb, gateway_ttfb]: [Vec<u64>; 2] = in_rounds(&[&direct, &through], |target| async move {
+        open_loop(&target, (STREAM, Until::FirstByte), stream_rate, stream_connections, round).await
+    })
+    .await?
+    .try_into()
+    .expect("two targets");
     println!(
         "\ntime to first byte of a streamed answer at {stream_rate:.0} streams/s, open loop over {stream_connections} connections:"
     );
