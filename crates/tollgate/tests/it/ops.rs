@@ -33,6 +33,14 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
     let metrics = app.api.http.get(format!("{}/metrics", app.api.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tollgate_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/admin/v1/plans\""));
+    // Latencies as histograms with buckets (they add up across instances).
+    let bucket = metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_http_request_duration_seconds_bucket{") && l.contains("/admin/v1/plans"))
+        .unwrap_or_else(|| panic!("no latency buckets for the route: {metrics}"));
+    assert!(bucket.contains("le=\""), "{bucket}");
+    assert!(metrics.contains("le=\"0.001\"") && metrics.contains("le=\"+Inf\""), "{metrics}");
+    assert!(!metrics.contains("quantile=\""), "no summaries: {metrics}");
     assert!(!metrics.contains(crate::common::ADMIN_TOKEN));
 }
 
