@@ -150,3 +150,41 @@ async fn cut(why: String) -> std::io::Error {
     tokio::task::yield_now().await;
     std::io::Error::other(why)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::get;
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// Two pieces ready at once, then the cut: without its turn, hyper
+    /// drops both and the client reads nothing at all.
+    #[tokio::test]
+    async fn what_passed_before_a_cut_reaches_the_client_and_the_stream_does_not_end_cleanly() {
+        let app = Router::new().route(
+            "/",
+            get(|| async {
+                let passed = stream::iter(["data: one\n\n", "data: two\n\n"])
+                    .map(|piece| Ok::<_, std::io::Error>(Bytes::from_static(piece.as_bytes())));
+                let cut = stream::once(async { Err(cut("the provider's stream broke off".into()).await) });
+                Body::from_stream(passed.chain(cut))
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve::serve(listener, app, std::future::pending()));
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        // A cut connection may end in a reset: what came before it counts.
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("data: one") && answer.contains("data: two"), "{answer}");
+        assert!(!answer.ends_with("0\r\n\r\n"), "no last chunk: {answer}");
+    }
+}
