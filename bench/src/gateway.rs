@@ -484,29 +484,32 @@ async fn bench(s: Settings) -> anyhow::Result<()> {
     throughput(&bare, 4, 0.5).await?;
 
     let round = s.seconds / f64::from(ROUNDS);
-    let (mut calls, mut took, mut gateway_cpu) = ([0u64; 3], [0.0; 3], 0.0);
+    // Each target's calls, seconds, and the CPU of the process that
+    // answers them (the mock; the bare proxy; the gateway) meanwhile.
+    let (mut calls, mut took, mut cpu) = ([0u64; 3], [0.0; 3], [0.0; 3]);
     for _ in 0..ROUNDS {
-        for (i, target) in [&direct, &bare, &through].into_iter().enumerate() {
-            let cpu_before = gateway.cpu_seconds();
+        for (i, (target, process)) in
+            [(&direct, &mock), (&bare, &passthrough), (&through, &gateway)].into_iter().enumerate()
+        {
+            let cpu_before = process.cpu_seconds();
             let (n, seconds) = throughput(target, s.concurrency, round).await?;
-            if i == 2 {
-                gateway_cpu += gateway.cpu_seconds() - cpu_before;
-            }
+            cpu[i] += process.cpu_seconds() - cpu_before;
             calls[i] += n;
             took[i] += seconds;
         }
     }
     let [direct_rps, bare_rps, gateway_rps] = [0, 1, 2].map(|i| calls[i] as f64 / took[i]);
-    let cpu_per_call = gateway_cpu / calls[2].max(1) as f64 * 1e6;
+    let [mock_cpu, bare_cpu, gateway_cpu] = [0, 1, 2].map(|i| cpu[i] / calls[i].max(1) as f64 * 1e6);
     println!("\nthroughput, {} connections, closed loop (non-streamed chat completions):", s.concurrency);
-    println!("  mock-llm directly    {direct_rps:>9.0} req/s");
+    println!("  mock-llm directly    {direct_rps:>9.0} req/s   (the mock's CPU per call {mock_cpu:.0} µs)");
     println!(
         "  through the gateway  {gateway_rps:>9.0} req/s   ratio {:.1} % (target ≥ 50 %)",
         100.0 * gateway_rps / direct_rps
     );
-    println!("  gateway CPU per call {cpu_per_call:>9.0} µs");
+    println!("  gateway CPU per call {gateway_cpu:>9.0} µs");
     println!(
-        "  for scale, a bare proxy (hyper's server and client, nothing else) {bare_rps:.0} req/s, ratio {:.1} %",
+        "  for scale, a bare proxy (hyper's server and client, nothing else) {bare_rps:.0} req/s, ratio {:.1} %, \
+         its CPU per call {bare_cpu:.0} µs",
         100.0 * bare_rps / direct_rps
     );
 
