@@ -1,6 +1,8 @@
 //! The gateway against `mock-llm` directly, in one run, printed (never
 //! asserted; targets in DESIGN §7):
-//! * throughput at a fixed concurrency (closed loop), and the ratio;
+//! * throughput at a fixed concurrency (closed loop), the ratio, and the
+//!   CPU each answering process (the mock, the bare proxy, the gateway)
+//!   spends per call;
 //! * for scale, the same through a bare proxy (hyper's server and client,
 //!   nothing else): what one more hop costs on this machine;
 //! * latency percentiles at a fixed request rate (open loop, corrected for
