@@ -189,6 +189,11 @@ impl Accounts {
 /// Jobs waiting for the writer at most; past them, a commit waits for room.
 const QUEUE: usize = 65_536;
 
+/// The writer's answer to a commit: which events were new.
+async fn answered(answer: oneshot::Receiver<Result<Vec<bool>, String>>) -> ApiResult<Vec<bool>> {
+    answer.await.map_err(|_| stopped())?.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+}
+
 fn no_reservation(id: &str) -> ApiError {
     ApiError::NotFound(format!("no reservation {id:?}: it was settled, released or expired"))
 }
@@ -306,9 +311,13 @@ impl Metering {
         }
     }
 
+    /// The writer's queue, unless the writer has stopped.
+    fn writer(&self) -> ApiResult<mpsc::Sender<Job>> {
+        self.writer.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(stopped)
+    }
+
     async fn send(&self, job: Job) -> ApiResult<()> {
-        let tx = self.writer.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(stopped)?;
-        tx.send(job).await.map_err(|_| stopped())
+        self.writer()?.send(job).await.map_err(|_| stopped())
     }
 
     /// Drops cached accounts (all, or one user's) after a change to users,
@@ -574,18 +583,15 @@ impl Metering {
         settles: Option<String>,
     ) -> Result<impl Future<Output = ApiResult<()>> + use<>, Vec<PreparedEvent>> {
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let queued = match writer {
-            Some(tx) => tx.try_send(Job::Commit { events, settles, fresh: true, reply }),
-            None => Err(mpsc::error::TrySendError::Closed(Job::Commit { events, settles, fresh: true, reply })),
-        };
-        match queued {
-            Err(mpsc::error::TrySendError::Full(Job::Commit { events, .. })) => Err(events),
-            // Stopped: the answer's sender is gone with the job.
-            _ => Ok(async move {
-                answer.await.map_err(|_| stopped())?.map(|_| ()).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
-            }),
+        let job = Job::Commit { events, settles, fresh: true, reply };
+        if let Ok(tx) = self.writer()
+            && let Err(mpsc::error::TrySendError::Full(Job::Commit { events, .. })) = tx.try_send(job)
+        {
+            return Err(events);
         }
+        // Queued; or the writer has stopped, and the answer's sender is
+        // gone with the job.
+        Ok(async move { answered(answer).await.map(|_| ()) })
     }
 
     async fn submit(&self, events: Vec<PreparedEvent>, settles: Option<String>, fresh: bool) -> ApiResult<Vec<bool>> {
@@ -594,7 +600,7 @@ impl Metering {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Job::Commit { events, settles, fresh, reply }).await?;
-        answer.await.map_err(|_| stopped())?.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+        answered(answer).await
     }
 
     /// Drops expired reservations; run periodically.
