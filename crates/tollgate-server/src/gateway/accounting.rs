@@ -264,29 +264,41 @@ impl Settlement {
     /// answer wait for threads to wake each other.)
     pub async fn settle(self, outcome: Outcome) -> ApiResult<()> {
         let started = Instant::now();
-        let (event, used) = self.event(&outcome);
-        let settled = match self.state.metering.try_record(vec![event], self.held.reservation.clone()) {
-            Ok(committed) => {
-                let committed = committed.await;
-                self.after(used, committed).await
-            }
-            Err(events) => tokio::spawn(self.record(events, used))
-                .await
-                .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?,
-        };
+        let settled = self.queue(&outcome).await;
         // The wait for the commit is part of every call's latency: shown apart.
         metrics::histogram!("tollgate_gateway_commit_seconds").record(started.elapsed().as_secs_f64());
         settled
     }
 
-    /// For a call abandoned midway: settles on a task of its own.
+    /// For a call abandoned midway: its event is queued at once, and the
+    /// rest waits on a task of its own.
     pub fn settle_later(self, outcome: Outcome) {
-        let (event, used) = self.event(&outcome);
+        let settled = self.queue(&outcome);
         tokio::spawn(async move {
-            if let Err(e) = self.record(vec![event], used).await {
+            if let Err(e) = settled.await {
                 tracing::error!(error = %e, "failed to record the usage of an abandoned call");
             }
         });
+    }
+
+    /// Queues the call's event with the writer before returning (so that
+    /// the commit stands even if what awaits the rest is dropped); the rest
+    /// waits for the commit and does what follows it. When the queue is
+    /// full, a task of its own waits for room.
+    fn queue(self, outcome: &Outcome) -> impl Future<Output = ApiResult<()>> + Send + 'static {
+        let (event, used) = self.event(outcome);
+        let queued = self.state.metering.try_record(vec![event], self.held.reservation.clone());
+        async move {
+            match queued {
+                Ok(committed) => {
+                    let committed = committed.await;
+                    self.after(used, committed).await
+                }
+                Err(events) => tokio::spawn(self.record(events, used))
+                    .await
+                    .map_err(|e| crate::error::ApiError::Internal(anyhow::anyhow!("the settling task failed: {e}")))?,
+            }
+        }
     }
 
     /// Commits `events`, waiting for room in the writer's queue.

@@ -1,10 +1,13 @@
 //! A streamed answer on its way to the client: each upstream piece leaves
 //! as soon as it arrives (an OpenAI usage chunk the client did not ask for
-//! is taken out), the tap reads usage and text on the side, and the body
-//! ends only once the call's event is committed.
+//! is taken out), the tap reads usage and text on the side, and neither
+//! the stream's own end marker (`[DONE]`, `message_stop`, Gemini's last
+//! chunk) nor the body's end leaves before the call's event is committed:
+//! SDKs stop reading at the marker (OpenAI's closes the response there).
 //!
-//! However the stream ends, the call is settled once: at the upstream's
-//! end (the provider's usage, or an estimate when it reported none); when
+//! However the stream ends, the call is settled once: at the end marker or
+//! the upstream's end (the provider's usage, or an estimate when it
+//! reported none); when
 //! the upstream breaks or falls silent past the idle timeout (an estimate
 //! from the text that passed; the client's stream is cut too, so that it
 //! sees an error rather than a clean end); when the client goes away (the
@@ -56,6 +59,26 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Settles the call, if it is not yet, as answered whole; an error
+    /// to cut the client's stream with when it could not be recorded.
+    async fn settle(&mut self) -> Result<(), std::io::Error> {
+        if self.settlement.is_none() {
+            return Ok(());
+        }
+        let outcome = self.outcome(200);
+        let Some(settlement) = self.settlement.take() else { return Ok(()) };
+        match settlement.settle(outcome).await {
+            Ok(()) => Ok(()),
+            // Not recorded: the client must not see a clean end.
+            Err(e) => {
+                tracing::error!(error = %e, "failed to record a stream's usage");
+                Err(cut("failed to record the usage".into()).await)
+            }
+        }
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         // The client went away before the end: settle what passed.
@@ -92,15 +115,9 @@ pub fn body(
                 Phase::Done => return None,
                 Phase::Settling => {
                     r.phase = Phase::Done;
-                    let outcome = r.outcome(200);
-                    let settlement = r.settlement.take()?;
-                    return match settlement.settle(outcome).await {
+                    return match r.settle().await {
                         Ok(()) => None,
-                        // Not recorded: the client must not see a clean end.
-                        Err(e) => {
-                            tracing::error!(error = %e, "failed to record a stream's usage");
-                            Some((Err(cut("failed to record the usage".into()).await), r))
-                        }
+                        Err(cut) => Some((Err(cut), r)),
                     };
                 }
                 Phase::Relaying => {}
@@ -109,6 +126,12 @@ pub fn body(
                 Ok(Some(chunk)) => {
                     r.first_byte.get_or_insert_with(|| r.started.elapsed());
                     let out = r.tap.feed(chunk);
+                    if r.tap.seen().finished
+                        && let Err(cut) = r.settle().await
+                    {
+                        r.phase = Phase::Done;
+                        return Some((Err(cut), r));
+                    }
                     if !out.is_empty() {
                         r.sent += out.len() as u64;
                         return Some((Ok::<Bytes, std::io::Error>(out), r));

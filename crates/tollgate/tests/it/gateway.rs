@@ -759,6 +759,81 @@ async fn a_provider_whose_certificate_nobody_trusts_is_refused() {
     assert!(alerted, "no handshake was completed: {handshakes:?}");
 }
 
+/// Reads one HTTP/1.1 request (head and a `content-length` body) from `tcp`.
+async fn read_request(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the gateway closed the connection mid-request");
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .map_or(0, |v| v.parse::<usize>().unwrap());
+            if request.len() >= head_end + 4 + length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+/// Issue #5: SDKs stop reading a stream at its end marker (OpenAI's Python
+/// SDK closes the response at `[DONE]`). By the time the marker reaches
+/// the client the call is in the ledger, answered whole, even though the
+/// provider has not closed its stream yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_at_done_finds_its_call_already_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let request = read_request(&mut tcp).await;
+        assert!(request.contains(r#""include_usage":true"#), "the gateway asked for the usage: {request}");
+        let chunk = |rest: &str| {
+            format!(r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",{rest}}}"#)
+        };
+        let events = [
+            chunk(
+                r#""choices":[{"index":0,"delta":{"role":"assistant","content":"Hello there"},"finish_reason":null}]"#,
+            ),
+            chunk(r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}]"#),
+            chunk(r#""choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}"#),
+            "[DONE]".to_owned(),
+        ];
+        let mut answer =
+            String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+        for event in events {
+            let piece = format!("data: {event}\n\n");
+            answer.push_str(&format!("{:x}\r\n{piece}\r\n", piece.len()));
+        }
+        tcp.write_all(answer.as_bytes()).await.unwrap();
+        // The provider keeps its stream open: no last chunk yet.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &base)], "").await;
+    let mut body = chat("hi");
+    body["stream"] = json!(true);
+    let mut response = gw.stream("/v1/chat/completions", body).await;
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("data: [DONE]") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await;
+        let chunk = chunk.expect("the end marker within 10 s").unwrap().expect("the end marker before the body's end");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("Hello there") && !seen.contains("usage"), "the usage chunk, not asked for, was taken out");
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 1, "recorded before the end marker left");
+    let event = &events[0];
+    assert_eq!((event["status_code"].as_u64(), event["estimated"].as_bool()), (Some(200), Some(false)), "{event}");
+    assert_eq!((event["input_tokens"].as_u64(), event["output_tokens"].as_u64()), (Some(9), Some(2)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_a_provider_reuse_pooled_connections() {
     let gw = Gateway::start(Backend::Sqlite, json!({}), &[], "").await;
