@@ -1,8 +1,9 @@
 //! Gemini's wire format: `POST /v1beta/models/{model}:generateContent`,
 //! `:streamGenerateContent` (server-sent events with `alt=sse`, else one
 //! JSON array written piece by piece; every chunk carries the cumulative
-//! `usageMetadata`), `:countTokens`, `GET /v1beta/models`. The key comes in
-//! `x-goog-api-key` or `?key=`.
+//! `usageMetadata`), `:countTokens`, `GET /v1beta/models`; the same under
+//! `/v1/` (where the router tells Gemini's calls from OpenAI's). The key
+//! comes in `x-goog-api-key` or `?key=`.
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ pub fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/v1beta/models", get(models)).route("/v1beta/models/{name}", get(model).post(action))
 }
 
-async fn action(
+pub(crate) async fn action(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
     method: Method,
@@ -296,7 +297,12 @@ fn chunks(meta: &Meta<'_>, reply: &Reply, sse: bool) -> Vec<Frame> {
     }
 }
 
-async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn models(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let exchange = match Exchange::open(&shared, Provider::Gemini, &method, &uri, &headers, &Bytes::new()) {
         Ok(e) => e,
         Err(refusal) => return refusal,
@@ -305,7 +311,7 @@ async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     exchange.answer(json!({ "models": models }), None, 0)
 }
 
-async fn model(
+pub(crate) async fn model(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
     method: Method,
@@ -318,7 +324,10 @@ async fn model(
     };
     match MODELS.iter().find(|m| m.0 == name) {
         Some(m) => exchange.answer(model_json(m), None, 0),
-        None => exchange.fail(StatusCode::NOT_FOUND, &format!("models/{name} is not found for API version v1beta")),
+        None => {
+            let version = if uri.path().starts_with("/v1/") { "v1" } else { "v1beta" };
+            exchange.fail(StatusCode::NOT_FOUND, &format!("models/{name} is not found for API version {version}"))
+        }
     }
 }
 

@@ -191,7 +191,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(openai::routes())
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{id}", get(model).post(gemini::action))
         .route("/openai/v1/models", get(openai::models_route))
         .route("/openai/v1/models/{id}", get(openai::model_route))
         .merge(anthropic::routes())
@@ -204,13 +204,26 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// `GET /v1/models` is both OpenAI's and Anthropic's: Anthropic's clients
-/// send `anthropic-version`.
-async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+/// Whose `GET /v1/models` a call is: OpenAI's, Anthropic's (its clients
+/// send `anthropic-version`) or Gemini's stable version (its clients send
+/// the key in `x-goog-api-key` or `?key=`).
+fn models_of(headers: &HeaderMap, uri: &Uri) -> Provider {
     if headers.contains_key("anthropic-version") {
-        anthropic::models(&shared, &method, &uri, &headers).await
+        Provider::Anthropic
+    } else if headers.contains_key("x-goog-api-key")
+        || uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+    {
+        Provider::Gemini
     } else {
-        openai::models(&shared, &method, &uri, &headers).await
+        Provider::OpenAi
+    }
+}
+
+async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    match models_of(&headers, &uri) {
+        Provider::Anthropic => anthropic::models(&shared, &method, &uri, &headers).await,
+        Provider::Gemini => gemini::models(State(shared), method, uri, headers).await,
+        _ => openai::models(&shared, &method, &uri, &headers).await,
     }
 }
 
@@ -221,10 +234,10 @@ async fn model(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if headers.contains_key("anthropic-version") {
-        anthropic::model(&shared, &method, &uri, &headers, &id).await
-    } else {
-        openai::model(&shared, &method, &uri, &headers, &id).await
+    match models_of(&headers, &uri) {
+        Provider::Anthropic => anthropic::model(&shared, &method, &uri, &headers, &id).await,
+        Provider::Gemini => gemini::model(State(shared), Path(id), method, uri, headers).await,
+        _ => openai::model(&shared, &method, &uri, &headers, &id).await,
     }
 }
 

@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(models))
         .route("/v1/messages", post(messages))
         .route("/v1beta/models/{target}", post(gemini))
+        .route("/v1/models/{target}", post(gemini))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -86,9 +87,12 @@ async fn messages(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Operation::Messages, req, None).await
 }
 
-/// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
+/// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`,
+/// and the same under `/v1/` (the stable version, which Google's current
+/// SDK calls by default).
 async fn gemini(State(state): State<AppState>, req: Request) -> Response {
-    let target = req.uri().path().trim_start_matches("/v1beta/models/").to_owned();
+    let version = GeminiVersion::of(req.uri().path());
+    let target = req.uri().path().trim_start_matches(version.prefix()).to_owned();
     let (model, op) = match target.rsplit_once(':') {
         Some((model, "generateContent")) => (model, Operation::GenerateContent),
         Some((model, "streamGenerateContent")) => (model, Operation::StreamGenerateContent),
@@ -167,12 +171,45 @@ async fn add_rate_limits(state: &AppState, account: &Account, response: &mut Res
     }
 }
 
-fn route_name(op: Operation) -> &'static str {
+/// The version of Gemini's API a call names in its path: the gateway passes
+/// it on as it came, for the two take different fields.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum GeminiVersion {
+    V1,
+    V1Beta,
+}
+
+impl GeminiVersion {
+    pub(crate) fn of(path: &str) -> GeminiVersion {
+        if path.starts_with("/v1/") { GeminiVersion::V1 } else { GeminiVersion::V1Beta }
+    }
+
+    /// The path's start, before the model.
+    fn prefix(self) -> &'static str {
+        match self {
+            GeminiVersion::V1 => "/v1/models/",
+            GeminiVersion::V1Beta => "/v1beta/models/",
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GeminiVersion::V1 => "v1",
+            GeminiVersion::V1Beta => "v1beta",
+        }
+    }
+}
+
+/// The route a call took, as logs, metrics and the ledger name it.
+fn route_name(op: Operation, path: &str) -> &'static str {
+    let v1 = GeminiVersion::of(path) == GeminiVersion::V1;
     match op {
         Operation::ChatCompletions => "/v1/chat/completions",
         Operation::Embeddings => "/v1/embeddings",
         Operation::Messages => "/v1/messages",
+        Operation::GenerateContent if v1 => "/v1/models/{model}:generateContent",
         Operation::GenerateContent => "/v1beta/models/{model}:generateContent",
+        Operation::StreamGenerateContent if v1 => "/v1/models/{model}:streamGenerateContent",
         Operation::StreamGenerateContent => "/v1beta/models/{model}:streamGenerateContent",
     }
 }
@@ -217,7 +254,7 @@ async fn forward(
     };
     let info = CallInfo {
         key_id: caller.key_id.clone(),
-        route: route_name(op),
+        route: route_name(op, parts.uri.path()),
         provider: provider.name.to_string(),
         model: target.model.clone(),
         client_ip: client_ip(parts, state.config.trust_forwarded_for).map(|ip| ip.to_string()),

@@ -287,7 +287,8 @@ pub fn call(
         Some(op @ (Operation::GenerateContent | Operation::StreamGenerateContent)) => {
             let action =
                 if op == Operation::StreamGenerateContent { "streamGenerateContent" } else { "generateContent" };
-            let mut url = format!("{base}/v1beta/models/{model}:{action}");
+            let version = super::GeminiVersion::of(uri.path()).as_str();
+            let mut url = format!("{base}/{version}/models/{model}:{action}");
             // Every query parameter but the key (the gateway key, if the
             // client sent it as `?key=`).
             let kept: Vec<&str> =

@@ -304,6 +304,50 @@ async fn gemini_streams_settle_the_last_cumulative_usage_never_the_sum(backend: 
     assert_eq!(events[1]["route"], "/v1beta/models/{model}:streamGenerateContent");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_calls_on_the_stable_v1_paths_go_upstream_on_v1_and_are_metered_alike() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Toll gates? [mock tokens=4]"}]}]});
+    let http = &gw.app.api.http;
+    let call = |action: &str| {
+        http.post(format!("{}/v1/models/gemini-2.5-flash:{action}", gw.base()))
+            .header("x-goog-api-key", &gw.key)
+            .json(&body)
+            .send()
+    };
+    let whole = call("generateContent").await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert!(whole.headers().contains_key("x-ratelimit-remaining-tokens"));
+    let whole: Value = whole.json().await.unwrap();
+    assert_eq!(whole["usageMetadata"]["candidatesTokenCount"], 4);
+    let chunks: Vec<Value> = call("streamGenerateContent").await.unwrap().json().await.unwrap();
+    assert_eq!(chunks.len(), 4);
+    let unknown = call("summarize").await.unwrap();
+    assert_eq!(unknown.status(), 404, "an action the gateway does not proxy");
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["status"], "NOT_FOUND");
+
+    let sent = gw.mock.requests();
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/models/gemini-2.5-flash:generateContent", "/v1/models/gemini-2.5-flash:streamGenerateContent"],
+        "the version the client named"
+    );
+    assert!(sent.iter().all(|r| r.credential.as_deref() == Some(GEMINI_KEY)));
+    let events = gw.events("u_1").await;
+    let routes: Vec<&str> = events.iter().map(|e| e["route"].as_str().unwrap()).collect();
+    assert_eq!(routes, ["/v1/models/{model}:generateContent", "/v1/models/{model}:streamGenerateContent"]);
+    for (event, upstream) in events.iter().zip(&sent) {
+        assert_eq!(event["output_tokens"], 4);
+        assert_eq!(event["input_tokens"], usage_of(upstream).input_tokens);
+        assert_eq!(event["provider"], "gemini");
+    }
+    // OpenAI's `GET /v1/models` is still OpenAI's.
+    let list = gw.app.api.call(Method::GET, "/v1/models", Some(&gw.key), None).await;
+    assert_eq!(list.status.as_u16(), 200);
+    assert_eq!(list.body["object"], "list");
+}
+
 async fn byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says(backend: Backend) {
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
     let own = "sk-users-own-openai-key-77";

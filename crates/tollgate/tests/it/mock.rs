@@ -702,6 +702,16 @@ async fn models_are_listed_in_each_providers_shape_and_groqs_base_url_works() {
     );
     let gemini: Value = http.get(format!("{base}/v1beta/models?key={KEY}")).send().await.unwrap().json().await.unwrap();
     assert!(gemini["models"].as_array().unwrap().iter().any(|m| m["name"] == "models/gemini-2.5-flash"));
+    // Gemini's stable version shares `/v1/models` with OpenAI: its key tells.
+    let stable: Value =
+        http.get(format!("{base}/v1/models")).header("x-goog-api-key", KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stable, gemini);
+    let one = http.get(format!("{base}/v1/models/gemini-2.5-flash?key={KEY}")).send().await.unwrap();
+    assert_eq!(one.json::<Value>().await.unwrap()["name"], "models/gemini-2.5-flash");
+    let missing = http.get(format!("{base}/v1/models/gemini-9?key={KEY}")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let missing: Value = missing.json().await.unwrap();
+    assert_eq!(missing["error"]["message"], "models/gemini-9 is not found for API version v1");
 
     let groq = mock.groq_base_url();
     let models: Value = http.get(format!("{groq}/models")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
