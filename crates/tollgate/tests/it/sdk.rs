@@ -1,5 +1,5 @@
-//! The official client SDKs (Python `openai` and `anthropic`, the Vercel AI
-//! SDK) against `mock-llm` directly (proof that the mock is faithful enough
+//! The official client SDKs (Python `openai`, `anthropic` and Google's
+//! `google-genai`, the Vercel AI SDK) against `mock-llm` directly (proof that the mock is faithful enough
 //! for them), then through the gateway (proof that an app changes only the
 //! base URL and the key, and that Tollgate records what the provider
 //! reported). The scripts in `tests/sdk/` check what an SDK user relies on
@@ -97,6 +97,33 @@ async fn python_anthropic_create_and_stream_report_the_usage_the_mock_recorded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_google_genai_generates_and_streams_on_v1_and_v1beta_with_the_usage_the_mock_reported() {
+    let mock = mock_llm(&[KEY]).await;
+    let base = mock.base_url();
+    let seen = python("gemini_genai.py", &[("GEMINI_BASE_URL", &base), ("GEMINI_API_KEY", KEY)]).await.json();
+
+    let requests = mock.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    let path = |version: &str, action: &str| format!("/{version}/models/gemini-2.5-flash:{action}");
+    let expected =
+        [path("v1", "generateContent"), path("v1", "streamGenerateContent"), path("v1beta", "generateContent")];
+    assert_eq!(paths[..3], expected, "the SDK's default version is v1");
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(KEY) && r.status == Some(200)));
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with(":streamGenerateContent"))
+            .all(|r| r.query.as_deref() == Some("alt=sse"))
+    );
+    let sdk = seen["usage"].as_array().unwrap();
+    assert_eq!(sdk.len(), requests.len());
+    for (usage, recorded) in sdk.iter().zip(&requests) {
+        assert_eq!(usage["input"], usage_of(recorded).input_tokens);
+        assert_eq!(usage["output"], usage_of(recorded).output_tokens);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vercel_ai_generate_text_with_a_tool_takes_two_steps_and_total_usage_is_what_the_mock_reported() {
     let mock = mock_llm(&[KEY]).await;
     let base = mock.openai_base_url();
@@ -117,12 +144,13 @@ async fn vercel_ai_generate_text_with_a_tool_takes_two_steps_and_total_usage_is_
 
 // ---- through the gateway ----
 
-/// A gateway whose plan allows `gpt-4o-mini`, the embedding models and
-/// Claude Haiku, and a second user (`broke`) whose quota of one token is
-/// too small for any call; returns the gateway and that user's key.
+/// A gateway whose plan allows `gpt-4o-mini`, the embedding models, Claude
+/// Haiku and Gemini 2.5 Flash, and a second user (`broke`) whose quota of
+/// one token is too small for any call; returns the gateway and that
+/// user's key.
 async fn gateway() -> (Gateway, String) {
     let plan = json!({"limits": {"tokens": 1000000, "requests": 10000}, "rpm": 1000,
-                      "allowed_models": ["gpt-4o-mini", "text-embedding-*", "claude-haiku-4-5"]});
+                      "allowed_models": ["gpt-4o-mini", "text-embedding-*", "claude-haiku-4-5", "gemini-2.5-flash"]});
     let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
     let tiny = json!({"slug": "tiny", "limits": {"tokens": 1}});
     gw.app.api.admin(Method::POST, "/admin/v1/plans", Some(tiny)).await.expect(201);
@@ -212,6 +240,23 @@ async fn python_anthropic_create_and_stream_through_the_gateway_are_recorded_as_
     let sdk_input = seen["usage"]["input"].as_u64().unwrap() + seen["stream_usage"]["input"].as_u64().unwrap();
     let sdk_output = seen["usage"]["output"].as_u64().unwrap() + seen["stream_usage"]["output"].as_u64().unwrap();
     assert_eq!((input, output), (sdk_input, sdk_output), "what the SDK saw is what Tollgate recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_google_genai_through_the_gateway_is_recorded_as_the_provider_reported_on_both_versions() {
+    let (gw, broke) = gateway().await;
+    let env = [("GEMINI_BASE_URL", gw.base()), ("GEMINI_API_KEY", gw.key.as_str()), ("EXHAUSTED_API_KEY", &broke)];
+    let seen = python("gemini_genai.py", &env).await.json();
+    let requests = gw.mock.requests();
+    assert_eq!(requests.len(), 4, "Tollgate's own refusal never reached the provider");
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::GEMINI_KEY)));
+    let versions: Vec<&str> = requests.iter().map(|r| r.path.split('/').nth(1).unwrap()).collect();
+    assert_eq!(versions, ["v1", "v1", "v1beta", "v1beta"], "each call went upstream on the version the SDK named");
+    let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
+    let sdk = seen["usage"].as_array().unwrap();
+    let sum = |field: &str| sdk.iter().map(|u| u[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((input, output), (sum("input"), sum("output")), "what the SDK saw is what Tollgate recorded");
+    assert!(gw.events("broke").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
