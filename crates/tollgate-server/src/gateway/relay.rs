@@ -7,12 +7,12 @@
 //!
 //! However the stream ends, the call is settled once: at the end marker or
 //! the upstream's end (the provider's usage, or an estimate when it
-//! reported none); when
-//! the upstream breaks or falls silent past the idle timeout (an estimate
-//! from the text that passed; the client's stream is cut too, so that it
-//! sees an error rather than a clean end); when the client goes away (the
-//! body is dropped: the upstream request is dropped with it, which closes
-//! its connection, and the estimate is settled on a task of its own).
+//! reported none); when the upstream breaks or falls silent past the idle
+//! timeout (an estimate from the text that passed; the client's stream is
+//! cut too, so that it sees an error rather than a clean end); when the
+//! client goes away (the body is dropped: the upstream request is dropped
+//! with it, which closes its connection, and the estimate is queued for
+//! the writer at once, its answer awaited on a task of its own).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,9 +57,7 @@ impl Relay {
         };
         Outcome { status, succeeded: true, spent, first_byte: self.first_byte, response_bytes: self.sent }
     }
-}
 
-impl Relay {
     /// Settles the call, if it is not yet, as answered whole; an error
     /// to cut the client's stream with when it could not be recorded.
     async fn settle(&mut self) -> Result<(), std::io::Error> {
@@ -126,6 +124,7 @@ pub fn body(
                 Ok(Some(chunk)) => {
                     r.first_byte.get_or_insert_with(|| r.started.elapsed());
                     let out = r.tap.feed(chunk);
+                    r.sent += out.len() as u64;
                     if r.tap.seen().finished
                         && let Err(cut) = r.settle().await
                     {
@@ -133,7 +132,6 @@ pub fn body(
                         return Some((Err(cut), r));
                     }
                     if !out.is_empty() {
-                        r.sent += out.len() as u64;
                         return Some((Ok::<Bytes, std::io::Error>(out), r));
                     }
                 }

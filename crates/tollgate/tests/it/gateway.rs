@@ -876,6 +876,7 @@ async fn a_client_that_stops_reading_at_done_finds_its_call_already_recorded() {
     let event = &events[0];
     assert_eq!((event["status_code"].as_u64(), event["estimated"].as_bool()), (Some(200), Some(false)), "{event}");
     assert_eq!((event["input_tokens"].as_u64(), event["output_tokens"].as_u64()), (Some(9), Some(2)));
+    assert_eq!(event["response_bytes"].as_u64(), Some(seen.len() as u64), "the piece holding the marker counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
