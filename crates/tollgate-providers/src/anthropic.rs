@@ -160,7 +160,10 @@ impl Adapter for Anthropic {
                     }
                 }
             }
-            "message_stop" => seen.finished = true,
+            "message_stop" => {
+                seen.finished = true;
+                seen.ended = true;
+            }
             _ => {}
         }
         true
@@ -210,11 +213,11 @@ mod tests {
             &mut seen,
             false,
         );
-        assert!(!seen.finished);
+        assert!(!seen.finished && !seen.ended);
         Anthropic.event(br#"{"type":"message_stop"}"#, &mut seen, false);
         assert_eq!(seen.usage, Some(Usage { input: 15, output: 9, cached: 3, reasoning: 0 }));
         assert_eq!(seen.text, "Hi");
-        assert!(seen.finished);
+        assert!(seen.finished && seen.ended);
     }
 
     #[test]

@@ -136,6 +136,7 @@ impl StreamTap {
                 self.api.adapter().event(&element, &mut self.seen, false);
             } else if b == b']' && self.depth == 0 {
                 self.seen.finished = true;
+                self.seen.ended = true;
             }
             if self.pending.len() > MAX_PENDING {
                 self.blind = true;
@@ -250,7 +251,7 @@ mod tests {
         let cut = &OPENAI[..OPENAI.len() - 40];
         let mut tap = StreamTap::new(Api::OpenAi, true, true);
         pass(&mut tap, cut, 10);
-        assert!(!tap.seen().finished);
+        assert!(!tap.seen().finished && !tap.seen().ended);
         assert_eq!(tap.seen().text, "Hello there");
     }
 
@@ -266,7 +267,7 @@ mod tests {
             let seen = tap.seen();
             assert_eq!(seen.text, "a } [ \" b", "step {step}");
             assert_eq!(seen.usage.map(|u| (u.input, u.output)), Some((4, 2)));
-            assert!(seen.finished);
+            assert!(seen.finished && seen.ended);
         }
     }
 }

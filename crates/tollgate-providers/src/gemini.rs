@@ -232,6 +232,7 @@ mod tests {
         assert_eq!(seen.usage, Some(Usage { input: 8, output: 3, ..Usage::default() }), "never summed");
         assert_eq!(seen.text, "w1 w2 w3 ");
         assert!(seen.finished);
+        assert!(!seen.ended, "server-sent events end with the body, not with a word");
     }
 
     #[test]

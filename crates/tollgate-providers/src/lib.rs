@@ -166,6 +166,11 @@ pub struct Seen {
     /// Whether the stream's own end marker passed (`[DONE]`,
     /// `message_stop`, a final `finishReason`).
     pub finished: bool,
+    /// Whether its last word passed: `[DONE]`, `message_stop`, the `]`
+    /// closing Gemini's JSON array. Nothing but the body's end follows, and
+    /// clients may stop reading there. (Gemini's server-sent events have no
+    /// such word: a `finishReason` may come before the last counts.)
+    pub ended: bool,
     /// Characters of text beyond [`MAX_TEXT`], counted but not kept.
     pub dropped_chars: u64,
     /// Anthropic's input so far in its parts: uncached, cache reads, cache

@@ -204,6 +204,7 @@ impl Adapter for OpenAi {
     fn event(&self, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
         if data == b"[DONE]" {
             seen.finished = true;
+            seen.ended = true;
             return true;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else { return true };
@@ -346,7 +347,7 @@ mod tests {
         assert!(OpenAi.event(b"[DONE]", &mut seen, true));
         assert_eq!(seen.text, "Hi{\"a\"");
         assert_eq!(seen.usage, Some(Usage { input: 7, output: 2, ..Usage::default() }));
-        assert!(seen.finished);
+        assert!(seen.finished && seen.ended);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! A streamed answer on its way to the client: each upstream piece leaves
 //! as soon as it arrives (an OpenAI usage chunk the client did not ask for
 //! is taken out), the tap reads usage and text on the side, and neither
-//! the stream's own end marker (`[DONE]`, `message_stop`, Gemini's last
-//! chunk) nor the body's end leaves before the call's event is committed:
-//! SDKs stop reading at the marker (OpenAI's closes the response there).
+//! the stream's last word (`[DONE]`, `message_stop`, the `]` closing
+//! Gemini's JSON array) nor the body's end leaves before the call's event
+//! is committed: SDKs stop reading at that word (OpenAI's closes the
+//! response there).
 //!
-//! However the stream ends, the call is settled once: at the end marker or
+//! However the stream ends, the call is settled once: at its last word or
 //! the upstream's end (the provider's usage, or an estimate when it
 //! reported none); when the upstream breaks or falls silent past the idle
 //! timeout (an estimate from the text that passed; the client's stream is
@@ -125,7 +126,7 @@ pub fn body(
                     r.first_byte.get_or_insert_with(|| r.started.elapsed());
                     let out = r.tap.feed(chunk);
                     r.sent += out.len() as u64;
-                    if r.tap.seen().finished
+                    if r.tap.seen().ended
                         && let Err(cut) = r.settle().await
                     {
                         r.phase = Phase::Done;
