@@ -1,10 +1,11 @@
 """Google's official `google-genai` client against a Gemini endpoint:
-`generate_content` and `generate_content_stream`, on the SDK's default API
-version (`v1`) and on `v1beta`.
+`models.list`, `generate_content` and `generate_content_stream`, on the
+SDK's default API version (`v1`) and on `v1beta`.
 
 Reads GEMINI_BASE_URL and GEMINI_API_KEY, and EXHAUSTED_API_KEY when set (a
 key whose quota is used up: its call must raise the SDK's 429). Prints one
-JSON line of what it saw: the usage of each call, in order.
+JSON line of what it saw: the usage of each call, in order, and the models
+listed.
 """
 
 import json
@@ -30,8 +31,10 @@ def usage(meta):
 
 
 seen = []
+models = {}
 for version in [None, "v1beta"]:
     gemini = client(os.environ["GEMINI_API_KEY"], version)
+    models[version or "v1"] = sorted(m.name for m in gemini.models.list())
     reply = gemini.models.generate_content(model=MODEL, contents=PROMPT)
     assert len(reply.text.split()) == 5, reply.text
     assert reply.usage_metadata.candidates_token_count == 5, reply.usage_metadata
@@ -54,4 +57,5 @@ if exhausted:
     except errors.ClientError as e:
         assert e.code == 429 and e.status == "RESOURCE_EXHAUSTED", (e.code, e.status, e.details)
 
-print(json.dumps({"usage": seen}))
+assert models["v1"] == models["v1beta"], models
+print(json.dumps({"usage": seen, "models": models["v1"]}))

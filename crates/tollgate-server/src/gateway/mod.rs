@@ -69,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1beta/models", get(models))
         .route("/v1/messages", post(messages))
         .route("/v1beta/models/{target}", post(gemini))
         .route("/v1/models/{target}", post(gemini))
@@ -407,12 +408,20 @@ fn scrub(body: Bytes, secret: &SecretString) -> Bytes {
     Bytes::from(text)
 }
 
-/// `GET /v1/models`: the provider's list (Anthropic's when the client sends
-/// `anthropic-version`, else the default OpenAI-format provider's),
-/// narrowed to the plan's allowed models.
+/// `GET /v1/models` and `GET /v1beta/models`: the provider's list
+/// (Anthropic's when the client sends `anthropic-version`, Gemini's on
+/// `/v1beta/` or when the key comes as Gemini's clients send it, else the
+/// default OpenAI-format provider's), narrowed to the plan's allowed models.
 async fn models(State(state): State<AppState>, req: Request) -> Response {
-    let anthropic = req.headers().contains_key("anthropic-version");
-    let api = if anthropic { Api::Anthropic } else { Api::OpenAi };
+    let gemini_key = req.headers().contains_key("x-goog-api-key")
+        || req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    let api = if req.headers().contains_key("anthropic-version") {
+        Api::Anthropic
+    } else if gemini_key || GeminiVersion::of(req.uri().path()) == GeminiVersion::V1Beta {
+        Api::Gemini
+    } else {
+        Api::OpenAi
+    };
     let (parts, _) = req.into_parts();
     let caller = match identify(&state, &parts).await {
         Ok(caller) => caller,
@@ -431,7 +440,8 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
     accounting::take_request(state, account).await?;
     let name = match api {
         Api::Anthropic => KnownProvider::Anthropic.name(),
-        _ => state.config.gateway.default_provider.as_str(),
+        Api::Gemini => KnownProvider::Gemini.name(),
+        Api::OpenAi => state.config.gateway.default_provider.as_str(),
     };
     let provider = state
         .config
@@ -447,10 +457,13 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
         return Err(ProxyError::upstream(name, false, format!("{name} answered HTTP {}", status.as_u16())));
     }
     let mut body = scrub(bytes, &resolved.secret);
+    // OpenAI's and Anthropic's lists are `data` of `id`s; Gemini's `models`
+    // of `name`s (`models/gemini-2.5-flash`).
+    let (list_field, id_field) = if api == Api::Gemini { ("models", "name") } else { ("data", "id") };
     if status.is_success()
         && let Some(allowed) = &account.plan.allowed_models
         && let Ok(mut list) = serde_json::from_slice::<Value>(&body)
-        && let Some(items) = list.get_mut("data").and_then(Value::as_array_mut)
+        && let Some(items) = list.get_mut(list_field).and_then(Value::as_array_mut)
     {
         let permitted = |id: &str| {
             let qualified = format!("{name}/{id}");
@@ -459,7 +472,9 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
                 None => entry == id || *entry == qualified,
             })
         };
-        items.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(permitted));
+        items.retain(|m| {
+            m.get(id_field).and_then(Value::as_str).is_some_and(|id| permitted(id.trim_start_matches("models/")))
+        });
         body = Bytes::from(list.to_string());
     }
     let mut out = Response::new(axum::body::Body::from(body));

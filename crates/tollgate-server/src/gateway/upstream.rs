@@ -264,6 +264,21 @@ pub struct Call {
     body: Option<Bytes>,
 }
 
+/// Gemini's `models` URL and what follows it (`rest`), in the version the
+/// client called, with every query parameter but the key (the gateway key,
+/// if the client sent it as `?key=`).
+fn gemini_url(base: &str, uri: &Uri, rest: &str) -> String {
+    let version = super::GeminiVersion::of(uri.path()).as_str();
+    let mut url = format!("{base}/{version}/models{rest}");
+    let kept: Vec<&str> =
+        uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty() && !p.starts_with("key=")).collect();
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    url
+}
+
 /// The upstream call for `op` (or `GET models` when `op` is `None`) to
 /// `provider`: its URL, the client's headers less what must not pass, the
 /// provider's credential header, and `body`.
@@ -287,19 +302,10 @@ pub fn call(
         Some(op @ (Operation::GenerateContent | Operation::StreamGenerateContent)) => {
             let action =
                 if op == Operation::StreamGenerateContent { "streamGenerateContent" } else { "generateContent" };
-            let version = super::GeminiVersion::of(uri.path()).as_str();
-            let mut url = format!("{base}/{version}/models/{model}:{action}");
-            // Every query parameter but the key (the gateway key, if the
-            // client sent it as `?key=`).
-            let kept: Vec<&str> =
-                uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty() && !p.starts_with("key=")).collect();
-            if !kept.is_empty() {
-                url.push('?');
-                url.push_str(&kept.join("&"));
-            }
-            (Method::POST, url)
+            (Method::POST, gemini_url(base, uri, &format!("/{model}:{action}")))
         }
         None if api == Api::Anthropic => (Method::GET, format!("{base}/v1/models")),
+        None if api == Api::Gemini => (Method::GET, gemini_url(base, uri, "")),
         None => (Method::GET, format!("{base}/models")),
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);

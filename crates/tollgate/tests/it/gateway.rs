@@ -348,6 +348,31 @@ async fn gemini_calls_on_the_stable_v1_paths_go_upstream_on_v1_and_are_metered_a
     assert_eq!(list.body["object"], "list");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geminis_model_list_comes_in_its_shape_narrowed_to_the_plan_on_both_versions() {
+    let plan = json!({"allowed_models": ["gpt-4o-mini", "gemini-2.5-flash", "gemini/gemini-2.0-*"]});
+    let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
+    let http = &gw.app.api.http;
+    let names = |list: &Value| -> Vec<String> {
+        list["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_owned()).collect()
+    };
+    // The key as Gemini's clients send it: in `x-goog-api-key`, or `?key=`.
+    let stable = http.get(format!("{}/v1/models", gw.base())).header("x-goog-api-key", &gw.key).send().await.unwrap();
+    assert_eq!(stable.status(), 200);
+    let stable: Value = stable.json().await.unwrap();
+    assert_eq!(names(&stable), ["models/gemini-2.5-flash", "models/gemini-2.0-flash"]);
+    let beta = http.get(format!("{}/v1beta/models?key={}&pageSize=50", gw.base(), gw.key)).send().await.unwrap();
+    assert_eq!(names(&beta.json().await.unwrap()), names(&stable));
+    let sent = gw.mock.requests();
+    assert_eq!(sent.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/v1/models", "/v1beta/models"]);
+    assert!(sent.iter().all(|r| r.credential.as_deref() == Some(GEMINI_KEY)));
+    assert_eq!(sent[1].query.as_deref(), Some("pageSize=50"), "the gateway key stays");
+    // A bearer key on `/v1/models` is OpenAI's list, as before.
+    let openai = gw.app.api.call(Method::GET, "/v1/models", Some(&gw.key), None).await.expect(200);
+    let ids: Vec<&str> = openai["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini"]);
+}
+
 async fn byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says(backend: Backend) {
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
     let own = "sk-users-own-openai-key-77";
