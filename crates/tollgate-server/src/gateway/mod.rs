@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -71,8 +71,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
         .route("/v1/messages", post(messages))
-        .route("/v1beta/models/{target}", post(gemini))
-        .route("/v1/models/{target}", post(gemini))
+        .route("/v1beta/models/{target}", get(model).post(gemini))
+        .route("/v1/models/{target}", get(model).post(gemini))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -413,6 +413,16 @@ fn scrub(body: Bytes, secret: &SecretString) -> Bytes {
 /// `/v1beta/` or when the key comes as Gemini's clients send it, else the
 /// default OpenAI-format provider's), narrowed to the plan's allowed models.
 async fn models(State(state): State<AppState>, req: Request) -> Response {
+    about_models(state, req, None).await
+}
+
+/// `GET /v1/models/{model}` and `GET /v1beta/models/{model}`: one model of
+/// the same provider's, if the plan allows it.
+async fn model(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+    about_models(state, req, Some(id)).await
+}
+
+async fn about_models(state: AppState, req: Request, id: Option<String>) -> Response {
     let gemini_key = req.headers().contains_key("x-goog-api-key")
         || req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
     let api = if req.headers().contains_key("anthropic-version") {
@@ -427,7 +437,7 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
-    let mut response = match list_models(&state, &caller, api, &parts).await {
+    let mut response = match list_models(&state, &caller, api, &parts, id.as_deref()).await {
         Ok(response) => response,
         Err(e) => e.into_response(api),
     };
@@ -435,7 +445,14 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
     response
 }
 
-async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts) -> Result<Response, ProxyError> {
+/// The provider's list of models, or the one model `id`.
+async fn list_models(
+    state: &AppState,
+    caller: &Caller,
+    api: Api,
+    parts: &Parts,
+    id: Option<&str>,
+) -> Result<Response, ProxyError> {
     let account = &caller.account;
     accounting::take_request(state, account).await?;
     let name = match api {
@@ -447,8 +464,19 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
         .config
         .provider(name)
         .ok_or_else(|| ProxyError::invalid("model", format!("provider {name:?} is not configured")))?;
+    let allowed = |id: &str| route::allowed(&account.plan, id, &route::Target { provider, model: id.to_owned() });
+    if let Some(id) = id {
+        // It goes into the provider's URL, called with the platform's key.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')) {
+            return Err(ProxyError::invalid(
+                "model",
+                format!("model {id:?}: letters, digits, '-', '.', '_' and ':' only"),
+            ));
+        }
+        allowed(id)?;
+    }
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
-    let call = upstream::call(provider, api, None, "", parts, &resolved, None)?;
+    let call = upstream::call(provider, api, None, id.unwrap_or(""), parts, &resolved, None)?;
     let upstream = &state.gateway.upstream;
     let (head, mut response) = upstream.send(call).await.map_err(|f| f.into_error(name))?.into_parts();
     let status = head.status;
@@ -461,19 +489,12 @@ async fn list_models(state: &AppState, caller: &Caller, api: Api, parts: &Parts)
     // of `name`s (`models/gemini-2.5-flash`).
     let (list_field, id_field) = if api == Api::Gemini { ("models", "name") } else { ("data", "id") };
     if status.is_success()
-        && let Some(allowed) = &account.plan.allowed_models
+        && account.plan.allowed_models.is_some()
         && let Ok(mut list) = serde_json::from_slice::<Value>(&body)
         && let Some(items) = list.get_mut(list_field).and_then(Value::as_array_mut)
     {
-        let permitted = |id: &str| {
-            let qualified = format!("{name}/{id}");
-            allowed.iter().any(|entry| match entry.strip_suffix('*') {
-                Some(prefix) => id.starts_with(prefix) || qualified.starts_with(prefix),
-                None => entry == id || *entry == qualified,
-            })
-        };
         items.retain(|m| {
-            m.get(id_field).and_then(Value::as_str).is_some_and(|id| permitted(id.trim_start_matches("models/")))
+            m.get(id_field).and_then(Value::as_str).is_some_and(|id| allowed(id.trim_start_matches("models/")).is_ok())
         });
         body = Bytes::from(list.to_string());
     }

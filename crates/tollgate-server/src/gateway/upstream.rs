@@ -279,7 +279,8 @@ fn gemini_url(base: &str, uri: &Uri, rest: &str) -> String {
     url
 }
 
-/// The upstream call for `op` (or `GET models` when `op` is `None`) to
+/// The upstream call for `op` (or `GET models`, or `GET models/{model}`
+/// when `model` is not empty, when `op` is `None`) to
 /// `provider`: its URL, the client's headers less what must not pass, the
 /// provider's credential header, and `body`.
 pub fn call(
@@ -304,9 +305,16 @@ pub fn call(
                 if op == Operation::StreamGenerateContent { "streamGenerateContent" } else { "generateContent" };
             (Method::POST, gemini_url(base, uri, &format!("/{model}:{action}")))
         }
-        None if api == Api::Anthropic => (Method::GET, format!("{base}/v1/models")),
-        None if api == Api::Gemini => (Method::GET, gemini_url(base, uri, "")),
-        None => (Method::GET, format!("{base}/models")),
+        // The list of models, or the one named.
+        None => {
+            let one = if model.is_empty() { String::new() } else { format!("/{model}") };
+            let url = match api {
+                Api::Anthropic => format!("{base}/v1/models{one}"),
+                Api::Gemini => gemini_url(base, uri, &one),
+                Api::OpenAi => format!("{base}/models{one}"),
+            };
+            (Method::GET, url)
+        }
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {

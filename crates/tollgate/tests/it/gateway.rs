@@ -367,6 +367,13 @@ async fn geminis_model_list_comes_in_its_shape_narrowed_to_the_plan_on_both_vers
     assert_eq!(sent.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/v1/models", "/v1beta/models"]);
     assert!(sent.iter().all(|r| r.credential.as_deref() == Some(GEMINI_KEY)));
     assert_eq!(sent[1].query.as_deref(), Some("pageSize=50"), "the gateway key stays");
+    let one = http.get(format!("{}/v1beta/models/gemini-2.5-flash?key={}", gw.base(), gw.key)).send().await.unwrap();
+    assert_eq!(one.json::<Value>().await.unwrap()["name"], "models/gemini-2.5-flash");
+    let hidden = http.get(format!("{}/v1/models/gemini-2.5-pro", gw.base())).header("x-goog-api-key", &gw.key);
+    let hidden = hidden.send().await.unwrap();
+    assert_eq!(hidden.status(), 403);
+    assert_eq!(hidden.json::<Value>().await.unwrap()["error"]["status"], "PERMISSION_DENIED");
+    assert_eq!(gw.mock.requests().len(), 3);
     // A bearer key on `/v1/models` is OpenAI's list, as before.
     let openai = gw.app.api.call(Method::GET, "/v1/models", Some(&gw.key), None).await.expect(200);
     let ids: Vec<&str> = openai["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -533,6 +540,16 @@ async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_pl
     let ids: Vec<&str> = models.body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["gpt-4o-mini", "text-embedding-3-small", "text-embedding-3-large"]);
     assert_eq!(gw.mock.requests()[1].credential.as_deref(), Some(OPENAI_KEY));
+    // One model: the provider's answer, if the plan allows it.
+    let one = gw.app.api.call(Method::GET, "/v1/models/gpt-4o-mini", Some(&gw.key), None).await.expect(200);
+    assert_eq!((one["id"].as_str(), one["object"].as_str()), (Some("gpt-4o-mini"), Some("model")));
+    assert_eq!(gw.mock.requests()[2].path, "/v1/models/gpt-4o-mini");
+    let refused = gw.app.api.call(Method::GET, "/v1/models/gpt-4o", Some(&gw.key), None).await.expect(403);
+    assert_eq!(refused["error"]["model"], "gpt-4o", "{refused}");
+    // A name that would climb out of `models/` on the provider never leaves.
+    let climbing = gw.app.api.call(Method::GET, "/v1/models/..%2Ffiles", Some(&gw.key), None).await.expect(400);
+    assert_eq!(climbing["error"]["param"], "model", "{climbing}");
+    assert_eq!(gw.mock.requests().len(), 3, "neither refusal reached the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
