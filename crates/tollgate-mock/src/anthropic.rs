@@ -34,7 +34,40 @@ fn role(message: &Value) -> &str {
 }
 
 pub fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new().route("/v1/messages", post(messages)).route("/v1/messages/count_tokens", post(count_tokens))
+}
+
+/// `POST /v1/messages/count_tokens`: the input tokens a `messages` call
+/// with this body would be counted.
+async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let counted = || {
+        let exchange = Exchange::open(&shared, Provider::Anthropic, &method, &uri, &headers, &body)?;
+        if !headers.contains_key("anthropic-version") {
+            return Err(exchange.fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required"));
+        }
+        let request = exchange.json(&body)?;
+        request
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "model: Field required"))?;
+        let messages = request
+            .get("messages")
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "messages: expected a non-empty array"))?;
+        let tools = request.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let system = request.get("system").filter(|s| !s.is_null());
+        let tokens = reply::input_tokens(messages.iter().chain(system), tools.iter());
+        Ok(exchange.answer(json!({ "input_tokens": tokens }), None, 0))
+    };
+    counted().unwrap_or_else(|refusal| refusal)
 }
 
 async fn messages(

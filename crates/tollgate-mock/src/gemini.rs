@@ -16,7 +16,6 @@ use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
 use crate::{Exchange, Provider, Shared};
@@ -153,7 +152,7 @@ fn count_tokens(exchange: &Exchange, body: &Bytes) -> Result<Response, Response>
     let read = read(inner).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
     let tokens = read.ask.input_tokens;
     let body = json!({ "totalTokens": tokens, "promptTokensDetails": [{ "modality": "TEXT", "tokenCount": tokens }] });
-    Ok(exchange.answer(body, Some(Usage { input_tokens: tokens, ..Usage::default() }), 0))
+    Ok(exchange.answer(body, None, 0))
 }
 
 struct Meta<'a> {

@@ -53,7 +53,8 @@ pub struct Recorded {
     /// The status answered; `None` while no answer has been given (hang).
     pub status: Option<u16>,
     /// The usage the response carried, once it was sent whole: `None` for
-    /// errors, cut streams, and OpenAI streams without `include_usage`.
+    /// errors, cut streams, OpenAI streams without `include_usage`, and
+    /// token counts (which use nothing).
     pub usage: Option<Usage>,
     /// Output tokens sent as text or tool calls (one per content chunk of a
     /// stream; reasoning tokens are reported, never sent).

@@ -1,5 +1,6 @@
 """The official `anthropic` client through Tollgate: `messages.create`,
-`messages.stream`, and Tollgate's refusals raised as the SDK's exceptions.
+`messages.stream`, `messages.count_tokens`, and Tollgate's refusals raised as
+the SDK's exceptions.
 
 Reads ANTHROPIC_BASE_URL (the gateway), ANTHROPIC_API_KEY (a user's gateway
 key) and EXHAUSTED_API_KEY (a user whose quota is used up). Prints one JSON
@@ -25,6 +26,11 @@ with client.messages.stream(model=MODEL, max_tokens=100, messages=PROMPT) as str
     final = stream.get_final_message()
 assert streamed_text == message.content[0].text
 assert final.usage.output_tokens == 7 and final.usage.input_tokens == message.usage.input_tokens, final.usage
+
+# The provider's own count of the same input, passed through unmetered.
+counted = client.messages.count_tokens(model=MODEL, messages=PROMPT)
+whole = message.usage
+assert counted.input_tokens == whole.input_tokens + (whole.cache_read_input_tokens or 0), (counted, whole)
 
 exhausted = anthropic.Anthropic(api_key=os.environ["EXHAUSTED_API_KEY"], max_retries=0)
 try:

@@ -1,6 +1,7 @@
 """Google's official `google-genai` client against a Gemini endpoint:
-`models.list`, `generate_content` and `generate_content_stream`, on the
-SDK's default API version (`v1`) and on `v1beta`.
+`models.list`, `generate_content`, `count_tokens` and
+`generate_content_stream`, on the SDK's default API version (`v1`) and on
+`v1beta`.
 
 Reads GEMINI_BASE_URL and GEMINI_API_KEY, and EXHAUSTED_API_KEY when set (a
 key whose quota is used up: its call must raise the SDK's 429). Prints one
@@ -39,6 +40,8 @@ for version in [None, "v1beta"]:
     assert len(reply.text.split()) == 5, reply.text
     assert reply.usage_metadata.candidates_token_count == 5, reply.usage_metadata
     seen.append(usage(reply.usage_metadata))
+    counted = gemini.models.count_tokens(model=MODEL, contents=PROMPT)
+    assert counted.total_tokens == reply.usage_metadata.prompt_token_count, (counted, reply.usage_metadata)
 
     chunks = list(gemini.models.generate_content_stream(model=MODEL, contents=PROMPT))
     assert "".join(c.text or "" for c in chunks) == reply.text

@@ -40,7 +40,7 @@ use tollgate_providers::{Api, ErrorKind, LimitStyle, Operation};
 
 use self::accounting::{CallInfo, Held, Outcome, Settlement, Spent, Unsettled};
 use self::refusal::ProxyError;
-use self::upstream::Upstream;
+use self::upstream::{Endpoint, Upstream};
 use crate::auth::{Principal, authenticate, client_ip, presented_credential};
 use crate::config::Config;
 use crate::metering::Account;
@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1beta/models/{target}", get(model).post(gemini))
         .route("/v1/models/{target}", get(model).post(gemini))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -97,10 +98,11 @@ async fn gemini(State(state): State<AppState>, req: Request) -> Response {
     let (model, op) = match target.rsplit_once(':') {
         Some((model, "generateContent")) => (model, Operation::GenerateContent),
         Some((model, "streamGenerateContent")) => (model, Operation::StreamGenerateContent),
+        Some((model, "countTokens")) => return counted(state, Api::Gemini, req, Some(model.to_owned())).await,
         _ => {
             let message = format!(
-                "models/{target} is not a method Tollgate proxies: use models/{{model}}:generateContent or \
-                 :streamGenerateContent"
+                "models/{target} is not a method Tollgate proxies: use models/{{model}}:generateContent, \
+                 :streamGenerateContent or :countTokens"
             );
             return ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).into_response(Api::Gemini);
         }
@@ -152,11 +154,15 @@ async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
-    let mut response = match forward(&state, &caller, op, &parts, body, path_model).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(api),
-    };
-    add_rate_limits(&state, &caller.account, &mut response).await;
+    let forwarded = forward(&state, &caller, op, &parts, body, path_model).await;
+    answered(&state, &caller, api, forwarded).await
+}
+
+/// What a caller is answered on a proxy route: `outcome`, a refusal in
+/// `api`'s shape, with the rate-limit headers (and the demo mark).
+async fn answered(state: &AppState, caller: &Caller, api: Api, outcome: Result<Response, ProxyError>) -> Response {
+    let mut response = outcome.unwrap_or_else(|e| e.into_response(api));
+    add_rate_limits(state, &caller.account, &mut response).await;
     if caller.key_id.is_none() {
         response.headers_mut().insert("x-demo-mode", HeaderValue::from_static("true"));
     }
@@ -281,7 +287,7 @@ async fn forward(
         || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
     let tap = request.tap(sse);
     let body = request.into_body();
-    let call = upstream::call(provider, api, Some(op), &target.model, parts, &resolved, Some(body));
+    let call = upstream::call(provider, api, Endpoint::Call(op, &target.model), parts, &resolved, Some(body));
     let call = match call {
         Ok(call) => call,
         Err(e) => return Err(settle_failed(&mut unsettled, e).await),
@@ -437,12 +443,8 @@ async fn about_models(state: AppState, req: Request, id: Option<String>) -> Resp
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
-    let mut response = match list_models(&state, &caller, api, &parts, id.as_deref()).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(api),
-    };
-    add_rate_limits(&state, &caller.account, &mut response).await;
-    response
+    let listed = list_models(&state, &caller, api, &parts, id.as_deref()).await;
+    answered(&state, &caller, api, listed).await
 }
 
 /// The provider's list of models, or the one model `id`.
@@ -476,15 +478,8 @@ async fn list_models(
         allowed(id)?;
     }
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
-    let call = upstream::call(provider, api, None, id.unwrap_or(""), parts, &resolved, None)?;
-    let upstream = &state.gateway.upstream;
-    let (head, mut response) = upstream.send(call).await.map_err(|f| f.into_error(name))?.into_parts();
-    let status = head.status;
-    let bytes = upstream.read(&mut response, MAX_BODY).await.map_err(|f| f.into_error(name))?;
-    if status.is_server_error() {
-        return Err(ProxyError::upstream(name, false, format!("{name} answered HTTP {}", status.as_u16())));
-    }
-    let mut body = scrub(bytes, &resolved.secret);
+    let call = upstream::call(provider, api, Endpoint::Models(id), parts, &resolved, None)?;
+    let (status, headers, mut body) = fetch(state, name, call, &resolved.secret).await?;
     // OpenAI's and Anthropic's lists are `data` of `id`s; Gemini's `models`
     // of `name`s (`models/gemini-2.5-flash`).
     let (list_field, id_field) = if api == Api::Gemini { ("models", "name") } else { ("data", "id") };
@@ -498,8 +493,89 @@ async fn list_models(
         });
         body = Bytes::from(list.to_string());
     }
+    Ok(reply(status, headers, body))
+}
+
+/// An unmetered call's whole answer from provider `name`: its status, the
+/// headers that pass, and the body less any echo of `secret`; a 5xx is a
+/// 502 naming the provider.
+async fn fetch(
+    state: &AppState,
+    name: &str,
+    call: upstream::Call,
+    secret: &SecretString,
+) -> Result<(StatusCode, axum::http::HeaderMap, Bytes), ProxyError> {
+    let upstream = &state.gateway.upstream;
+    let (head, mut response) = upstream.send(call).await.map_err(|f| f.into_error(name))?.into_parts();
+    let bytes = upstream.read(&mut response, MAX_BODY).await.map_err(|f| f.into_error(name))?;
+    if head.status.is_server_error() {
+        return Err(ProxyError::upstream(name, false, format!("{name} answered HTTP {}", head.status.as_u16())));
+    }
+    Ok((head.status, upstream::response_headers(&head.headers), scrub(bytes, secret)))
+}
+
+fn reply(status: StatusCode, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let mut out = Response::new(axum::body::Body::from(body));
     *out.status_mut() = status;
-    *out.headers_mut() = upstream::response_headers(&head.headers);
-    Ok(out)
+    *out.headers_mut() = headers;
+    out
+}
+
+/// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's
+/// `models/{model}:countTokens`: the provider's own count of a request's
+/// input, passed back. Providers do not charge for it, so nothing is held
+/// or recorded; the call takes a request of the plan's per-minute limit,
+/// and its model must be one the plan allows.
+async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
+    counted(state, Api::Anthropic, req, None).await
+}
+
+async fn counted(state: AppState, api: Api, req: Request, path_model: Option<String>) -> Response {
+    let (parts, body) = req.into_parts();
+    let caller = match identify(&state, &parts).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(api),
+    };
+    let count = count(&state, &caller, api, &parts, body, path_model).await;
+    answered(&state, &caller, api, count).await
+}
+
+async fn count(
+    state: &AppState,
+    caller: &Caller,
+    api: Api,
+    parts: &Parts,
+    body: axum::body::Body,
+    path_model: Option<String>,
+) -> Result<Response, ProxyError> {
+    let account = &caller.account;
+    accounting::take_request(state, account).await?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
+    })?;
+    let mut json: Value = serde_json::from_slice(&body)
+        .map_err(|e| ProxyError::invalid("body", format!("the request body is not JSON: {e}")))?;
+    let requested = match path_model {
+        Some(model) => model,
+        None => json
+            .get("model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProxyError::invalid("model", "model: missing"))?
+            .to_owned(),
+    };
+    let target = route::target(&state.config, api, &requested)?;
+    route::allowed(&account.plan, &requested, &target)?;
+    let provider = target.provider;
+    // The body names the model (Anthropic's): as the provider names it.
+    let body = match json.get_mut("model") {
+        Some(model) if api == Api::Anthropic && *model != target.model.as_str() => {
+            *model = Value::from(target.model.as_str());
+            Bytes::from(json.to_string())
+        }
+        _ => body,
+    };
+    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let call = upstream::call(provider, api, Endpoint::CountTokens(&target.model), parts, &resolved, Some(body))?;
+    let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
+    Ok(reply(status, headers, body))
 }

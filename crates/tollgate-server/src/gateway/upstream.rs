@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::request::Parts;
-use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_domain::KnownProvider;
-use tollgate_providers::{Api, Operation};
+use tollgate_providers::{Api, ErrorKind, Operation};
 
 use super::refusal::ProxyError;
 use crate::config::{GatewayConfig, ProviderConfig};
@@ -279,15 +279,25 @@ fn gemini_url(base: &str, uri: &Uri, rest: &str) -> String {
     url
 }
 
-/// The upstream call for `op` (or `GET models`, or `GET models/{model}`
-/// when `model` is not empty, when `op` is `None`) to
-/// `provider`: its URL, the client's headers less what must not pass, the
-/// provider's credential header, and `body`.
+/// What a call asks a provider for.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    /// A metered call: `op` on `model` (as the provider names it).
+    Call(Operation, &'a str),
+    /// The list of models, or the one named.
+    Models(Option<&'a str>),
+    /// The provider's count of a request's input tokens (Anthropic's
+    /// `messages/count_tokens`, Gemini's `:countTokens` of `model`).
+    CountTokens(&'a str),
+}
+
+/// The upstream call to `endpoint` of `provider` (which speaks `api`): its
+/// URL, the client's headers less what must not pass, the provider's
+/// credential header, and `body`.
 pub fn call(
     provider: &ProviderConfig,
     api: Api,
-    op: Option<Operation>,
-    model: &str,
+    endpoint: Endpoint<'_>,
     parts: &Parts,
     credential: &Resolved,
     body: Option<Bytes>,
@@ -296,18 +306,18 @@ pub fn call(
     let platform = credential.source == Source::Platform;
     let (uri, client_headers) = (&parts.uri, &parts.headers);
     let base = &provider.base_url;
-    let (method, url) = match op {
-        Some(Operation::ChatCompletions) => (Method::POST, format!("{base}/chat/completions")),
-        Some(Operation::Embeddings) => (Method::POST, format!("{base}/embeddings")),
-        Some(Operation::Messages) => (Method::POST, format!("{base}/v1/messages")),
-        Some(op @ (Operation::GenerateContent | Operation::StreamGenerateContent)) => {
-            let action =
-                if op == Operation::StreamGenerateContent { "streamGenerateContent" } else { "generateContent" };
-            (Method::POST, gemini_url(base, uri, &format!("/{model}:{action}")))
+    let (method, url) = match endpoint {
+        Endpoint::Call(Operation::ChatCompletions, _) => (Method::POST, format!("{base}/chat/completions")),
+        Endpoint::Call(Operation::Embeddings, _) => (Method::POST, format!("{base}/embeddings")),
+        Endpoint::Call(Operation::Messages, _) => (Method::POST, format!("{base}/v1/messages")),
+        Endpoint::Call(Operation::GenerateContent, model) => {
+            (Method::POST, gemini_url(base, uri, &format!("/{model}:generateContent")))
         }
-        // The list of models, or the one named.
-        None => {
-            let one = if model.is_empty() { String::new() } else { format!("/{model}") };
+        Endpoint::Call(Operation::StreamGenerateContent, model) => {
+            (Method::POST, gemini_url(base, uri, &format!("/{model}:streamGenerateContent")))
+        }
+        Endpoint::Models(one) => {
+            let one = one.map(|id| format!("/{id}")).unwrap_or_default();
             let url = match api {
                 Api::Anthropic => format!("{base}/v1/models{one}"),
                 Api::Gemini => gemini_url(base, uri, &one),
@@ -315,6 +325,17 @@ pub fn call(
             };
             (Method::GET, url)
         }
+        Endpoint::CountTokens(model) => match api {
+            Api::Anthropic => (Method::POST, format!("{base}/v1/messages/count_tokens")),
+            Api::Gemini => (Method::POST, gemini_url(base, uri, &format!("/{model}:countTokens"))),
+            Api::OpenAi => {
+                return Err(ProxyError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorKind::NotFound,
+                    "OpenAI's API has no token count to pass on",
+                ));
+            }
+        },
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {

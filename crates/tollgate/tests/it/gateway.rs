@@ -380,6 +380,45 @@ async fn geminis_model_list_comes_in_its_shape_narrowed_to_the_plan_on_both_vers
     assert_eq!(ids, ["gpt-4o-mini"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_pass_through_unmetered_for_the_models_the_plan_allows() {
+    let plan =
+        json!({"limits": {"tokens": 1000}, "rpm": 100, "allowed_models": ["claude-haiku-4-5", "gemini-2.5-flash"]});
+    let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
+    let http = &gw.app.api.http;
+    let anthropic = |model: &str| {
+        let body =
+            json!({"model": model, "messages": [{"role": "user", "content": "How many tokens is a toll gate?"}]});
+        http.post(format!("{}/v1/messages/count_tokens", gw.base()))
+            .header("x-api-key", &gw.key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let counted = anthropic("claude-haiku-4-5").await.unwrap();
+    assert_eq!(counted.status(), 200);
+    assert_eq!(counted.headers()["x-ratelimit-limit-requests"], "100", "the call took a request of the rpm");
+    let counted: Value = counted.json().await.unwrap();
+    assert!(counted["input_tokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "How many tokens is a toll gate?"}]}]});
+    let url = format!("{}/v1/models/gemini-2.5-flash:countTokens?key={}", gw.base(), gw.key);
+    let total: Value = http.post(url).json(&gemini).send().await.unwrap().json().await.unwrap();
+    assert!(total["totalTokens"].as_u64().is_some_and(|n| n > 0), "{total}");
+
+    let refused = anthropic("claude-opus-4-1").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["type"], "permission_error");
+    let sent = gw.mock.requests();
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/v1/messages/count_tokens", "/v1/models/gemini-2.5-flash:countTokens"], "no refused call left");
+    assert_eq!(sent[0].credential.as_deref(), Some(ANTHROPIC_KEY));
+    assert_eq!(sent[1].credential.as_deref(), Some(GEMINI_KEY));
+    assert!(!sent[1].query.as_deref().unwrap_or("").contains("key="), "the gateway key stays");
+    assert!(gw.events("u_1").await.is_empty(), "a count is not a metered call");
+    let meters = &gw.usage("u_1").await["meters"];
+    assert_eq!((meters["tokens"]["used"].as_i64(), meters["tokens"]["reserved"].as_i64()), (Some(0), Some(0)));
+}
+
 async fn byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says(backend: Backend) {
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
     let own = "sk-users-own-openai-key-77";

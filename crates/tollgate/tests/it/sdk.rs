@@ -104,14 +104,16 @@ async fn python_google_genai_generates_and_streams_on_v1_and_v1beta_with_the_usa
 
     let requests = mock.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
-    let path = |version: &str, action: &str| format!("/{version}/models/gemini-2.5-flash:{action}");
-    let list = ["/v1/models".to_owned(), path("v1", "generateContent"), path("v1", "streamGenerateContent")];
-    assert_eq!(paths[..3], list, "the SDK's default version is v1");
-    assert_eq!(paths[3..5], ["/v1beta/models".to_owned(), path("v1beta", "generateContent")]);
+    let calls = |version: &str| {
+        let path = |action: &str| format!("/{version}/models/gemini-2.5-flash:{action}");
+        let list = format!("/{version}/models");
+        [list, path("generateContent"), path("countTokens"), path("streamGenerateContent")]
+    };
+    assert_eq!(paths, [calls("v1"), calls("v1beta")].concat(), "the SDK's default version is v1");
     assert!(requests.iter().all(|r| r.credential.as_deref() == Some(KEY) && r.status == Some(200)));
     let listed = seen["models"].as_array().unwrap();
     assert_eq!(listed.len(), 4, "the mock's four Gemini models: {listed:?}");
-    let requests: Vec<Recorded> = requests.into_iter().filter(|r| r.method == "POST").collect();
+    let requests: Vec<Recorded> = requests.into_iter().filter(|r| r.path.ends_with("Content")).collect();
     assert!(
         requests
             .iter()
@@ -251,10 +253,10 @@ async fn python_google_genai_through_the_gateway_is_recorded_as_the_provider_rep
     let env = [("GEMINI_BASE_URL", gw.base()), ("GEMINI_API_KEY", gw.key.as_str()), ("EXHAUSTED_API_KEY", &broke)];
     let seen = python("gemini_genai.py", &env).await.json();
     let requests = gw.mock.requests();
-    assert_eq!(requests.len(), 6, "Tollgate's own refusal never reached the provider");
+    assert_eq!(requests.len(), 8, "Tollgate's own refusal never reached the provider");
     assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::GEMINI_KEY)));
     let versions: Vec<&str> = requests.iter().map(|r| r.path.split('/').nth(1).unwrap()).collect();
-    let expected = ["v1", "v1", "v1", "v1beta", "v1beta", "v1beta"];
+    let expected = [["v1"; 4], ["v1beta"; 4]].concat();
     assert_eq!(versions, expected, "each call went upstream on the version the SDK named");
     assert_eq!(seen["models"], json!(["models/gemini-2.5-flash"]), "the list the plan allows");
     let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
