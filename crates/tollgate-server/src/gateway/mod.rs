@@ -78,15 +78,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
-    proxy(state, Operation::ChatCompletions, req, None).await
+    proxy(state, Api::OpenAi, req, Work::Call(Operation::ChatCompletions, None)).await
 }
 
 async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
-    proxy(state, Operation::Embeddings, req, None).await
+    proxy(state, Api::OpenAi, req, Work::Call(Operation::Embeddings, None)).await
 }
 
 async fn messages(State(state): State<AppState>, req: Request) -> Response {
-    proxy(state, Operation::Messages, req, None).await
+    proxy(state, Api::Anthropic, req, Work::Call(Operation::Messages, None)).await
 }
 
 /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`,
@@ -98,7 +98,9 @@ async fn gemini(State(state): State<AppState>, req: Request) -> Response {
     let (model, op) = match target.rsplit_once(':') {
         Some((model, "generateContent")) => (model, Operation::GenerateContent),
         Some((model, "streamGenerateContent")) => (model, Operation::StreamGenerateContent),
-        Some((model, "countTokens")) => return counted(state, Api::Gemini, req, Some(model.to_owned())).await,
+        Some((model, "countTokens")) => {
+            return proxy(state, Api::Gemini, req, Work::Count(Some(model.to_owned()))).await;
+        }
         _ => {
             let message = format!(
                 "models/{target} is not a method Tollgate proxies: use models/{{model}}:generateContent, \
@@ -108,7 +110,7 @@ async fn gemini(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let model = model.to_owned();
-    proxy(state, op, req, Some(model)).await
+    proxy(state, Api::Gemini, req, Work::Call(op, Some(model))).await
 }
 
 /// Who is calling: a user's key with the `proxy` scope (or anonymous demo
@@ -147,15 +149,28 @@ async fn identify(state: &AppState, parts: &Parts) -> Result<Caller, ProxyError>
 }
 
 /// Runs one call and adds the rate-limit headers to whatever it answers.
-async fn proxy(state: AppState, op: Operation, req: Request, path_model: Option<String>) -> Response {
-    let api = op.api();
+/// What a proxy route does for a caller: a metered call (with the model
+/// its path names, Gemini's), the models (all, or the one named), or a token
+/// count (likewise).
+enum Work {
+    Call(Operation, Option<String>),
+    Models(Option<String>),
+    Count(Option<String>),
+}
+
+/// Identifies the caller, does `work`, and answers in `api`'s shape.
+async fn proxy(state: AppState, api: Api, req: Request, work: Work) -> Response {
     let (parts, body) = req.into_parts();
     let caller = match identify(&state, &parts).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
-    let forwarded = forward(&state, &caller, op, &parts, body, path_model).await;
-    answered(&state, &caller, api, forwarded).await
+    let outcome = match work {
+        Work::Call(op, path_model) => forward(&state, &caller, op, &parts, body, path_model).await,
+        Work::Models(id) => list_models(&state, &caller, api, &parts, id.as_deref()).await,
+        Work::Count(path_model) => count(&state, &caller, api, &parts, body, path_model).await,
+    };
+    answered(&state, &caller, api, outcome).await
 }
 
 /// What a caller is answered on a proxy route: `outcome`, a refusal in
@@ -419,16 +434,17 @@ fn scrub(body: Bytes, secret: &SecretString) -> Bytes {
 /// `/v1beta/` or when the key comes as Gemini's clients send it, else the
 /// default OpenAI-format provider's), narrowed to the plan's allowed models.
 async fn models(State(state): State<AppState>, req: Request) -> Response {
-    about_models(state, req, None).await
+    about_models(state, req, Work::Models(None)).await
 }
 
 /// `GET /v1/models/{model}` and `GET /v1beta/models/{model}`: one model of
 /// the same provider's, if the plan allows it.
 async fn model(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    about_models(state, req, Some(id)).await
+    about_models(state, req, Work::Models(Some(id))).await
 }
 
-async fn about_models(state: AppState, req: Request, id: Option<String>) -> Response {
+/// The models of the provider whose API the client speaks.
+async fn about_models(state: AppState, req: Request, work: Work) -> Response {
     let gemini_key = req.headers().contains_key("x-goog-api-key")
         || req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
     let api = if req.headers().contains_key("anthropic-version") {
@@ -438,13 +454,7 @@ async fn about_models(state: AppState, req: Request, id: Option<String>) -> Resp
     } else {
         Api::OpenAi
     };
-    let (parts, _) = req.into_parts();
-    let caller = match identify(&state, &parts).await {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(api),
-    };
-    let listed = list_models(&state, &caller, api, &parts, id.as_deref()).await;
-    answered(&state, &caller, api, listed).await
+    proxy(state, api, req, work).await
 }
 
 /// The provider's list of models, or the one model `id`.
@@ -527,17 +537,7 @@ fn reply(status: StatusCode, headers: axum::http::HeaderMap, body: Bytes) -> Res
 /// or recorded; the call takes a request of the plan's per-minute limit,
 /// and its model must be one the plan allows.
 async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
-    counted(state, Api::Anthropic, req, None).await
-}
-
-async fn counted(state: AppState, api: Api, req: Request, path_model: Option<String>) -> Response {
-    let (parts, body) = req.into_parts();
-    let caller = match identify(&state, &parts).await {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(api),
-    };
-    let count = count(&state, &caller, api, &parts, body, path_model).await;
-    answered(&state, &caller, api, count).await
+    proxy(state, Api::Anthropic, req, Work::Count(None)).await
 }
 
 async fn count(
