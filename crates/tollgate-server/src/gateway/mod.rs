@@ -9,7 +9,9 @@
 //! quota held and the output limit lowered to what is left
 //! ([`accounting`]) → the upstream call ([`upstream`]) → the answer passed
 //! back (a stream piece by piece, [`relay`]) → its usage committed before
-//! the response ends.
+//! the response ends. Beside the metered calls, the models (all or one)
+//! and the providers' token counts are passed through unmetered, for the
+//! models the plan allows.
 //!
 //! Every refusal on these routes is in the provider's error shape
 //! ([`refusal`]), every response carries the rate-limit headers
@@ -254,9 +256,7 @@ async fn forward(
     let api = op.api();
     let account = &caller.account;
     accounting::take_request(state, account).await?;
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
-    })?;
+    let body = read_body(body).await?;
     let request_bytes = body.len();
     let request = tollgate_providers::Request::parse(op, body, path_model.as_deref())
         .map_err(|e| ProxyError::invalid(&e.field, e.message))?;
@@ -387,6 +387,13 @@ async fn settle_failed(unsettled: &mut Unsettled, error: ProxyError) -> ProxyErr
         }
     }
     error
+}
+
+/// The client's whole body, up to [`MAX_BODY`].
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ProxyError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
+    })
 }
 
 /// Counts the input, on a blocking thread when the body is large.
@@ -550,9 +557,7 @@ async fn count(
 ) -> Result<Response, ProxyError> {
     let account = &caller.account;
     accounting::take_request(state, account).await?;
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "the request body is over 64 MB")
-    })?;
+    let body = read_body(body).await?;
     let mut json: Value = serde_json::from_slice(&body)
         .map_err(|e| ProxyError::invalid("body", format!("the request body is not JSON: {e}")))?;
     let requested = match path_model {
