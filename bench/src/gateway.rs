@@ -240,8 +240,6 @@ async fn call(sender: &mut Sender, target: &Target, body: &'static str) -> anyho
     Ok((first.unwrap_or_else(|| start.elapsed()), start.elapsed()))
 }
 
-/// Requests per second with `concurrency` connections, each sending as
-/// soon as the last answer arrived.
 /// Each comparison is measured in this many rounds, its targets taking
 /// turns, so that a stretch in which the shared machine runs slower falls
 /// on all of them alike instead of on whichever ran then. `--seconds` is
@@ -267,8 +265,9 @@ where
     Ok(samples)
 }
 
-/// Calls completed through `target` by `concurrency` connections in about
-/// `seconds`, and the seconds they took.
+/// Calls completed through `target` by `concurrency` connections, each
+/// sending as soon as the last answer arrived, in about `seconds`; and the
+/// seconds they took.
 async fn throughput(target: &Target, concurrency: usize, seconds: f64) -> anyhow::Result<(u64, f64)> {
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();

@@ -557,28 +557,27 @@ async fn count(
 ) -> Result<Response, ProxyError> {
     let account = &caller.account;
     accounting::take_request(state, account).await?;
-    let body = read_body(body).await?;
-    let mut json: Value = serde_json::from_slice(&body)
-        .map_err(|e| ProxyError::invalid("body", format!("the request body is not JSON: {e}")))?;
-    let requested = match path_model {
-        Some(model) => model,
-        None => json
-            .get("model")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ProxyError::invalid("model", "model: missing"))?
-            .to_owned(),
+    let mut body = read_body(body).await?;
+    // Gemini's path names the model; Anthropic's body does, and goes on
+    // naming it as the provider does.
+    let (requested, named) = match path_model {
+        Some(model) => (model, None),
+        None => {
+            let json: Value = serde_json::from_slice(&body)
+                .map_err(|e| ProxyError::invalid("body", format!("the request body is not JSON: {e}")))?;
+            let model = json.get("model").and_then(Value::as_str).map(str::to_owned);
+            (model.ok_or_else(|| ProxyError::invalid("model", "model: missing"))?, Some(json))
+        }
     };
     let target = route::target(&state.config, api, &requested)?;
     route::allowed(&account.plan, &requested, &target)?;
     let provider = target.provider;
-    // The body names the model (Anthropic's): as the provider names it.
-    let body = match json.get_mut("model") {
-        Some(model) if api == Api::Anthropic && *model != target.model.as_str() => {
-            *model = Value::from(target.model.as_str());
-            Bytes::from(json.to_string())
-        }
-        _ => body,
-    };
+    if let Some(mut json) = named
+        && target.model != requested
+    {
+        json["model"] = Value::from(target.model.as_str());
+        body = Bytes::from(json.to_string());
+    }
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let call = upstream::call(provider, api, Endpoint::CountTokens(&target.model), parts, &resolved, Some(body))?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;

@@ -395,9 +395,11 @@ async fn token_counts_pass_through_unmetered_for_the_models_the_plan_allows() {
             .json(&body)
             .send()
     };
-    let counted = anthropic("claude-haiku-4-5").await.unwrap();
+    // Named with its provider: the provider is sent its own name for it.
+    let counted = anthropic("anthropic/claude-haiku-4-5").await.unwrap();
     assert_eq!(counted.status(), 200);
-    assert_eq!(counted.headers()["x-ratelimit-limit-requests"], "100", "the call took a request of the rpm");
+    assert_eq!(counted.headers()["x-ratelimit-limit-requests"], "100");
+    assert_eq!(counted.headers()["x-ratelimit-remaining-requests"], "99", "the call took a request of the rpm");
     let counted: Value = counted.json().await.unwrap();
     assert!(counted["input_tokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
     let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "How many tokens is a toll gate?"}]}]});
@@ -412,6 +414,7 @@ async fn token_counts_pass_through_unmetered_for_the_models_the_plan_allows() {
     let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/v1/messages/count_tokens", "/v1/models/gemini-2.5-flash:countTokens"], "no refused call left");
     assert_eq!(sent[0].credential.as_deref(), Some(ANTHROPIC_KEY));
+    assert_eq!(sent[0].body["model"], "claude-haiku-4-5");
     assert_eq!(sent[1].credential.as_deref(), Some(GEMINI_KEY));
     assert!(!sent[1].query.as_deref().unwrap_or("").contains("key="), "the gateway key stays");
     assert!(gw.events("u_1").await.is_empty(), "a count is not a metered call");
