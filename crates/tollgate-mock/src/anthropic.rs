@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
-use crate::stream::{self, Frame};
+use crate::stream::{self, Frame, event};
 use crate::{Exchange, Provider, Shared, optional_count};
 
 const MODELS: [(&str, &str, &str); 4] = [
@@ -278,17 +278,6 @@ fn events(meta: &Meta<'_>, reply: &Reply) -> Vec<Frame> {
     frames.push(Frame::usage(event("message_delta", &message_delta)));
     frames.push(Frame::other(event("message_stop", &json!({ "type": "message_stop" }))));
     frames
-}
-
-fn event(name: &str, data: &impl Serialize) -> Bytes {
-    let mut buf = Vec::with_capacity(200);
-    buf.extend_from_slice(b"event: ");
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b"\ndata: ");
-    // Writing plain structs and JSON values into a Vec cannot fail.
-    serde_json::to_writer(&mut buf, data).expect("an event serializes");
-    buf.extend_from_slice(b"\n\n");
-    Bytes::from(buf)
 }
 
 /// `GET /v1/models` with Anthropic's credential.

@@ -2,7 +2,8 @@
 //! Anthropic and Gemini HTTP APIs, for tests, the benchmark and `demo`.
 //!
 //! It speaks each provider's wire format (streaming included, usage where
-//! each provider puts it, tool calls), checks each provider's credential
+//! each provider puts it, tool calls; for OpenAI both chat completions and
+//! the Responses API, `POST /v1/responses`), checks each provider's credential
 //! header, and takes per-request knobs that survive a gateway forwarding
 //! only the body: `[mock status=503]` in the last user message, or the
 //! `x-mock` header. It records what it received (`MockServer::requests`,
@@ -10,7 +11,8 @@
 //! needlessly: the gateway benchmark measures against it.
 //!
 //! Wire JSON lives in one module per provider (`openai`, `anthropic`,
-//! `gemini`); `reply` decides what to answer; `stream` paces and cuts.
+//! `gemini`), and one more for OpenAI's Responses API (`responses`); `reply`
+//! decides what to answer; `stream` paces and cuts.
 
 // A refusal is the whole HTTP answer, returned at most once per request:
 // boxing it would only add an allocation to the error path.
@@ -21,6 +23,7 @@ mod gemini;
 mod openai;
 mod record;
 mod reply;
+mod responses;
 mod stream;
 
 use std::net::SocketAddr;

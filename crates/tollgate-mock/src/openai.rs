@@ -1,7 +1,8 @@
 //! OpenAI's wire format (also Groq's and every OpenAI-compatible API):
 //! `POST chat/completions` (streamed as `chat.completion.chunk` events,
 //! usage only with `stream_options.include_usage`, in a last chunk whose
-//! `choices` is empty), `POST embeddings`, `GET models`.
+//! `choices` is empty), `POST embeddings`, `GET models`. The Responses API
+//! (`POST responses`) has its own module, `responses`, mounted here.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Exchange, Provider, Shared, optional_count, unix_now};
+use crate::{Exchange, Provider, Shared, optional_count, responses, unix_now};
 
 const FINGERPRINT: &str = "fp_tollgate_mock";
 const MODELS: [&str; 7] = [
@@ -30,25 +31,27 @@ const MODELS: [&str; 7] = [
     "text-embedding-3-large",
     "llama-3.1-8b-instant",
 ];
-static NULL: Value = Value::Null;
+pub(crate) static NULL: Value = Value::Null;
 
-fn role(message: &Value) -> &str {
+pub(crate) fn role(message: &Value) -> &str {
     message.get("role").and_then(Value::as_str).unwrap_or("")
 }
 
-/// Chat completions and embeddings under `/v1` and `/openai/v1`; the models
-/// routes are shared with Anthropic under `/v1` and mounted by the caller.
+/// Chat completions, the Responses API (`responses`) and embeddings under
+/// `/v1` and `/openai/v1`; the models routes are shared with Anthropic under
+/// `/v1` and mounted by the caller.
 pub fn routes() -> Router<Arc<Shared>> {
     let mut router = Router::new();
     for prefix in ["/v1", "/openai/v1"] {
         router = router
             .route(&format!("{prefix}/chat/completions"), post(chat))
+            .route(&format!("{prefix}/responses"), post(responses::create))
             .route(&format!("{prefix}/embeddings"), post(embeddings));
     }
     router
 }
 
-type Answer = Result<Response, Response>;
+pub(crate) type Answer = Result<Response, Response>;
 
 async fn chat(
     State(shared): State<Arc<Shared>>,
@@ -67,12 +70,14 @@ struct Chat<'a> {
     ask: Ask<'a>,
 }
 
-fn read_chat(body: &Value) -> Result<Chat<'_>, String> {
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or("model: you must provide a model parameter")?;
+/// The `model` every generation and embedding request names.
+pub(crate) fn read_model(body: &Value) -> Result<&str, String> {
+    let model = body.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
+    model.ok_or_else(|| "model: you must provide a model parameter".to_owned())
+}
+
+fn read_chat<'a>(body: &'a Value) -> Result<Chat<'a>, String> {
+    let model = read_model(body)?;
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -86,7 +91,15 @@ fn read_chat(body: &Value) -> Result<Chat<'_>, String> {
     };
     let tools = body.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     let ends_with_tool_result = messages.last().is_some_and(|m| matches!(role(m), "tool" | "function"));
-    let tool = if ends_with_tool_result { None } else { choose_tool(tools, body.get("tool_choice")) };
+    let function = |tool: &'a Value| {
+        let f = tool.get("function")?;
+        Some((f.get("name")?.as_str()?, f.get("parameters").unwrap_or(&NULL)))
+    };
+    let tool = if ends_with_tool_result {
+        None
+    } else {
+        choose_tool(tools, body.get("tool_choice"), "/function/name", function)
+    };
     let last_user_text = messages
         .iter()
         .rev()
@@ -104,16 +117,20 @@ fn read_chat(body: &Value) -> Result<Chat<'_>, String> {
     Ok(Chat { model, stream, include_usage, ask })
 }
 
-/// The tool `tool_choice` allows: none for `"none"`, the named one, or the first.
-fn choose_tool<'a>(tools: &'a [Value], choice: Option<&Value>) -> Option<(&'a str, &'a Value)> {
-    let function = |tool: &'a Value| {
-        let f = tool.get("function")?;
-        Some((f.get("name")?.as_str()?, f.get("parameters").unwrap_or(&NULL)))
-    };
-    let named = choice.and_then(|c| c.pointer("/function/name")).and_then(Value::as_str);
+/// The tool `tool_choice` allows: none for `"none"`, the named one, or the
+/// first. Chat and the Responses API place a tool's name and parameters
+/// differently: `function` reads them from a tool (`None` for a tool that is
+/// not a function), `name_at` points at the name in a choice that forces one.
+pub(crate) fn choose_tool<'a>(
+    tools: &'a [Value],
+    choice: Option<&Value>,
+    name_at: &str,
+    function: impl Fn(&'a Value) -> Option<(&'a str, &'a Value)>,
+) -> Option<(&'a str, &'a Value)> {
+    let named = choice.and_then(|c| c.pointer(name_at)).and_then(Value::as_str);
     match (choice, named) {
         (Some(Value::String(none)), _) if none == "none" => None,
-        (_, Some(name)) => tools.iter().filter_map(function).find(|(n, _)| *n == name),
+        (_, Some(name)) => tools.iter().filter_map(&function).find(|(n, _)| *n == name),
         _ => tools.iter().find_map(function),
     }
 }
@@ -315,7 +332,7 @@ fn sse(chunk: &Chunk<'_>) -> Bytes {
 
 /// The headers OpenAI puts on its answers, so a gateway shows whether it
 /// passes or replaces them.
-fn decorate(response: &mut Response, request_id: &str) {
+pub(crate) fn decorate(response: &mut Response, request_id: &str) {
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
@@ -381,11 +398,7 @@ async fn embeddings_answer(
     let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
     let request = exchange.json(body)?;
     let refuse = |m: String| exchange.fail(StatusCode::BAD_REQUEST, &m);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| refuse("model: you must provide a model parameter".into()))?;
+    let model = read_model(&request).map_err(refuse)?;
     let inputs = read_inputs(&request).map_err(refuse)?;
     let base64 = match request.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => false,

@@ -192,7 +192,8 @@ pub fn reply(ask: &Ask<'_>, knobs: &Knobs, config: &MockConfig) -> Reply {
 }
 
 /// The words of every string in `value` (text, tool arguments, tool results),
-/// skipping the fields that name rather than say something.
+/// skipping the fields that name rather than say something (ids, roles,
+/// types, and the `status` of an output item sent back as input).
 pub fn words(value: &Value) -> u64 {
     match value {
         Value::String(s) => s.split_whitespace().count() as u64,
@@ -200,7 +201,10 @@ pub fn words(value: &Value) -> u64 {
         Value::Object(map) => map
             .iter()
             .filter(|(k, _)| {
-                !matches!(k.as_str(), "role" | "type" | "id" | "tool_call_id" | "tool_use_id" | "cache_control")
+                !matches!(
+                    k.as_str(),
+                    "role" | "type" | "id" | "tool_call_id" | "tool_use_id" | "call_id" | "status" | "cache_control"
+                )
             })
             .map(|(_, v)| words(v))
             .sum(),
@@ -415,6 +419,11 @@ mod tests {
         check(json!({"role": "user", "content": [{"type": "text", "text": "a b c"}]}), 3);
         check(json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny and warm"}), 3);
         check(json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}), 2);
+        check(json!({"type": "function_call_output", "call_id": "call_1", "output": "sunny and warm"}), 3);
+        check(
+            json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "status": "completed", "name": "f"}),
+            1,
+        );
         check(json!({"n": 5, "ok": true}), 0);
     }
 

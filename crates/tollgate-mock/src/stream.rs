@@ -1,13 +1,15 @@
 //! Sends a prepared list of frames as a streaming body: paced at the
 //! configured tokens per second, cut abruptly after `cut_after` content
 //! chunks, ended when the mock shuts down, and recorded however it ends
-//! (finished, cut, or dropped because the client went away).
+//! (finished, cut, or dropped because the client went away). Also writes
+//! the named server-sent events Anthropic and the Responses API use.
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -36,6 +38,18 @@ impl Frame {
     pub fn usage(bytes: impl Into<Bytes>) -> Frame {
         Frame { bytes: bytes.into(), tokens: 0, usage: true }
     }
+}
+
+/// A named server-sent event: `event: NAME`, `data: JSON`, a blank line.
+pub fn event(name: &str, data: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(200);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    // Writing plain structs and JSON values into a Vec cannot fail.
+    serde_json::to_writer(&mut buf, data).expect("an event serializes");
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
 }
 
 struct Streaming {

@@ -1,6 +1,7 @@
 //! `tollgate mock-llm` on its own: each provider's wire format (Gemini's
-//! here, the others also through their SDKs in `sdk`), streams, tool calls,
-//! credentials, injected errors, cut streams, hangs, latency, recording.
+//! and OpenAI's Responses API here, the others also through their SDKs in
+//! `sdk`), streams, tool calls, credentials, injected errors, cut streams,
+//! hangs, latency, recording.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -26,6 +27,11 @@ struct Call {
 impl Call {
     fn openai(body: Value) -> Call {
         Call { provider: Provider::OpenAi, path: "/v1/chat/completions".into(), body, headers: vec![] }
+    }
+
+    /// OpenAI's Responses API.
+    fn responses(body: Value) -> Call {
+        Call { provider: Provider::OpenAi, path: "/v1/responses".into(), body, headers: vec![] }
     }
 
     fn anthropic(body: Value) -> Call {
@@ -315,6 +321,236 @@ async fn openai_tool_calls_stream_in_fragments_then_a_tool_result_gets_text() {
         json_of(&Call::openai(json!({ "model": "m", "tools": tools, "messages": conversation })).send(&mock).await.2);
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count(), 2);
+}
+
+/// The usage of a Responses API `response` object, as the mock records it.
+fn responses_usage(response: &Value) -> Usage {
+    let usage = &response["usage"];
+    let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(count("/total_tokens"), count("/input_tokens") + count("/output_tokens"));
+    Usage {
+        input_tokens: count("/input_tokens"),
+        output_tokens: count("/output_tokens"),
+        cached_tokens: count("/input_tokens_details/cached_tokens"),
+        reasoning_tokens: count("/output_tokens_details/reasoning_tokens"),
+    }
+}
+
+/// The text of a Responses API message output.
+fn responses_text(response: &Value) -> String {
+    let message = &response["output"][0];
+    assert_eq!((&message["type"], &message["role"]), (&json!("message"), &json!("assistant")), "{response}");
+    assert_eq!(message["content"][0]["type"], "output_text");
+    message["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {response}")).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_answers_a_response_object_with_the_usage_it_records() {
+    let mock = mock_llm(&[]).await;
+    let prompt = "Tell me about gates [mock tokens=7 cached=2 reasoning=3]";
+    let call = Call::responses(json!({ "model": "gpt-4o-mini", "instructions": "be brief", "input": prompt }));
+    let (status, headers, body) = call.send(&mock).await;
+    assert_eq!(status, 200, "{body}");
+    let body = json_of(&body);
+    assert_eq!((&body["object"], &body["status"]), (&json!("response"), &json!("completed")));
+    assert!(body["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(headers["x-request-id"], body["id"].as_str().unwrap());
+    assert!(body["incomplete_details"].is_null() && body["error"].is_null());
+    assert_eq!((&body["model"], &body["instructions"]), (&json!("gpt-4o-mini"), &json!("be brief")));
+    assert!(body["created_at"].is_u64());
+    let message = &body["output"][0];
+    assert!(message["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(message["status"], "completed");
+    assert_eq!(responses_text(&body).split_whitespace().count(), 7);
+    // (4 + 2 words) for the instructions, (4 + 8 words) for the input.
+    let usage = Usage { input_tokens: 18, output_tokens: 10, cached_tokens: 2, reasoning_tokens: 3 };
+    assert_eq!(responses_usage(&body), usage);
+    assert_eq!(mock.requests()[0].usage, Some(usage), "the record reports the usage the answer carries");
+    assert_eq!(mock.requests()[0].tokens_sent, 7);
+
+    // The same conversation as items (under Groq's prefix too) costs the
+    // same: instructions count as a system message.
+    let items = json!([
+        { "role": "developer", "content": "be brief" },
+        { "type": "message", "role": "user", "content": [{ "type": "input_text", "text": prompt }] }
+    ]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/responses", mock.groq_base_url());
+    let same = http.post(url).bearer_auth(KEY).json(&json!({ "model": "m", "input": items })).send().await.unwrap();
+    let same: Value = same.json().await.unwrap();
+    assert_eq!(responses_usage(&same), usage);
+    let messages = json!([{ "role": "system", "content": "be brief" }, { "role": "user", "content": prompt }]);
+    let chat = json!({ "model": "m", "messages": messages });
+    let chat = json_of(&Call::openai(chat).send(&mock).await.2);
+    assert_eq!(chat["usage"]["prompt_tokens"], usage.input_tokens, "chat counts the same conversation alike");
+    // Instructions are not a turn: without them the same input gets the same text.
+    let plain = json_of(&Call::responses(json!({ "model": "m", "input": prompt })).send(&mock).await.2);
+    assert_eq!(responses_text(&plain), responses_text(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_streams_typed_events_in_order_ending_with_the_usage_it_records() {
+    let mock = mock_llm(&[]).await;
+    let request = json!({ "model": "gpt-4o-mini", "stream": true, "input": "count [mock tokens=3 reasoning=2]" });
+    let (status, headers, body) = Call::responses(request.clone()).send(&mock).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(!body.contains("[DONE]"), "the Responses API sends no [DONE]");
+    let events = sse_events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!((&data["type"], &data["sequence_number"]), (&json!(name), &json!(i)), "{data}");
+    }
+    let created = &events[0].1["response"];
+    assert_eq!(
+        (&created["status"], &created["output"], &created["usage"]),
+        (&json!("in_progress"), &json!([]), &Value::Null)
+    );
+    let added = &events[2].1;
+    assert_eq!((&added["output_index"], &added["item"]["status"]), (&json!(0), &json!("in_progress")));
+    let item_id = &added["item"]["id"];
+    assert!(
+        events[3..9].iter().all(|(_, d)| d["item_id"] == *item_id && d["output_index"] == 0 && d["content_index"] == 0)
+    );
+    let deltas: String = events[4..7].iter().map(|(_, d)| d["delta"].as_str().unwrap()).collect();
+    assert_eq!(events[7].1["text"], deltas.as_str());
+    assert_eq!(events[8].1["part"]["text"], deltas.as_str());
+    assert_eq!((&events[9].1["item"]["id"], &events[9].1["item"]["status"]), (item_id, &json!("completed")));
+    let completed = &events[10].1["response"];
+    assert_eq!((&completed["id"], &completed["status"]), (&created["id"], &json!("completed")));
+    assert_eq!(responses_text(completed), deltas);
+    let recorded = mock.requests()[0].clone();
+    assert_eq!(recorded.usage, Some(responses_usage(completed)), "the last event's usage is the recorded one");
+    assert_eq!(recorded.usage.map(|u| (u.output_tokens, u.reasoning_tokens)), Some((5, 2)));
+    assert_eq!((recorded.tokens_sent, recorded.completed), (3, true));
+
+    // Whole, the same request gets the same text.
+    let mut whole = request.clone();
+    whole["stream"] = json!(false);
+    assert_eq!(responses_text(&json_of(&Call::responses(whole).send(&mock).await.2)), deltas);
+
+    // Cut after two deltas: no final event, no usage recorded.
+    let call = Call::responses(request).header("x-mock", "tokens=10 cut_after=2");
+    let response = call.request(&mock, KEY).send().await.unwrap();
+    let (body, errored) = read_stream(response).await;
+    assert!(errored, "the connection is cut, not closed cleanly: {body}");
+    assert_eq!(body.matches("event: response.output_text.delta").count(), 2);
+    assert!(!body.contains("response.completed"));
+    let recorded = mock.requests().pop().unwrap();
+    assert_eq!((recorded.completed, recorded.usage, recorded.tokens_sent), (false, None, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_calls_a_function_tool_whole_and_streamed_then_answers_its_output_with_text() {
+    let mock = mock_llm(&[]).await;
+    let tools = json!([
+        { "type": "function", "name": "get_weather", "description": "the weather", "strict": true, "parameters": {
+            "type": "object", "properties": { "city": { "type": "string" }, "days": { "type": "integer" } },
+            "required": ["city", "days"], "additionalProperties": false } },
+        { "type": "function", "name": "get_time", "parameters": {
+            "type": "object", "properties": { "zone": { "type": "string" } }, "required": ["zone"] } }
+    ]);
+    let question = json!([{ "role": "user", "content": "weather? [mock tokens=2]" }]);
+    let body =
+        json_of(&Call::responses(json!({ "model": "m", "tools": tools, "input": question })).send(&mock).await.2);
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["tools"], tools, "the tools are echoed");
+    let call = &body["output"][0];
+    assert_eq!(
+        (&call["type"], &call["name"], &call["status"]),
+        (&json!("function_call"), &json!("get_weather"), &json!("completed"))
+    );
+    assert!(call["id"].as_str().unwrap().starts_with("fc_") && call["call_id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(json_of(call["arguments"].as_str().unwrap()), json!({ "city": "mock", "days": 1 }));
+    assert_eq!(mock.requests()[0].usage, Some(responses_usage(&body)));
+
+    let streamed = Call::responses(json!({ "model": "m", "stream": true, "tools": tools, "input": question }));
+    let events = sse_events(&streamed.send(&mock).await.2);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let fragments = names.iter().filter(|n| **n == "response.function_call_arguments.delta").count();
+    assert!(fragments > 1, "the arguments come in several fragments");
+    let mut expected = vec!["response.created", "response.in_progress", "response.output_item.added"];
+    expected.extend(std::iter::repeat_n("response.function_call_arguments.delta", fragments));
+    expected.extend(["response.function_call_arguments.done", "response.output_item.done", "response.completed"]);
+    assert_eq!(names, expected);
+    assert!(events.iter().enumerate().all(|(i, (_, d))| d["sequence_number"] == i));
+    let added = &events[2].1["item"];
+    assert_eq!(
+        (&added["type"], &added["name"], &added["arguments"]),
+        (&json!("function_call"), &json!("get_weather"), &json!(""))
+    );
+    let arguments: String = events[3..3 + fragments].iter().map(|(_, d)| d["delta"].as_str().unwrap()).collect();
+    assert_eq!(json_of(&arguments), json!({ "city": "mock", "days": 1 }));
+    assert_eq!(events[3 + fragments].1["arguments"], arguments.as_str());
+    let done = &events[4 + fragments].1["item"];
+    assert_eq!(
+        (&done["id"], &done["call_id"], &done["arguments"]),
+        (&added["id"], &added["call_id"], &json!(arguments))
+    );
+    let recorded = mock.requests()[1].clone();
+    assert_eq!(recorded.usage, Some(responses_usage(&events.last().unwrap().1["response"])));
+    assert_eq!(recorded.tokens_sent, 1 + fragments as u64, "the call's name, then one token per fragment");
+
+    // The call and its output sent back get text.
+    let mut conversation = question.as_array().unwrap().clone();
+    conversation.push(call.clone());
+    conversation.push(json!({ "type": "function_call_output", "call_id": call["call_id"], "output": "sunny" }));
+    let body =
+        json_of(&Call::responses(json!({ "model": "m", "tools": tools, "input": conversation })).send(&mock).await.2);
+    assert_eq!(responses_text(&body).split_whitespace().count(), 2);
+
+    // `tool_choice` names a tool, or forbids them.
+    let choice = json!({ "type": "function", "name": "get_time" });
+    let named = json!({ "model": "m", "tools": tools, "input": question, "tool_choice": choice });
+    let body = json_of(&Call::responses(named).send(&mock).await.2);
+    assert_eq!((&body["output"][0]["name"], &body["tool_choice"]["name"]), (&json!("get_time"), &json!("get_time")));
+    let none = json!({ "model": "m", "tools": tools, "input": question, "tool_choice": "none" });
+    assert_eq!(responses_text(&json_of(&Call::responses(none).send(&mock).await.2)).split_whitespace().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_max_output_tokens_shortens_the_reply_and_leaves_it_incomplete() {
+    let mock = mock_llm(&[]).await;
+    let request = json!({ "model": "m", "max_output_tokens": 4, "input": "a long story [mock tokens=20]" });
+    let body = json_of(&Call::responses(request.clone()).send(&mock).await.2);
+    assert_eq!(
+        (&body["status"], &body["incomplete_details"]),
+        (&json!("incomplete"), &json!({ "reason": "max_output_tokens" }))
+    );
+    assert_eq!((&body["max_output_tokens"], &body["usage"]["output_tokens"]), (&json!(4), &json!(4)));
+    assert_eq!(responses_text(&body).split_whitespace().count(), 4);
+    assert_eq!(body["output"][0]["status"], "incomplete");
+
+    let mut streamed = request;
+    streamed["stream"] = json!(true);
+    let events = sse_events(&Call::responses(streamed).send(&mock).await.2);
+    assert_eq!(events.iter().filter(|(n, _)| n == "response.output_text.delta").count(), 4);
+    let (last, data) = events.last().unwrap();
+    assert_eq!((last.as_str(), &data["response"]["status"]), ("response.incomplete", &json!("incomplete")));
+    assert_eq!(mock.requests()[1].usage, Some(responses_usage(&data["response"])));
+
+    // Without it: the configured default length, completed.
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": "hi" })).send(&mock).await.2);
+    assert_eq!(
+        (&body["status"], &body["usage"]["output_tokens"]),
+        (&json!("completed"), &json!(MockConfig::default().output_tokens))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,6 +848,11 @@ async fn bad_requests_are_400s_in_the_providers_shape_naming_the_field() {
         (Call::openai(json!({ "messages": user })), "model"),
         (Call::openai(json!({ "model": "m", "messages": [] })), "messages"),
         (Call::openai(json!({ "model": "m", "messages": user, "max_tokens": "ten" })), "max_tokens"),
+        (Call::responses(json!({ "input": "hi" })), "model"),
+        (Call::responses(json!({ "model": "m" })), "input"),
+        (Call::responses(json!({ "model": "m", "input": "" })), "input"),
+        (Call::responses(json!({ "model": "m", "input": [] })), "input"),
+        (Call::responses(json!({ "model": "m", "input": "hi", "max_output_tokens": -1 })), "max_output_tokens"),
         (
             Call::openai(json!({ "model": "m", "messages": [{ "role": "user", "content": "[mock stauts=500]" }] })),
             "stauts",
