@@ -128,7 +128,7 @@ impl Adapter for Anthropic {
         body.insert("model".into(), Value::String(model.to_owned()));
     }
 
-    fn set_max_output(&self, body: &mut Body, max: u64, _style: LimitStyle) {
+    fn set_max_output(&self, _op: Operation, body: &mut Body, max: u64, _style: LimitStyle) {
         body.insert("max_tokens".into(), json!(max));
     }
 
@@ -139,7 +139,7 @@ impl Adapter for Anthropic {
         Some(usage)
     }
 
-    fn event(&self, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
+    fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
         let Ok(event) = serde_json::from_slice::<Event<'_>>(data) else { return true };
         match event.kind.as_ref() {
             "message_start" | "message_delta" => {
@@ -202,19 +202,21 @@ mod tests {
     fn a_stream_takes_input_from_message_start_and_output_from_message_delta() {
         let mut seen = Seen::default();
         let start = br#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":12,"cache_read_input_tokens":3,"output_tokens":1}}}"#;
-        Anthropic.event(start, &mut seen, false);
+        Anthropic.event(Operation::Messages, start, &mut seen, false);
         Anthropic.event(
+            Operation::Messages,
             br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
             &mut seen,
             false,
         );
         Anthropic.event(
+            Operation::Messages,
             br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
             &mut seen,
             false,
         );
         assert!(!seen.finished && !seen.ended);
-        Anthropic.event(br#"{"type":"message_stop"}"#, &mut seen, false);
+        Anthropic.event(Operation::Messages, br#"{"type":"message_stop"}"#, &mut seen, false);
         assert_eq!(seen.usage, Some(Usage { input: 15, output: 9, cached: 3, reasoning: 0 }));
         assert_eq!(seen.text, "Hi");
         assert!(seen.finished && seen.ended);
@@ -224,8 +226,13 @@ mod tests {
     fn a_cumulative_input_in_message_delta_keeps_the_cache_parts() {
         let mut seen = Seen::default();
         let start = br#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}}}"#;
-        Anthropic.event(start, &mut seen, false);
-        Anthropic.event(br#"{"type":"message_delta","usage":{"input_tokens":10,"output_tokens":4}}"#, &mut seen, false);
+        Anthropic.event(Operation::Messages, start, &mut seen, false);
+        Anthropic.event(
+            Operation::Messages,
+            br#"{"type":"message_delta","usage":{"input_tokens":10,"output_tokens":4}}"#,
+            &mut seen,
+            false,
+        );
         assert_eq!(seen.usage, Some(Usage { input: 16, output: 4, cached: 5, reasoning: 0 }));
     }
 

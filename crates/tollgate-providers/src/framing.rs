@@ -9,7 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{Api, Seen};
+use crate::{Operation, Seen};
 
 /// The longest partial event kept while waiting for its end; a stream
 /// whose events grow past it is passed on untouched and no longer read.
@@ -18,7 +18,7 @@ const MAX_PENDING: usize = 4 << 20;
 /// Watches one streamed response; see the module docs.
 #[derive(Debug)]
 pub struct StreamTap {
-    api: Api,
+    op: Operation,
     sse: bool,
     strip_usage: bool,
     /// The incomplete end of the stream: part of an event.
@@ -33,9 +33,9 @@ pub struct StreamTap {
 }
 
 impl StreamTap {
-    pub(crate) fn new(api: Api, sse: bool, strip_usage: bool) -> StreamTap {
+    pub(crate) fn new(op: Operation, sse: bool, strip_usage: bool) -> StreamTap {
         StreamTap {
-            api,
+            op,
             sse,
             strip_usage,
             pending: BytesMut::new(),
@@ -61,7 +61,7 @@ impl StreamTap {
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end).freeze();
             let keep = match data_of(&event) {
-                Some(data) => self.api.adapter().event(&data, &mut self.seen, self.strip_usage),
+                Some(data) => self.op.api().adapter().event(self.op, &data, &mut self.seen, self.strip_usage),
                 None => true,
             };
             if keep && let Some(out) = out.as_mut() {
@@ -94,7 +94,9 @@ impl StreamTap {
         }
         let event = self.pending.split().freeze();
         let keep = match data_of(&event) {
-            Some(data) if !self.blind => self.api.adapter().event(&data, &mut self.seen, self.strip_usage),
+            Some(data) if !self.blind => {
+                self.op.api().adapter().event(self.op, &data, &mut self.seen, self.strip_usage)
+            }
             _ => true,
         };
         if self.strip_usage && keep { event } else { Bytes::new() }
@@ -133,7 +135,7 @@ impl StreamTap {
             }
             if inside && self.depth == 1 {
                 let element = self.pending.split().freeze();
-                self.api.adapter().event(&element, &mut self.seen, false);
+                self.op.api().adapter().event(self.op, &element, &mut self.seen, false);
             } else if b == b']' && self.depth == 0 {
                 self.seen.finished = true;
                 self.seen.ended = true;
@@ -212,7 +214,7 @@ mod tests {
     #[test]
     fn an_openai_stream_loses_only_its_usage_chunk_however_it_is_cut() {
         for step in [1, 7, 64, OPENAI.len()] {
-            let mut tap = StreamTap::new(Api::OpenAi, true, true);
+            let mut tap = StreamTap::new(Operation::ChatCompletions, true, true);
             let out = pass(&mut tap, OPENAI, step);
             let text = String::from_utf8(out).unwrap();
             assert!(!text.contains("prompt_tokens"), "step {step}: {text}");
@@ -227,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_stream_whose_client_asked_for_usage_passes_byte_for_byte() {
-        let mut tap = StreamTap::new(Api::OpenAi, true, false);
+        let mut tap = StreamTap::new(Operation::ChatCompletions, true, false);
         assert_eq!(pass(&mut tap, OPENAI, 5), OPENAI);
         assert!(tap.seen().usage.is_some());
     }
@@ -237,7 +239,7 @@ mod tests {
         let unterminated = &OPENAI[..OPENAI.len() - 1];
         for strip in [false, true] {
             for step in [1, 9, unterminated.len()] {
-                let mut tap = StreamTap::new(Api::OpenAi, true, strip);
+                let mut tap = StreamTap::new(Operation::ChatCompletions, true, strip);
                 let text = String::from_utf8(pass(&mut tap, unterminated, step)).unwrap();
                 assert_eq!(text.matches("[DONE]").count(), 1, "strip {strip}, step {step}: {text}");
                 assert!(text.ends_with("data: [DONE]\n"), "strip {strip}, step {step}: {text}");
@@ -249,7 +251,7 @@ mod tests {
     #[test]
     fn a_cut_stream_is_not_finished_and_keeps_the_text_that_passed() {
         let cut = &OPENAI[..OPENAI.len() - 40];
-        let mut tap = StreamTap::new(Api::OpenAi, true, true);
+        let mut tap = StreamTap::new(Operation::ChatCompletions, true, true);
         pass(&mut tap, cut, 10);
         assert!(!tap.seen().finished && !tap.seen().ended);
         assert_eq!(tap.seen().text, "Hello there");
@@ -262,7 +264,7 @@ mod tests {
             {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]},\"finishReason\":\"STOP\"}],\
             \"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2}}]";
         for step in [1, 3, stream.len()] {
-            let mut tap = StreamTap::new(Api::Gemini, false, false);
+            let mut tap = StreamTap::new(Operation::StreamGenerateContent, false, false);
             assert_eq!(pass(&mut tap, stream, step), stream, "passed untouched");
             let seen = tap.seen();
             assert_eq!(seen.text, "a } [ \" b", "step {step}");

@@ -133,7 +133,7 @@ impl Adapter for Gemini {
 
     fn set_model(&self, _body: &mut Body, _model: &str) {}
 
-    fn set_max_output(&self, body: &mut Body, max: u64, _style: LimitStyle) {
+    fn set_max_output(&self, _op: Operation, body: &mut Body, max: u64, _style: LimitStyle) {
         let key = if body.contains_key("generation_config") { "generation_config" } else { "generationConfig" };
         let config = body.entry(key).or_insert_with(|| Value::Object(Map::new()));
         if !config.is_object() {
@@ -149,7 +149,7 @@ impl Adapter for Gemini {
         serde_json::from_slice::<Response>(body).ok()?.usage_metadata.map(|u| u.usage())
     }
 
-    fn event(&self, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
+    fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
         let Ok(chunk) = serde_json::from_slice::<Response>(data) else { return true };
         for candidate in &chunk.candidates {
             for part in candidate.content.iter().flat_map(|c| &c.parts) {
@@ -227,7 +227,7 @@ mod tests {
             let chunk = format!(
                 r#"{{"candidates":[{{"content":{{"parts":[{{"text":"w{n} "}}],"role":"model"}}{finish}}}],"usageMetadata":{{"promptTokenCount":8,"candidatesTokenCount":{n}}}}}"#
             );
-            Gemini.event(chunk.as_bytes(), &mut seen, false);
+            Gemini.event(Operation::StreamGenerateContent, chunk.as_bytes(), &mut seen, false);
         }
         assert_eq!(seen.usage, Some(Usage { input: 8, output: 3, ..Usage::default() }), "never summed");
         assert_eq!(seen.text, "w1 w2 w3 ");

@@ -49,6 +49,8 @@ pub enum Operation {
     ChatCompletions,
     /// OpenAI `POST /v1/embeddings`.
     Embeddings,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
     /// Anthropic `POST /v1/messages`.
     Messages,
     /// Gemini `POST /v1beta/models/{model}:generateContent`.
@@ -60,7 +62,7 @@ pub enum Operation {
 impl Operation {
     pub fn api(self) -> Api {
         match self {
-            Operation::ChatCompletions | Operation::Embeddings => Api::OpenAi,
+            Operation::ChatCompletions | Operation::Embeddings | Operation::Responses => Api::OpenAi,
             Operation::Messages => Api::Anthropic,
             Operation::GenerateContent | Operation::StreamGenerateContent => Api::Gemini,
         }
@@ -113,13 +115,13 @@ trait Adapter {
     fn set_model(&self, body: &mut Body, model: &str);
 
     /// Sets the output limit to `max` tokens (per choice).
-    fn set_max_output(&self, body: &mut Body, max: u64, style: LimitStyle);
+    fn set_max_output(&self, op: Operation, body: &mut Body, max: u64, style: LimitStyle);
 
     /// The usage block of a whole (not streamed) response.
     fn usage(&self, op: Operation, body: &[u8]) -> Option<Usage>;
 
-    /// One event of a stream: what it says, and whether to pass it on.
-    fn event(&self, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool;
+    /// One event of `op`'s stream: what it says, and whether to pass it on.
+    fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool;
 
     /// An error in this format's shape.
     fn error_body(&self, error: &ErrorInfo<'_>) -> Value;
@@ -164,10 +166,11 @@ pub struct Seen {
     /// stream is cut (bounded: see [`MAX_TEXT`]).
     pub text: String,
     /// Whether the stream's own end marker passed (`[DONE]`,
-    /// `message_stop`, a final `finishReason`).
+    /// `response.completed`, `message_stop`, a final `finishReason`).
     pub finished: bool,
-    /// Whether its last word passed: `[DONE]`, `message_stop`, the `]`
-    /// closing Gemini's JSON array. Nothing but the body's end follows, and
+    /// Whether its last word passed: `[DONE]`, the Responses API's
+    /// `response.completed` (or `.incomplete`, `.failed`), `message_stop`,
+    /// the `]` closing Gemini's JSON array. Nothing but the body's end follows, and
     /// clients may stop reading there. (Gemini's server-sent events have no
     /// such word: a `finishReason` may come before the last counts.)
     pub ended: bool,
@@ -276,7 +279,7 @@ impl Request {
         if !self.generates_output() || self.fields.max_output.is_some_and(|m| m <= max) {
             return;
         }
-        self.op.api().adapter().set_max_output(&mut self.body, max, style);
+        self.op.api().adapter().set_max_output(self.op, &mut self.body, max, style);
         self.fields.max_output = Some(max);
         self.changed = true;
     }
@@ -313,7 +316,7 @@ impl Request {
     /// `alt=sse`; every other stream does).
     pub fn tap(&self, sse: bool) -> StreamTap {
         let strip = self.op == Operation::ChatCompletions && !self.fields.include_usage;
-        StreamTap::new(self.op.api(), sse, strip)
+        StreamTap::new(self.op, sse, strip)
     }
 }
 

@@ -1,8 +1,11 @@
 //! OpenAI's wire format, also Groq's and any OpenAI-compatible API's:
 //! chat completions (`max_completion_tokens` or `max_tokens`, `n` choices,
 //! `stream_options.include_usage`, usage in the body or in a last stream
-//! chunk whose `choices` is empty) and embeddings (`input`, usage with
-//! `prompt_tokens` only).
+//! chunk whose `choices` is empty), embeddings (`input`, usage with
+//! `prompt_tokens` only) and responses (`instructions` and `input` items,
+//! `max_output_tokens`, usage as `input_tokens`/`output_tokens` in the
+//! response, streamed as typed events ending with `response.completed`,
+//! which carries the whole response with its usage).
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -23,15 +26,16 @@ const REPLY_PRIMING: u64 = 3;
 /// An image part, as a high-detail 512×512 tile and the base cost.
 const PER_IMAGE: u64 = 255;
 
+/// Chat's and embeddings' usage, and the Responses API's under its names.
 #[derive(Deserialize)]
 struct WireUsage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens_details")]
     completion_tokens_details: Option<CompletionDetails>,
 }
 
@@ -61,6 +65,18 @@ impl WireUsage {
 #[derive(Deserialize)]
 struct Whole {
     usage: Option<WireUsage>,
+}
+
+/// One event of a Responses API stream: its type, the text it adds, or
+/// (the last) the whole response.
+#[derive(Deserialize)]
+struct ResponseEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    delta: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    response: Option<Whole>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +132,10 @@ impl Adapter for OpenAi {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(Invalid::new("stream", "expected true or false")),
         };
+        if op == Operation::Responses {
+            let max_output = count_field(body, "max_output_tokens")?;
+            return Ok(Fields { model, stream, max_output, choices: 1, ..Fields::default() });
+        }
         let include_usage = stream
             && body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
         let completion = count_field(body, "max_completion_tokens")?;
@@ -146,29 +166,46 @@ impl Adapter for OpenAi {
             };
         }
         let mut total = REPLY_PRIMING;
-        for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        let mut item = |item: &Value| {
             total += PER_MESSAGE;
-            if let Some(name) = message.get("name").and_then(Value::as_str) {
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
                 total += PER_NAME + count(name);
             }
-            if let Some(role) = message.get("role").and_then(Value::as_str) {
+            if let Some(role) = item.get("role").and_then(Value::as_str) {
                 total += count(role);
             }
-            if let Some(content) = message.get("content") {
+            // A message's content; a Responses function call's output.
+            for content in [item.get("content"), item.get("output")].into_iter().flatten() {
                 text_parts(content, |text| total += count(text));
                 if let Value::Array(parts) = content {
-                    total += PER_IMAGE
-                        * parts.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url")).count()
-                            as u64;
+                    let images = parts
+                        .iter()
+                        .filter(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "input_image")))
+                        .count();
+                    total += PER_IMAGE * images as u64;
                 }
             }
-            for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(f) = call.get("function") {
-                    for field in ["name", "arguments"] {
-                        total += f.get(field).and_then(Value::as_str).map_or(0, count);
-                    }
+            // Chat's tool calls; a Responses function call is an item of
+            // its own, its name counted above.
+            let calls = item.get("tool_calls").and_then(Value::as_array).into_iter().flatten();
+            for f in calls.filter_map(|call| call.get("function")) {
+                for field in ["name", "arguments"] {
+                    total += f.get(field).and_then(Value::as_str).map_or(0, count);
                 }
             }
+            total += item.get("arguments").and_then(Value::as_str).map_or(0, count);
+        };
+        if op == Operation::Responses {
+            if let Some(instructions) = body.get("instructions").filter(|i| i.is_string()) {
+                item(&json!({"role": "developer", "content": instructions}));
+            }
+            match body.get("input") {
+                Some(Value::String(text)) => item(&json!({"role": "user", "content": text})),
+                Some(Value::Array(items)) => items.iter().for_each(&mut item),
+                _ => {}
+            }
+        } else {
+            body.get("messages").and_then(Value::as_array).into_iter().flatten().for_each(item);
         }
         if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
             total += count(&tools.to_string());
@@ -180,7 +217,11 @@ impl Adapter for OpenAi {
         body.insert("model".into(), Value::String(model.to_owned()));
     }
 
-    fn set_max_output(&self, body: &mut Body, max: u64, style: LimitStyle) {
+    fn set_max_output(&self, op: Operation, body: &mut Body, max: u64, style: LimitStyle) {
+        if op == Operation::Responses {
+            body.insert("max_output_tokens".into(), json!(max));
+            return;
+        }
         let mut set = false;
         for field in ["max_completion_tokens", "max_tokens"] {
             if body.get(field).is_some_and(|v| !v.is_null()) {
@@ -201,7 +242,11 @@ impl Adapter for OpenAi {
         serde_json::from_slice::<Whole>(body).ok()?.usage.map(|u| u.usage())
     }
 
-    fn event(&self, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
+    fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
+        if op == Operation::Responses {
+            response_event(data, seen);
+            return true;
+        }
         if data == b"[DONE]" {
             seen.finished = true;
             seen.ended = true;
@@ -254,6 +299,29 @@ impl Adapter for OpenAi {
         object.insert("code".into(), json!(code));
         add_details(&mut object, &error.details);
         json!({ "error": object })
+    }
+}
+
+/// Reads one event of a Responses API stream: the text it adds, and the
+/// usage of the last (`response.completed`; `response.incomplete` or
+/// `response.failed` when the response did not complete), after which
+/// nothing follows.
+fn response_event(data: &[u8], seen: &mut Seen) {
+    let Ok(event) = serde_json::from_slice::<ResponseEvent<'_>>(data) else { return };
+    match event.kind.as_ref() {
+        "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta" => {
+            if let Some(delta) = &event.delta {
+                seen.push_text(delta);
+            }
+        }
+        "response.completed" | "response.incomplete" | "response.failed" => {
+            if let Some(usage) = event.response.and_then(|r| r.usage) {
+                seen.usage = Some(usage.usage());
+            }
+            seen.finished = true;
+            seen.ended = true;
+        }
+        _ => {}
     }
 }
 
@@ -338,16 +406,80 @@ mod tests {
     #[test]
     fn a_stream_shows_its_text_and_usage_and_loses_the_usage_chunk_the_client_did_not_ask_for() {
         let mut seen = Seen::default();
-        assert!(OpenAi.event(br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#, &mut seen, true));
+        assert!(OpenAi.event(
+            Operation::ChatCompletions,
+            br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#,
+            &mut seen,
+            true
+        ));
         let tool = br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#;
-        assert!(OpenAi.event(tool, &mut seen, true));
+        assert!(OpenAi.event(Operation::ChatCompletions, tool, &mut seen, true));
         let usage = br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#;
-        assert!(!OpenAi.event(usage, &mut seen, true), "the usage chunk is removed");
-        assert!(OpenAi.event(usage, &mut Seen::default(), false), "and kept when the client asked");
-        assert!(OpenAi.event(b"[DONE]", &mut seen, true));
+        assert!(!OpenAi.event(Operation::ChatCompletions, usage, &mut seen, true), "the usage chunk is removed");
+        assert!(
+            OpenAi.event(Operation::ChatCompletions, usage, &mut Seen::default(), false),
+            "and kept when the client asked"
+        );
+        assert!(OpenAi.event(Operation::ChatCompletions, b"[DONE]", &mut seen, true));
         assert_eq!(seen.text, "Hi{\"a\"");
         assert_eq!(seen.usage, Some(Usage { input: 7, output: 2, ..Usage::default() }));
         assert!(seen.finished && seen.ended);
+    }
+
+    #[test]
+    fn a_responses_request_is_read_counted_and_limited_in_max_output_tokens() {
+        let body = json!({"model": "gpt-4o", "stream": true, "max_output_tokens": 500, "instructions": "You are terse.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hello world"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "hi"}
+        ]});
+        let f = OpenAi.read(Operation::Responses, body.as_object().unwrap()).unwrap();
+        assert_eq!(
+            f,
+            Fields { model: Some("gpt-4o".into()), stream: true, max_output: Some(500), choices: 1, ..f.clone() }
+        );
+        let n = OpenAi.input_tokens(Operation::Responses, body.as_object().unwrap(), Encoding::O200kBase);
+        // 3 priming + 4 items × 3 + "developer" (1) + "You are terse." (4)
+        // + "user" (1) + "hello world" (2) + name "f" (1 + 1) + "{}" (1) + "hi" (1)
+        assert_eq!(n, 3 + 4 * 3 + 1 + 4 + 1 + 2 + 2 + 1 + 1);
+        let text = json!({"model": "gpt-4o", "input": "hello world"});
+        let n = OpenAi.input_tokens(Operation::Responses, text.as_object().unwrap(), Encoding::O200kBase);
+        assert_eq!(n, 3 + 3 + 1 + 2, "a string input is one user message");
+        let bad = json!({"model": "gpt-4o", "input": "x", "max_output_tokens": "lots"});
+        assert_eq!(OpenAi.read(Operation::Responses, bad.as_object().unwrap()).unwrap_err().field, "max_output_tokens");
+
+        let mut r = Request::parse(Operation::Responses, Bytes::from(text.to_string()), None).unwrap();
+        r.limit_output(10, LimitStyle::MaxCompletionTokens);
+        let sent: Value = serde_json::from_slice(&r.into_body()).unwrap();
+        assert_eq!(sent["max_output_tokens"], 10);
+        assert!(sent.get("max_completion_tokens").is_none() && sent.get("stream_options").is_none(), "{sent}");
+    }
+
+    #[test]
+    fn a_responses_usage_is_read_whole_and_from_the_streams_last_event() {
+        let usage = r#"{"input_tokens":20,"input_tokens_details":{"cached_tokens":4},"output_tokens":9,
+            "output_tokens_details":{"reasoning_tokens":3},"total_tokens":29}"#;
+        let whole = format!(r#"{{"id":"resp_1","object":"response","output":[],"usage":{usage}}}"#);
+        let expected = Usage { input: 20, output: 9, cached: 4, reasoning: 3 };
+        assert_eq!(OpenAi.usage(Operation::Responses, whole.as_bytes()), Some(expected));
+
+        let mut seen = Seen::default();
+        let events = [
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","usage":null}}"#.to_owned(),
+            r#"{"type":"response.output_text.delta","sequence_number":1,"delta":"Hi "}"#.to_owned(),
+            r#"{"type":"response.function_call_arguments.delta","sequence_number":2,"delta":"{\"a\""}"#.to_owned(),
+            r#"{"type":"response.output_text.done","sequence_number":3,"text":"Hi "}"#.to_owned(),
+        ];
+        for event in &events {
+            assert!(OpenAi.event(Operation::Responses, event.as_bytes(), &mut seen, false));
+        }
+        assert_eq!(seen.text, "Hi {\"a\"");
+        assert!(seen.usage.is_none() && !seen.ended);
+        let completed = format!(r#"{{"type":"response.completed","sequence_number":4,"response":{whole}}}"#);
+        assert!(OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false));
+        assert_eq!(seen.usage, Some(expected));
+        assert!(seen.finished && seen.ended, "response.completed is the stream's last word");
     }
 
     #[test]

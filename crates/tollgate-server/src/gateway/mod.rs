@@ -70,6 +70,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
         .route("/v1/messages", post(messages))
@@ -85,6 +86,10 @@ async fn chat_completions(State(state): State<AppState>, req: Request) -> Respon
 
 async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Api::OpenAi, req, Work::Call(Operation::Embeddings, None)).await
+}
+
+async fn responses(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Api::OpenAi, req, Work::Call(Operation::Responses, None)).await
 }
 
 async fn messages(State(state): State<AppState>, req: Request) -> Response {
@@ -230,6 +235,7 @@ fn route_name(op: Operation, path: &str) -> &'static str {
     match op {
         Operation::ChatCompletions => "/v1/chat/completions",
         Operation::Embeddings => "/v1/embeddings",
+        Operation::Responses => "/v1/responses",
         Operation::Messages => "/v1/messages",
         Operation::GenerateContent if v1 => "/v1/models/{model}:generateContent",
         Operation::GenerateContent => "/v1beta/models/{model}:generateContent",

@@ -18,6 +18,7 @@ both_stores!(
     a_chat_completion_is_answered_and_recorded_with_the_usage_the_provider_reported,
     a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk,
     anthropic_messages_are_metered_from_message_start_and_message_delta,
+    the_responses_api_is_metered_streamed_and_not_cut_or_lowered_as_chat_is,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
     the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
@@ -227,6 +228,68 @@ async fn a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["completion_tokens"], 5);
     assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 2 * (reported.input_tokens + 5));
+}
+
+async fn the_responses_api_is_metered_streamed_and_not_cut_or_lowered_as_chat_is(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 1000}}), &[], "").await;
+    let reply = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "What is a toll gate? [mock tokens=6]"}),
+        )
+        .await;
+    assert!(reply.headers.contains_key("x-ratelimit-remaining-tokens"));
+    let reply = reply.expect(200);
+    assert_eq!(reply["object"], "response");
+    let upstream = &gw.mock.requests()[0];
+    assert_eq!(upstream.path, "/v1/responses");
+    assert_eq!(upstream.credential.as_deref(), Some(OPENAI_KEY));
+    let reported = usage_of(upstream);
+    assert_eq!(reply["usage"]["output_tokens"], 6);
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["route"], "/v1/responses");
+    assert_eq!(events[0]["input_tokens"], reported.input_tokens);
+    assert_eq!(events[0]["output_tokens"], reported.output_tokens);
+    assert_eq!(events[0]["estimated"], false);
+
+    // Streamed: every event passes, the last carries the usage.
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "stream to me [mock tokens=5]"}]}]});
+    let response = gw.stream("/v1/responses", body).await;
+    assert_eq!(response.status(), 200);
+    let data: Vec<Value> =
+        sse_data(&response.text().await.unwrap()).iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let deltas = data.iter().filter(|e| e["type"] == "response.output_text.delta").count();
+    assert_eq!(deltas, 5);
+    let last = data.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["usage"]["output_tokens"], 5);
+    let upstream = &gw.mock.requests()[1];
+    assert!(upstream.body.get("stream_options").is_none(), "the Responses API always reports usage");
+    let events = gw.events("u_1").await;
+    assert_eq!(events[1]["output_tokens"], 5);
+    assert_eq!(events[1]["input_tokens"], usage_of(upstream).input_tokens);
+    assert_eq!(events[1]["estimated"], false);
+
+    // Cut: settled from the text that passed.
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "input": "cut me [mock cut_after=3 tokens=10]"});
+    let text = gw.stream("/v1/responses", body).await.text().await.unwrap_or_default();
+    assert!(!text.contains("response.completed"), "{text}");
+    let events = gw.events("u_1").await;
+    assert_eq!((events[2]["output_tokens"].as_u64(), events[2]["estimated"].as_bool()), (Some(3), Some(true)));
+
+    // More than is left: max_output_tokens is lowered to it.
+    let used = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    let reply = gw
+        .post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "a long answer", "max_output_tokens": 5000}))
+        .await
+        .expect(200);
+    let lowered = gw.mock.requests()[3].body["max_output_tokens"].as_u64().unwrap();
+    assert!(lowered < 1000 - used, "lowered to {lowered}, with {} left", 1000 - used);
+    assert_eq!(reply["usage"]["output_tokens"], lowered);
+    assert_eq!(reply["status"], "incomplete");
+    assert!(gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap() <= 1000, "zero overshoot");
 }
 
 async fn anthropic_messages_are_metered_from_message_start_and_message_delta(backend: Backend) {
