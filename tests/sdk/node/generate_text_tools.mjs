@@ -1,16 +1,21 @@
 // The Vercel AI SDK (`ai` + `@ai-sdk/openai`): `generateText` with a tool
 // takes several steps (a tool call, then the answer), and `totalUsage` adds
-// up the usage of every step. Reads OPENAI_BASE_URL and OPENAI_API_KEY;
-// prints one JSON line of what it saw.
+// up the usage of every step; then `streamText` streams an answer and its
+// usage. Reads OPENAI_BASE_URL and OPENAI_API_KEY, and OPENAI_MODEL_API:
+// `chat` (the default) for `openai.chat(…)`, which speaks
+// /v1/chat/completions, or `responses` for `openai(…)`, the provider's
+// default, which speaks /v1/responses. Prints one JSON line of what it saw.
 
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateText, jsonSchema, stepCountIs, tool } from "ai";
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 
 const openai = createOpenAI({ baseURL: process.env.OPENAI_BASE_URL, apiKey: process.env.OPENAI_API_KEY });
+const api = process.env.OPENAI_MODEL_API ?? "chat";
+const model = api === "responses" ? openai("gpt-4o-mini") : openai.chat("gpt-4o-mini");
 
 const calls = [];
 const result = await generateText({
-  model: openai.chat("gpt-4o-mini"),
+  model,
   prompt: "What is the weather in Paris? [mock tokens=9]",
   tools: {
     get_weather: tool({
@@ -42,11 +47,19 @@ const sum = (key) => result.steps.reduce((total, step) => total + step.usage[key
 if (result.totalUsage.inputTokens !== sum("inputTokens")) fail("totalUsage.inputTokens is not the sum of the steps");
 if (result.totalUsage.outputTokens !== sum("outputTokens")) fail("totalUsage.outputTokens is not the sum of the steps");
 
+const streamed = streamText({ model, prompt: "Tell me about toll gates [mock tokens=7]" });
+let text = "";
+for await (const delta of streamed.textStream) text += delta;
+const streamUsage = await streamed.usage;
+if (text.split(/\s+/).length !== 7) fail(`expected 7 streamed words, got ${JSON.stringify(text)}`);
+if (streamUsage.outputTokens !== 7) fail(`expected 7 output tokens streamed, got ${JSON.stringify(streamUsage)}`);
+
 console.log(
   JSON.stringify({
     steps: result.steps.length,
     text: result.text,
     totalUsage: result.totalUsage,
     stepUsage: result.steps.map((s) => s.usage),
+    streamUsage,
   }),
 );

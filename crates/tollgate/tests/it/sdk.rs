@@ -43,6 +43,25 @@ async fn python_openai_sync_client_reads_replies_streams_and_usage_the_mock_repo
     assert!(requests.iter().any(|r| r.path == "/v1/embeddings" && r.body["encoding_format"] == "base64"));
 }
 
+/// What `openai_responses.py` saw, call by call: (input, output).
+fn sdk_usages(seen: &Value) -> Vec<(u64, u64)> {
+    let usages = seen["usage"].as_array().expect("the script's usage list");
+    usages.iter().map(|u| (u["input"].as_u64().unwrap(), u["output"].as_u64().unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_responses_create_stream_and_tools_read_the_usage_the_mock_reported() {
+    let mock = mock_llm(&[KEY]).await;
+    let base = mock.openai_base_url();
+    let seen = python("openai_responses.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", KEY)]).await.json();
+    let requests = mock.requests();
+    assert!(requests.iter().all(|r| r.path == "/v1/responses" && r.status == Some(200)));
+    let reported: Vec<(u64, u64)> =
+        requests.iter().map(|r| (usage_of(r).input_tokens, usage_of(r).output_tokens)).collect();
+    assert_eq!(sdk_usages(&seen), reported, "the SDK read the usage the mock reported, streamed and not");
+    assert_eq!(requests.iter().filter(|r| r.body["stream"] == true).count(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_openai_async_client_streams_both_ways_and_runs_requests_concurrently() {
     let mock = mock_llm(&[]).await;
@@ -130,21 +149,44 @@ async fn python_google_genai_generates_and_streams_on_v1_and_v1beta_with_the_usa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vercel_ai_generate_text_with_a_tool_takes_two_steps_and_total_usage_is_what_the_mock_reported() {
+    vercel_ai_against_the_mock("chat").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vercel_ai_default_openai_model_speaks_the_responses_api_with_the_usage_the_mock_reported() {
+    vercel_ai_against_the_mock("responses").await;
+}
+
+/// `generate_text_tools.mjs` against the mock with the model of `api`
+/// (`chat` or `responses`): two steps, then a stream, each with the usage
+/// the mock reported.
+async fn vercel_ai_against_the_mock(api: &str) {
     let mock = mock_llm(&[KEY]).await;
     let base = mock.openai_base_url();
-    let seen = node("generate_text_tools.mjs", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", KEY)]).await.json();
+    let env = [("OPENAI_BASE_URL", base.as_str()), ("OPENAI_API_KEY", KEY), ("OPENAI_MODEL_API", api)];
+    let seen = node("generate_text_tools.mjs", &env).await.json();
     assert_eq!(seen["steps"], 2);
 
     let requests = mock.requests();
-    assert_eq!(requests.len(), 2, "one request per step");
-    assert!(requests[0].body["tools"].is_array());
-    assert_eq!(
-        requests[1].body["messages"].as_array().and_then(|m| m.last()).map(|m| &m["role"]),
-        Some(&Value::from("tool"))
+    assert_eq!(requests.len(), 3, "one request per step, then the stream");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.path == format!("/v1/{}", if api == "chat" { "chat/completions" } else { "responses" }))
     );
-    let total = |field: fn(&Usage) -> u64| requests.iter().map(|r| field(&usage_of(r))).sum::<u64>();
+    assert!(requests[0].body["tools"].is_array());
+    let last_input = match api {
+        "chat" => requests[1].body["messages"].as_array().and_then(|m| m.last()).map(|m| &m["role"]),
+        _ => requests[1].body["input"].as_array().and_then(|m| m.last()).map(|m| &m["type"]),
+    };
+    let tool_result = if api == "chat" { "tool" } else { "function_call_output" };
+    assert_eq!(last_input, Some(&Value::from(tool_result)), "the second step answers the tool's result");
+    let total = |field: fn(&Usage) -> u64| requests[..2].iter().map(|r| field(&usage_of(r))).sum::<u64>();
     assert_eq!(seen["totalUsage"]["inputTokens"], total(|u| u.input_tokens));
     assert_eq!(seen["totalUsage"]["outputTokens"], total(|u| u.output_tokens));
+    assert_eq!(requests[2].body["stream"], true);
+    assert_eq!(seen["streamUsage"]["inputTokens"], usage_of(&requests[2]).input_tokens);
+    assert_eq!(seen["streamUsage"]["outputTokens"], usage_of(&requests[2]).output_tokens);
 }
 
 // ---- through the gateway ----
@@ -198,6 +240,21 @@ async fn python_openai_sync_client_through_the_gateway_sees_the_providers_answer
     assert_eq!(usage_of(with_usage).output_tokens, seen["stream_usage"]["completion_tokens"]);
     assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
     ledger_matches_the_mock(&gw, "u_1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_responses_through_the_gateway_are_recorded_as_the_provider_reported() {
+    let (gw, _) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let seen = python("openai_responses.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
+    let requests = gw.mock.requests();
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
+    let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
+    let sdk = sdk_usages(&seen);
+    assert_eq!(sdk.len(), requests.len());
+    let sum = sdk.iter().fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
+    assert_eq!((input, output), sum, "what the SDK saw is what Tollgate recorded");
+    assert!(gw.events("u_1").await.iter().all(|e| e["route"] == "/v1/responses"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,12 +325,25 @@ async fn python_google_genai_through_the_gateway_is_recorded_as_the_provider_rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vercel_ai_generate_text_with_a_tool_through_the_gateway_is_recorded_as_its_total_usage() {
+    vercel_ai_through_the_gateway("chat").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vercel_ai_default_openai_model_through_the_gateway_is_recorded_as_its_total_usage() {
+    vercel_ai_through_the_gateway("responses").await;
+}
+
+/// `generate_text_tools.mjs` through the gateway with the model of `api`:
+/// the ledger holds what the mock reported, whose sum is the SDK's.
+async fn vercel_ai_through_the_gateway(api: &str) {
     let (gw, _) = gateway().await;
     let base = format!("{}/v1", gw.base());
-    let seen = node("generate_text_tools.mjs", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
-    assert!(seen["steps"].as_u64().unwrap() >= 2);
+    let env = [("OPENAI_BASE_URL", base.as_str()), ("OPENAI_API_KEY", gw.key.as_str()), ("OPENAI_MODEL_API", api)];
+    let seen = node("generate_text_tools.mjs", &env).await.json();
+    let steps = seen["steps"].as_u64().unwrap();
+    assert!(steps >= 2);
     let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
-    assert_eq!(seen["totalUsage"]["inputTokens"], input, "the ledger's sum is the SDK's totalUsage");
-    assert_eq!(seen["totalUsage"]["outputTokens"], output);
-    assert_eq!(gw.events("u_1").await.len() as u64, seen["steps"].as_u64().unwrap(), "one event per step");
+    let sdk = |field: &str| seen["totalUsage"][field].as_u64().unwrap() + seen["streamUsage"][field].as_u64().unwrap();
+    assert_eq!((input, output), (sdk("inputTokens"), sdk("outputTokens")), "the ledger's sum is the SDK's");
+    assert_eq!(gw.events("u_1").await.len() as u64, steps + 1, "one event per step and one for the stream");
 }

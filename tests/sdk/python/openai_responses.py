@@ -1,0 +1,89 @@
+"""The official `openai` client's Responses API (`client.responses`) against
+an OpenAI-format endpoint: created and streamed (the raw events and the
+SDK's `responses.stream` helper), with a function tool over two turns, and
+bounded by `max_output_tokens`.
+
+Reads OPENAI_BASE_URL and OPENAI_API_KEY as the SDK does. Prints one JSON
+line: the usage of every call, for the Rust test to compare with what the
+upstream reported and with what Tollgate recorded.
+"""
+
+import json
+
+from openai import OpenAI
+
+MODEL = "gpt-4o-mini"
+client = OpenAI(max_retries=0)
+usages = []
+
+
+def seen(usage):
+    usages.append({"input": usage.input_tokens, "output": usage.output_tokens})
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens, usage
+
+
+# Created: the text and the usage.
+reply = client.responses.create(
+    model=MODEL, instructions="Be brief.", input="Tell me about toll gates [mock tokens=6]"
+)
+assert reply.status == "completed", reply.status
+assert len(reply.output_text.split()) == 6, reply.output_text
+assert reply.usage.output_tokens == 6, reply.usage
+seen(reply.usage)
+
+# Streamed, event by event: the deltas make the text, the last event
+# (response.completed) carries the usage.
+events = list(client.responses.create(model=MODEL, input="Tell me about toll gates [mock tokens=6]", stream=True))
+types = [e.type for e in events]
+assert types[0] == "response.created" and types[-1] == "response.completed", types
+text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+assert text == reply.output_text, (text, reply.output_text)
+assert [e.sequence_number for e in events] == sorted(e.sequence_number for e in events)
+seen(events[-1].response.usage)
+
+# The SDK's stream helper accumulates the events into the final response.
+with client.responses.stream(model=MODEL, input=[{"role": "user", "content": "Stream it [mock tokens=4]"}]) as stream:
+    streamed = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    final = stream.get_final_response()
+assert final.output_text == streamed and len(streamed.split()) == 4, (final.output_text, streamed)
+seen(final.usage)
+
+# A function tool over two turns: the call, then the answer to its output.
+tools = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+]
+question = [{"role": "user", "content": "What is the weather in Paris? [mock tokens=5]"}]
+called = client.responses.create(model=MODEL, input=question, tools=tools)
+calls = [item for item in called.output if item.type == "function_call"]
+assert len(calls) == 1 and calls[0].name == "get_weather", called.output
+arguments = json.loads(calls[0].arguments)
+assert isinstance(arguments["city"], str), arguments
+seen(called.usage)
+answered = client.responses.create(
+    model=MODEL,
+    input=question
+    + [calls[0].model_dump(exclude_none=True)]
+    + [{"type": "function_call_output", "call_id": calls[0].call_id, "output": json.dumps({"temperature": 21})}],
+    tools=tools,
+)
+assert len(answered.output_text.split()) == 5, answered.output_text
+seen(answered.usage)
+
+# max_output_tokens bounds the reply, and the status says so.
+short = client.responses.create(model=MODEL, input="Tell me about toll gates", max_output_tokens=3)
+assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens", short
+assert short.usage.output_tokens == 3, short.usage
+seen(short.usage)
+
+print(json.dumps({"usage": usages}))
