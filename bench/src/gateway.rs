@@ -54,6 +54,19 @@ const STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role"
 const SLOW_STREAM: &str =
     r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hold on [mock tokens=30 tps=2]"}]}"#;
 
+const USAGE: &str = "usage: gateway [--seconds 3] [--concurrency 32] [--rate 2000] [--streams 5000] [--data-dir DIR]
+  --seconds      each target's time per figure, in all (split into rounds)
+  --concurrency  connections of the closed-loop throughput figure
+  --rate         requests per second of the open-loop latency figure
+  --streams      streams held open for the memory figure
+  --data-dir     where the gateway's SQLite database goes (/dev/shm: tmpfs)
+TOLLGATE_LOG in the environment reaches the gateway (warn turns its access log off).";
+
+/// `value` of `flag` as a number, or an error naming both.
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T> {
+    value.parse().map_err(|_| anyhow::anyhow!("{flag}: expected a number, got {value:?}\n{USAGE}"))
+}
+
 struct Settings {
     seconds: f64,
     concurrency: usize,
@@ -69,14 +82,18 @@ fn settings() -> anyhow::Result<Settings> {
     let mut s = Settings { seconds: 3.0, concurrency: 32, rate: 2000.0, streams: 5000, data_parent: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
-            "--seconds" => s.seconds = value.parse()?,
-            "--concurrency" => s.concurrency = value.parse()?,
-            "--rate" => s.rate = value.parse()?,
-            "--streams" => s.streams = value.parse()?,
+            "--seconds" => s.seconds = number(&flag, &value)?,
+            "--concurrency" => s.concurrency = number(&flag, &value)?,
+            "--rate" => s.rate = number(&flag, &value)?,
+            "--streams" => s.streams = number(&flag, &value)?,
             "--data-dir" => s.data_parent = Some(value.into()),
-            other => anyhow::bail!("unknown option {other}"),
+            other => anyhow::bail!("unknown option {other}\n{USAGE}"),
         }
     }
     Ok(s)

@@ -170,9 +170,10 @@ pub struct Seen {
     pub finished: bool,
     /// Whether its last word passed: `[DONE]`, the Responses API's
     /// `response.completed` (or `.incomplete`, `.failed`), `message_stop`,
-    /// the `]` closing Gemini's JSON array. Nothing but the body's end follows, and
-    /// clients may stop reading there. (Gemini's server-sent events have no
-    /// such word: a `finishReason` may come before the last counts.)
+    /// the `]` closing Gemini's JSON array. Nothing but the body's end
+    /// follows, and clients may stop reading there. (Gemini's server-sent
+    /// events have no such word: a `finishReason` may come before the last
+    /// counts.)
     pub ended: bool,
     /// Characters of text beyond [`MAX_TEXT`], counted but not kept.
     pub dropped_chars: u64,
