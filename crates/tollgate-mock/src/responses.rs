@@ -34,6 +34,9 @@ use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
 use crate::{Exchange, Provider, Shared, optional_count, unix_now};
 
+/// The smallest `max_output_tokens` OpenAI takes.
+const MIN_OUTPUT: u64 = 16;
+
 /// `POST responses`.
 pub async fn create(
     State(shared): State<Arc<Shared>>,
@@ -67,6 +70,11 @@ fn read<'a>(body: &'a Value) -> Result<Request<'a>, String> {
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let max_tokens = optional_count(body, "max_output_tokens")?;
+    if let Some(n) = max_tokens.filter(|n| *n < MIN_OUTPUT) {
+        return Err(format!(
+            "max_output_tokens: integer below minimum value, expected a value >= {MIN_OUTPUT}, got {n}"
+        ));
+    }
     let tools = body.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     // Hosted tools (web search, file search…) are never called.
     let function = |tool: &'a Value| match kind(tool) {

@@ -256,6 +256,12 @@ impl Request {
         self.op != Operation::Embeddings
     }
 
+    /// The smallest output limit per choice the API takes (the Responses
+    /// API refuses a `max_output_tokens` below 16; others take 1).
+    pub fn least_output(&self) -> u64 {
+        if self.op == Operation::Responses { openai::RESPONSES_LEAST_OUTPUT } else { 1 }
+    }
+
     /// How many choices the client asked for (OpenAI's `n`; 1 elsewhere).
     pub fn choices(&self) -> u64 {
         self.fields.choices.max(1)

@@ -26,17 +26,40 @@ const REPLY_PRIMING: u64 = 3;
 /// An image part, as a high-detail 512×512 tile and the base cost.
 const PER_IMAGE: u64 = 255;
 
-/// Chat's and embeddings' usage, and the Responses API's under its names.
+/// The smallest `max_output_tokens` the Responses API takes.
+pub(crate) const RESPONSES_LEAST_OUTPUT: u64 = 16;
+
 #[derive(Deserialize)]
 struct WireUsage {
-    #[serde(default, alias = "input_tokens")]
+    #[serde(default)]
     prompt_tokens: u64,
-    #[serde(default, alias = "output_tokens")]
+    #[serde(default)]
     completion_tokens: u64,
-    #[serde(default, alias = "input_tokens_details")]
+    #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default, alias = "output_tokens_details")]
+    #[serde(default)]
     completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// The Responses API's usage: the same counts under other names. (Kept
+/// apart from chat's: some OpenAI-compatible APIs send both spellings in
+/// one chat usage block.)
+#[derive(Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<CompletionDetails>,
+}
+
+impl ResponsesUsage {
+    fn usage(&self) -> Usage {
+        usage(self.input_tokens, self.output_tokens, &self.input_tokens_details, &self.output_tokens_details)
+    }
 }
 
 #[derive(Deserialize)]
@@ -53,18 +76,29 @@ struct CompletionDetails {
 
 impl WireUsage {
     fn usage(&self) -> Usage {
-        Usage {
-            input: self.prompt_tokens,
-            output: self.completion_tokens,
-            cached: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
-            reasoning: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
-        }
+        usage(self.prompt_tokens, self.completion_tokens, &self.prompt_tokens_details, &self.completion_tokens_details)
+    }
+}
+
+/// Usage from its counts and details, under either API's names.
+fn usage(input: u64, output: u64, prompt: &Option<PromptDetails>, completion: &Option<CompletionDetails>) -> Usage {
+    Usage {
+        input,
+        output,
+        cached: prompt.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+        reasoning: completion.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
     }
 }
 
 #[derive(Deserialize)]
 struct Whole {
     usage: Option<WireUsage>,
+}
+
+/// A Responses API response (whole, or in a stream's last event).
+#[derive(Deserialize)]
+struct WholeResponse {
+    usage: Option<ResponsesUsage>,
 }
 
 /// One event of a Responses API stream: its type, the text it adds, or
@@ -76,7 +110,7 @@ struct ResponseEvent<'a> {
     #[serde(default, borrow)]
     delta: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    response: Option<Whole>,
+    response: Option<WholeResponse>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +167,14 @@ impl Adapter for OpenAi {
             Some(_) => return Err(Invalid::new("stream", "expected true or false")),
         };
         if op == Operation::Responses {
+            // Answered later, its usage known only when fetched: unmetered.
+            if body.get("background").and_then(Value::as_bool) == Some(true) {
+                return Err(Invalid::new(
+                    "background",
+                    "Tollgate does not take background responses: their usage is known only when the response \
+                     is fetched later, which the gateway does not meter; send the request without it",
+                ));
+            }
             let max_output = count_field(body, "max_output_tokens")?;
             return Ok(Fields { model, stream, max_output, choices: 1, ..Fields::default() });
         }
@@ -174,8 +216,9 @@ impl Adapter for OpenAi {
             if let Some(role) = item.get("role").and_then(Value::as_str) {
                 total += count(role);
             }
-            // A message's content; a Responses function call's output.
-            for content in [item.get("content"), item.get("output")].into_iter().flatten() {
+            // A message's content; a Responses function call's output, a
+            // reasoning item's summary.
+            for content in [item.get("content"), item.get("output"), item.get("summary")].into_iter().flatten() {
                 text_parts(content, |text| total += count(text));
                 if let Value::Array(parts) = content {
                     let images = parts
@@ -193,16 +236,19 @@ impl Adapter for OpenAi {
                     total += f.get(field).and_then(Value::as_str).map_or(0, count);
                 }
             }
-            total += item.get("arguments").and_then(Value::as_str).map_or(0, count);
+            // A Responses function call's arguments, a custom tool call's input.
+            for field in ["arguments", "input"] {
+                total += item.get(field).and_then(Value::as_str).map_or(0, count);
+            }
         };
         if op == Operation::Responses {
-            if let Some(instructions) = body.get("instructions").filter(|i| i.is_string()) {
-                item(&json!({"role": "developer", "content": instructions}));
-            }
-            match body.get("input") {
-                Some(Value::String(text)) => item(&json!({"role": "user", "content": text})),
-                Some(Value::Array(items)) => items.iter().for_each(&mut item),
-                _ => {}
+            // Each a text (a message of its own) or a list of items.
+            for (field, role) in [("instructions", "developer"), ("input", "user")] {
+                match body.get(field) {
+                    Some(Value::String(text)) => item(&json!({"role": role, "content": text})),
+                    Some(Value::Array(items)) => items.iter().for_each(&mut item),
+                    _ => {}
+                }
             }
         } else {
             body.get("messages").and_then(Value::as_array).into_iter().flatten().for_each(item);
@@ -238,7 +284,10 @@ impl Adapter for OpenAi {
         }
     }
 
-    fn usage(&self, _op: Operation, body: &[u8]) -> Option<Usage> {
+    fn usage(&self, op: Operation, body: &[u8]) -> Option<Usage> {
+        if op == Operation::Responses {
+            return serde_json::from_slice::<WholeResponse>(body).ok()?.usage.map(|u| u.usage());
+        }
         serde_json::from_slice::<Whole>(body).ok()?.usage.map(|u| u.usage())
     }
 
@@ -398,6 +447,11 @@ mod tests {
             "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
         let u = OpenAi.usage(Operation::ChatCompletions, body).unwrap();
         assert_eq!(u, Usage { input: 20, output: 9, cached: 4, reasoning: 3 });
+        // Some OpenAI-compatible APIs add the Responses API's names beside chat's.
+        let both =
+            br#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"input_tokens":20,"output_tokens":9,
+            "prompt_tokens_details":{"cached_tokens":4},"input_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(OpenAi.usage(Operation::ChatCompletions, both), Some(Usage { cached: 4, reasoning: 0, ..u }));
         let embed = br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
         assert_eq!(OpenAi.usage(Operation::Embeddings, embed).unwrap(), Usage { input: 5, ..Usage::default() });
         assert_eq!(OpenAi.usage(Operation::ChatCompletions, b"{}"), None);
@@ -449,11 +503,24 @@ mod tests {
         let bad = json!({"model": "gpt-4o", "input": "x", "max_output_tokens": "lots"});
         assert_eq!(OpenAi.read(Operation::Responses, bad.as_object().unwrap()).unwrap_err().field, "max_output_tokens");
 
-        let mut r = Request::parse(Operation::Responses, Bytes::from(text.to_string()), None).unwrap();
-        r.limit_output(10, LimitStyle::MaxCompletionTokens);
+        let streamed = json!({"model": "gpt-4o", "input": "hello world", "stream": true});
+        let mut r = Request::parse(Operation::Responses, Bytes::from(streamed.to_string()), None).unwrap();
+        assert_eq!(r.least_output(), RESPONSES_LEAST_OUTPUT);
+        r.ask_for_stream_usage();
+        r.limit_output(20, LimitStyle::MaxCompletionTokens);
         let sent: Value = serde_json::from_slice(&r.into_body()).unwrap();
-        assert_eq!(sent["max_output_tokens"], 10);
-        assert!(sent.get("max_completion_tokens").is_none() && sent.get("stream_options").is_none(), "{sent}");
+        assert_eq!(sent["max_output_tokens"], 20);
+        assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+        assert!(sent.get("stream_options").is_none(), "the Responses API always reports usage: {sent}");
+
+        let background = json!({"model": "gpt-4o", "input": "x", "background": true});
+        assert_eq!(OpenAi.read(Operation::Responses, background.as_object().unwrap()).unwrap_err().field, "background");
+        let reasoning = json!({"model": "o3", "instructions": [{"role": "system", "content": "Think."}], "input": [
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hello world"}]},
+            {"type": "custom_tool_call", "call_id": "c2", "name": "f", "input": "hi"}]});
+        let n = OpenAi.input_tokens(Operation::Responses, reasoning.as_object().unwrap(), Encoding::O200kBase);
+        // 3 priming + 3 items × 3 + "system" (1) + "Think." (2) + "hello world" (2) + name "f" (1 + 1) + "hi" (1)
+        assert_eq!(n, 3 + 3 * 3 + 1 + 2 + 2 + 2 + 1);
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub async fn reserve(
     } else {
         (0, 0)
     };
+    // The least output per choice a call may be lowered to: the API's
+    // minimum (below it the provider refuses the call), unless the client
+    // asked for less itself.
+    let least_output = request.least_output().min(asked).max(1);
     let [tokens, input_tokens, output_tokens, requests, cost] =
         [Meter::TOKENS, Meter::INPUT_TOKENS, Meter::OUTPUT_TOKENS, Meter::REQUESTS, Meter::COST_USD]
             .map(Meter::builtin);
@@ -118,7 +122,7 @@ pub async fn reserve(
             let s = state.metering.state(account, meter, now).await?;
             let remaining = s.remaining().unwrap_or(0).max(0) as u64;
             let fixed = if needs_input { input } else { 0 };
-            let least = fixed + if *meter == input_tokens { 0 } else { choices };
+            let least = fixed + if *meter == input_tokens { 0 } else { choices * least_output };
             if remaining < least {
                 return Err(quota_refusal(account, meter, &s, least));
             }

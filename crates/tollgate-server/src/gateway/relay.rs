@@ -1,10 +1,10 @@
 //! A streamed answer on its way to the client: each upstream piece leaves
 //! as soon as it arrives (an OpenAI usage chunk the client did not ask for
 //! is taken out), the tap reads usage and text on the side, and neither
-//! the stream's last word (`[DONE]`, `message_stop`, the `]` closing
-//! Gemini's JSON array) nor the body's end leaves before the call's event
-//! is committed: SDKs stop reading at that word (OpenAI's closes the
-//! response there).
+//! the stream's last word (`[DONE]`, `response.completed`,
+//! `message_stop`, the `]` closing Gemini's JSON array) nor the body's end
+//! leaves before the call's event is committed: SDKs stop reading at that
+//! word (OpenAI's closes the response there).
 //!
 //! However the stream ends, the call is settled once: at its last word or
 //! the upstream's end (the provider's usage, or an estimate when it

@@ -18,7 +18,7 @@ both_stores!(
     a_chat_completion_is_answered_and_recorded_with_the_usage_the_provider_reported,
     a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk,
     anthropic_messages_are_metered_from_message_start_and_message_delta,
-    the_responses_api_is_metered_streamed_and_not_cut_or_lowered_as_chat_is,
+    the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
     the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
@@ -230,7 +230,9 @@ async fn a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the
     assert_eq!(gw.usage("u_1").await["meters"]["tokens"]["used"], 2 * (reported.input_tokens + 5));
 }
 
-async fn the_responses_api_is_metered_streamed_and_not_cut_or_lowered_as_chat_is(backend: Backend) {
+async fn the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does(
+    backend: Backend,
+) {
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 1000}}), &[], "").await;
     let reply = gw
         .post(
@@ -772,6 +774,38 @@ async fn a_request_whose_input_alone_does_not_fit_is_refused_without_calling_ups
         .await;
     assert_eq!((gemini.status.as_u16(), gemini.body["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")));
     assert_eq!(gemini.body["error"]["code"], 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_call_is_never_lowered_below_the_apis_minimum_nor_sent_in_the_background() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"output_tokens": 10}}), &[], "").await;
+    // Chat takes a limit of 10: lowered to what is left.
+    gw.post("/v1/chat/completions", chat("hello [mock tokens=30]")).await.expect(200);
+    assert_eq!(gw.mock.requests()[0].body["max_completion_tokens"], 10);
+    assert_eq!(gw.usage("u_1").await["meters"]["output_tokens"]["used"], 10);
+
+    // The Responses API refuses a max_output_tokens below 16: with less left
+    // the call is Tollgate's 429, never the provider's 400.
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"output_tokens": 15}}), &[], "").await;
+    let refused = gw.post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "hello"})).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(
+        (refused.body["error"]["type"].as_str(), refused.body["error"]["meter"].as_str()),
+        (Some("insufficient_quota"), Some("output_tokens"))
+    );
+    assert!(gw.mock.requests().is_empty(), "upstream was not called");
+    // Unless the client asked for less itself: then it is the client's call.
+    let asked =
+        gw.post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "hello", "max_output_tokens": 8})).await;
+    assert_eq!(asked.status, 400, "the provider's own refusal, passed through: {}", asked.body);
+    assert_eq!(gw.mock.requests()[0].body["max_output_tokens"], 8);
+
+    // A background response's usage is known only when it is fetched: refused before any call.
+    let background = json!({"model": "gpt-4o-mini", "input": "hello", "background": true});
+    let refused = gw.post("/v1/responses", background).await;
+    assert_eq!((refused.status.as_u16(), refused.body["error"]["param"].as_str()), (400, Some("background")));
+    assert_eq!(gw.mock.requests().len(), 1);
+    assert!(gw.events("u_1").await.iter().all(|e| e["status_code"] == 400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -527,20 +527,20 @@ async fn responses_api_calls_a_function_tool_whole_and_streamed_then_answers_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_api_max_output_tokens_shortens_the_reply_and_leaves_it_incomplete() {
     let mock = mock_llm(&[]).await;
-    let request = json!({ "model": "m", "max_output_tokens": 4, "input": "a long story [mock tokens=20]" });
+    let request = json!({ "model": "m", "max_output_tokens": 16, "input": "a long story [mock tokens=20]" });
     let body = json_of(&Call::responses(request.clone()).send(&mock).await.2);
     assert_eq!(
         (&body["status"], &body["incomplete_details"]),
         (&json!("incomplete"), &json!({ "reason": "max_output_tokens" }))
     );
-    assert_eq!((&body["max_output_tokens"], &body["usage"]["output_tokens"]), (&json!(4), &json!(4)));
-    assert_eq!(responses_text(&body).split_whitespace().count(), 4);
+    assert_eq!((&body["max_output_tokens"], &body["usage"]["output_tokens"]), (&json!(16), &json!(16)));
+    assert_eq!(responses_text(&body).split_whitespace().count(), 16);
     assert_eq!(body["output"][0]["status"], "incomplete");
 
     let mut streamed = request;
     streamed["stream"] = json!(true);
     let events = sse_events(&Call::responses(streamed).send(&mock).await.2);
-    assert_eq!(events.iter().filter(|(n, _)| n == "response.output_text.delta").count(), 4);
+    assert_eq!(events.iter().filter(|(n, _)| n == "response.output_text.delta").count(), 16);
     let (last, data) = events.last().unwrap();
     assert_eq!((last.as_str(), &data["response"]["status"]), ("response.incomplete", &json!("incomplete")));
     assert_eq!(mock.requests()[1].usage, Some(responses_usage(&data["response"])));
@@ -853,6 +853,7 @@ async fn bad_requests_are_400s_in_the_providers_shape_naming_the_field() {
         (Call::responses(json!({ "model": "m", "input": "" })), "input"),
         (Call::responses(json!({ "model": "m", "input": [] })), "input"),
         (Call::responses(json!({ "model": "m", "input": "hi", "max_output_tokens": -1 })), "max_output_tokens"),
+        (Call::responses(json!({ "model": "m", "input": "hi", "max_output_tokens": 15 })), "max_output_tokens"),
         (
             Call::openai(json!({ "model": "m", "messages": [{ "role": "user", "content": "[mock stauts=500]" }] })),
             "stauts",
