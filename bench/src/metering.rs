@@ -127,6 +127,28 @@ where
 /// `checks`, `engine`), from the command line; all when none is named.
 struct Choice(Vec<String>);
 
+const USAGE: &str = "usage: metering [seconds] [sqlite|postgres]… [events|checks|engine]… (5 s, everything by default)";
+
+/// The seconds per figure (5 unless a number is given) and what to measure.
+fn arguments(args: impl Iterator<Item = String>) -> anyhow::Result<(f64, Choice)> {
+    let mut seconds = 5.0;
+    let mut words = Vec::new();
+    for arg in args {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "sqlite" | "postgres" | "events" | "checks" | "engine" => words.push(arg),
+            number => match number.parse::<f64>() {
+                Ok(s) if s > 0.0 => seconds = s,
+                _ => anyhow::bail!("{arg:?} is neither a number of seconds nor a part to measure\n{USAGE}"),
+            },
+        }
+    }
+    Ok((seconds, Choice(words)))
+}
+
 impl Choice {
     fn wants(&self, group: &[&str], name: &str) -> bool {
         !self.0.iter().any(|a| group.contains(&a.as_str())) || self.0.iter().any(|a| a == name)
@@ -393,9 +415,7 @@ fn engine_only(seconds: f64) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let choice = Choice(args.collect());
+    let (seconds, choice) = arguments(std::env::args().skip(1))?;
     println!("tollgate metering benchmark, {seconds} s per figure, {} cores", std::thread::available_parallelism()?);
     if choice.store("sqlite") {
         run(sqlite().await, seconds, &choice).await?;
