@@ -18,7 +18,14 @@ usages = []
 
 
 def seen(usage):
-    usages.append({"input": usage.input_tokens, "output": usage.output_tokens})
+    usages.append(
+        {
+            "input": usage.input_tokens,
+            "output": usage.output_tokens,
+            "cached": usage.input_tokens_details.cached_tokens,
+            "reasoning": usage.output_tokens_details.reasoning_tokens,
+        }
+    )
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens, usage
 
 
@@ -79,6 +86,13 @@ answered = client.responses.create(
 )
 assert len(answered.output_text.split()) == 5, answered.output_text
 seen(answered.usage)
+
+# Cached and reasoning tokens where the Responses API reports them.
+detailed = client.responses.create(model=MODEL, input="Think first [mock cached=3 reasoning=2 tokens=4]")
+assert detailed.usage.input_tokens_details.cached_tokens == 3, detailed.usage
+assert detailed.usage.output_tokens_details.reasoning_tokens == 2, detailed.usage
+assert detailed.usage.output_tokens == 6, detailed.usage
+seen(detailed.usage)
 
 # max_output_tokens bounds the reply, and the status says so.
 # (OpenAI takes no limit below 16.)

@@ -43,10 +43,16 @@ async fn python_openai_sync_client_reads_replies_streams_and_usage_the_mock_repo
     assert!(requests.iter().any(|r| r.path == "/v1/embeddings" && r.body["encoding_format"] == "base64"));
 }
 
-/// What `openai_responses.py` saw, call by call: (input, output).
-fn sdk_usages(seen: &Value) -> Vec<(u64, u64)> {
+/// What `openai_responses.py` saw, call by call: input, output, cached
+/// and reasoning tokens.
+fn sdk_usages(seen: &Value) -> Vec<[u64; 4]> {
     let usages = seen["usage"].as_array().expect("the script's usage list");
-    usages.iter().map(|u| (u["input"].as_u64().unwrap(), u["output"].as_u64().unwrap())).collect()
+    let counts = |u: &Value| ["input", "output", "cached", "reasoning"].map(|k| u[k].as_u64().unwrap());
+    usages.iter().map(counts).collect()
+}
+
+fn counts(u: &Usage) -> [u64; 4] {
+    [u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,9 +62,9 @@ async fn python_openai_responses_create_stream_and_tools_read_the_usage_the_mock
     let seen = python("openai_responses.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", KEY)]).await.json();
     let requests = mock.requests();
     assert!(requests.iter().all(|r| r.path == "/v1/responses" && r.status == Some(200)));
-    let reported: Vec<(u64, u64)> =
-        requests.iter().map(|r| (usage_of(r).input_tokens, usage_of(r).output_tokens)).collect();
+    let reported: Vec<[u64; 4]> = requests.iter().map(|r| counts(&usage_of(r))).collect();
     assert_eq!(sdk_usages(&seen), reported, "the SDK read the usage the mock reported, streamed and not");
+    assert!(reported.iter().any(|u| u[2] == 3 && u[3] == 2), "cached and reasoning tokens among them");
     assert_eq!(requests.iter().filter(|r| r.body["stream"] == true).count(), 2);
 }
 
@@ -251,9 +257,13 @@ async fn python_openai_responses_through_the_gateway_are_recorded_as_the_provide
     assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
     let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
     let sdk = sdk_usages(&seen);
-    assert_eq!(sdk.len(), requests.len());
-    let sum = sdk.iter().fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
+    let reported: Vec<[u64; 4]> = requests.iter().map(|r| counts(&usage_of(r))).collect();
+    assert_eq!(sdk, reported, "the SDK saw what the provider reported, call by call");
+    let sum = sdk.iter().fold((0, 0), |(i, o), u| (i + u[0], o + u[1]));
     assert_eq!((input, output), sum, "what the SDK saw is what Tollgate recorded");
+    let events = gw.events("u_1").await;
+    let reasoning: Vec<u64> = events.iter().map(|e| e["reasoning_tokens"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(reasoning, sdk.iter().map(|u| u[3]).collect::<Vec<_>>(), "reasoning tokens kept in the ledger");
     assert!(gw.events("u_1").await.iter().all(|e| e["route"] == "/v1/responses"));
 }
 
