@@ -8,10 +8,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode};
 use axum::routing::post;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,7 +17,7 @@ use serde_json::{Value, json};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame, event};
-use crate::{Exchange, Provider, Shared, optional_count};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count};
 
 const MODELS: [(&str, &str, &str); 4] = [
     ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
@@ -39,45 +37,26 @@ pub fn routes() -> Router<Arc<Shared>> {
 
 /// `POST /v1/messages/count_tokens`: the input tokens a `messages` call
 /// with this body would be counted.
-async fn count_tokens(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let counted = || {
-        let exchange = Exchange::open(&shared, Provider::Anthropic, &method, &uri, &headers, &body)?;
-        if !headers.contains_key("anthropic-version") {
-            return Err(exchange.fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required"));
-        }
-        let request = exchange.json(&body)?;
-        request
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "model: Field required"))?;
-        let messages = request
-            .get("messages")
-            .and_then(Value::as_array)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "messages: expected a non-empty array"))?;
-        let tools = request.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
-        let system = request.get("system").filter(|s| !s.is_null());
-        let tokens = reply::input_tokens(messages.iter().chain(system), tools.iter());
-        Ok(exchange.answer(json!({ "input_tokens": tokens }), None, 0))
-    };
-    counted().unwrap_or_else(|refusal| refusal)
-}
-
-async fn messages(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
+async fn count_tokens(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::Anthropic, &call)?;
+    if !call.headers.contains_key("anthropic-version") {
+        return Err(exchange.fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required"));
+    }
+    let request = exchange.json(&call.body)?;
+    request
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "model: Field required"))?;
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| exchange.fail(StatusCode::BAD_REQUEST, "messages: expected a non-empty array"))?;
+    let tools = request.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let system = request.get("system").filter(|s| !s.is_null());
+    let tokens = reply::input_tokens(messages.iter().chain(system), tools.iter());
+    Ok(exchange.answer(json!({ "input_tokens": tokens }), None, 0))
 }
 
 struct Messages<'a> {
@@ -135,20 +114,14 @@ fn choose_tool<'a>(tools: &'a [Value], choice: Option<&Value>) -> Option<(&'a st
     }
 }
 
-async fn answer(
-    shared: &Arc<Shared>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, Response> {
-    let exchange = Exchange::open(shared, Provider::Anthropic, method, uri, headers, body)?;
-    if !headers.contains_key("anthropic-version") {
+async fn messages(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::Anthropic, &call)?;
+    if !call.headers.contains_key("anthropic-version") {
         return Err(exchange.fail(StatusCode::BAD_REQUEST, "anthropic-version: header is required"));
     }
-    let request = exchange.json(body)?;
+    let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, headers)?;
+    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
     let reply = reply::reply(&read.ask, &knobs, &shared.config);
     exchange.wait(&knobs).await?;
     let id = shared.next_id();
@@ -281,26 +254,20 @@ fn events(meta: &Meta<'_>, reply: &Reply) -> Vec<Frame> {
 }
 
 /// `GET /v1/models` with Anthropic's credential.
-pub async fn models(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-    let exchange = match Exchange::open(shared, Provider::Anthropic, method, uri, headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub fn models(shared: &Arc<Shared>, call: &Incoming) -> Answer {
+    let exchange = Exchange::open(shared, Provider::Anthropic, call)?;
     let data: Vec<Value> = MODELS.iter().map(model_json).collect();
     let body =
         json!({ "data": data, "has_more": false, "first_id": MODELS[0].0, "last_id": MODELS[MODELS.len() - 1].0 });
-    exchange.answer(body, None, 0)
+    Ok(exchange.answer(body, None, 0))
 }
 
 /// `GET /v1/models/{id}` with Anthropic's credential.
-pub async fn model(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str) -> Response {
-    let exchange = match Exchange::open(shared, Provider::Anthropic, method, uri, headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub fn model(shared: &Arc<Shared>, call: &Incoming, id: &str) -> Answer {
+    let exchange = Exchange::open(shared, Provider::Anthropic, call)?;
     match MODELS.iter().find(|m| m.0 == id) {
-        Some(m) => exchange.answer(model_json(m), None, 0),
-        None => exchange.fail(StatusCode::NOT_FOUND, &format!("model: {id}")),
+        Some(m) => Ok(exchange.answer(model_json(m), None, 0)),
+        None => Err(exchange.fail(StatusCode::NOT_FOUND, &format!("model: {id}"))),
     }
 }
 

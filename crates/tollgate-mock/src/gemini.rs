@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Exchange, Provider, Shared};
+use crate::{Answer, Exchange, Incoming, Provider, Shared};
 
 const MODELS: [(&str, &str); 4] = [
     ("gemini-2.5-pro", "Gemini 2.5 Pro"),
@@ -30,17 +30,6 @@ static NULL: Value = Value::Null;
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/v1beta/models", get(models)).route("/v1beta/models/{name}", get(model).post(action))
-}
-
-pub(crate) async fn action(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, &name, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
 }
 
 struct Generate<'a> {
@@ -106,28 +95,21 @@ fn choose_tool<'a>(declarations: &[&'a Value], tool_config: Option<&Value>) -> O
         .find(|(name, _)| allowed.is_none_or(|a| a == *name))
 }
 
-async fn answer(
-    shared: &Arc<Shared>,
-    name: &str,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, Response> {
-    let exchange = Exchange::open(shared, Provider::Gemini, method, uri, headers, body)?;
+pub(crate) async fn action(State(shared): State<Arc<Shared>>, Path(name): Path<String>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::Gemini, &call)?;
     let Some((model, action)) = name.split_once(':') else {
         return Err(exchange
             .fail(StatusCode::NOT_FOUND, &format!("models/{name} has no method; call models/{name}:generateContent")));
     };
     let (stream, sse) = match action {
         "generateContent" => (false, false),
-        "streamGenerateContent" => (true, uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"))),
-        "countTokens" => return count_tokens(&exchange, body),
+        "streamGenerateContent" => (true, call.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"))),
+        "countTokens" => return count_tokens(&exchange, &call.body),
         _ => return Err(exchange.fail(StatusCode::NOT_FOUND, &format!("models/{model}:{action} is not a method"))),
     };
-    let request = exchange.json(body)?;
+    let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, headers)?;
+    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
     let reply = reply::reply(&read.ask, &knobs, &shared.config);
     exchange.wait(&knobs).await?;
     let response_id = format!("mock{}", shared.next_id());
@@ -296,36 +278,19 @@ fn chunks(meta: &Meta<'_>, reply: &Reply, sse: bool) -> Vec<Frame> {
     }
 }
 
-pub(crate) async fn models(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let exchange = match Exchange::open(&shared, Provider::Gemini, &method, &uri, &headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub(crate) async fn models(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::Gemini, &call)?;
     let models: Vec<Value> = MODELS.iter().map(model_json).collect();
-    exchange.answer(json!({ "models": models }), None, 0)
+    Ok(exchange.answer(json!({ "models": models }), None, 0))
 }
 
-pub(crate) async fn model(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let exchange = match Exchange::open(&shared, Provider::Gemini, &method, &uri, &headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub(crate) async fn model(State(shared): State<Arc<Shared>>, Path(name): Path<String>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::Gemini, &call)?;
     match MODELS.iter().find(|m| m.0 == name) {
-        Some(m) => exchange.answer(model_json(m), None, 0),
+        Some(m) => Ok(exchange.answer(model_json(m), None, 0)),
         None => {
-            let version = if uri.path().starts_with("/v1/") { "v1" } else { "v1beta" };
-            exchange.fail(StatusCode::NOT_FOUND, &format!("models/{name} is not found for API version {version}"))
+            let version = if call.uri.path().starts_with("/v1/") { "v1" } else { "v1beta" };
+            Err(exchange.fail(StatusCode::NOT_FOUND, &format!("models/{name} is not found for API version {version}")))
         }
     }
 }

@@ -2,11 +2,12 @@
 //! Anthropic and Gemini HTTP APIs, for tests, the benchmark and `demo`.
 //!
 //! It speaks each provider's wire format (streaming included, usage where
-//! each provider puts it, tool calls; for OpenAI both chat completions and
-//! the Responses API, `POST /v1/responses`), checks each provider's credential
-//! header, and takes per-request knobs that survive a gateway forwarding
-//! only the body: `[mock status=503]` in the last user message, or the
-//! `x-mock` header. It records what it received (`MockServer::requests`,
+//! each provider puts it, tool calls; for OpenAI chat completions, legacy
+//! completions, `POST /v1/completions`, and the Responses API,
+//! `POST /v1/responses`), checks each provider's credential header, and
+//! takes per-request knobs that survive a gateway forwarding only the body:
+//! `[mock status=503]` in the last user message (a completion's prompt), or
+//! the `x-mock` header. It records what it received (`MockServer::requests`,
 //! `GET /_mock/requests`). It must not log per request nor allocate
 //! needlessly: the gateway benchmark measures against it.
 //!
@@ -34,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -222,34 +223,26 @@ fn models_of(headers: &HeaderMap, uri: &Uri) -> Provider {
     }
 }
 
-async fn models(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    match models_of(&headers, &uri) {
-        Provider::Anthropic => anthropic::models(&shared, &method, &uri, &headers).await,
-        Provider::Gemini => gemini::models(State(shared), method, uri, headers).await,
-        _ => openai::models(&shared, &method, &uri, &headers).await,
+async fn models(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    match models_of(&call.headers, &call.uri) {
+        Provider::Anthropic => anthropic::models(&shared, &call),
+        Provider::Gemini => gemini::models(State(shared), call).await,
+        _ => openai::models(&shared, &call),
     }
 }
 
-async fn model(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    match models_of(&headers, &uri) {
-        Provider::Anthropic => anthropic::model(&shared, &method, &uri, &headers, &id).await,
-        Provider::Gemini => gemini::model(State(shared), Path(id), method, uri, headers).await,
-        _ => openai::model(&shared, &method, &uri, &headers, &id).await,
+async fn model(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    match models_of(&call.headers, &call.uri) {
+        Provider::Anthropic => anthropic::model(&shared, &call, &id),
+        Provider::Gemini => gemini::model(State(shared), Path(id), call).await,
+        _ => openai::model(&shared, &call, &id),
     }
 }
 
 /// GitHub's `GET /user`, the cheapest call that proves a token.
-async fn github_user(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    match Exchange::open(&shared, Provider::GitHub, &method, &uri, &headers, &Bytes::new()) {
-        Ok(exchange) => exchange.answer(json!({ "login": "mock-user", "id": 1, "type": "User" }), None, 0),
-        Err(refusal) => refusal,
-    }
+async fn github_user(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::GitHub, &call)?;
+    Ok(exchange.answer(json!({ "login": "mock-user", "id": 1, "type": "User" }), None, 0))
 }
 
 async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
@@ -307,6 +300,31 @@ impl Provider {
     }
 }
 
+/// A request as the handlers read it: its method, URI, headers and whole
+/// body (bounded by the router's body limit).
+pub(crate) struct Incoming {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Incoming, Response> {
+        let (mut parts, body) = request.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let body =
+            Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(IntoResponse::into_response)?;
+        Ok(Incoming { method, uri, headers, body })
+    }
+}
+
+/// A handler's answer: a refusal is a whole answer too.
+pub(crate) type Answer = Result<Response, Response>;
+
 /// One request in progress: recorded on arrival, finished with its outcome.
 pub(crate) struct Exchange {
     pub shared: Arc<Shared>,
@@ -316,14 +334,8 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// Records the request and checks its credential.
-    pub fn open(
-        shared: &Arc<Shared>,
-        provider: Provider,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Exchange, Response> {
+    pub fn open(shared: &Arc<Shared>, provider: Provider, call: &Incoming) -> Result<Exchange, Response> {
+        let Incoming { method, uri, headers, body } = call;
         let credential = provider.credential(headers, uri);
         let seq = shared.recorder.start(provider, method, uri, headers, credential, body);
         let exchange = Exchange { shared: shared.clone(), provider, seq };

@@ -1,15 +1,18 @@
 //! OpenAI's wire format (also Groq's and every OpenAI-compatible API):
 //! `POST chat/completions` (streamed as `chat.completion.chunk` events,
 //! usage only with `stream_options.include_usage`, in a last chunk whose
-//! `choices` is empty), `POST embeddings`, `GET models`. The Responses API
-//! (`POST responses`) has its own module, `responses`, mounted here.
+//! `choices` is empty), the legacy `POST completions` (a `prompt` in, a
+//! `text_completion` out, streamed and metered as chat is; what vLLM,
+//! llama.cpp and Ollama still serve), `POST embeddings`, `GET models`. The
+//! Responses API (`POST responses`) has its own module, `responses`,
+//! mounted here.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use base64::Engine;
@@ -19,7 +22,7 @@ use serde_json::{Value, json};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Exchange, Provider, Shared, optional_count, responses, unix_now};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count, responses, unix_now};
 
 const FINGERPRINT: &str = "fp_tollgate_mock";
 const MODELS: [&str; 7] = [
@@ -37,30 +40,19 @@ pub(crate) fn role(message: &Value) -> &str {
     message.get("role").and_then(Value::as_str).unwrap_or("")
 }
 
-/// Chat completions, the Responses API (`responses`) and embeddings under
-/// `/v1` and `/openai/v1`; the models routes are shared with Anthropic under
-/// `/v1` and mounted by the caller.
+/// Chat completions, legacy completions, the Responses API (`responses`)
+/// and embeddings under `/v1` and `/openai/v1`; the models routes are shared
+/// with Anthropic under `/v1` and mounted by the caller.
 pub fn routes() -> Router<Arc<Shared>> {
     let mut router = Router::new();
     for prefix in ["/v1", "/openai/v1"] {
         router = router
             .route(&format!("{prefix}/chat/completions"), post(chat))
+            .route(&format!("{prefix}/completions"), post(completions))
             .route(&format!("{prefix}/responses"), post(responses::create))
             .route(&format!("{prefix}/embeddings"), post(embeddings));
     }
     router
-}
-
-pub(crate) type Answer = Result<Response, Response>;
-
-async fn chat(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    chat_answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
 }
 
 struct Chat<'a> {
@@ -83,8 +75,7 @@ fn read_chat<'a>(body: &'a Value) -> Result<Chat<'a>, String> {
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .ok_or("messages: expected a non-empty array")?;
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = stream && body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    let (stream, include_usage) = read_stream(body);
     let max_tokens = match optional_count(body, "max_completion_tokens")? {
         Some(n) => Some(n),
         None => optional_count(body, "max_tokens")?,
@@ -117,6 +108,12 @@ fn read_chat<'a>(body: &'a Value) -> Result<Chat<'a>, String> {
     Ok(Chat { model, stream, include_usage, ask })
 }
 
+/// `stream`, and whether the stream ends with the usage.
+fn read_stream(body: &Value) -> (bool, bool) {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    (stream, stream && body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true))
+}
+
 /// The tool `tool_choice` allows: none for `"none"`, the named one, or the
 /// first. Chat and the Responses API place a tool's name and parameters
 /// differently: `function` reads them from a tool (`None` for a tool that is
@@ -135,11 +132,11 @@ pub(crate) fn choose_tool<'a>(
     }
 }
 
-async fn chat_answer(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Answer {
-    let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
-    let request = exchange.json(body)?;
+async fn chat(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    let request = exchange.json(&call.body)?;
     let chat = read_chat(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&chat.ask.last_user_text, headers)?;
+    let knobs = exchange.knobs(&chat.ask.last_user_text, &call.headers)?;
     let reply = reply::reply(&chat.ask, &knobs, &shared.config);
     exchange.wait(&knobs).await?;
     let id = shared.next_id();
@@ -207,15 +204,17 @@ fn completion(meta: &Meta<'_>, reply: &Reply) -> Value {
     })
 }
 
+/// A streamed chunk of chat (`Choice`) or of a legacy completion (`TextChoice`).
 #[derive(Serialize)]
-struct Chunk<'a> {
+struct Chunk<'a, C> {
     id: &'a str,
     object: &'static str,
     created: u64,
     model: &'a str,
-    service_tier: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'static str>,
     system_fingerprint: &'static str,
-    choices: &'a [Choice<'a>],
+    choices: &'a [C],
     /// Absent without `include_usage`; `null` on every chunk but the last with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<&'a Value>>,
@@ -266,7 +265,7 @@ fn chunks(meta: &Meta<'_>, reply: &Reply, include_usage: bool) -> Vec<Frame> {
             object: "chat.completion.chunk",
             created,
             model: meta.model,
-            service_tier: "default",
+            service_tier: Some("default"),
             system_fingerprint: FINGERPRINT,
             choices: &choice,
             usage: usage.as_ref().map(|_| None),
@@ -306,12 +305,12 @@ fn chunks(meta: &Meta<'_>, reply: &Reply, include_usage: bool) -> Vec<Frame> {
     }
     frames.push(Frame::other(event(Delta::Empty {}, Some(finish_reason(reply.finish)))));
     if let Some(usage) = &usage {
-        frames.push(Frame::usage(sse(&Chunk {
+        frames.push(Frame::usage(sse(&Chunk::<Choice<'_>> {
             id: meta.id,
             object: "chat.completion.chunk",
             created,
             model: meta.model,
-            service_tier: "default",
+            service_tier: Some("default"),
             system_fingerprint: FINGERPRINT,
             choices: &[],
             usage: Some(Some(usage)),
@@ -321,7 +320,7 @@ fn chunks(meta: &Meta<'_>, reply: &Reply, include_usage: bool) -> Vec<Frame> {
     frames
 }
 
-fn sse(chunk: &Chunk<'_>) -> Bytes {
+fn sse<C: Serialize>(chunk: &Chunk<'_, C>) -> Bytes {
     let mut buf = Vec::with_capacity(320);
     buf.extend_from_slice(b"data: ");
     // Writing plain structs of strings and numbers into a Vec cannot fail.
@@ -349,14 +348,100 @@ pub(crate) fn decorate(response: &mut Response, request_id: &str) {
     }
 }
 
-async fn embeddings(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    embeddings_answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
+/// OpenAI's default `max_tokens` for legacy completions.
+const COMPLETION_MAX_TOKENS: u64 = 16;
+
+/// A legacy completion as a chat of one turn: `prompt` (and `suffix`) in
+/// words or token ids, directives from the prompt's last string, no tools.
+/// `n`, `echo`, `stop` and `logprobs` are ignored.
+fn read_completion(body: &Value) -> Result<Chat<'_>, String> {
+    let model = read_model(body)?;
+    let prompts = read_inputs(body, "prompt")?;
+    let max_tokens = optional_count(body, "max_tokens")?.unwrap_or(COMPLETION_MAX_TOKENS);
+    let (stream, include_usage) = read_stream(body);
+    let suffix = body.get("suffix").map_or(0, reply::words);
+    let ask = Ask {
+        input_tokens: prompts.iter().map(Input::tokens).sum::<u64>() + suffix,
+        last_user_text: prompts.iter().rev().find_map(Input::text).unwrap_or("").to_owned(),
+        turns: 1,
+        max_tokens: Some(max_tokens),
+        tool: None,
+    };
+    Ok(Chat { model, stream, include_usage, ask })
+}
+
+async fn completions(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    let request = exchange.json(&call.body)?;
+    let asked = read_completion(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
+    let knobs = exchange.knobs(&asked.ask.last_user_text, &call.headers)?;
+    let reply = reply::reply(&asked.ask, &knobs, &shared.config);
+    exchange.wait(&knobs).await?;
+    let id = format!("cmpl-mock{}", shared.next_id());
+    let mut response = if asked.stream {
+        let frames = text_chunks(&id, asked.model, &reply, asked.include_usage);
+        stream::respond(exchange, "text/event-stream; charset=utf-8", frames, reply.usage, &knobs)
+    } else {
+        let choice = TextChoice {
+            text: &reply.text(),
+            index: 0,
+            logprobs: None,
+            finish_reason: Some(finish_reason(reply.finish)),
+        };
+        let body = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": unix_now(),
+            "model": asked.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [choice],
+            "usage": usage_json(&reply.usage)
+        });
+        exchange.answer(body, Some(reply.usage), reply.visible_tokens())
+    };
+    decorate(&mut response, &id);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+/// One chunk per reply piece, one with the finish reason and no text, then
+/// the usage (with `include_usage`) and `[DONE]`, as chat streams.
+fn text_chunks(id: &str, model: &str, reply: &Reply, include_usage: bool) -> Vec<Frame> {
+    let created = unix_now();
+    let usage = include_usage.then(|| usage_json(&reply.usage));
+    let chunk = |choices: &[TextChoice<'_>], usage: Option<Option<&Value>>| {
+        sse(&Chunk {
+            id,
+            object: "text_completion",
+            created,
+            model,
+            service_tier: None,
+            system_fingerprint: FINGERPRINT,
+            choices,
+            usage,
+        })
+    };
+    let event = |text: &str, finish: Option<&'static str>| {
+        let choice = TextChoice { text, index: 0, logprobs: None, finish_reason: finish };
+        chunk(&[choice], usage.as_ref().map(|_| None))
+    };
+    // No tools are offered, so the reply is text.
+    let pieces: &[&str] = if let Content::Text(pieces) = &reply.content { pieces } else { &[] };
+    let mut frames = Vec::with_capacity(pieces.len() + 3);
+    frames.extend(pieces.iter().map(|piece| Frame::content(event(piece, None), 1)));
+    frames.push(Frame::other(event("", Some(finish_reason(reply.finish)))));
+    if let Some(usage) = &usage {
+        frames.push(Frame::usage(chunk(&[], Some(Some(usage)))));
+    }
+    frames.push(Frame::other(Bytes::from_static(b"data: [DONE]\n\n")));
+    frames
 }
 
 enum Input<'a> {
@@ -364,16 +449,30 @@ enum Input<'a> {
     Tokens(&'a [Value]),
 }
 
-/// `input`: a non-empty string, an array of them, one token array, or an
-/// array of token arrays.
-fn read_inputs(body: &Value) -> Result<Vec<Input<'_>>, String> {
-    let inputs = match body.get("input") {
+impl Input<'_> {
+    /// Its whitespace-separated words (at least one), or its token ids.
+    fn tokens(&self) -> u64 {
+        match self {
+            Input::Text(t) => (t.split_whitespace().count() as u64).max(1),
+            Input::Tokens(ts) => ts.len() as u64,
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        if let Input::Text(t) = self { Some(t) } else { None }
+    }
+}
+
+/// Embeddings' `input` or a completion's `prompt`: a non-empty string, an
+/// array of them, one token array, or an array of token arrays.
+fn read_inputs<'a>(body: &'a Value, field: &str) -> Result<Vec<Input<'a>>, String> {
+    let inputs = match body.get(field) {
         Some(Value::Array(items)) if tokens(items) => Some(vec![Input::Tokens(items)]),
         Some(Value::Array(items)) if !items.is_empty() => items.iter().map(one).collect(),
         Some(item @ Value::String(_)) => one(item).map(|input| vec![input]),
         _ => None,
     };
-    inputs.ok_or_else(|| "input: expected a non-empty string, an array of them, or token arrays".to_owned())
+    inputs.ok_or_else(|| format!("{field}: expected a non-empty string, an array of them, or token arrays"))
 }
 
 fn tokens(items: &[Value]) -> bool {
@@ -388,18 +487,12 @@ fn one(item: &Value) -> Option<Input<'_>> {
     }
 }
 
-async fn embeddings_answer(
-    shared: &Arc<Shared>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Answer {
-    let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
-    let request = exchange.json(body)?;
+async fn embeddings(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    let request = exchange.json(&call.body)?;
     let refuse = |m: String| exchange.fail(StatusCode::BAD_REQUEST, &m);
     let model = read_model(&request).map_err(refuse)?;
-    let inputs = read_inputs(&request).map_err(refuse)?;
+    let inputs = read_inputs(&request, "input").map_err(refuse)?;
     let base64 = match request.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => false,
         Some("base64") => true,
@@ -411,19 +504,19 @@ async fn embeddings_answer(
         None if model.contains("large") => 3072,
         None => 1536,
     };
-    let first_text = inputs.iter().find_map(|i| if let Input::Text(t) = i { Some(*t) } else { None }).unwrap_or("");
-    let knobs = exchange.knobs(first_text, headers)?;
+    let first_text = inputs.iter().find_map(Input::text).unwrap_or("");
+    let knobs = exchange.knobs(first_text, &call.headers)?;
     exchange.wait(&knobs).await?;
     let mut tokens = 0;
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
         .map(|(index, input)| {
-            let (seed, count) = match input {
-                Input::Text(t) => (fnv(t.as_bytes()), (t.split_whitespace().count() as u64).max(1)),
-                Input::Tokens(ts) => (fnv(Value::Array(ts.to_vec()).to_string().as_bytes()), ts.len() as u64),
+            let seed = match input {
+                Input::Text(t) => fnv(t.as_bytes()),
+                Input::Tokens(ts) => fnv(Value::Array(ts.to_vec()).to_string().as_bytes()),
             };
-            tokens += count;
+            tokens += input.tokens();
             let vector = embedding(seed, dimensions);
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -466,41 +559,29 @@ fn embedding(mut state: u64, dimensions: usize) -> Vec<f32> {
 }
 
 /// `GET models`, checked with OpenAI's credential.
-pub async fn models(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-    let exchange = match Exchange::open(shared, Provider::OpenAi, method, uri, headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub fn models(shared: &Arc<Shared>, call: &Incoming) -> Answer {
+    let exchange = Exchange::open(shared, Provider::OpenAi, call)?;
     let data: Vec<Value> = MODELS.iter().map(|id| model_json(id)).collect();
-    exchange.answer(json!({ "object": "list", "data": data }), None, 0)
+    Ok(exchange.answer(json!({ "object": "list", "data": data }), None, 0))
 }
 
 /// `GET models/{id}`.
-pub async fn model(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str) -> Response {
-    let exchange = match Exchange::open(shared, Provider::OpenAi, method, uri, headers, &Bytes::new()) {
-        Ok(e) => e,
-        Err(refusal) => return refusal,
-    };
+pub fn model(shared: &Arc<Shared>, call: &Incoming, id: &str) -> Answer {
+    let exchange = Exchange::open(shared, Provider::OpenAi, call)?;
     if !MODELS.contains(&id) {
-        return exchange.fail(StatusCode::NOT_FOUND, &format!("The model '{id}' does not exist"));
+        return Err(exchange.fail(StatusCode::NOT_FOUND, &format!("The model '{id}' does not exist")));
     }
-    exchange.answer(model_json(id), None, 0)
+    Ok(exchange.answer(model_json(id), None, 0))
 }
 
 /// `GET /openai/v1/models` (Groq's shape).
-pub async fn models_route(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    models(&shared, &method, &uri, &headers).await
+pub async fn models_route(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    models(&shared, &call)
 }
 
 /// `GET /openai/v1/models/{id}`.
-pub async fn model_route(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    model(&shared, &method, &uri, &headers, &id).await
+pub async fn model_route(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    model(&shared, &call, &id)
 }
 
 fn model_json(id: &str) -> Value {

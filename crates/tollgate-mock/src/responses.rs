@@ -23,30 +23,18 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::openai::{self, Answer, NULL, role};
+use crate::openai::{self, NULL, role};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Exchange, Provider, Shared, optional_count, unix_now};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count, unix_now};
 
 /// The smallest `max_output_tokens` OpenAI takes.
 const MIN_OUTPUT: u64 = 16;
-
-/// `POST responses`.
-pub async fn create(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, &method, &uri, &headers, &body).await.unwrap_or_else(|refusal| refusal)
-}
 
 struct Request<'a> {
     model: &'a str,
@@ -106,11 +94,12 @@ fn read<'a>(body: &'a Value) -> Result<Request<'a>, String> {
     Ok(Request { model, stream, ask, body })
 }
 
-async fn answer(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Answer {
-    let exchange = Exchange::open(shared, Provider::OpenAi, method, uri, headers, body)?;
-    let request = exchange.json(body)?;
+/// `POST responses`.
+pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, headers)?;
+    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
     let reply = reply::reply(&read.ask, &knobs, &shared.config);
     exchange.wait(&knobs).await?;
     let id = shared.next_id();

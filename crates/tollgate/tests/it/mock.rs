@@ -29,6 +29,11 @@ impl Call {
         Call { provider: Provider::OpenAi, path: "/v1/chat/completions".into(), body, headers: vec![] }
     }
 
+    /// OpenAI's legacy completions.
+    fn completions(body: Value) -> Call {
+        Call { provider: Provider::OpenAi, path: "/v1/completions".into(), body, headers: vec![] }
+    }
+
     /// OpenAI's Responses API.
     fn responses(body: Value) -> Call {
         Call { provider: Provider::OpenAi, path: "/v1/responses".into(), body, headers: vec![] }
@@ -553,6 +558,139 @@ async fn responses_api_max_output_tokens_shortens_the_reply_and_leaves_it_incomp
     );
 }
 
+/// The usage of a chat or legacy completion, as the mock records it.
+fn openai_usage(usage: &Value) -> Usage {
+    let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(count("/total_tokens"), count("/prompt_tokens") + count("/completion_tokens"));
+    Usage {
+        input_tokens: count("/prompt_tokens"),
+        output_tokens: count("/completion_tokens"),
+        cached_tokens: count("/prompt_tokens_details/cached_tokens"),
+        reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),
+    }
+}
+
+/// The chunks of a legacy completion stream that ended with `[DONE]`.
+fn completion_chunks(body: &str) -> Vec<Value> {
+    let data = sse_data(body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    data[..data.len() - 1].iter().map(|d| json_of(d)).collect()
+}
+
+fn completion_text(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_completions_answer_a_text_completion_with_the_usage_it_records() {
+    let mock = mock_llm(&[]).await;
+    let prompt = "Say hi to gates [mock tokens=5 cached=1 reasoning=2]";
+    let call = Call::completions(json!({ "model": "gpt-3.5-turbo-instruct", "prompt": prompt, "suffix": "the end" }));
+    let (status, headers, body) = call.send(&mock).await;
+    assert_eq!(status, 200, "{body}");
+    let body = json_of(&body);
+    assert_eq!((&body["object"], &body["model"]), (&json!("text_completion"), &json!("gpt-3.5-turbo-instruct")));
+    assert!(body["id"].as_str().unwrap().starts_with("cmpl-mock"));
+    assert_eq!(headers["x-request-id"], body["id"].as_str().unwrap());
+    assert!(body["created"].is_u64() && body["system_fingerprint"].is_string());
+    let choice = &body["choices"][0];
+    assert_eq!(
+        (&choice["index"], &choice["logprobs"], &choice["finish_reason"]),
+        (&json!(0), &Value::Null, &json!("stop"))
+    );
+    assert_eq!(choice["text"].as_str().unwrap().split_whitespace().count(), 5);
+    // 8 words of prompt and 2 of suffix, no per-message overhead.
+    let usage = Usage { input_tokens: 10, output_tokens: 7, cached_tokens: 1, reasoning_tokens: 2 };
+    assert_eq!(openai_usage(&body["usage"]), usage);
+    assert_eq!(mock.requests()[0].usage, Some(usage), "the record reports the usage the answer carries");
+    assert_eq!(mock.requests()[0].tokens_sent, 5);
+
+    // Groq's prefix answers the same prompt alike.
+    let http = reqwest::Client::new();
+    let url = format!("{}/completions", mock.groq_base_url());
+    let same = http.post(url).bearer_auth(KEY).json(&call.body).send().await.unwrap();
+    assert_eq!(json_of(&same.text().await.unwrap())["choices"][0]["text"], choice["text"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_completions_stream_text_pieces_with_usage_only_with_include_usage() {
+    let mock = mock_llm(&[]).await;
+    let request = json!({ "model": "m", "prompt": "count [mock tokens=3]" });
+    let whole = json_of(&Call::completions(request.clone()).send(&mock).await.2);
+    let mut plain = request.clone();
+    plain["stream"] = json!(true);
+    let chunks = completion_chunks(&Call::completions(plain.clone()).send(&mock).await.2);
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage field at all without include_usage");
+    assert_eq!(chunks.len(), 4, "three words, finish");
+    assert!(
+        chunks.iter().all(|c| c["object"] == "text_completion" && c["id"].as_str().unwrap().starts_with("cmpl-mock"))
+    );
+    assert!(chunks[..3].iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert_eq!(chunks[3]["choices"][0], json!({ "text": "", "index": 0, "logprobs": null, "finish_reason": "stop" }));
+    assert_eq!(completion_text(&chunks), whole["choices"][0]["text"].as_str().unwrap(), "the stream spells the answer");
+    assert_eq!((mock.requests()[1].usage, mock.requests()[1].tokens_sent), (None, 3));
+
+    let mut with_usage = plain.clone();
+    with_usage["stream_options"] = json!({ "include_usage": true });
+    let chunks = completion_chunks(&Call::completions(with_usage).send(&mock).await.2);
+    assert_eq!(chunks.len(), 5);
+    assert!(chunks[..4].iter().all(|c| c.get("usage") == Some(&Value::Null)), "usage: null before the last");
+    let last = &chunks[4];
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(
+        Some(openai_usage(&last["usage"])),
+        mock.requests()[2].usage,
+        "the last chunk's usage is the recorded one"
+    );
+    assert_eq!(openai_usage(&last["usage"]), openai_usage(&whole["usage"]));
+
+    // Cut after two pieces: no finish, no [DONE], no usage recorded.
+    let cut = Call::completions(plain).header("x-mock", "cut_after=2");
+    let (body, errored) = read_stream(cut.request(&mock, KEY).send().await.unwrap()).await;
+    assert!(errored && !body.contains("[DONE]") && !body.contains("\"stop\""), "{body}");
+    let recorded = mock.requests().pop().unwrap();
+    assert_eq!((recorded.completed, recorded.usage, recorded.tokens_sent), (false, None, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_completions_stop_at_max_tokens_which_defaults_to_16() {
+    let mock = mock_llm(&[]).await;
+    let check = |max_tokens: Value, expected: u64| {
+        let request = json!({ "model": "m", "prompt": "a long story [mock tokens=20]", "max_tokens": max_tokens });
+        let call = Call::completions(request);
+        let mock = &mock;
+        async move {
+            let body = json_of(&call.send(mock).await.2);
+            let choice = &body["choices"][0];
+            assert_eq!(
+                (&body["usage"]["completion_tokens"], &choice["finish_reason"]),
+                (&json!(expected), &json!("length"))
+            );
+            assert_eq!(choice["text"].as_str().unwrap().split_whitespace().count() as u64, expected);
+        }
+    };
+    check(json!(4), 4).await;
+    check(Value::Null, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_prompt_counts_each_strings_words_or_each_token_id() {
+    let mock = mock_llm(&[]).await;
+    let prompt_tokens = |prompt: Value| {
+        let call = Call::completions(json!({ "model": "m", "prompt": prompt, "max_tokens": 1 }));
+        let mock = &mock;
+        async move { json_of(&call.send(mock).await.2)["usage"]["prompt_tokens"].as_u64().unwrap() }
+    };
+    assert_eq!(prompt_tokens(json!("one two three")).await, 3);
+    assert_eq!(prompt_tokens(json!(["one two", "three four five"])).await, 5);
+    assert_eq!(prompt_tokens(json!([1, 2, 3])).await, 3);
+    assert_eq!(prompt_tokens(json!([[1, 2, 3], [4]])).await, 4);
+    // Directives come from the last string of the prompt.
+    let body = json!({ "model": "m", "prompt": ["first [mock tokens=9]", "last [mock tokens=2]"] });
+    let body = json_of(&Call::completions(body).send(&mock).await.2);
+    assert_eq!(body["usage"]["completion_tokens"], 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_stream_is_the_documented_event_sequence_with_usage_in_start_and_delta() {
     let mock = mock_llm(&[]).await;
@@ -848,6 +986,12 @@ async fn bad_requests_are_400s_in_the_providers_shape_naming_the_field() {
         (Call::openai(json!({ "messages": user })), "model"),
         (Call::openai(json!({ "model": "m", "messages": [] })), "messages"),
         (Call::openai(json!({ "model": "m", "messages": user, "max_tokens": "ten" })), "max_tokens"),
+        (Call::completions(json!({ "prompt": "hi" })), "model"),
+        (Call::completions(json!({ "model": "m" })), "prompt"),
+        (Call::completions(json!({ "model": "m", "prompt": "" })), "prompt"),
+        (Call::completions(json!({ "model": "m", "prompt": [] })), "prompt"),
+        (Call::completions(json!({ "model": "m", "prompt": "hi", "max_tokens": -1 })), "max_tokens"),
+        (Call::completions(json!({ "model": "m", "prompt": "hi", "max_tokens": 1.5 })), "max_tokens"),
         (Call::responses(json!({ "input": "hi" })), "model"),
         (Call::responses(json!({ "model": "m" })), "input"),
         (Call::responses(json!({ "model": "m", "input": "" })), "input"),
