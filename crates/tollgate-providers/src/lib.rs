@@ -47,6 +47,9 @@ pub enum Api {
 pub enum Operation {
     /// OpenAI `POST /v1/chat/completions`.
     ChatCompletions,
+    /// OpenAI `POST /v1/completions`: legacy text completion, which vLLM,
+    /// llama.cpp and other OpenAI-compatible servers still serve.
+    Completions,
     /// OpenAI `POST /v1/embeddings`.
     Embeddings,
     /// OpenAI `POST /v1/responses`.
@@ -60,9 +63,18 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Whether a stream reports its usage only when asked
+    /// (`stream_options.include_usage`), as OpenAI's chat and legacy
+    /// completions do.
+    fn reports_stream_usage_when_asked(self) -> bool {
+        matches!(self, Operation::ChatCompletions | Operation::Completions)
+    }
+
     pub fn api(self) -> Api {
         match self {
-            Operation::ChatCompletions | Operation::Embeddings | Operation::Responses => Api::OpenAi,
+            Operation::ChatCompletions | Operation::Completions | Operation::Embeddings | Operation::Responses => {
+                Api::OpenAi
+            }
             Operation::Messages => Api::Anthropic,
             Operation::GenerateContent | Operation::StreamGenerateContent => Api::Gemini,
         }
@@ -296,7 +308,7 @@ impl Request {
     /// when the client did not ask. Nothing to do for other formats, which
     /// always report usage.
     pub fn ask_for_stream_usage(&mut self) {
-        if self.op != Operation::ChatCompletions || !self.fields.stream || self.fields.include_usage {
+        if !self.op.reports_stream_usage_when_asked() || !self.fields.stream || self.fields.include_usage {
             return;
         }
         let options = self.body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
@@ -322,7 +334,7 @@ impl Request {
     /// upstream answers with server-sent events (Gemini does only with
     /// `alt=sse`; every other stream does).
     pub fn tap(&self, sse: bool) -> StreamTap {
-        let strip = self.op == Operation::ChatCompletions && !self.fields.include_usage;
+        let strip = self.op.reports_stream_usage_when_asked() && !self.fields.include_usage;
         StreamTap::new(self.op, sse, strip)
     }
 }

@@ -1,7 +1,9 @@
 //! OpenAI's wire format, also Groq's and any OpenAI-compatible API's:
 //! chat completions (`max_completion_tokens` or `max_tokens`, `n` choices,
 //! `stream_options.include_usage`, usage in the body or in a last stream
-//! chunk whose `choices` is empty), embeddings (`input`, usage with
+//! chunk whose `choices` is empty), legacy completions (the same, with a
+//! `prompt`, `max_tokens` only, 16 when absent, and `text` in each
+//! choice), embeddings (`input`, usage with
 //! `prompt_tokens` only) and responses (`instructions` and `input` items,
 //! `max_output_tokens`, usage as `input_tokens`/`output_tokens` in the
 //! response, streamed as typed events ending with `response.completed`,
@@ -25,6 +27,9 @@ const PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 /// An image part, as a high-detail 512×512 tile and the base cost.
 const PER_IMAGE: u64 = 255;
+
+/// The output limit of a legacy completion that names none.
+const COMPLETIONS_DEFAULT_OUTPUT: u64 = 16;
 
 /// The smallest `max_output_tokens` the Responses API takes.
 pub(crate) const RESPONSES_LEAST_OUTPUT: u64 = 16;
@@ -125,6 +130,9 @@ struct Chunk<'a> {
 struct ChunkChoice<'a> {
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
+    /// A legacy completion's text.
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -186,26 +194,36 @@ impl Adapter for OpenAi {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let choices = count_field(body, "n")?.unwrap_or(1).max(1);
+        let mut choices = count_field(body, "n")?.unwrap_or(1).max(1);
+        if op == Operation::Completions {
+            // `best_of` candidates are generated (and billed) on the server.
+            choices = choices.max(count_field(body, "best_of")?.unwrap_or(1));
+            let max_output = Some(max_tokens.unwrap_or(COMPLETIONS_DEFAULT_OUTPUT));
+            return Ok(Fields { model, stream, include_usage, max_output, choices });
+        }
         Ok(Fields { model, stream, include_usage, max_output, choices })
     }
 
     fn input_tokens(&self, op: Operation, body: &Body, encoding: Encoding) -> u64 {
         let count = |text: &str| tokens::count(encoding, text);
-        if op == Operation::Embeddings {
-            return match body.get("input") {
-                Some(Value::String(s)) => count(s),
-                Some(Value::Array(items)) if items.iter().all(Value::is_u64) => items.len() as u64,
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|item| match item {
-                        Value::String(s) => count(s),
-                        Value::Array(ts) => ts.len() as u64,
-                        _ => 0,
-                    })
-                    .sum(),
-                _ => 0,
-            };
+        // A text, texts, token ids, or lists of token ids.
+        let texts = |value: Option<&Value>| match value {
+            Some(Value::String(s)) => count(s),
+            Some(Value::Array(items)) if items.iter().all(Value::is_u64) => items.len() as u64,
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => count(s),
+                    Value::Array(ts) => ts.len() as u64,
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        };
+        match op {
+            Operation::Embeddings => return texts(body.get("input")),
+            Operation::Completions => return texts(body.get("prompt")) + texts(body.get("suffix")),
+            _ => {}
         }
         let mut total = REPLY_PRIMING;
         let mut item = |item: &Value| {
@@ -264,8 +282,14 @@ impl Adapter for OpenAi {
     }
 
     fn set_max_output(&self, op: Operation, body: &mut Body, max: u64, style: LimitStyle) {
-        if op == Operation::Responses {
-            body.insert("max_output_tokens".into(), json!(max));
+        // The Responses API and legacy completions have one field each.
+        let only = match op {
+            Operation::Responses => Some("max_output_tokens"),
+            Operation::Completions => Some("max_tokens"),
+            _ => None,
+        };
+        if let Some(field) = only {
+            body.insert(field.into(), json!(max));
             return;
         }
         let mut set = false;
@@ -302,6 +326,9 @@ impl Adapter for OpenAi {
             return true;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else { return true };
+        for text in chunk.choices.iter().filter_map(|c| c.text.as_ref()) {
+            seen.push_text(text);
+        }
         for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
             for text in [&delta.content, &delta.refusal].into_iter().flatten() {
                 seen.push_text(text);
@@ -547,6 +574,35 @@ mod tests {
         assert!(OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false));
         assert_eq!(seen.usage, Some(expected));
         assert!(seen.finished && seen.ended, "response.completed is the stream's last word");
+    }
+
+    #[test]
+    fn a_legacy_completion_is_read_counted_and_streamed_as_chat_with_text_choices() {
+        let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["hello world", "hi"], "suffix": "end",
+            "n": 2, "best_of": 3, "stream": true});
+        let f = OpenAi.read(Operation::Completions, body.as_object().unwrap()).unwrap();
+        assert_eq!((f.max_output, f.choices, f.stream, f.include_usage), (Some(16), 3, true, false), "16 when absent");
+        let n = OpenAi.input_tokens(Operation::Completions, body.as_object().unwrap(), Encoding::Cl100kBase);
+        assert_eq!(n, 2 + 1 + 1, "each prompt and the suffix, nothing per message");
+        let ids = json!({"model": "m", "prompt": [[1, 2, 3], [4]]});
+        assert_eq!(OpenAi.input_tokens(Operation::Completions, ids.as_object().unwrap(), Encoding::Cl100kBase), 4);
+
+        let mut r = Request::parse(Operation::Completions, Bytes::from(body.to_string()), None).unwrap();
+        r.ask_for_stream_usage();
+        r.limit_output(10, LimitStyle::MaxCompletionTokens);
+        let sent: Value = serde_json::from_slice(&r.into_body()).unwrap();
+        assert_eq!((&sent["max_tokens"], &sent["stream_options"]["include_usage"]), (&json!(10), &json!(true)));
+        assert!(sent.get("max_completion_tokens").is_none(), "legacy completions know max_tokens only: {sent}");
+
+        let mut seen = Seen::default();
+        let piece = br#"{"object":"text_completion","choices":[{"text":"Hi there","index":0,"finish_reason":null}]}"#;
+        assert!(OpenAi.event(Operation::Completions, piece, &mut seen, true));
+        let usage = br#"{"object":"text_completion","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}}"#;
+        assert!(!OpenAi.event(Operation::Completions, usage, &mut seen, true), "the usage chunk the gateway asked for");
+        assert!(OpenAi.event(Operation::Completions, b"[DONE]", &mut seen, true));
+        assert_eq!(seen.text, "Hi there");
+        assert_eq!(seen.usage, Some(Usage { input: 4, output: 2, ..Usage::default() }));
+        assert!(seen.finished && seen.ended);
     }
 
     #[test]

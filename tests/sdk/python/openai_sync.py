@@ -54,6 +54,17 @@ assert detailed.usage.completion_tokens == 6, detailed.usage
 short = client.chat.completions.create(model=MODEL, messages=PROMPT[:1], max_tokens=3)
 assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
 
+# Legacy completions, whole and streamed with include_usage.
+legacy = client.completions.create(model=MODEL, prompt="Tell me about toll gates [mock tokens=5]")
+assert len(legacy.choices[0].text.split()) == 5 and legacy.usage.completion_tokens == 5, legacy
+pieces = list(
+    client.completions.create(
+        model=MODEL, prompt="Tell me about toll gates [mock tokens=5]", stream=True, stream_options={"include_usage": True}
+    )
+)
+assert "".join(p.choices[0].text for p in pieces if p.choices) == legacy.choices[0].text
+assert pieces[-1].choices == [] and pieces[-1].usage.completion_tokens == 5, pieces[-1]
+
 # Embeddings (the SDK asks for base64 and decodes it) and models.
 embedding = client.embeddings.create(model="text-embedding-3-small", input=["a toll gate", "a gate"])
 assert [len(d.embedding) for d in embedding.data] == [1536, 1536]

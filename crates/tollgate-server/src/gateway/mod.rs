@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
         .route("/v1/messages", post(messages))
@@ -86,6 +87,10 @@ async fn chat_completions(State(state): State<AppState>, req: Request) -> Respon
 
 async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Api::OpenAi, req, Work::Call(Operation::Embeddings, None)).await
+}
+
+async fn completions(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Api::OpenAi, req, Work::Call(Operation::Completions, None)).await
 }
 
 async fn responses(State(state): State<AppState>, req: Request) -> Response {
@@ -236,6 +241,7 @@ fn route_name(op: Operation, path: &str) -> &'static str {
         Operation::ChatCompletions => "/v1/chat/completions",
         Operation::Embeddings => "/v1/embeddings",
         Operation::Responses => "/v1/responses",
+        Operation::Completions => "/v1/completions",
         Operation::Messages => "/v1/messages",
         Operation::GenerateContent if v1 => "/v1/models/{model}:generateContent",
         Operation::GenerateContent => "/v1beta/models/{model}:generateContent",

@@ -310,6 +310,7 @@ pub fn call(
         Endpoint::Call(Operation::ChatCompletions, _) => (Method::POST, format!("{base}/chat/completions")),
         Endpoint::Call(Operation::Embeddings, _) => (Method::POST, format!("{base}/embeddings")),
         Endpoint::Call(Operation::Responses, _) => (Method::POST, format!("{base}/responses")),
+        Endpoint::Call(Operation::Completions, _) => (Method::POST, format!("{base}/completions")),
         Endpoint::Call(Operation::Messages, _) => (Method::POST, format!("{base}/v1/messages")),
         Endpoint::Call(Operation::GenerateContent, model) => {
             (Method::POST, gemini_url(base, uri, &format!("/{model}:generateContent")))

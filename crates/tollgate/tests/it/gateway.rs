@@ -19,6 +19,7 @@ both_stores!(
     a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk,
     anthropic_messages_are_metered_from_message_start_and_message_delta,
     the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does,
+    legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
     the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
@@ -291,6 +292,44 @@ async fn the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lo
     assert!(lowered < 1000 - used, "lowered to {lowered}, with {} left", 1000 - used);
     assert_eq!(reply["usage"]["output_tokens"], lowered);
     assert_eq!(reply["status"], "incomplete");
+    assert!(gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap() <= 1000, "zero overshoot");
+}
+
+async fn legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 1000}}), &[], "").await;
+    let prompt = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi [mock tokens=5]"});
+    let reply = gw.post("/v1/completions", prompt.clone()).await.expect(200);
+    assert_eq!(reply["object"], "text_completion");
+    let upstream = &gw.mock.requests()[0];
+    assert_eq!((upstream.path.as_str(), upstream.credential.as_deref()), ("/v1/completions", Some(OPENAI_KEY)));
+    let events = gw.events("u_1").await;
+    assert_eq!(events[0]["route"], "/v1/completions");
+    assert_eq!(events[0]["input_tokens"], usage_of(upstream).input_tokens);
+    assert_eq!(events[0]["output_tokens"], 5);
+
+    // Streamed without include_usage: asked for upstream, removed on the way back.
+    let mut streamed = prompt;
+    streamed["stream"] = json!(true);
+    let data = sse_data(&gw.stream("/v1/completions", streamed).await.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "the usage chunk was removed");
+    assert!(chunks.iter().all(|c| c["usage"].is_null()));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(text.split_whitespace().count(), 5);
+    let upstream = &gw.mock.requests()[1];
+    assert_eq!(upstream.body["stream_options"]["include_usage"], true, "the gateway asked for it");
+    let events = gw.events("u_1").await;
+    assert_eq!((&events[1]["output_tokens"], &events[1]["estimated"]), (&json!(5), &json!(false)));
+    assert_eq!(events[1]["input_tokens"], usage_of(upstream).input_tokens);
+
+    // More than is left: max_tokens is lowered to it.
+    let used = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    let long = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "a long one", "max_tokens": 5000});
+    let reply = gw.post("/v1/completions", long).await.expect(200);
+    let lowered = gw.mock.requests()[2].body["max_tokens"].as_u64().unwrap();
+    assert!(lowered < 1000 - used, "lowered to {lowered}, with {} left", 1000 - used);
+    assert_eq!(reply["choices"][0]["finish_reason"], "length");
     assert!(gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap() <= 1000, "zero overshoot");
 }
 
