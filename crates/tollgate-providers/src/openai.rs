@@ -175,7 +175,8 @@ impl Adapter for OpenAi {
             Some(_) => return Err(Invalid::new("stream", "expected true or false")),
         };
         if op == Operation::Responses {
-            // Answered later, its usage known only when fetched: unmetered.
+            // Answered later: its usage is known only when it is fetched,
+            // which the gateway does not proxy.
             if body.get("background").and_then(Value::as_bool) == Some(true) {
                 return Err(Invalid::new(
                     "background",
@@ -190,16 +191,15 @@ impl Adapter for OpenAi {
             && body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
         let completion = count_field(body, "max_completion_tokens")?;
         let max_tokens = count_field(body, "max_tokens")?;
-        let max_output = match (completion, max_tokens) {
+        let mut max_output = match (completion, max_tokens) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let mut choices = count_field(body, "n")?.unwrap_or(1).max(1);
         if op == Operation::Completions {
+            max_output = Some(max_tokens.unwrap_or(COMPLETIONS_DEFAULT_OUTPUT));
             // `best_of` candidates are generated (and billed) on the server.
             choices = choices.max(count_field(body, "best_of")?.unwrap_or(1));
-            let max_output = Some(max_tokens.unwrap_or(COMPLETIONS_DEFAULT_OUTPUT));
-            return Ok(Fields { model, stream, include_usage, max_output, choices });
         }
         Ok(Fields { model, stream, include_usage, max_output, choices })
     }
