@@ -1045,58 +1045,110 @@ async fn read_request(tcp: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-/// Issue #5: SDKs stop reading a stream at its end marker (OpenAI's Python
-/// SDK closes the response at `[DONE]`). By the time the marker reaches
-/// the client the call is in the ledger, answered whole, even though the
-/// provider has not closed its stream yet.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_at_done_finds_its_call_already_recorded() {
+/// An OpenAI stand-in that answers one streamed call with `events` (each
+/// `data:` with its `event:` name, if any) and keeps the stream open, as a
+/// provider may for a moment after its last word; the request must
+/// contain `asked`. Returns its base URL.
+async fn a_provider_that_keeps_its_stream_open(
+    events: Vec<(Option<&'static str>, String)>,
+    asked: &'static str,
+) -> String {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let request = read_request(&mut tcp).await;
-        assert!(request.contains(r#""include_usage":true"#), "the gateway asked for the usage: {request}");
-        let chunk = |rest: &str| {
-            format!(r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",{rest}}}"#)
-        };
-        let events = [
-            chunk(
-                r#""choices":[{"index":0,"delta":{"role":"assistant","content":"Hello there"},"finish_reason":null}]"#,
-            ),
-            chunk(r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}]"#),
-            chunk(r#""choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}"#),
-            "[DONE]".to_owned(),
-        ];
+        assert!(request.contains(asked), "{asked} in {request}");
         let mut answer =
             String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
-        for event in events {
-            let piece = format!("data: {event}\n\n");
+        for (name, data) in events {
+            let piece = match name {
+                Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+                None => format!("data: {data}\n\n"),
+            };
             answer.push_str(&format!("{:x}\r\n{piece}\r\n", piece.len()));
         }
         tcp.write_all(answer.as_bytes()).await.unwrap();
         // The provider keeps its stream open: no last chunk yet.
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
-    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &base)], "").await;
-    let mut body = chat("hi");
-    body["stream"] = json!(true);
-    let mut response = gw.stream("/v1/chat/completions", body).await;
-    assert_eq!(response.status(), 200);
+    base
+}
+
+/// What a client reads of `response` up to and including `marker`.
+async fn read_until(response: &mut reqwest::Response, marker: &str) -> String {
     let mut seen = String::new();
-    while !seen.contains("data: [DONE]") {
+    while !seen.contains(marker) {
         let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await;
         let chunk = chunk.expect("the end marker within 10 s").unwrap().expect("the end marker before the body's end");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(seen.contains("Hello there") && !seen.contains("usage"), "the usage chunk, not asked for, was taken out");
+    seen
+}
+
+/// The one event of `u_1`: answered, with the provider's usage (9 in, 2
+/// out), and the bytes the client got.
+async fn the_call_is_recorded_exactly(gw: &Gateway, seen: &str) {
     let events = gw.events("u_1").await;
     assert_eq!(events.len(), 1, "recorded before the end marker left");
     let event = &events[0];
     assert_eq!((event["status_code"].as_u64(), event["estimated"].as_bool()), (Some(200), Some(false)), "{event}");
     assert_eq!((event["input_tokens"].as_u64(), event["output_tokens"].as_u64()), (Some(9), Some(2)));
     assert_eq!(event["response_bytes"].as_u64(), Some(seen.len() as u64), "the piece holding the marker counted");
+}
+
+/// Issue #5: SDKs stop reading a stream at its end marker (OpenAI's Python
+/// SDK closes the response at `[DONE]`). By the time the marker reaches
+/// the client the call is in the ledger, answered whole, even though the
+/// provider has not closed its stream yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_at_done_finds_its_call_already_recorded() {
+    let chunk = |rest: &str| {
+        let data =
+            format!(r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",{rest}}}"#);
+        (None, data)
+    };
+    let events = vec![
+        chunk(r#""choices":[{"index":0,"delta":{"role":"assistant","content":"Hello there"},"finish_reason":null}]"#),
+        chunk(r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}]"#),
+        chunk(r#""choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}"#),
+        (None, "[DONE]".to_owned()),
+    ];
+    let base = a_provider_that_keeps_its_stream_open(events, r#""include_usage":true"#).await;
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &base)], "").await;
+    let mut body = chat("hi");
+    body["stream"] = json!(true);
+    let mut response = gw.stream("/v1/chat/completions", body).await;
+    assert_eq!(response.status(), 200);
+    let seen = read_until(&mut response, "data: [DONE]").await;
+    assert!(seen.contains("Hello there") && !seen.contains("usage"), "the usage chunk, not asked for, was taken out");
+    the_call_is_recorded_exactly(&gw, &seen).await;
+}
+
+/// The Responses API's last word is `response.completed` (there is no
+/// `[DONE]`): the call is committed before it leaves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_at_response_completed_finds_its_call_already_recorded() {
+    let response = r#"{"id":"resp_1","object":"response","status":"completed","model":"gpt-4o-mini","output":[],"#;
+    let events = vec![
+        (Some("response.created"), r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","usage":null}}"#.to_owned()),
+        (Some("response.output_text.delta"), r#"{"type":"response.output_text.delta","sequence_number":1,"item_id":"m1","output_index":0,"content_index":0,"delta":"Hello there"}"#.to_owned()),
+        (
+            Some("response.completed"),
+            format!(
+                r#"{{"type":"response.completed","sequence_number":2,"response":{response}"usage":{{"input_tokens":9,"output_tokens":2,"total_tokens":11}}}}}}"#
+            ),
+        ),
+    ];
+    let base = a_provider_that_keeps_its_stream_open(events, r#""stream":true"#).await;
+    let gw = Gateway::start(Backend::Sqlite, json!({}), &[("TOLLGATE_OPENAI_BASE_URL", &base)], "").await;
+    let body = json!({"model": "gpt-4o-mini", "input": "hi", "stream": true});
+    let mut response = gw.stream("/v1/responses", body).await;
+    assert_eq!(response.status(), 200);
+    let seen = read_until(&mut response, r#""output_tokens":2,"total_tokens":11}}"#).await;
+    assert!(seen.contains("Hello there") && !seen.contains("stream_options"));
+    the_call_is_recorded_exactly(&gw, &seen).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
