@@ -121,9 +121,7 @@ async fn messages(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
     }
     let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
-    let reply = reply::reply(&read.ask, &knobs, &shared.config);
-    exchange.wait(&knobs).await?;
+    let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let id = shared.next_id();
     let meta = Meta { id: &format!("msg_mock{id}"), tool_id: &format!("toolu_mock{id}"), model: read.model };
     let mut response = if read.stream {

@@ -109,9 +109,7 @@ pub(crate) async fn action(State(shared): State<Arc<Shared>>, Path(name): Path<S
     };
     let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
-    let reply = reply::reply(&read.ask, &knobs, &shared.config);
-    exchange.wait(&knobs).await?;
+    let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let response_id = format!("mock{}", shared.next_id());
     let meta = Meta { model, response_id: &response_id };
     if stream {

@@ -366,6 +366,16 @@ impl Exchange {
         Ok(knobs)
     }
 
+    /// What to answer `ask` with: the reply its knobs and the config call
+    /// for, after the wait they ask (see [`Exchange::wait`]); the knobs
+    /// too, which pace a stream.
+    pub async fn reply(&self, ask: &reply::Ask<'_>, headers: &HeaderMap) -> Result<(reply::Reply, Knobs), Response> {
+        let knobs = self.knobs(&ask.last_user_text, headers)?;
+        let reply = reply::reply(ask, &knobs, &self.shared.config);
+        self.wait(&knobs).await?;
+        Ok((reply, knobs))
+    }
+
     /// Waits as the knobs say (latency, hang), then answers an injected
     /// status if there is one.
     pub async fn wait(&self, knobs: &Knobs) -> Result<(), Response> {

@@ -136,9 +136,7 @@ async fn chat(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let request = exchange.json(&call.body)?;
     let chat = read_chat(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&chat.ask.last_user_text, &call.headers)?;
-    let reply = reply::reply(&chat.ask, &knobs, &shared.config);
-    exchange.wait(&knobs).await?;
+    let (reply, knobs) = exchange.reply(&chat.ask, &call.headers).await?;
     let id = shared.next_id();
     let meta = Meta { id: &format!("chatcmpl-mock{id}"), call_id: &format!("call_mock{id}"), model: chat.model };
     let mut response = if chat.stream {
@@ -374,9 +372,7 @@ async fn completions(State(shared): State<Arc<Shared>>, call: Incoming) -> Answe
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let request = exchange.json(&call.body)?;
     let asked = read_completion(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&asked.ask.last_user_text, &call.headers)?;
-    let reply = reply::reply(&asked.ask, &knobs, &shared.config);
-    exchange.wait(&knobs).await?;
+    let (reply, knobs) = exchange.reply(&asked.ask, &call.headers).await?;
     let id = format!("cmpl-mock{}", shared.next_id());
     let mut response = if asked.stream {
         let frames = text_chunks(&id, asked.model, &reply, asked.include_usage);

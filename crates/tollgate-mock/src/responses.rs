@@ -99,9 +99,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    let knobs = exchange.knobs(&read.ask.last_user_text, &call.headers)?;
-    let reply = reply::reply(&read.ask, &knobs, &shared.config);
-    exchange.wait(&knobs).await?;
+    let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let id = shared.next_id();
     let item_id = match reply.content {
         Content::Text(_) => format!("msg_mock{id}"),

@@ -3,11 +3,11 @@
 //! `stream_options.include_usage`, usage in the body or in a last stream
 //! chunk whose `choices` is empty), legacy completions (the same, with a
 //! `prompt`, `max_tokens` only, 16 when absent, and `text` in each
-//! choice), embeddings (`input`, usage with
-//! `prompt_tokens` only) and responses (`instructions` and `input` items,
-//! `max_output_tokens`, usage as `input_tokens`/`output_tokens` in the
-//! response, streamed as typed events ending with `response.completed`,
-//! which carries the whole response with its usage).
+//! choice), embeddings (`input`, usage with `prompt_tokens` only) and
+//! responses (`instructions` and `input` items, `max_output_tokens`, usage
+//! as `input_tokens`/`output_tokens` in the response, streamed as typed
+//! events ending with `response.completed`, which carries the whole
+//! response with its usage).
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -259,11 +259,12 @@ impl Adapter for OpenAi {
                 total += item.get(field).and_then(Value::as_str).map_or(0, count);
             }
         };
+        // A Responses text is a message of its own, counted as `item` counts one.
+        let mut plain = 0;
         if op == Operation::Responses {
-            // Each a text (a message of its own) or a list of items.
             for (field, role) in [("instructions", "developer"), ("input", "user")] {
                 match body.get(field) {
-                    Some(Value::String(text)) => item(&json!({"role": role, "content": text})),
+                    Some(Value::String(text)) => plain += PER_MESSAGE + count(role) + count(text),
                     Some(Value::Array(items)) => items.iter().for_each(&mut item),
                     _ => {}
                 }
@@ -271,6 +272,7 @@ impl Adapter for OpenAi {
         } else {
             body.get("messages").and_then(Value::as_array).into_iter().flatten().for_each(item);
         }
+        total += plain;
         if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
             total += count(&tools.to_string());
         }

@@ -51,8 +51,10 @@ fn sdk_usages(seen: &Value) -> Vec<[u64; 4]> {
     usages.iter().map(counts).collect()
 }
 
-fn counts(u: &Usage) -> [u64; 4] {
-    [u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens]
+/// What the mock reported, call by call, in the same order.
+fn reported_usages(requests: &[Recorded]) -> Vec<[u64; 4]> {
+    let counts = |u: Usage| [u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens];
+    requests.iter().map(|r| counts(usage_of(r))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +64,7 @@ async fn python_openai_responses_create_stream_and_tools_read_the_usage_the_mock
     let seen = python("openai_responses.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", KEY)]).await.json();
     let requests = mock.requests();
     assert!(requests.iter().all(|r| r.path == "/v1/responses" && r.status == Some(200)));
-    let reported: Vec<[u64; 4]> = requests.iter().map(|r| counts(&usage_of(r))).collect();
+    let reported = reported_usages(&requests);
     assert_eq!(sdk_usages(&seen), reported, "the SDK read the usage the mock reported, streamed and not");
     assert!(reported.iter().any(|u| u[2] == 3 && u[3] == 2), "cached and reasoning tokens among them");
     assert_eq!(requests.iter().filter(|r| r.body["stream"] == true).count(), 2);
@@ -257,7 +259,7 @@ async fn python_openai_responses_through_the_gateway_are_recorded_as_the_provide
     assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
     let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
     let sdk = sdk_usages(&seen);
-    let reported: Vec<[u64; 4]> = requests.iter().map(|r| counts(&usage_of(r))).collect();
+    let reported = reported_usages(&requests);
     assert_eq!(sdk, reported, "the SDK saw what the provider reported, call by call");
     let sum = sdk.iter().fold((0, 0), |(i, o), u| (i + u[0], o + u[1]));
     assert_eq!((input, output), sum, "what the SDK saw is what Tollgate recorded");
