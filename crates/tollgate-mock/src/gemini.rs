@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Answer, Exchange, Incoming, Provider, Shared};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, query_param};
 
 const MODELS: [(&str, &str); 4] = [
     ("gemini-2.5-pro", "Gemini 2.5 Pro"),
@@ -103,7 +103,7 @@ pub(crate) async fn action(State(shared): State<Arc<Shared>>, Path(name): Path<S
     };
     let (stream, sse) = match action {
         "generateContent" => (false, false),
-        "streamGenerateContent" => (true, call.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"))),
+        "streamGenerateContent" => (true, query_param(&call.uri, "alt") == Some("sse")),
         "countTokens" => return count_tokens(&exchange, &call.body),
         _ => return Err(exchange.fail(StatusCode::NOT_FOUND, &format!("models/{model}:{action} is not a method"))),
     };

@@ -4,7 +4,9 @@
 //! It speaks each provider's wire format (streaming included, usage where
 //! each provider puts it, tool calls; for OpenAI chat completions, legacy
 //! completions, `POST /v1/completions`, and the Responses API,
-//! `POST /v1/responses`), checks each provider's credential header, and
+//! `POST /v1/responses`, whose answers it keeps for `GET` and `DELETE
+//! /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` and `POST
+//! /v1/responses/{id}/cancel`), checks each provider's credential header, and
 //! takes per-request knobs that survive a gateway forwarding only the body:
 //! `[mock status=503]` in the last user message (a completion's prompt), or
 //! the `x-mock` header. It records what it received (`MockServer::requests`,
@@ -100,6 +102,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<MockServer> {
     let (shutdown, signal) = watch::channel(false);
     let shared = Arc::new(Shared {
         recorder: Recorder::new(config.record_limit),
+        responses: responses::Store::default(),
         config,
         shutdown: signal.clone(),
         ids: AtomicU64::new(1),
@@ -178,6 +181,8 @@ impl Drop for MockServer {
 pub(crate) struct Shared {
     pub config: MockConfig,
     pub recorder: Recorder,
+    /// The Responses API's stored responses.
+    pub responses: responses::Store,
     pub shutdown: watch::Receiver<bool>,
     ids: AtomicU64,
     /// Connections accepted so far.
@@ -214,9 +219,7 @@ fn router(shared: Arc<Shared>) -> Router {
 fn models_of(headers: &HeaderMap, uri: &Uri) -> Provider {
     if headers.contains_key("anthropic-version") {
         Provider::Anthropic
-    } else if headers.contains_key("x-goog-api-key")
-        || uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
-    {
+    } else if headers.contains_key("x-goog-api-key") || query_param(uri, "key").is_some() {
         Provider::Gemini
     } else {
         Provider::OpenAi
@@ -268,9 +271,7 @@ impl Provider {
             Provider::OpenAi => bearer(),
             // `x-api-key`, or a bearer token as the current SDKs send the key.
             Provider::Anthropic => header("x-api-key").or_else(bearer),
-            Provider::Gemini => header("x-goog-api-key").or_else(|| {
-                uri.query()?.split('&').find_map(|pair| pair.strip_prefix("key=")).filter(|k| !k.is_empty())
-            }),
+            Provider::Gemini => header("x-goog-api-key").or_else(|| query_param(uri, "key").filter(|k| !k.is_empty())),
             Provider::GitHub => bearer().or_else(|| header("authorization")?.strip_prefix("token ")),
         }
     }
@@ -322,6 +323,13 @@ impl<S: Send + Sync> FromRequest<S> for Incoming {
     }
 }
 
+impl Incoming {
+    /// The credential as `provider`'s clients send it.
+    pub fn credential(&self, provider: Provider) -> Option<&str> {
+        provider.credential(&self.headers, &self.uri)
+    }
+}
+
 /// A handler's answer: a refusal is a whole answer too.
 pub(crate) type Answer = Result<Response, Response>;
 
@@ -336,7 +344,7 @@ impl Exchange {
     /// Records the request and checks its credential.
     pub fn open(shared: &Arc<Shared>, provider: Provider, call: &Incoming) -> Result<Exchange, Response> {
         let Incoming { method, uri, headers, body } = call;
-        let credential = provider.credential(headers, uri);
+        let credential = call.credential(provider);
         let seq = shared.recorder.start(provider, method, uri, headers, credential, body);
         let exchange = Exchange { shared: shared.clone(), provider, seq };
         let accepted = match credential {
@@ -404,8 +412,14 @@ impl Exchange {
 
     /// Answers `status` in the provider's error shape, and records it.
     pub fn fail(&self, status: StatusCode, message: &str) -> Response {
-        self.finish(Outcome { status: status.as_u16(), usage: None, tokens_sent: 0, completed: true });
-        self.provider.error(status, message)
+        self.refuse(self.provider.error(status, message))
+    }
+
+    /// Records a refusal whose body the status alone does not decide, and
+    /// returns it.
+    pub fn refuse(&self, response: Response) -> Response {
+        self.finish(Outcome { status: response.status().as_u16(), usage: None, tokens_sent: 0, completed: true });
+        response
     }
 
     pub fn finish(&self, outcome: Outcome) {
@@ -422,6 +436,12 @@ impl Exchange {
 /// Seconds since the Unix epoch, for `created` fields.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A query parameter's first value, raw (not percent-decoded): the mock
+/// reads only keys, ids, numbers and words from a query.
+pub(crate) fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// `max_tokens`-like fields as a count (a 400 naming the field otherwise).

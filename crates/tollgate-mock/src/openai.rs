@@ -4,8 +4,9 @@
 //! `choices` is empty), the legacy `POST completions` (a `prompt` in, a
 //! `text_completion` out, streamed and metered as chat is; what vLLM,
 //! llama.cpp and Ollama still serve), `POST embeddings`, `GET models`. The
-//! Responses API (`POST responses`) has its own module, `responses`,
-//! mounted here.
+//! Responses API (`POST responses`, and `GET`/`DELETE responses/{id}`,
+//! `GET responses/{id}/input_items`, `POST responses/{id}/cancel` for the
+//! responses it stores) has its own module, `responses`, mounted here.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
-use axum::routing::post;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -50,6 +51,9 @@ pub fn routes() -> Router<Arc<Shared>> {
             .route(&format!("{prefix}/chat/completions"), post(chat))
             .route(&format!("{prefix}/completions"), post(completions))
             .route(&format!("{prefix}/responses"), post(responses::create))
+            .route(&format!("{prefix}/responses/{{id}}"), get(responses::retrieve).delete(responses::delete))
+            .route(&format!("{prefix}/responses/{{id}}/input_items"), get(responses::input_items))
+            .route(&format!("{prefix}/responses/{{id}}/cancel"), post(responses::cancel))
             .route(&format!("{prefix}/embeddings"), post(embeddings));
     }
     router
@@ -595,5 +599,16 @@ pub fn error_body(status: StatusCode, message: &str) -> Value {
         500..=599 => ("server_error", None),
         _ => ("invalid_request_error", None),
     };
-    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+    error_json(message, kind, None, code)
+}
+
+/// An `invalid_request_error` naming the `param` to blame (if one is), with
+/// no `code`: what the API answers about a stored response (a 404 for an
+/// unknown id, not `error_body`'s `model_not_found`) or a query parameter.
+pub(crate) fn invalid_request(status: StatusCode, message: &str, param: Option<&str>) -> Response {
+    (status, axum::Json(error_json(message, "invalid_request_error", param, None))).into_response()
+}
+
+fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
+    json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
 }

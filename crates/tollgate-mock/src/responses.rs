@@ -18,12 +18,27 @@
 //!
 //! The request is read, answered, paced and recorded as chat completions
 //! are (`reply`, `stream`); only the JSON is this module's.
+//!
+//! As OpenAI does, the mock stores each response unless the request says
+//! `"store": false` (the newest [`KEPT`], in `Shared`), with the key that
+//! created it: another key finds nothing there, as another account would.
+//! `GET responses/{id}` answers the response object as it was answered
+//! whole, or as the stream's last event carried it; `DELETE
+//! responses/{id}` forgets it (`{"id","object":"response","deleted":true}`);
+//! `GET responses/{id}/input_items` lists the request's input items, each
+//! with an `id`, a page at a time (`order`, `limit`, `after`); `POST
+//! responses/{id}/cancel` is a 400, as for any response not created in the
+//! background (the mock makes none). An id the caller cannot see is a 404.
+//! These routes are recorded and checked as the others are, and use no
+//! tokens.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -31,7 +46,7 @@ use crate::openai::{self, NULL, role};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count, unix_now};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count, query_param, unix_now};
 
 /// The smallest `max_output_tokens` OpenAI takes.
 const MIN_OUTPUT: u64 = 16;
@@ -39,6 +54,8 @@ const MIN_OUTPUT: u64 = 16;
 struct Request<'a> {
     model: &'a str,
     stream: bool,
+    /// Whether to keep the response for the routes that read it back.
+    store: bool,
     ask: Ask<'a>,
     /// The whole request, whose settings the answer echoes as the API does.
     body: &'a Value,
@@ -57,6 +74,7 @@ fn read<'a>(body: &'a Value) -> Result<Request<'a>, String> {
         _ => return Err("input: expected a non-empty string or array of input items".into()),
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let store = body.get("store").and_then(Value::as_bool) != Some(false);
     let max_tokens = optional_count(body, "max_output_tokens")?;
     if let Some(n) = max_tokens.filter(|n| *n < MIN_OUTPUT) {
         return Err(format!(
@@ -91,7 +109,7 @@ fn read<'a>(body: &'a Value) -> Result<Request<'a>, String> {
         max_tokens,
         tool,
     };
-    Ok(Request { model, stream, ask, body })
+    Ok(Request { model, stream, store, ask, body })
 }
 
 /// `POST responses`.
@@ -112,10 +130,17 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
         created_at: unix_now(),
         request: &read,
     };
+    // Kept before it is sent: OpenAI finishes a response whose client went away.
+    let done = Arc::new(response(&meta, Some(&reply)));
+    if read.store {
+        let stored = Stored { key: key(&call).to_owned(), response: done.clone(), request: call.body.clone() };
+        shared.responses.keep(meta.id, stored);
+    }
     let mut response = if read.stream {
-        stream::respond(exchange, "text/event-stream; charset=utf-8", events(&meta, &reply), reply.usage, &knobs)
+        let frames = events(&meta, &reply, &done);
+        stream::respond(exchange, "text/event-stream; charset=utf-8", frames, reply.usage, &knobs)
     } else {
-        exchange.answer(response(&meta, Some(&reply)), Some(reply.usage), reply.visible_tokens())
+        exchange.answer(&*done, Some(reply.usage), reply.visible_tokens())
     };
     openai::decorate(&mut response, meta.id);
     Ok(response)
@@ -214,6 +239,12 @@ fn response(meta: &Meta<'_>, reply: Option<&Reply>) -> Value {
     })
 }
 
+/// The fields of the events that carry the response object as it stands.
+#[derive(Serialize)]
+struct Carrying<'a> {
+    response: &'a Value,
+}
+
 /// One event: its `type` (also its SSE name), its place in the stream, and
 /// its own fields.
 #[derive(Serialize)]
@@ -253,9 +284,10 @@ struct ArgumentsDelta<'a> {
     delta: &'a str,
 }
 
-fn events(meta: &Meta<'_>, reply: &Reply) -> Vec<Frame> {
+/// The stream's events, the last carrying the `finished` response.
+fn events(meta: &Meta<'_>, reply: &Reply, finished: &Value) -> Vec<Frame> {
     let mut seq = Sequence(0);
-    let started = json!({ "response": response(meta, None) });
+    let started = Carrying { response: &response(meta, None) };
     let mut frames = vec![
         Frame::other(seq.event("response.created", &started)),
         Frame::other(seq.event("response.in_progress", &started)),
@@ -296,6 +328,260 @@ fn events(meta: &Meta<'_>, reply: &Reply) -> Vec<Frame> {
     let done = json!({ "output_index": 0, "item": item(meta, reply, true) });
     frames.push(Frame::other(seq.event("response.output_item.done", done)));
     let last = if reply.finish == Finish::Length { "response.incomplete" } else { "response.completed" };
-    frames.push(Frame::usage(seq.event(last, json!({ "response": response(meta, Some(reply)) }))));
+    frames.push(Frame::usage(seq.event(last, Carrying { response: finished })));
     frames
+}
+
+/// How many responses the mock keeps (the newest): its memory stays bounded.
+const KEPT: usize = 10_000;
+
+/// A response kept for the routes that read it back.
+struct Stored {
+    /// The credential that created it, the only one that may see it.
+    key: String,
+    /// The response object, as answered whole or as the last event carried it.
+    response: Arc<Value>,
+    /// The request, whose `input` is read only when `input_items` asks.
+    request: Bytes,
+}
+
+/// The stored responses: the newest [`KEPT`], by id.
+#[derive(Default)]
+pub(crate) struct Store {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_id: HashMap<String, Arc<Stored>>,
+    /// The ids, oldest first: the next to drop.
+    order: VecDeque<String>,
+}
+
+impl Store {
+    fn keep(&self, id: &str, stored: Stored) {
+        let mut kept = self.lock();
+        if kept.order.len() == KEPT
+            && let Some(oldest) = kept.order.pop_front()
+        {
+            kept.by_id.remove(&oldest);
+        }
+        kept.order.push_back(id.to_owned());
+        kept.by_id.insert(id.to_owned(), Arc::new(stored));
+    }
+
+    /// The response `id`, if `key` created it.
+    fn get(&self, id: &str, key: &str) -> Option<Arc<Stored>> {
+        self.lock().by_id.get(id).filter(|stored| stored.key == key).cloned()
+    }
+
+    /// Forgets the response `id` if `key` created it; whether it did.
+    fn remove(&self, id: &str, key: &str) -> bool {
+        let mut kept = self.lock();
+        if kept.by_id.get(id).is_none_or(|stored| stored.key != key) {
+            return false;
+        }
+        kept.by_id.remove(id);
+        kept.order.retain(|kept_id| kept_id != id);
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The caller's key (`Exchange::open` refused a request without one).
+fn key(call: &Incoming) -> &str {
+    call.credential(Provider::OpenAi).unwrap_or_default()
+}
+
+/// Opens the exchange and finds the response `id` as the caller may see it.
+fn open_stored(shared: &Arc<Shared>, call: &Incoming, id: &str) -> Result<(Exchange, Arc<Stored>), Response> {
+    let exchange = Exchange::open(shared, Provider::OpenAi, call)?;
+    match shared.responses.get(id, key(call)) {
+        Some(stored) => Ok((exchange, stored)),
+        None => Err(not_found(&exchange, id)),
+    }
+}
+
+fn not_found(exchange: &Exchange, id: &str) -> Response {
+    let message = format!("Response with id '{id}' not found.");
+    exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, None))
+}
+
+/// `GET responses/{id}`: the response as it was answered.
+pub async fn retrieve(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    let (exchange, stored) = open_stored(&shared, &call, &id)?;
+    Ok(exchange.answer(&*stored.response, None, 0))
+}
+
+/// `DELETE responses/{id}`.
+pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    if !shared.responses.remove(&id, key(&call)) {
+        return Err(not_found(&exchange, &id));
+    }
+    Ok(exchange.answer(json!({ "id": id, "object": "response", "deleted": true }), None, 0))
+}
+
+/// `POST responses/{id}/cancel`: only a response created in the background
+/// can be, and the mock creates none there.
+pub async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    let (exchange, _) = open_stored(&shared, &call, &id)?;
+    Err(exchange.fail(StatusCode::BAD_REQUEST, "Only responses created with background=true can be cancelled."))
+}
+
+/// `GET responses/{id}/input_items`: a page of the request's input items.
+pub async fn input_items(State(shared): State<Arc<Shared>>, Path(id): Path<String>, call: Incoming) -> Answer {
+    let (exchange, stored) = open_stored(&shared, &call, &id)?;
+    let refuse = |(param, message): (&str, String)| {
+        exchange.refuse(openai::invalid_request(StatusCode::BAD_REQUEST, &message, Some(param)))
+    };
+    let page = Page::read(&call.uri).map_err(refuse)?;
+    // It was parsed as JSON when the response was created.
+    let request: Value = serde_json::from_slice(&stored.request).expect("a stored request is JSON");
+    let mut items = listed_items(&request, &id);
+    if page.newest_first {
+        items.reverse();
+    }
+    let start = match page.after {
+        None => 0,
+        Some(after) => match items.iter().position(|item| item["id"] == after) {
+            Some(at) => at + 1,
+            None => return Err(refuse(("after", format!("after: response '{id}' has no input item '{after}'")))),
+        },
+    };
+    let rest = &items[start..];
+    let data = &rest[..rest.len().min(page.limit)];
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "first_id": data.first().map(|item| &item["id"]),
+        "last_id": data.last().map(|item| &item["id"]),
+        "has_more": rest.len() > data.len()
+    });
+    Ok(exchange.answer(body, None, 0))
+}
+
+/// `input_items`' query.
+struct Page<'a> {
+    /// `order=desc`, the default; `order=asc` lists them as sent.
+    newest_first: bool,
+    /// 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] unless given.
+    limit: usize,
+    /// The id of the item to start after.
+    after: Option<&'a str>,
+}
+
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+
+impl Page<'_> {
+    /// The page the query asks for, or the parameter to blame and why.
+    fn read(uri: &Uri) -> Result<Page<'_>, (&'static str, String)> {
+        let newest_first = match query_param(uri, "order") {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => return Err(("order", format!("order: expected 'asc' or 'desc', got '{other}'"))),
+        };
+        let limit =
+            match query_param(uri, "limit") {
+                None => DEFAULT_PAGE,
+                Some(raw) => raw.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ("limit", format!("limit: expected an integer from 1 to {MAX_PAGE}, got '{raw}'"))
+                })?,
+            };
+        Ok(Page { newest_first, limit, after: query_param(uri, "after") })
+    }
+}
+
+/// The request's input as `input_items` lists it, as sent (see [`list_item`]).
+fn listed_items(request: &Value, response_id: &str) -> Vec<Value> {
+    // Item ids are derived from the response's, so that they stay the same
+    // from one page to the next.
+    let serial = response_id.strip_prefix("resp_").unwrap_or(response_id);
+    let items = match request.get("input") {
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(text) => std::slice::from_ref(text),
+        None => &[],
+    };
+    items.iter().enumerate().map(|(index, item)| list_item(item, &format!("{serial}{index:04x}"))).collect()
+}
+
+/// One input item as the API lists it: a string (the whole input) is a user
+/// message, a message's string content one `input_text` part (`output_text`
+/// for the assistant's), and an item without an `id` gets one ending in
+/// `serial` (`msg_…`, `fc_…`, `fco_…`, `item_…` by its type).
+fn list_item(item: &Value, serial: &str) -> Value {
+    let mut item = match item {
+        Value::String(text) => json!({ "role": "user", "content": text }),
+        other => other.clone(),
+    };
+    let message = matches!(kind(&item), "message" | "") && !role(&item).is_empty();
+    let prefix = match kind(&item) {
+        _ if message => "msg",
+        "function_call" => "fc",
+        "function_call_output" => "fco",
+        _ => "item",
+    };
+    let part = if role(&item) == "assistant" { "output_text" } else { "input_text" };
+    if let Some(fields) = item.as_object_mut() {
+        fields.entry("id").or_insert_with(|| json!(format!("{prefix}_{serial}")));
+        if message {
+            fields.insert("type".into(), json!("message"));
+            if let Some(content @ Value::String(_)) = fields.get_mut("content") {
+                *content = json!([{ "type": part, "text": content.take() }]);
+            }
+        }
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(key: &str) -> Stored {
+        Stored { key: key.to_owned(), response: Arc::new(Value::Null), request: Bytes::new() }
+    }
+
+    #[test]
+    fn the_store_keeps_the_newest_responses_and_forgets_deleted_ones_at_once() {
+        let store = Store::default();
+        for n in 0..=KEPT {
+            store.keep(&format!("resp_{n}"), stored("k"));
+        }
+        assert!(store.get("resp_0", "k").is_none(), "the oldest is dropped");
+        assert!(store.get("resp_1", "k").is_some() && store.get(&format!("resp_{KEPT}"), "k").is_some());
+        assert_eq!(store.lock().by_id.len(), KEPT);
+
+        assert!(!store.remove("resp_1", "other"), "another key cannot delete it");
+        assert!(store.remove("resp_1", "k"));
+        assert!(store.get("resp_1", "k").is_none() && !store.remove("resp_1", "k"));
+        let kept = store.lock();
+        assert_eq!((kept.by_id.len(), kept.order.len()), (KEPT - 1, KEPT - 1), "its place is free");
+    }
+
+    #[test]
+    fn an_item_without_an_id_gets_one_and_string_content_becomes_a_part() {
+        let check = |item: Value, want: Value| assert_eq!(list_item(&item, "mock1"), want, "{item}");
+        check(
+            json!("hi"),
+            json!({ "id": "msg_mock1", "type": "message", "role": "user",
+                    "content": [{ "type": "input_text", "text": "hi" }] }),
+        );
+        check(
+            json!({ "role": "assistant", "content": "ok" }),
+            json!({ "id": "msg_mock1", "type": "message", "role": "assistant",
+                    "content": [{ "type": "output_text", "text": "ok" }] }),
+        );
+        check(
+            json!({ "type": "function_call_output", "call_id": "c", "output": "x" }),
+            json!({ "id": "fco_mock1", "type": "function_call_output", "call_id": "c", "output": "x" }),
+        );
+        check(json!({ "type": "function_call", "id": "fc_1" }), json!({ "type": "function_call", "id": "fc_1" }));
+        check(json!({ "type": "item_reference", "id": "r" }), json!({ "type": "item_reference", "id": "r" }));
+    }
 }

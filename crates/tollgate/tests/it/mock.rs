@@ -558,6 +558,238 @@ async fn responses_api_max_output_tokens_shortens_the_reply_and_leaves_it_incomp
     );
 }
 
+/// Calls a stored-response route, `{method} /v1/responses/{rest}`, with
+/// `key`: the status and the JSON body.
+async fn stored(mock: &MockServer, method: reqwest::Method, rest: &str, key: &str) -> (u16, Value) {
+    let url = format!("{}/responses/{rest}", mock.openai_base_url());
+    let response = reqwest::Client::new().request(method, url).bearer_auth(key).send().await.expect("the mock answers");
+    let status = response.status().as_u16();
+    (status, json_of(&response.text().await.expect("a whole body")))
+}
+
+/// `GET /v1/responses/{id}` with the usual key.
+async fn retrieved(mock: &MockServer, id: &Value) -> (u16, Value) {
+    stored(mock, reqwest::Method::GET, id.as_str().expect("a response id"), KEY).await
+}
+
+/// `GET /v1/responses/{id}/input_items?{query}` with the usual key.
+async fn input_items(mock: &MockServer, id: &str, query: &str) -> (u16, Value) {
+    stored(mock, reqwest::Method::GET, &format!("{id}/input_items?{query}"), KEY).await
+}
+
+/// OpenAI's 404 for a response id the caller cannot see.
+fn response_not_found(id: &Value) -> Value {
+    let message = format!("Response with id '{}' not found.", id.as_str().unwrap());
+    json!({ "error": { "message": message, "type": "invalid_request_error", "param": null, "code": null } })
+}
+
+/// The ids of an `input_items` page, and its cursor fields.
+fn page_ids(page: &Value) -> (Vec<&str>, &Value, &Value, &Value) {
+    assert_eq!(page["object"], "list", "{page}");
+    let ids = page["data"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap()).collect();
+    (ids, &page["first_id"], &page["last_id"], &page["has_more"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_keeps_each_response_whole_or_streamed_and_answers_it_back_as_it_was() {
+    let mock = mock_llm(&[KEY]).await;
+    let request =
+        json!({ "model": "gpt-4o-mini", "instructions": "be brief", "input": "keep me [mock tokens=4 cached=1]" });
+    let body = json_of(&Call::responses(request.clone()).send(&mock).await.2);
+    let (status, got) = retrieved(&mock, &body["id"]).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!((&got["id"], &got["status"], &got["output"]), (&body["id"], &json!("completed"), &body["output"]));
+    assert_eq!(responses_usage(&got), responses_usage(&body));
+    assert_eq!(responses_text(&got).split_whitespace().count(), 4);
+    assert_eq!(got, body, "the very object answered");
+    // Groq's prefix serves the same store.
+    let groq = format!("{}/responses/{}", mock.groq_base_url(), body["id"].as_str().unwrap());
+    let same: Value = reqwest::Client::new().get(groq).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(same, body);
+    // Recorded as any request, with no usage: it generated nothing.
+    let recorded = mock.requests();
+    assert_eq!(recorded.len(), 3);
+    let get = &recorded[1];
+    assert_eq!(
+        (get.method.as_str(), get.path.as_str()),
+        ("GET", format!("/v1/responses/{}", body["id"].as_str().unwrap()).as_str())
+    );
+    assert_eq!((get.status, get.usage, get.tokens_sent, get.credential.as_deref()), (Some(200), None, 0, Some(KEY)));
+    assert_eq!(get.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+
+    // Streamed: the object the last event carried, incomplete ones too.
+    let mut streamed = request;
+    streamed["stream"] = json!(true);
+    streamed["max_output_tokens"] = json!(16);
+    let call = Call::responses(streamed).header("x-mock", "tokens=20");
+    let events = sse_events(&call.send(&mock).await.2);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.incomplete");
+    let (status, got) = retrieved(&mock, &data["response"]["id"]).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got, data["response"]);
+    assert_eq!((&got["status"], &got["usage"]["output_tokens"]), (&json!("incomplete"), &json!(16)));
+    assert_ne!(got["id"], body["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_does_not_keep_a_response_created_with_store_false() {
+    let mock = mock_llm(&[]).await;
+    for stream in [false, true] {
+        let request = json!({ "model": "m", "store": false, "stream": stream, "input": "forget me" });
+        let text = Call::responses(request).send(&mock).await.2;
+        let response = if stream { sse_events(&text).pop().unwrap().1["response"].clone() } else { json_of(&text) };
+        assert_eq!(response["store"], false, "the setting is echoed");
+        let (status, got) = retrieved(&mock, &response["id"]).await;
+        assert_eq!((status, got), (404, response_not_found(&response["id"])));
+    }
+    let kept =
+        json_of(&Call::responses(json!({ "model": "m", "store": true, "input": "keep me" })).send(&mock).await.2);
+    assert_eq!(retrieved(&mock, &kept["id"]).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_lists_input_items_with_ids_newest_first_paged_by_limit_and_after() {
+    let mock = mock_llm(&[]).await;
+    // A string input is one user message with an input_text part.
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": "just this" })).send(&mock).await.2);
+    let id = body["id"].as_str().unwrap();
+    let (status, page) = input_items(&mock, id, "").await;
+    assert_eq!(status, 200, "{page}");
+    let item = &page["data"][0];
+    let item_id = item["id"].as_str().unwrap();
+    assert!(item_id.starts_with("msg_"), "{item}");
+    assert_ne!(item["id"], body["output"][0]["id"], "not the output message's id");
+    assert_eq!(
+        page,
+        json!({
+            "object": "list",
+            "data": [{ "id": item_id, "type": "message", "role": "user",
+                       "content": [{ "type": "input_text", "text": "just this" }] }],
+            "first_id": item_id, "last_id": item_id, "has_more": false
+        })
+    );
+
+    // A list: items keep their ids, the others get one; newest first by default.
+    let input = json!([
+        { "role": "developer", "content": "be brief" },
+        { "type": "message", "role": "user", "content": [{ "type": "input_text", "text": "weather?" }] },
+        { "type": "function_call", "id": "fc_given", "call_id": "call_1", "name": "get_weather", "arguments": "{}" },
+        { "type": "function_call_output", "call_id": "call_1", "output": "sunny" },
+        { "role": "assistant", "content": "It is sunny." },
+        { "role": "user", "content": "thanks" }
+    ]);
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": input })).send(&mock).await.2);
+    let id = body["id"].as_str().unwrap();
+    let (status, asc) = input_items(&mock, id, "order=asc").await;
+    assert_eq!(status, 200, "{asc}");
+    let (ids, first, last, more) = page_ids(&asc);
+    assert_eq!(ids.len(), 6);
+    assert_eq!(ids[2], "fc_given");
+    assert!(ids[0].starts_with("msg_") && ids[5].starts_with("msg_") && ids[3].starts_with("fco_"), "{ids:?}");
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), 6, "{ids:?}");
+    assert_eq!((first, last, more), (&json!(ids[0]), &json!(ids[5]), &json!(false)));
+    let data = asc["data"].as_array().unwrap();
+    assert_eq!(data[0]["content"], json!([{ "type": "input_text", "text": "be brief" }]));
+    assert_eq!((&data[0]["type"], &data[0]["role"]), (&json!("message"), &json!("developer")));
+    assert_eq!(data[1]["content"], input[1]["content"]);
+    assert_eq!((&data[2]["name"], &data[3]["output"]), (&json!("get_weather"), &json!("sunny")));
+    assert_eq!(data[4]["content"], json!([{ "type": "output_text", "text": "It is sunny." }]));
+    let (_, desc) = input_items(&mock, id, "").await;
+    let mut reversed = data.clone();
+    reversed.reverse();
+    assert_eq!(desc["data"], json!(reversed), "desc is the default: newest first");
+    assert_eq!(input_items(&mock, id, "order=desc").await.1, desc);
+    let again = input_items(&mock, id, "order=asc").await.1;
+    assert_eq!(page_ids(&again).0, ids, "the ids given stay the same");
+
+    // Pages: `limit`, `has_more`, then `after` the last id.
+    let (_, one) = input_items(&mock, id, "order=asc&limit=4").await;
+    let (first_ids, _, last, more) = page_ids(&one);
+    assert_eq!((first_ids.as_slice(), last, more), (&ids[..4], &json!(ids[3]), &json!(true)));
+    let (_, two) = input_items(&mock, id, &format!("order=asc&limit=4&after={}", ids[3])).await;
+    let (rest, first, _, more) = page_ids(&two);
+    assert_eq!((rest.as_slice(), first, more), (&ids[4..], &json!(ids[4]), &json!(false)));
+    let (_, newest) = input_items(&mock, id, &format!("limit=2&after={}", ids[5])).await;
+    assert_eq!(page_ids(&newest).0, [ids[4], ids[3]]);
+    assert_eq!(page_ids(&newest).3, true);
+    let (_, exact) = input_items(&mock, id, "limit=6").await;
+    assert_eq!(page_ids(&exact).3, false, "nothing remains after the sixth");
+
+    // Bad parameters: a 400 naming the parameter.
+    for (query, param) in [("order=up", "order"), ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit")]
+    {
+        let (status, error) = input_items(&mock, id, query).await;
+        assert_eq!((status, &error["error"]["param"]), (400, &json!(param)), "{query}: {error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(error["error"]["message"].as_str().unwrap().contains(param), "{error}");
+    }
+    let recorded = mock.requests().pop().unwrap();
+    assert_eq!((recorded.status, recorded.query.as_deref()), (Some(400), Some("limit=ten")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_deletes_a_response_which_is_then_not_found() {
+    let mock = mock_llm(&[]).await;
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": "delete me" })).send(&mock).await.2);
+    let id = body["id"].as_str().unwrap();
+    let (status, deleted) = stored(&mock, reqwest::Method::DELETE, id, KEY).await;
+    assert_eq!((status, deleted), (200, json!({ "id": id, "object": "response", "deleted": true })));
+    assert_eq!(retrieved(&mock, &body["id"]).await, (404, response_not_found(&body["id"])));
+    assert_eq!(stored(&mock, reqwest::Method::DELETE, id, KEY).await, (404, response_not_found(&body["id"])));
+    assert_eq!(input_items(&mock, id, "").await, (404, response_not_found(&body["id"])));
+    let recorded = mock.requests();
+    let methods: Vec<(&str, Option<u16>)> = recorded.iter().map(|r| (r.method.as_str(), r.status)).collect();
+    assert_eq!(
+        methods,
+        [("POST", Some(200)), ("DELETE", Some(200)), ("GET", Some(404)), ("DELETE", Some(404)), ("GET", Some(404))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_cancel_is_a_400_for_a_response_not_created_in_the_background() {
+    let mock = mock_llm(&[]).await;
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": "too late" })).send(&mock).await.2);
+    let (status, error) =
+        stored(&mock, reqwest::Method::POST, &format!("{}/cancel", body["id"].as_str().unwrap()), KEY).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        error,
+        json!({ "error": { "message": "Only responses created with background=true can be cancelled.",
+                           "type": "invalid_request_error", "param": null, "code": null } })
+    );
+    assert_eq!(retrieved(&mock, &body["id"]).await.1, body, "the response is still there, unchanged");
+    let unknown = json!("resp_unknown");
+    assert_eq!(
+        stored(&mock, reqwest::Method::POST, "resp_unknown/cancel", KEY).await,
+        (404, response_not_found(&unknown))
+    );
+    assert_eq!(retrieved(&mock, &unknown).await, (404, response_not_found(&unknown)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_hides_a_response_from_another_api_key() {
+    const OTHER: &str = "mock-key-other";
+    let mock = mock_llm(&[KEY, OTHER]).await;
+    let body = json_of(&Call::responses(json!({ "model": "m", "input": "mine" })).send(&mock).await.2);
+    let id = body["id"].as_str().unwrap();
+    let hidden = (404, response_not_found(&body["id"]));
+    for (method, rest) in [
+        (reqwest::Method::GET, id.to_owned()),
+        (reqwest::Method::GET, format!("{id}/input_items")),
+        (reqwest::Method::POST, format!("{id}/cancel")),
+        (reqwest::Method::DELETE, id.to_owned()),
+    ] {
+        assert_eq!(stored(&mock, method.clone(), &rest, OTHER).await, hidden, "{method} {rest}");
+    }
+    assert_eq!(retrieved(&mock, &body["id"]).await.1, body, "the other key deleted nothing");
+    // A key the mock does not accept is refused as on the other routes.
+    let (status, refused) = stored(&mock, reqwest::Method::GET, id, "wrong-key").await;
+    assert_eq!((status, &refused["error"]["code"]), (401, &json!("invalid_api_key")));
+    assert_eq!(mock.requests().last().unwrap().credential.as_deref(), Some("wrong-key"));
+}
+
 /// The usage of a chat or legacy completion, as the mock records it.
 fn openai_usage(usage: &Value) -> Usage {
     let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("{usage}"));
