@@ -92,7 +92,7 @@ impl Adapter for Anthropic {
             Some(_) => return Err(Invalid::new("stream", "expected true or false")),
         };
         let max_output = count_field(body, "max_tokens")?;
-        Ok(Fields { model, stream, include_usage: stream, max_output, choices: 1 })
+        Ok(Fields { model, stream, include_usage: stream, max_output, choices: 1, continues: None })
     }
 
     fn input_tokens(&self, _op: Operation, body: &Body, encoding: Encoding) -> u64 {

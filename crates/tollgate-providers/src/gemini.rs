@@ -90,7 +90,7 @@ impl Adapter for Gemini {
         let max_output = number("maxOutputTokens", "max_output_tokens")?;
         let choices = number("candidateCount", "candidate_count")?.unwrap_or(1).max(1);
         let stream = op == Operation::StreamGenerateContent;
-        Ok(Fields { model: None, stream, include_usage: true, max_output, choices })
+        Ok(Fields { model: None, stream, include_usage: true, max_output, choices, continues: None })
     }
 
     fn input_tokens(&self, _op: Operation, body: &Body, encoding: Encoding) -> u64 {

@@ -7,7 +7,8 @@
 //!   makes to it (the upstream model name, a lowered output limit, asking
 //!   OpenAI-format upstreams for stream usage). A body the gateway does not
 //!   change is forwarded byte for byte.
-//! * [`usage_of`]: the provider's own usage block of a whole response.
+//! * [`usage_of`]: the provider's own usage block of a whole response;
+//!   [`stored_as`]: the id under which the provider keeps it, if it does.
 //! * [`StreamTap`]: watches a streamed response as it passes, for its usage
 //!   (OpenAI's last chunk, Anthropic's `message_start` + `message_delta`,
 //!   Gemini's last cumulative `usageMetadata`) and its text (to estimate a
@@ -132,6 +133,13 @@ trait Adapter {
     /// The usage block of a whole (not streamed) response.
     fn usage(&self, op: Operation, body: &[u8]) -> Option<Usage>;
 
+    /// The id under which the provider stored a whole response, to be
+    /// fetched again later (OpenAI's Responses API, unless told not to
+    /// store it).
+    fn stored_as(&self, _op: Operation, _body: &[u8]) -> Option<String> {
+        None
+    }
+
     /// One event of `op`'s stream: what it says, and whether to pass it on.
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool;
 
@@ -157,6 +165,9 @@ struct Fields {
     include_usage: bool,
     max_output: Option<u64>,
     choices: u64,
+    /// The stored response a call goes on from (the Responses API's
+    /// `previous_response_id`).
+    continues: Option<String>,
 }
 
 /// Which output-limit field to set when the client gave none: OpenAI's own
@@ -189,6 +200,9 @@ pub struct Seen {
     pub ended: bool,
     /// Characters of text beyond [`MAX_TEXT`], counted but not kept.
     pub dropped_chars: u64,
+    /// The id under which the provider stores the response (OpenAI's
+    /// Responses API names it in its first event).
+    pub stored_as: Option<String>,
     /// Anthropic's input so far in its parts: uncached, cache reads, cache
     /// writes (each event restates the parts it has).
     input_parts: (u64, u64, u64),
@@ -256,6 +270,12 @@ impl Request {
     /// `stream_options.include_usage`).
     pub fn client_wants_stream_usage(&self) -> bool {
         self.fields.include_usage
+    }
+
+    /// The stored response the call goes on from, as the client named it
+    /// (the Responses API's `previous_response_id`).
+    pub fn continues(&self) -> Option<&str> {
+        self.fields.continues.as_deref()
     }
 
     /// The output limit the client asked for, per choice.
@@ -342,6 +362,11 @@ impl Request {
 /// The usage block of a whole response of `op`.
 pub fn usage_of(op: Operation, body: &[u8]) -> Option<Usage> {
     op.api().adapter().usage(op, body)
+}
+
+/// The id under which the provider stored a whole response, if it did.
+pub fn stored_as(op: Operation, body: &[u8]) -> Option<String> {
+    op.api().adapter().stored_as(op, body)
 }
 
 /// Why a request failed, in terms every format can express.

@@ -100,10 +100,23 @@ struct Whole {
     usage: Option<WireUsage>,
 }
 
-/// A Responses API response (whole, or in a stream's last event).
+/// A Responses API response (whole, or in a stream's events).
 #[derive(Deserialize)]
 struct WholeResponse {
+    #[serde(default)]
+    id: Option<String>,
+    /// Whether OpenAI keeps it (the default), to be fetched by its id.
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
     usage: Option<ResponsesUsage>,
+}
+
+impl WholeResponse {
+    /// Its id, if OpenAI stores it.
+    fn stored_id(&self) -> Option<&str> {
+        if self.store == Some(false) { None } else { self.id.as_deref().filter(|id| !id.is_empty()) }
+    }
 }
 
 /// One event of a Responses API stream: its type, the text it adds, or
@@ -185,7 +198,12 @@ impl Adapter for OpenAi {
                 ));
             }
             let max_output = count_field(body, "max_output_tokens")?;
-            return Ok(Fields { model, stream, max_output, choices: 1, ..Fields::default() });
+            let continues = match body.get("previous_response_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id.clone()),
+                Some(_) => return Err(Invalid::new("previous_response_id", "expected a response id")),
+            };
+            return Ok(Fields { model, stream, max_output, choices: 1, continues, ..Fields::default() });
         }
         let include_usage = stream
             && body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
@@ -201,7 +219,7 @@ impl Adapter for OpenAi {
             // `best_of` candidates are generated (and billed) on the server.
             choices = choices.max(count_field(body, "best_of")?.unwrap_or(1));
         }
-        Ok(Fields { model, stream, include_usage, max_output, choices })
+        Ok(Fields { model, stream, include_usage, max_output, choices, continues: None })
     }
 
     fn input_tokens(&self, op: Operation, body: &Body, encoding: Encoding) -> u64 {
@@ -317,6 +335,13 @@ impl Adapter for OpenAi {
         serde_json::from_slice::<Whole>(body).ok()?.usage.map(|u| u.usage())
     }
 
+    fn stored_as(&self, op: Operation, body: &[u8]) -> Option<String> {
+        if op != Operation::Responses {
+            return None;
+        }
+        serde_json::from_slice::<WholeResponse>(body).ok()?.stored_id().map(str::to_owned)
+    }
+
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
         if op == Operation::Responses {
             response_event(data, seen);
@@ -380,12 +405,18 @@ impl Adapter for OpenAi {
     }
 }
 
-/// Reads one event of a Responses API stream: the text it adds, and the
+/// Reads one event of a Responses API stream: the id of the response it
+/// carries (the first, `response.created`, does), the text it adds, and the
 /// usage of the last (`response.completed`; `response.incomplete` or
 /// `response.failed` when the response did not complete), after which
 /// nothing follows.
 fn response_event(data: &[u8], seen: &mut Seen) {
     let Ok(event) = serde_json::from_slice::<ResponseEvent<'_>>(data) else { return };
+    if seen.stored_as.is_none()
+        && let Some(response) = &event.response
+    {
+        seen.stored_as = response.stored_id().map(str::to_owned);
+    }
     match event.kind.as_ref() {
         "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta" => {
             if let Some(delta) = &event.delta {
@@ -522,6 +553,15 @@ mod tests {
             f,
             Fields { model: Some("gpt-4o".into()), stream: true, max_output: Some(500), choices: 1, ..f.clone() }
         );
+        assert_eq!(f.continues, None);
+        let next = json!({"model": "gpt-4o", "input": "and then?", "previous_response_id": "resp_1"});
+        let f = OpenAi.read(Operation::Responses, next.as_object().unwrap()).unwrap();
+        assert_eq!(f.continues.as_deref(), Some("resp_1"), "the stored response it goes on from");
+        let bad = json!({"model": "gpt-4o", "input": "x", "previous_response_id": 7});
+        assert_eq!(
+            OpenAi.read(Operation::Responses, bad.as_object().unwrap()).unwrap_err().field,
+            "previous_response_id"
+        );
         let n = OpenAi.input_tokens(Operation::Responses, body.as_object().unwrap(), Encoding::O200kBase);
         // 3 priming + 4 items × 3 + "developer" (1) + "You are terse." (4)
         // + "user" (1) + "hello world" (2) + name "f" (1 + 1) + "{}" (1) + "hi" (1)
@@ -576,6 +616,22 @@ mod tests {
         assert!(OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false));
         assert_eq!(seen.usage, Some(expected));
         assert!(seen.finished && seen.ended, "response.completed is the stream's last word");
+        assert_eq!(seen.stored_as.as_deref(), Some("resp_1"), "named by response.created");
+    }
+
+    #[test]
+    fn a_stored_responses_id_is_read_whole_and_from_the_stream_unless_store_is_false() {
+        let stored = |op: Operation, body: &str| OpenAi.stored_as(op, body.as_bytes());
+        assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":true}"#).as_deref(), Some("resp_9"));
+        assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9"}"#).as_deref(), Some("resp_9"), "stored by default");
+        assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":false}"#), None);
+        assert_eq!(stored(Operation::Responses, r#"{"id":""}"#), None);
+        assert_eq!(stored(Operation::ChatCompletions, r#"{"id":"chatcmpl-1"}"#), None, "chat keeps nothing to fetch");
+
+        let mut seen = Seen::default();
+        let created = r#"{"type":"response.created","response":{"id":"resp_8","store":false}}"#;
+        OpenAi.event(Operation::Responses, created.as_bytes(), &mut seen, false);
+        assert_eq!(seen.stored_as, None);
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct PreparedEvent {
     /// The meters the event names itself (the ledger's `extra`), rolled up
     /// per day beside the built-in columns.
     pub extra: Vec<(Meter, i64)>,
+    /// The id under which the provider stored the call's response (OpenAI's
+    /// Responses API), kept in `gateway_responses` as the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -478,6 +482,20 @@ impl Store {
                 }
             }
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
+            let stored_responses: Vec<&PreparedEvent> = new.iter().copied().filter(|e| e.response_id.is_some()).collect();
+            for chunk in sized_chunks(&stored_responses) {
+                let sql = format!(
+                    "INSERT INTO gateway_responses (response_id, user_id, provider, event_id, created_at) VALUES {} \
+                     ON CONFLICT (response_id) DO NOTHING",
+                    placeholders(chunk.len(), 5, numbered)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for e in chunk {
+                    let provider = e.row.provider.as_deref().unwrap_or_default();
+                    q = q.bind(&e.response_id).bind(&e.row.user_id).bind(provider).bind(&e.row.id).bind(e.row.ts);
+                }
+                q.execute(&mut *tx).await?;
+            }
             let sums = Sums::of(new.iter().copied());
 
             let sorted_counters = sorted(&sums.counters);
@@ -621,6 +639,13 @@ impl Store {
         })?;
         let new = events.iter().zip(first).map(|(e, first)| first && !stored.contains(e.row.id.as_str())).collect();
         Ok(Committed { new, counters, alerts: alert_count })
+    }
+
+    /// Who made the response a provider stored under `response_id`, and
+    /// through which provider: `(user_id, provider)`.
+    pub async fn response_owner(&self, response_id: &str) -> Result<Option<(String, String)>> {
+        let q = "SELECT user_id, provider FROM gateway_responses WHERE response_id = $1";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(response_id).fetch_optional(p).await)?)
     }
 
     /// A counter's committed value (0 if it has none yet).

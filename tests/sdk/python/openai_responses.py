@@ -1,7 +1,8 @@
 """The official `openai` client's Responses API (`client.responses`) against
 an OpenAI-format endpoint: created and streamed (the raw events and the
-SDK's `responses.stream` helper), with a function tool over two turns, and
-bounded by `max_output_tokens`.
+SDK's `responses.stream` helper), with a function tool over two turns,
+bounded by `max_output_tokens`, and stored: fetched again, its input
+listed, gone on from (`previous_response_id`) and deleted.
 
 Reads OPENAI_BASE_URL and OPENAI_API_KEY as the SDK does. Prints one JSON
 line: the usage of every call, for the Rust test to compare with what the
@@ -10,7 +11,7 @@ upstream reported and with what Tollgate recorded.
 
 import json
 
-from openai import OpenAI
+from openai import NotFoundError, OpenAI
 
 MODEL = "gpt-4o-mini"
 client = OpenAI(max_retries=0)
@@ -100,5 +101,22 @@ short = client.responses.create(model=MODEL, input="Tell me about toll gates [mo
 assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens", short
 assert short.usage.output_tokens == 16, short.usage
 seen(short.usage)
+
+# Stored: the first response again, its input, a next turn from it, and
+# gone once deleted.
+kept = client.responses.retrieve(reply.id)
+assert kept.id == reply.id and kept.output_text == reply.output_text, kept
+assert kept.usage.output_tokens == reply.usage.output_tokens, kept.usage
+items = client.responses.input_items.list(reply.id)
+assert [item.content[0].text for item in items.data] == ["Tell me about toll gates [mock tokens=6]"], items
+following = client.responses.create(model=MODEL, input="And then? [mock tokens=3]", previous_response_id=reply.id)
+assert len(following.output_text.split()) == 3, following.output_text
+seen(following.usage)
+client.responses.delete(reply.id)
+try:
+    client.responses.retrieve(reply.id)
+    raise AssertionError("a deleted response was still there")
+except NotFoundError:
+    pass
 
 print(json.dumps({"usage": usages}))

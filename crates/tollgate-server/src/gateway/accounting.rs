@@ -241,6 +241,9 @@ pub struct Outcome {
     pub spent: Spent,
     pub first_byte: Option<Duration>,
     pub response_bytes: u64,
+    /// The id under which the provider stored the response, to be fetched
+    /// again by its maker only.
+    pub stored_as: Option<String>,
 }
 
 /// Everything needed to write a call's event once it ends.
@@ -374,7 +377,8 @@ impl Settlement {
         if let Some(first_byte) = outcome.first_byte {
             metrics::histogram!("tollgate_gateway_upstream_first_byte_seconds").record(first_byte.as_secs_f64());
         }
-        let event = self.state.metering.prepare(&self.account, row, &amounts);
+        let mut event = self.state.metering.prepare(&self.account, row, &amounts);
+        event.response_id = outcome.stored_as.clone();
         let counted = ProviderMetrics::of(&info.provider);
         let calls = counted.calls.get(&outcome.status, || {
             metrics::counter!("tollgate_gateway_calls_total", "provider" => info.provider.clone(), "status" => outcome.status.to_string())
@@ -424,6 +428,7 @@ impl Drop for Unsettled {
                 spent: Spent::Estimated { usage: None, output: 0 },
                 first_byte: None,
                 response_bytes: 0,
+                stored_as: None,
             };
             settlement.settle_later(outcome);
         }

@@ -71,6 +71,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route("/v1/responses/{id}", get(stored_response).delete(stored_response))
+        .route("/v1/responses/{id}/input_items", get(stored_response))
+        .route("/v1/responses/{id}/cancel", post(stored_response))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
@@ -95,6 +98,14 @@ async fn completions(State(state): State<AppState>, req: Request) -> Response {
 
 async fn responses(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Api::OpenAi, req, Work::Call(Operation::Responses, None)).await
+}
+
+/// `GET` and `DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`
+/// and `POST /v1/responses/{id}/cancel`: a response the provider stored,
+/// for the user who made it through the gateway and no one else (on the
+/// platform's key, every user's responses sit in one provider account).
+async fn stored_response(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Api::OpenAi, req, Work::Stored).await
 }
 
 async fn messages(State(state): State<AppState>, req: Request) -> Response {
@@ -160,14 +171,14 @@ async fn identify(state: &AppState, parts: &Parts) -> Result<Caller, ProxyError>
     Ok(Caller { account, key_id: Some(key.key.id.to_string()) })
 }
 
-/// Runs one call and adds the rate-limit headers to whatever it answers.
 /// What a proxy route does for a caller: a metered call (with the model
-/// its path names, Gemini's), the models (all, or the one named), or a token
-/// count (likewise).
+/// its path names, Gemini's), the models (all, or the one named), a token
+/// count (likewise), or a stored response of the caller's.
 enum Work {
     Call(Operation, Option<String>),
     Models(Option<String>),
     Count(Option<String>),
+    Stored,
 }
 
 /// Identifies the caller, does `work`, and answers in `api`'s shape.
@@ -181,6 +192,7 @@ async fn proxy(state: AppState, api: Api, req: Request, work: Work) -> Response 
         Work::Call(op, path_model) => forward(&state, &caller, op, &parts, body, path_model).await,
         Work::Models(id) => list_models(&state, &caller, api, &parts, id.as_deref()).await,
         Work::Count(path_model) => count(&state, &caller, api, &parts, body, path_model).await,
+        Work::Stored => stored(&state, &caller, &parts, body).await,
     };
     answered(&state, &caller, api, outcome).await
 }
@@ -275,6 +287,14 @@ async fn forward(
     let requested = request.model().ok_or_else(|| ProxyError::invalid("model", "model: missing"))?.to_owned();
     let target = route::target(&state.config, api, &requested)?;
     route::allowed(&account.plan, &requested, &target)?;
+    if let Some(previous) = request.continues()
+        && made_through(state, account, previous).await?.is_none()
+    {
+        let message = format!("Previous response with id '{previous}' not found.");
+        let mut error = ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message);
+        error.field = Some("previous_response_id".to_owned());
+        return Err(error);
+    }
     let provider = target.provider;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let exact = provider.known == Some(KnownProvider::OpenAi);
@@ -351,18 +371,18 @@ async fn forward(
             .detail("upstream_status", Value::from(status.as_u16()));
         return Err(settle_failed(&mut unsettled, error).await);
     }
-    let (spent, body) = if status.is_success() {
+    let (spent, stored_as, body) = if status.is_success() {
         let spent = match tollgate_providers::usage_of(op, &bytes) {
             Some(usage) => Spent::Reported(usage),
             None => Spent::Estimated { usage: None, output: 0 },
         };
-        (spent, bytes)
+        (spent, tollgate_providers::stored_as(op, &bytes), bytes)
     } else {
         // The provider's own refusal, as it came (less any echo of the secret).
         if status == StatusCode::TOO_MANY_REQUESTS && !headers.contains_key(header::RETRY_AFTER) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        (Spent::Nothing, scrub(bytes, &resolved.secret))
+        (Spent::Nothing, None, scrub(bytes, &resolved.secret))
     };
     drop(resolved);
     let outcome = Outcome {
@@ -371,6 +391,7 @@ async fn forward(
         spent,
         first_byte: Some(first_byte),
         response_bytes: body.len() as u64,
+        stored_as,
     };
     let settlement = unsettled.take().ok_or_else(settled_twice)?;
     settlement.settle(outcome).await?;
@@ -393,6 +414,7 @@ async fn settle_failed(unsettled: &mut Unsettled, error: ProxyError) -> ProxyErr
             spent: Spent::Nothing,
             first_byte: None,
             response_bytes: 0,
+            stored_as: None,
         };
         if let Err(e) = settlement.settle(outcome).await {
             return ProxyError::from(e);
@@ -548,6 +570,50 @@ fn reply(status: StatusCode, headers: axum::http::HeaderMap, body: Bytes) -> Res
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
+}
+
+/// A stored response's route, passed on to the provider it was made
+/// through, with the user's credential as the vault resolves it now, if
+/// the caller's user made it; else OpenAI's 404, whoever made it.
+/// Unmetered (the response was metered when made) but for the plan's
+/// per-minute request limit.
+async fn stored(
+    state: &AppState,
+    caller: &Caller,
+    parts: &Parts,
+    body: axum::body::Body,
+) -> Result<Response, ProxyError> {
+    let account = &caller.account;
+    accounting::take_request(state, account).await?;
+    // The router let through `{id}`, `{id}/input_items` and `{id}/cancel`.
+    let rest = parts.uri.path().trim_start_matches("/v1/responses/");
+    let id = rest.split('/').next().unwrap_or_default();
+    // It goes into the provider's URL.
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+        return Err(ProxyError::invalid(
+            "response_id",
+            format!("response id {id:?}: letters, digits, '-' and '_' only"),
+        ));
+    }
+    let not_found =
+        || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("No response found with id '{id}'."));
+    let name = made_through(state, account, id).await?.ok_or_else(not_found)?;
+    let provider = state.config.provider(&name).ok_or_else(not_found)?;
+    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let body = read_body(body).await?;
+    let body = (!body.is_empty()).then_some(body);
+    let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored(rest), parts, &resolved, body)?;
+    let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
+    Ok(reply(status, headers, body))
+}
+
+/// The provider through which the account's user made the stored response
+/// `id`; `None` when they did not make it, whoever did.
+async fn made_through(state: &AppState, account: &Account, id: &str) -> Result<Option<String>, ProxyError> {
+    // A response made a moment ago is known once the ledger has its call.
+    state.metering.caught_up().await;
+    let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
+    Ok(owner.filter(|(user, _)| user == account.user.id.as_str()).map(|(_, provider)| provider))
 }
 
 /// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's

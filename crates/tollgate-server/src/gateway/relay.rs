@@ -56,7 +56,14 @@ impl Relay {
                 Spent::Estimated { usage: seen.usage, output }
             }
         };
-        Outcome { status, succeeded: true, spent, first_byte: self.first_byte, response_bytes: self.sent }
+        Outcome {
+            status,
+            succeeded: true,
+            spent,
+            first_byte: self.first_byte,
+            response_bytes: self.sent,
+            stored_as: seen.stored_as.clone(),
+        }
     }
 
     /// Settles the call, if it is not yet, as answered whole; an error

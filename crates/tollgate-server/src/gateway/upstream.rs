@@ -269,7 +269,12 @@ pub struct Call {
 /// if the client sent it as `?key=`).
 fn gemini_url(base: &str, uri: &Uri, rest: &str) -> String {
     let version = super::GeminiVersion::of(uri.path()).as_str();
-    let mut url = format!("{base}/{version}/models{rest}");
+    with_query(format!("{base}/{version}/models{rest}"), uri)
+}
+
+/// `url` with the client's query, less the gateway key it may carry
+/// (`key=`, as Gemini's clients send one).
+fn with_query(mut url: String, uri: &Uri) -> String {
     let kept: Vec<&str> =
         uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty() && !p.starts_with("key=")).collect();
     if !kept.is_empty() {
@@ -289,6 +294,10 @@ pub enum Endpoint<'a> {
     /// The provider's count of a request's input tokens (Anthropic's
     /// `messages/count_tokens`, Gemini's `:countTokens` of `model`).
     CountTokens(&'a str),
+    /// A response the provider stored (OpenAI's Responses API): the path
+    /// from `responses/` on (`{id}`, `{id}/input_items`, `{id}/cancel`),
+    /// with the client's method and query.
+    Stored(&'a str),
 }
 
 /// The upstream call to `endpoint` of `provider` (which speaks `api`): its
@@ -338,6 +347,7 @@ pub fn call(
                 ));
             }
         },
+        Endpoint::Stored(rest) => (parts.method.clone(), with_query(format!("{base}/responses/{rest}"), uri)),
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {

@@ -175,6 +175,7 @@ mod tests {
             meters: vec![(Meter::parse("tokens").unwrap(), 10)],
             period_start: Some(1_700_000_000_000),
             extra: vec![(Meter::parse("images").unwrap(), 2)],
+            response_id: Some(format!("resp_{id}")),
         }
     }
 

@@ -19,6 +19,7 @@ both_stores!(
     a_stream_is_counted_when_the_client_did_not_ask_for_usage_and_loses_the_extra_chunk,
     anthropic_messages_are_metered_from_message_start_and_message_delta,
     the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does,
+    stored_responses_reach_only_the_user_who_made_them_unmetered,
     legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
@@ -293,6 +294,77 @@ async fn the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lo
     assert_eq!(reply["usage"]["output_tokens"], lowered);
     assert_eq!(reply["status"], "incomplete");
     assert!(gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap() <= 1000, "zero overshoot");
+}
+
+async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let other = Gateway::user(&gw.app, "u_2").await;
+    let made = gw
+        .post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "keep this [mock tokens=4]"}))
+        .await
+        .expect(200);
+    let id = made["id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "input": "and this [mock tokens=3]"});
+    let streamed = sse_data(&gw.stream("/v1/responses", body).await.text().await.unwrap());
+    let created: Value = serde_json::from_str(&streamed[0]).unwrap();
+    let streamed_id = created["response"]["id"].as_str().unwrap().to_owned();
+
+    // Its maker gets it, whole or streamed, from the provider it was made through.
+    let fetched = ask(&gw, Method::GET, &format!("/v1/responses/{id}"), &gw.key).await;
+    assert!(fetched.headers.contains_key("x-ratelimit-remaining-tokens"));
+    let fetched = fetched.expect(200);
+    assert_eq!((&fetched["id"], &fetched["output"], &fetched["usage"]), (&made["id"], &made["output"], &made["usage"]));
+    let upstream = gw.mock.requests().last().unwrap().clone();
+    assert_eq!((upstream.method.as_str(), upstream.path.as_str()), ("GET", format!("/v1/responses/{id}").as_str()));
+    assert_eq!(upstream.credential.as_deref(), Some(OPENAI_KEY), "the platform key, never the gateway key");
+    let fetched = ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &gw.key).await.expect(200);
+    assert_eq!(fetched["usage"]["output_tokens"], 3);
+    // The query passes on, less a gateway key given in it.
+    let path = format!("/v1/responses/{id}/input_items?order=asc&limit=1&key={}", gw.key);
+    let items = gw.app.api.call(Method::GET, &path, None, None).await.expect(200);
+    assert_eq!(items["data"][0]["content"][0]["text"], "keep this [mock tokens=4]");
+    assert_eq!(gw.mock.requests().last().unwrap().query.as_deref(), Some("order=asc&limit=1"));
+
+    // Anyone else is told it does not exist, and the provider is not asked.
+    let asked = gw.mock.requests().len();
+    for path in [format!("/v1/responses/{id}"), format!("/v1/responses/{id}/input_items")] {
+        let refused = ask(&gw, Method::GET, &path, &other).await.expect(404);
+        assert_eq!(refused["error"]["message"], format!("No response found with id '{id}'."));
+    }
+    ask(&gw, Method::DELETE, &format!("/v1/responses/{id}"), &other).await.expect(404);
+    let going_on = json!({"model": "gpt-4o-mini", "input": "what did they say?", "previous_response_id": id});
+    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(going_on.clone())).await;
+    assert_eq!(refused.expect(404)["error"]["param"], "previous_response_id");
+    assert_eq!(gw.mock.requests().len(), asked, "nothing reached the provider");
+    assert!(gw.events("u_2").await.is_empty());
+    let refused = ask(&gw, Method::GET, "/v1/responses/resp%20x", &gw.key).await.expect(400);
+    assert_eq!(refused["error"]["param"], "response_id");
+
+    // Its maker goes on from it, cannot cancel it (not a background
+    // response: the provider's 400 passes), and deletes it.
+    gw.post("/v1/responses", going_on).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().body["previous_response_id"], id.as_str());
+    ask(&gw, Method::POST, &format!("/v1/responses/{id}/cancel"), &gw.key).await.expect(400);
+    let deleted = ask(&gw, Method::DELETE, &format!("/v1/responses/{id}"), &gw.key).await.expect(200);
+    assert_eq!((&deleted["id"], &deleted["deleted"]), (&json!(id), &json!(true)));
+    ask(&gw, Method::GET, &format!("/v1/responses/{id}"), &gw.key).await.expect(404);
+
+    // A response the provider was told not to keep is nobody's to fetch.
+    let unkept = json!({"model": "gpt-4o-mini", "input": "forget me", "store": false});
+    let unkept = gw.post("/v1/responses", unkept).await.expect(200)["id"].as_str().unwrap().to_owned();
+    let asked = gw.mock.requests().len();
+    ask(&gw, Method::GET, &format!("/v1/responses/{unkept}"), &gw.key).await.expect(404);
+    assert_eq!(gw.mock.requests().len(), asked);
+
+    // Only the four calls that made responses are in the ledger.
+    let events = gw.events("u_1").await;
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|e| e["route"] == "/v1/responses"));
+}
+
+/// A call without a body, with `key` as a bearer token.
+async fn ask(gw: &Gateway, method: Method, path: &str, key: &str) -> Reply {
+    gw.app.api.call(method, path, Some(key), None).await
 }
 
 async fn legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats(backend: Backend) {
