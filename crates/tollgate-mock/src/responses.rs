@@ -28,7 +28,8 @@
 //! `GET responses/{id}/input_items` lists the request's input items, each
 //! with an `id`, a page at a time (`order`, `limit`, `after`); `POST
 //! responses/{id}/cancel` is a 400, as for any response not created in the
-//! background (the mock makes none). An id the caller cannot see is a 404.
+//! background (the mock makes none). An id the caller cannot see is a 404,
+//! as is a `previous_response_id` it cannot see.
 //! These routes are recorded and checked as the others are, and use no
 //! tokens.
 
@@ -117,6 +118,14 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
+    // Goes on from a response this key can see, as OpenAI's does.
+    if let Some(previous) = request.get("previous_response_id").and_then(Value::as_str)
+        && shared.responses.get(previous, key(&call)).is_none()
+    {
+        let message = format!("Previous response with id '{previous}' not found.");
+        let refusal = openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("previous_response_id"));
+        return Err(exchange.refuse(refusal));
+    }
     let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let id = shared.next_id();
     let item_id = match reply.content {

@@ -369,6 +369,12 @@ pub fn stored_as(op: Operation, body: &[u8]) -> Option<String> {
     op.api().adapter().stored_as(op, body)
 }
 
+/// Whether `id` looks like a stored response's id (`resp_…`): letters,
+/// digits, `-` and `_`, 1 to 128 of them, safe in a URL's path as it is.
+pub fn is_response_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
 /// Why a request failed, in terms every format can express.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -113,9 +113,10 @@ struct WholeResponse {
 }
 
 impl WholeResponse {
-    /// Its id, if OpenAI stores it.
+    /// Its id, if OpenAI stores it (and the id is one the gateway can name
+    /// in a URL).
     fn stored_id(&self) -> Option<&str> {
-        if self.store == Some(false) { None } else { self.id.as_deref().filter(|id| !id.is_empty()) }
+        if self.store == Some(false) { None } else { self.id.as_deref().filter(|id| crate::is_response_id(id)) }
     }
 }
 
@@ -626,6 +627,7 @@ mod tests {
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9"}"#).as_deref(), Some("resp_9"), "stored by default");
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":false}"#), None);
         assert_eq!(stored(Operation::Responses, r#"{"id":""}"#), None);
+        assert_eq!(stored(Operation::Responses, r#"{"id":"resp/../x"}"#), None, "not an id a URL can carry as it is");
         assert_eq!(stored(Operation::ChatCompletions, r#"{"id":"chatcmpl-1"}"#), None, "chat keeps nothing to fetch");
 
         let mut seen = Seen::default();

@@ -100,6 +100,15 @@ pub struct PreparedEvent {
     pub response_id: Option<String>,
 }
 
+/// Who made a response the provider stored (`gateway_responses`).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ResponseOwner {
+    pub user_id: String,
+    pub provider: String,
+    /// When the call that made it began (ms).
+    pub created_at: i64,
+}
+
 /// One day's sums for one combination of model, feature, key, provider and
 /// key source.
 #[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -482,11 +491,21 @@ impl Store {
                 }
             }
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
-            let stored_responses: Vec<&PreparedEvent> = new.iter().copied().filter(|e| e.response_id.is_some()).collect();
+            // An id the provider gives again is the newest maker's: one row
+            // per id (Postgres updates a row once per statement), in id order.
+            let mut makers: HashMap<&str, &PreparedEvent> = HashMap::default();
+            for e in new.iter().copied() {
+                if let Some(id) = e.response_id.as_deref() {
+                    makers.insert(id, e);
+                }
+            }
+            let mut stored_responses: Vec<&PreparedEvent> = makers.into_values().collect();
+            stored_responses.sort_unstable_by_key(|e| e.response_id.as_deref());
             for chunk in sized_chunks(&stored_responses) {
                 let sql = format!(
                     "INSERT INTO gateway_responses (response_id, user_id, provider, event_id, created_at) VALUES {} \
-                     ON CONFLICT (response_id) DO NOTHING",
+                     ON CONFLICT (response_id) DO UPDATE SET user_id = excluded.user_id, \
+                     provider = excluded.provider, event_id = excluded.event_id, created_at = excluded.created_at",
                     placeholders(chunk.len(), 5, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -641,11 +660,18 @@ impl Store {
         Ok(Committed { new, counters, alerts: alert_count })
     }
 
-    /// Who made the response a provider stored under `response_id`, and
-    /// through which provider: `(user_id, provider)`.
-    pub async fn response_owner(&self, response_id: &str) -> Result<Option<(String, String)>> {
-        let q = "SELECT user_id, provider FROM gateway_responses WHERE response_id = $1";
+    /// Who made the response a provider stored under `response_id`, when,
+    /// and through which provider.
+    pub async fn response_owner(&self, response_id: &str) -> Result<Option<ResponseOwner>> {
+        let q = "SELECT user_id, provider, created_at FROM gateway_responses WHERE response_id = $1";
         Ok(on_pool!(self, p => sqlx::query_as(q).bind(response_id).fetch_optional(p).await)?)
+    }
+
+    /// Forgets who made `response_id` (the provider deleted it).
+    pub async fn forget_response(&self, response_id: &str) -> Result<()> {
+        let q = "DELETE FROM gateway_responses WHERE response_id = $1";
+        on_pool!(self, p => sqlx::query(q).bind(response_id).execute(p).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// A counter's committed value (0 if it has none yet).
@@ -737,6 +763,9 @@ impl Store {
 
     /// Deletes raw events older than `before` (ms); rollups and counters stay.
     pub async fn delete_events_before(&self, before: i64) -> Result<u64> {
+        // The makers of stored responses go with their calls' events.
+        let q = "DELETE FROM gateway_responses WHERE created_at < $1";
+        on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|_| ()))?;
         let q = "DELETE FROM usage_events WHERE ts < $1";
         Ok(on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|d| d.rows_affected()))?)
     }

@@ -378,7 +378,8 @@ impl Settlement {
             metrics::histogram!("tollgate_gateway_upstream_first_byte_seconds").record(first_byte.as_secs_f64());
         }
         let mut event = self.state.metering.prepare(&self.account, row, &amounts);
-        event.response_id = outcome.stored_as.clone();
+        // Anonymous demo callers share a user per address: theirs are nobody's.
+        event.response_id = outcome.stored_as.clone().filter(|_| info.key_id.is_some());
         let counted = ProviderMetrics::of(&info.provider);
         let calls = counted.calls.get(&outcome.status, || {
             metrics::counter!("tollgate_gateway_calls_total", "provider" => info.provider.clone(), "status" => outcome.status.to_string())

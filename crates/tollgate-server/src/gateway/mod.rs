@@ -32,7 +32,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::Value;
@@ -288,7 +288,7 @@ async fn forward(
     let target = route::target(&state.config, api, &requested)?;
     route::allowed(&account.plan, &requested, &target)?;
     if let Some(previous) = request.continues()
-        && made_through(state, account, previous).await?.is_none()
+        && made_through(state, caller, previous).await?.is_none()
     {
         let message = format!("Previous response with id '{previous}' not found.");
         let mut error = ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message);
@@ -589,31 +589,56 @@ async fn stored(
     let rest = parts.uri.path().trim_start_matches("/v1/responses/");
     let id = rest.split('/').next().unwrap_or_default();
     // It goes into the provider's URL.
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+    if !tollgate_providers::is_response_id(id) {
+        let message = format!("response id {id:?}: 1 to 128 letters, digits, '-' and '_'");
+        return Err(ProxyError::invalid("response_id", message));
+    }
+    if parts.method == Method::GET && parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "stream=true")) {
         return Err(ProxyError::invalid(
-            "response_id",
-            format!("response id {id:?}: letters, digits, '-' and '_' only"),
+            "stream",
+            "Tollgate does not stream a stored response again: only a background response can be, and the \
+             gateway takes none; fetch it without stream",
         ));
     }
     let not_found =
-        || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("No response found with id '{id}'."));
-    let name = made_through(state, account, id).await?.ok_or_else(not_found)?;
+        || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("Response with id '{id}' not found."));
+    let name = made_through(state, caller, id).await?.ok_or_else(not_found)?;
     let provider = state.config.provider(&name).ok_or_else(not_found)?;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
     let body = (!body.is_empty()).then_some(body);
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored(rest), parts, &resolved, body)?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
+    if parts.method == Method::DELETE && rest == id && status.is_success() {
+        state.store.forget_response(id).await.map_err(crate::error::ApiError::from)?;
+    }
     Ok(reply(status, headers, body))
 }
 
-/// The provider through which the account's user made the stored response
-/// `id`; `None` when they did not make it, whoever did.
-async fn made_through(state: &AppState, account: &Account, id: &str) -> Result<Option<String>, ProxyError> {
-    // A response made a moment ago is known once the ledger has its call.
+/// The provider through which the caller's user made the stored response
+/// `id`; `None` when they did not make it, whoever did (a user deleted and
+/// made again under the same id did not). Anonymous demo callers share a
+/// user per address, so they may not reach stored responses at all.
+async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Option<String>, ProxyError> {
+    if caller.key_id.is_none() {
+        return Err(ProxyError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden,
+            "stored responses are reached with a user's key, not in anonymous demo mode",
+        ));
+    }
+    let user = &caller.account.user;
+    let lookup = || async {
+        let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
+        let mine = owner.filter(|o| o.user_id == user.id.as_str() && o.created_at >= user.created_at.millis());
+        Ok::<_, ProxyError>(mine.map(|o| o.provider))
+    };
+    if let Some(provider) = lookup().await? {
+        return Ok(Some(provider));
+    }
+    // Made a moment ago, it is known once the ledger has its call.
     state.metering.caught_up().await;
-    let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
-    Ok(owner.filter(|(user, _)| user == account.user.id.as_str()).map(|(_, provider)| provider))
+    lookup().await
 }
 
 /// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's

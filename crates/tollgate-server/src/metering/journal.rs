@@ -179,6 +179,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_event_without_a_stored_response_is_written_and_read_as_before() {
+        let plain = PreparedEvent { response_id: None, ..event("evt_plain") };
+        let line = serde_json::to_string(&plain).unwrap();
+        assert!(!line.contains("response_id"), "{line}");
+        assert_eq!(serde_json::from_str::<PreparedEvent>(&line).unwrap(), plain, "a line from before reads back");
+    }
+
     #[tokio::test]
     async fn appended_groups_are_read_back_in_order_and_a_cut_line_is_dropped() {
         let dir = tempfile::tempdir().unwrap();

@@ -329,7 +329,7 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     let asked = gw.mock.requests().len();
     for path in [format!("/v1/responses/{id}"), format!("/v1/responses/{id}/input_items")] {
         let refused = ask(&gw, Method::GET, &path, &other).await.expect(404);
-        assert_eq!(refused["error"]["message"], format!("No response found with id '{id}'."));
+        assert_eq!(refused["error"]["message"], format!("Response with id '{id}' not found."));
     }
     ask(&gw, Method::DELETE, &format!("/v1/responses/{id}"), &other).await.expect(404);
     let going_on = json!({"model": "gpt-4o-mini", "input": "what did they say?", "previous_response_id": id});
@@ -339,6 +339,9 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     assert!(gw.events("u_2").await.is_empty());
     let refused = ask(&gw, Method::GET, "/v1/responses/resp%20x", &gw.key).await.expect(400);
     assert_eq!(refused["error"]["param"], "response_id");
+    let refused = ask(&gw, Method::GET, &format!("/v1/responses/{id}?stream=true"), &gw.key).await.expect(400);
+    assert_eq!(refused["error"]["param"], "stream", "only a background response streams again");
+    assert_eq!(gw.mock.requests().len(), asked, "nor these");
 
     // Its maker goes on from it, cannot cancel it (not a background
     // response: the provider's 400 passes), and deletes it.
@@ -347,7 +350,9 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     ask(&gw, Method::POST, &format!("/v1/responses/{id}/cancel"), &gw.key).await.expect(400);
     let deleted = ask(&gw, Method::DELETE, &format!("/v1/responses/{id}"), &gw.key).await.expect(200);
     assert_eq!((&deleted["id"], &deleted["deleted"]), (&json!(id), &json!(true)));
+    let asked = gw.mock.requests().len();
     ask(&gw, Method::GET, &format!("/v1/responses/{id}"), &gw.key).await.expect(404);
+    assert_eq!(gw.mock.requests().len(), asked, "forgotten once deleted");
 
     // A response the provider was told not to keep is nobody's to fetch.
     let unkept = json!({"model": "gpt-4o-mini", "input": "forget me", "store": false});
@@ -360,6 +365,11 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     let events = gw.events("u_1").await;
     assert_eq!(events.len(), 4);
     assert!(events.iter().all(|e| e["route"] == "/v1/responses"));
+
+    // A user deleted and made again under the same id is someone else.
+    gw.app.api.admin(Method::DELETE, "/admin/v1/users/u_1", None).await.expect(204);
+    let again = Gateway::user(&gw.app, "u_1").await;
+    ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &again).await.expect(404);
 }
 
 /// A call without a body, with `key` as a bearer token.
@@ -1375,6 +1385,11 @@ async fn anonymous_demo_mode_lets_calls_without_a_key_through_on_the_demo_plans_
     let long = "word ".repeat(2500);
     let refused = gw.app.api.call(Method::POST, "/v1/chat/completions", None, Some(chat(&long))).await;
     assert_eq!(refused.status, 429, "the demo plan's quota holds");
+    // Callers from one address share an anonymous user: stored responses are not theirs.
+    let stored = gw.app.api.call(Method::GET, "/v1/responses/resp_1", None, None).await;
+    assert_eq!(stored.status, 403, "{:?}", stored.body);
+    let going_on = json!({"model": "gpt-4o-mini", "input": "hi", "previous_response_id": "resp_1"});
+    assert_eq!(gw.app.api.call(Method::POST, "/v1/responses", None, Some(going_on)).await.status, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -888,7 +888,7 @@ mod group_commit {
 
     use crate::common::{Backend, TestApp};
 
-    fn event(id: &str, tokens: i64) -> PreparedEvent {
+    pub(super) fn event(id: &str, tokens: i64) -> PreparedEvent {
         let row = EventRow {
             id: id.into(),
             user_id: "u_1".into(),
@@ -903,6 +903,15 @@ mod group_commit {
             period_start: Some(0),
             ..Default::default()
         }
+    }
+
+    /// The (stopped) app's store, opened again.
+    pub(super) async fn open_store(app: &TestApp) -> Arc<Store> {
+        let config = match app.db.database_url() {
+            Some(url) => StoreConfig::Postgres { url },
+            None => StoreConfig::Sqlite { path: app.db.sqlite_path(), fsync_each_commit: false },
+        };
+        Arc::new(Store::open(&config).await.unwrap())
     }
 
     async fn one_failing_job_fails_only_its_own_caller(backend: Backend) {
@@ -923,11 +932,7 @@ mod group_commit {
         for sql in poison {
             app.db.execute(sql).await;
         }
-        let config = match app.db.database_url() {
-            Some(url) => StoreConfig::Postgres { url },
-            None => StoreConfig::Sqlite { path: app.db.sqlite_path(), fsync_each_commit: false },
-        };
-        let store = Arc::new(Store::open(&config).await.unwrap());
+        let store = open_store(&app).await;
         let config = MeteringConfig { account_ttl: Duration::from_secs(5), reservation_ttl: Duration::from_secs(60) };
         let metering = Metering::start(store.clone(), config, Vec::new());
         let (a, bad, b) = tokio::join!(
@@ -950,5 +955,60 @@ mod group_commit {
     #[tokio::test]
     async fn postgres() {
         one_failing_job_fails_only_its_own_caller(Backend::Postgres).await
+    }
+}
+
+/// Who made a response the provider stored, as the ledger's commit records
+/// it beside the call's event (`gateway_responses`).
+mod response_owners {
+    use tollgate_domain::Timestamp;
+    use tollgate_store::PreparedEvent;
+
+    use super::group_commit::{event, open_store};
+    use crate::common::{Backend, TestApp};
+
+    fn made(id: &str, user: &str, response: &str) -> PreparedEvent {
+        let mut made = event(id, 1);
+        made.row.user_id = user.into();
+        made.row.provider = Some("openai".into());
+        made.response_id = Some(response.into());
+        made
+    }
+
+    async fn the_newest_maker_of_a_response_id_owns_it_until_it_is_forgotten(backend: Backend) {
+        let mut app = TestApp::spawn(backend).await;
+        app.stop().await;
+        let store = open_store(&app).await;
+        let owner = async |id: &str| store.response_owner(id).await.unwrap().map(|o| (o.user_id, o.provider));
+        let of = |user: &str| Some((user.to_owned(), "openai".to_owned()));
+
+        store.commit_usage(&[made("e1", "u_1", "resp_a")], None).await.unwrap();
+        assert_eq!(owner("resp_a").await, of("u_1"));
+        let made_at = store.response_owner("resp_a").await.unwrap().unwrap().created_at;
+        assert!(made_at > 0 && made_at <= Timestamp::now().millis(), "when its call began");
+        store.commit_usage(&[made("e1", "u_2", "resp_a")], None).await.unwrap();
+        assert_eq!(owner("resp_a").await, of("u_1"), "a replayed event changes nothing");
+        // An id given again (a provider restarted, say) is its newest maker's.
+        store.commit_usage(&[made("e2", "u_2", "resp_a")], None).await.unwrap();
+        assert_eq!(owner("resp_a").await, of("u_2"));
+        let both = [made("e3", "u_1", "resp_b"), made("e4", "u_2", "resp_b"), made("e5", "u_1", "resp_c")];
+        store.commit_usage(&both, None).await.unwrap();
+        assert_eq!((owner("resp_b").await, owner("resp_c").await), (of("u_2"), of("u_1")), "the later in one commit");
+        assert_eq!(owner("resp_none").await, None);
+
+        store.forget_response("resp_b").await.unwrap();
+        assert_eq!(owner("resp_b").await, None, "deleted at the provider");
+        store.delete_events_before(Timestamp::now().millis() + 1).await.unwrap();
+        assert_eq!((owner("resp_a").await, owner("resp_c").await), (None, None), "gone with their events");
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        the_newest_maker_of_a_response_id_owns_it_until_it_is_forgotten(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        the_newest_maker_of_a_response_id_owns_it_until_it_is_forgotten(Backend::Postgres).await
     }
 }

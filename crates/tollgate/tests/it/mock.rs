@@ -784,6 +784,13 @@ async fn responses_api_hides_a_response_from_another_api_key() {
         assert_eq!(stored(&mock, method.clone(), &rest, OTHER).await, hidden, "{method} {rest}");
     }
     assert_eq!(retrieved(&mock, &body["id"]).await.1, body, "the other key deleted nothing");
+    // Going on from it: only with the key that made it.
+    let next = Call::responses(json!({ "model": "m", "input": "and?", "previous_response_id": id }));
+    let (status, _, refused) = next.send_with(&mock, OTHER).await;
+    let refused = json_of(&refused);
+    assert_eq!((status, &refused["error"]["param"]), (404, &json!("previous_response_id")));
+    assert_eq!(refused["error"]["message"], format!("Previous response with id '{id}' not found."));
+    assert_eq!(next.send(&mock).await.0, 200);
     // A key the mock does not accept is refused as on the other routes.
     let (status, refused) = stored(&mock, reqwest::Method::GET, id, "wrong-key").await;
     assert_eq!((status, &refused["error"]["code"]), (401, &json!("invalid_api_key")));
