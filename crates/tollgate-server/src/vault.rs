@@ -44,6 +44,11 @@ impl Source {
             Source::Platform => "platform",
         }
     }
+
+    /// From the ledger's `key_source` (anything but `byok` is the platform's).
+    pub fn of(key_source: &str) -> Source {
+        if key_source == "byok" { Source::Byok } else { Source::Platform }
+    }
 }
 
 /// A secret to call a provider with, and where it came from.
@@ -105,11 +110,45 @@ impl Vault {
     /// every proxied request: a cached sealed value, one decryption, no
     /// write (the last use is gathered in memory).
     pub async fn resolve(&self, user: &User, plan: &Plan, provider: &ProviderName) -> ApiResult<Resolved> {
-        if let Some(sealed) = self.sealed(&user.id, provider).await? {
-            let secret = self.open(&user.id, provider, &sealed)?;
-            self.touch(&user.id, provider);
-            return Ok(Resolved { source: Source::Byok, secret });
+        match self.own(user, provider).await? {
+            Some(own) => Ok(own),
+            None => self.platform(user, plan, provider),
         }
+    }
+
+    /// The credential from `source` alone, whatever the rule would pick
+    /// now: a response a provider stored is reached in the account that
+    /// made it.
+    pub async fn resolve_from(
+        &self,
+        source: Source,
+        user: &User,
+        plan: &Plan,
+        provider: &ProviderName,
+    ) -> ApiResult<Resolved> {
+        match source {
+            Source::Platform => self.platform(user, plan, provider),
+            Source::Byok => self.own(user, provider).await?.ok_or_else(|| ApiError::NoCredential {
+                message: format!(
+                    "this was made with user {:?}'s own {provider} key, which they no longer have",
+                    user.id.as_str()
+                ),
+                provider: provider.to_string(),
+            }),
+        }
+    }
+
+    /// The user's own credential for `provider`, if they have one.
+    async fn own(&self, user: &User, provider: &ProviderName) -> ApiResult<Option<Resolved>> {
+        let Some(sealed) = self.sealed(&user.id, provider).await? else { return Ok(None) };
+        let secret = self.open(&user.id, provider, &sealed)?;
+        self.touch(&user.id, provider);
+        Ok(Some(Resolved { source: Source::Byok, secret }))
+    }
+
+    /// The platform's key for `provider`, unless the plan requires the
+    /// user's own.
+    fn platform(&self, user: &User, plan: &Plan, provider: &ProviderName) -> ApiResult<Resolved> {
         let no_credential = |message: String| ApiError::NoCredential { message, provider: provider.to_string() };
         if plan.byok_required {
             return Err(no_credential(format!(

@@ -105,6 +105,9 @@ pub struct PreparedEvent {
 pub struct ResponseOwner {
     pub user_id: String,
     pub provider: String,
+    /// The credential that made it, `platform` or `byok` (as the ledger's
+    /// events say): the provider account it is in.
+    pub key_source: String,
     /// When the call that made it began (ms).
     pub created_at: i64,
 }
@@ -503,15 +506,22 @@ impl Store {
             stored_responses.sort_unstable_by_key(|e| e.response_id.as_deref());
             for chunk in sized_chunks(&stored_responses) {
                 let sql = format!(
-                    "INSERT INTO gateway_responses (response_id, user_id, provider, event_id, created_at) VALUES {} \
-                     ON CONFLICT (response_id) DO UPDATE SET user_id = excluded.user_id, \
-                     provider = excluded.provider, event_id = excluded.event_id, created_at = excluded.created_at",
-                    placeholders(chunk.len(), 5, numbered)
+                    "INSERT INTO gateway_responses (response_id, user_id, provider, key_source, event_id, created_at) \
+                     VALUES {} ON CONFLICT (response_id) DO UPDATE SET user_id = excluded.user_id, \
+                     provider = excluded.provider, key_source = excluded.key_source, event_id = excluded.event_id, \
+                     created_at = excluded.created_at",
+                    placeholders(chunk.len(), 6, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for e in chunk {
                     let provider = e.row.provider.as_deref().unwrap_or_default();
-                    q = q.bind(&e.response_id).bind(&e.row.user_id).bind(provider).bind(&e.row.id).bind(e.row.ts);
+                    q = q
+                        .bind(&e.response_id)
+                        .bind(&e.row.user_id)
+                        .bind(provider)
+                        .bind(&e.row.key_source)
+                        .bind(&e.row.id)
+                        .bind(e.row.ts);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -663,7 +673,7 @@ impl Store {
     /// Who made the response a provider stored under `response_id`, when,
     /// and through which provider.
     pub async fn response_owner(&self, response_id: &str) -> Result<Option<ResponseOwner>> {
-        let q = "SELECT user_id, provider, created_at FROM gateway_responses WHERE response_id = $1";
+        let q = "SELECT user_id, provider, key_source, created_at FROM gateway_responses WHERE response_id = $1";
         Ok(on_pool!(self, p => sqlx::query_as(q).bind(response_id).fetch_optional(p).await)?)
     }
 

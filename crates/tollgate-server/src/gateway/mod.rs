@@ -39,6 +39,7 @@ use serde_json::Value;
 use tollgate_domain::{KnownProvider, Scope, SecretString, Timestamp};
 use tollgate_providers::tokens::{self, Encoding};
 use tollgate_providers::{Api, ErrorKind, LimitStyle, Operation};
+use tollgate_store::ResponseOwner;
 
 use self::accounting::{CallInfo, Held, Outcome, Settlement, Spent, Unsettled};
 use self::refusal::ProxyError;
@@ -573,8 +574,9 @@ fn reply(status: StatusCode, headers: axum::http::HeaderMap, body: Bytes) -> Res
 }
 
 /// A stored response's route, passed on to the provider it was made
-/// through, with the user's credential as the vault resolves it now, if
-/// the caller's user made it; else OpenAI's 404, whoever made it.
+/// through, with the credential that made it (the user's own key or the
+/// platform's: the account it is in), if the caller's user made it; else
+/// OpenAI's 404, whoever made it.
 /// Unmetered (the response was metered when made) but for the plan's
 /// per-minute request limit.
 async fn stored(
@@ -602,9 +604,10 @@ async fn stored(
     }
     let not_found =
         || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("Response with id '{id}' not found."));
-    let name = made_through(state, caller, id).await?.ok_or_else(not_found)?;
-    let provider = state.config.provider(&name).ok_or_else(not_found)?;
-    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let made = made_through(state, caller, id).await?.ok_or_else(not_found)?;
+    let provider = state.config.provider(&made.provider).ok_or_else(not_found)?;
+    let source = Source::of(&made.key_source);
+    let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
     let body = (!body.is_empty()).then_some(body);
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored(rest), parts, &resolved, body)?;
@@ -615,11 +618,12 @@ async fn stored(
     Ok(reply(status, headers, body))
 }
 
-/// The provider through which the caller's user made the stored response
-/// `id`; `None` when they did not make it, whoever did (a user deleted and
-/// made again under the same id did not). Anonymous demo callers share a
-/// user per address, so they may not reach stored responses at all.
-async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Option<String>, ProxyError> {
+/// How the caller's user made the stored response `id` (the provider and
+/// the credential); `None` when they did not make it, whoever did (a user
+/// deleted and made again under the same id did not). Anonymous demo
+/// callers share a user per address, so they may not reach stored
+/// responses at all.
+async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Option<ResponseOwner>, ProxyError> {
     if caller.key_id.is_none() {
         return Err(ProxyError::new(
             StatusCode::FORBIDDEN,
@@ -631,10 +635,10 @@ async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Opt
     let lookup = || async {
         let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
         let mine = owner.filter(|o| o.user_id == user.id.as_str() && o.created_at >= user.created_at.millis());
-        Ok::<_, ProxyError>(mine.map(|o| o.provider))
+        Ok::<_, ProxyError>(mine)
     };
-    if let Some(provider) = lookup().await? {
-        return Ok(Some(provider));
+    if let Some(made) = lookup().await? {
+        return Ok(Some(made));
     }
     // Made a moment ago, it is known once the ledger has its call.
     state.metering.caught_up().await;

@@ -366,6 +366,20 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     assert_eq!(events.len(), 4);
     assert!(events.iter().all(|e| e["route"] == "/v1/responses"));
 
+    // Each is fetched from the account that made it, whatever the user holds now.
+    let own = "sk-users-own-openai-key-88";
+    let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
+    set.await.expect(200);
+    ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &gw.key).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(OPENAI_KEY), "made on the platform's");
+    let mine = gw.post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "on my key"})).await.expect(200);
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    ask(&gw, Method::GET, &format!("/v1/responses/{mine}"), &gw.key).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(own));
+    ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
+    let gone = ask(&gw, Method::GET, &format!("/v1/responses/{mine}"), &gw.key).await.expect(400);
+    assert!(gone["error"]["message"].as_str().unwrap().contains("own openai key"), "{gone}");
+
     // A user deleted and made again under the same id is someone else.
     gw.app.api.admin(Method::DELETE, "/admin/v1/users/u_1", None).await.expect(204);
     let again = Gateway::user(&gw.app, "u_1").await;

@@ -986,6 +986,8 @@ mod response_owners {
         assert_eq!(owner("resp_a").await, of("u_1"));
         let made_at = store.response_owner("resp_a").await.unwrap().unwrap().created_at;
         assert!(made_at > 0 && made_at <= Timestamp::now().millis(), "when its call began");
+        let source = store.response_owner("resp_a").await.unwrap().unwrap().key_source;
+        assert_eq!(source, "platform", "the credential that made it, as its event says");
         store.commit_usage(&[made("e1", "u_2", "resp_a")], None).await.unwrap();
         assert_eq!(owner("resp_a").await, of("u_1"), "a replayed event changes nothing");
         // An id given again (a provider restarted, say) is its newest maker's.
