@@ -127,6 +127,13 @@ impl Vault {
         provider: &ProviderName,
     ) -> ApiResult<Resolved> {
         match source {
+            Source::Platform if plan.byok_required => Err(ApiError::NoCredential {
+                message: format!(
+                    "this was made with the platform's {provider} key, which plan {:?} no longer lets its users use",
+                    plan.slug.as_str()
+                ),
+                provider: provider.to_string(),
+            }),
             Source::Platform => self.platform(user, plan, provider),
             Source::Byok => self.own(user, provider).await?.ok_or_else(|| ApiError::NoCredential {
                 message: format!(

@@ -379,6 +379,13 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
     let gone = ask(&gw, Method::GET, &format!("/v1/responses/{mine}"), &gw.key).await.expect(400);
     assert!(gone["error"]["message"].as_str().unwrap().contains("own openai key"), "{gone}");
+    let plan = |byok_required: bool| {
+        gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(json!({"byok_required": byok_required})))
+    };
+    plan(true).await.expect(200);
+    let barred = ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &gw.key).await.expect(400);
+    assert!(barred["error"]["message"].as_str().unwrap().contains("platform's openai key"), "{barred}");
+    plan(false).await.expect(200);
 
     // A user deleted and made again under the same id is someone else.
     gw.app.api.admin(Method::DELETE, "/admin/v1/users/u_1", None).await.expect(204);
