@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::tokens::{self, Encoding};
 use crate::{
-    Adapter, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details, count_field,
-    text_parts,
+    Adapter, Answer, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details,
+    count_field, text_parts,
 };
 
 pub struct Anthropic;
@@ -132,11 +132,14 @@ impl Adapter for Anthropic {
         body.insert("max_tokens".into(), json!(max));
     }
 
-    fn usage(&self, _op: Operation, body: &[u8]) -> Option<Usage> {
-        let wire = serde_json::from_slice::<Whole>(body).ok()?.usage?;
-        let mut usage = Usage::default();
-        wire.merge(&mut usage, &mut (0, 0, 0));
-        Some(usage)
+    fn answer(&self, _op: Operation, body: &[u8]) -> Answer {
+        let usage = || {
+            let wire = serde_json::from_slice::<Whole>(body).ok()?.usage?;
+            let mut usage = Usage::default();
+            wire.merge(&mut usage, &mut (0, 0, 0));
+            Some(usage)
+        };
+        Answer { usage: usage(), stored_as: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
@@ -194,7 +197,7 @@ mod tests {
     #[test]
     fn usage_adds_the_cache_parts_to_the_input() {
         let body = br#"{"usage":{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":7}}"#;
-        let u = Anthropic.usage(Operation::Messages, body).unwrap();
+        let u = Anthropic.answer(Operation::Messages, body).usage.unwrap();
         assert_eq!(u, Usage { input: 16, output: 7, cached: 4, reasoning: 0 });
     }
 

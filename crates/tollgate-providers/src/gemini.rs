@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::tokens::{self, Encoding};
-use crate::{Adapter, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details};
+use crate::{
+    Adapter, Answer, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details,
+};
 
 pub struct Gemini;
 
@@ -145,8 +147,9 @@ impl Adapter for Gemini {
         }
     }
 
-    fn usage(&self, _op: Operation, body: &[u8]) -> Option<Usage> {
-        serde_json::from_slice::<Response>(body).ok()?.usage_metadata.map(|u| u.usage())
+    fn answer(&self, _op: Operation, body: &[u8]) -> Answer {
+        let usage = serde_json::from_slice::<Response>(body).ok().and_then(|r| r.usage_metadata).map(|u| u.usage());
+        Answer { usage, stored_as: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {
@@ -218,7 +221,7 @@ mod tests {
     fn usage_counts_thoughts_as_output_and_the_last_streamed_metadata_holds() {
         let body = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":5,"thoughtsTokenCount":2,"cachedContentTokenCount":3}}"#;
         assert_eq!(
-            Gemini.usage(Operation::GenerateContent, body),
+            Gemini.answer(Operation::GenerateContent, body).usage,
             Some(Usage { input: 8, output: 7, cached: 3, reasoning: 2 })
         );
         let mut seen = Seen::default();

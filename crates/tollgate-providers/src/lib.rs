@@ -7,8 +7,8 @@
 //!   makes to it (the upstream model name, a lowered output limit, asking
 //!   OpenAI-format upstreams for stream usage). A body the gateway does not
 //!   change is forwarded byte for byte.
-//! * [`usage_of`]: the provider's own usage block of a whole response;
-//!   [`stored_as`]: the id under which the provider keeps it, if it does.
+//! * [`answer_of`]: the provider's own usage block of a whole response,
+//!   and the id under which the provider keeps it, if it does.
 //! * [`StreamTap`]: watches a streamed response as it passes, for its usage
 //!   (OpenAI's last chunk, Anthropic's `message_start` + `message_delta`,
 //!   Gemini's last cumulative `usageMetadata`) and its text (to estimate a
@@ -130,15 +130,9 @@ trait Adapter {
     /// Sets the output limit to `max` tokens (per choice).
     fn set_max_output(&self, op: Operation, body: &mut Body, max: u64, style: LimitStyle);
 
-    /// The usage block of a whole (not streamed) response.
-    fn usage(&self, op: Operation, body: &[u8]) -> Option<Usage>;
-
-    /// The id under which the provider stored a whole response, to be
-    /// fetched again later (OpenAI's Responses API, unless told not to
-    /// store it).
-    fn stored_as(&self, _op: Operation, _body: &[u8]) -> Option<String> {
-        None
-    }
+    /// What the gateway reads from a whole (not streamed) response, in one
+    /// pass over it.
+    fn answer(&self, op: Operation, body: &[u8]) -> Answer;
 
     /// One event of `op`'s stream: what it says, and whether to pass it on.
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool;
@@ -359,14 +353,18 @@ impl Request {
     }
 }
 
-/// The usage block of a whole response of `op`.
-pub fn usage_of(op: Operation, body: &[u8]) -> Option<Usage> {
-    op.api().adapter().usage(op, body)
+/// What the gateway reads from a whole response: the provider's usage
+/// block, and the id under which the provider keeps the response, if it
+/// does (OpenAI's Responses API, unless told not to store it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub usage: Option<Usage>,
+    pub stored_as: Option<String>,
 }
 
-/// The id under which the provider stored a whole response, if it did.
-pub fn stored_as(op: Operation, body: &[u8]) -> Option<String> {
-    op.api().adapter().stored_as(op, body)
+/// What a whole response of `op` says.
+pub fn answer_of(op: Operation, body: &[u8]) -> Answer {
+    op.api().adapter().answer(op, body)
 }
 
 /// Whether `id` looks like a stored response's id (`resp_…`): letters,

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use crate::tokens::{self, Encoding};
 use crate::{
-    Adapter, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details, count_field,
-    text_parts,
+    Adapter, Answer, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details,
+    count_field, text_parts,
 };
 
 pub struct OpenAi;
@@ -329,18 +329,14 @@ impl Adapter for OpenAi {
         }
     }
 
-    fn usage(&self, op: Operation, body: &[u8]) -> Option<Usage> {
+    fn answer(&self, op: Operation, body: &[u8]) -> Answer {
         if op == Operation::Responses {
-            return serde_json::from_slice::<WholeResponse>(body).ok()?.usage.map(|u| u.usage());
+            let Ok(whole) = serde_json::from_slice::<WholeResponse>(body) else { return Answer::default() };
+            let stored_as = whole.stored_id().map(str::to_owned);
+            return Answer { usage: whole.usage.map(|u| u.usage()), stored_as };
         }
-        serde_json::from_slice::<Whole>(body).ok()?.usage.map(|u| u.usage())
-    }
-
-    fn stored_as(&self, op: Operation, body: &[u8]) -> Option<String> {
-        if op != Operation::Responses {
-            return None;
-        }
-        serde_json::from_slice::<WholeResponse>(body).ok()?.stored_id().map(str::to_owned)
+        let usage = serde_json::from_slice::<Whole>(body).ok().and_then(|w| w.usage).map(|u| u.usage());
+        Answer { usage, stored_as: None }
     }
 
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
@@ -506,16 +502,16 @@ mod tests {
     fn usage_is_read_with_cached_and_reasoning_tokens() {
         let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,
             "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
-        let u = OpenAi.usage(Operation::ChatCompletions, body).unwrap();
+        let u = OpenAi.answer(Operation::ChatCompletions, body).usage.unwrap();
         assert_eq!(u, Usage { input: 20, output: 9, cached: 4, reasoning: 3 });
         // Some OpenAI-compatible APIs add the Responses API's names beside chat's.
         let both =
             br#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"input_tokens":20,"output_tokens":9,
             "prompt_tokens_details":{"cached_tokens":4},"input_tokens_details":{"cached_tokens":4}}}"#;
-        assert_eq!(OpenAi.usage(Operation::ChatCompletions, both), Some(Usage { cached: 4, reasoning: 0, ..u }));
+        assert_eq!(OpenAi.answer(Operation::ChatCompletions, both).usage, Some(Usage { cached: 4, reasoning: 0, ..u }));
         let embed = br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
-        assert_eq!(OpenAi.usage(Operation::Embeddings, embed).unwrap(), Usage { input: 5, ..Usage::default() });
-        assert_eq!(OpenAi.usage(Operation::ChatCompletions, b"{}"), None);
+        assert_eq!(OpenAi.answer(Operation::Embeddings, embed).usage.unwrap(), Usage { input: 5, ..Usage::default() });
+        assert_eq!(OpenAi.answer(Operation::ChatCompletions, b"{}").usage, None);
     }
 
     #[test]
@@ -599,7 +595,7 @@ mod tests {
             "output_tokens_details":{"reasoning_tokens":3},"total_tokens":29}"#;
         let whole = format!(r#"{{"id":"resp_1","object":"response","output":[],"usage":{usage}}}"#);
         let expected = Usage { input: 20, output: 9, cached: 4, reasoning: 3 };
-        assert_eq!(OpenAi.usage(Operation::Responses, whole.as_bytes()), Some(expected));
+        assert_eq!(OpenAi.answer(Operation::Responses, whole.as_bytes()).usage, Some(expected));
 
         let mut seen = Seen::default();
         let events = [
@@ -622,7 +618,7 @@ mod tests {
 
     #[test]
     fn a_stored_responses_id_is_read_whole_and_from_the_stream_unless_store_is_false() {
-        let stored = |op: Operation, body: &str| OpenAi.stored_as(op, body.as_bytes());
+        let stored = |op: Operation, body: &str| OpenAi.answer(op, body.as_bytes()).stored_as;
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":true}"#).as_deref(), Some("resp_9"));
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9"}"#).as_deref(), Some("resp_9"), "stored by default");
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":false}"#), None);

@@ -263,6 +263,11 @@ fn route_name(op: Operation, path: &str) -> &'static str {
     }
 }
 
+/// Whether the query has `pair` (`alt=sse`) as one of its parameters.
+fn query_has(uri: &axum::http::Uri, pair: &str) -> bool {
+    uri.query().is_some_and(|q| q.split('&').any(|p| p == pair))
+}
+
 fn user_agent(parts: &Parts) -> Option<String> {
     let ua = parts.headers.get(header::USER_AGENT)?.to_str().ok()?;
     Some(ua.chars().take(512).collect())
@@ -331,8 +336,7 @@ async fn forward(
     request.set_model(&target.model);
     request.ask_for_stream_usage();
     let streaming = request.stream();
-    let sse = op != Operation::StreamGenerateContent
-        || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    let sse = op != Operation::StreamGenerateContent || query_has(&parts.uri, "alt=sse");
     let tap = request.tap(sse);
     let body = request.into_body();
     let call = upstream::call(provider, api, Endpoint::Call(op, &target.model), parts, &resolved, Some(body));
@@ -373,11 +377,12 @@ async fn forward(
         return Err(settle_failed(&mut unsettled, error).await);
     }
     let (spent, stored_as, body) = if status.is_success() {
-        let spent = match tollgate_providers::usage_of(op, &bytes) {
+        let answer = tollgate_providers::answer_of(op, &bytes);
+        let spent = match answer.usage {
             Some(usage) => Spent::Reported(usage),
             None => Spent::Estimated { usage: None, output: 0 },
         };
-        (spent, tollgate_providers::stored_as(op, &bytes), bytes)
+        (spent, answer.stored_as, bytes)
     } else {
         // The provider's own refusal, as it came (less any echo of the secret).
         if status == StatusCode::TOO_MANY_REQUESTS && !headers.contains_key(header::RETRY_AFTER) {
@@ -595,7 +600,7 @@ async fn stored(
         let message = format!("response id {id:?}: 1 to 128 letters, digits, '-' and '_'");
         return Err(ProxyError::invalid("response_id", message));
     }
-    if parts.method == Method::GET && parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "stream=true")) {
+    if parts.method == Method::GET && query_has(&parts.uri, "stream=true") {
         return Err(ProxyError::invalid(
             "stream",
             "Tollgate does not stream a stored response again: only a background response can be, and the \
