@@ -6,7 +6,8 @@
 //!   tokens are counted before the call) and the few changes the gateway
 //!   makes to it (the upstream model name, a lowered output limit, asking
 //!   OpenAI-format upstreams for stream usage). A body the gateway does not
-//!   change is forwarded byte for byte.
+//!   change is forwarded byte for byte; one that names a key twice in an
+//!   object is refused (`strict`), so that both read the same request.
 //! * [`answer_of`]: the provider's own usage block of a whole response,
 //!   and the id under which the provider keeps it, if it does.
 //! * [`StreamTap`]: watches a streamed response as it passes, for its usage
@@ -26,6 +27,7 @@ mod anthropic;
 mod framing;
 mod gemini;
 mod openai;
+mod strict;
 pub mod tokens;
 
 use bytes::Bytes;
@@ -235,11 +237,7 @@ impl Request {
     /// Reads `raw` as `op`'s request. Gemini names the model in the path:
     /// give it as `path_model`.
     pub fn parse(op: Operation, raw: Bytes, path_model: Option<&str>) -> Result<Request, Invalid> {
-        let body: Body = match serde_json::from_slice(&raw) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(Invalid::new("body", "expected a JSON object")),
-            Err(e) => return Err(Invalid::new("body", format!("not valid JSON ({e})"))),
-        };
+        let body = strict::object(&raw)?;
         let mut fields = op.api().adapter().read(op, &body)?;
         if let Some(model) = path_model {
             fields.model = Some(model.to_owned());
