@@ -29,7 +29,10 @@
 //! with an `id`, a page at a time (`order`, `limit`, `after`); `POST
 //! responses/{id}/cancel` is a 400, as for any response not created in the
 //! background (the mock makes none). An id the caller cannot see is a 404,
-//! as is a `previous_response_id` it cannot see.
+//! as is a `previous_response_id` it cannot see, and an input item naming
+//! by id (`{"type": "item_reference", "id"}`, or an `id` alone) an output
+//! item of no response it can see. (A reference is checked, not read: the
+//! reply does not depend on what it names.)
 //! These routes are recorded and checked as the others are, and use no
 //! tokens.
 
@@ -113,6 +116,15 @@ fn read<'a>(body: &'a Value) -> Result<Request<'a>, String> {
     Ok(Request { model, stream, store, ask, body })
 }
 
+/// The ids of the input items that name a stored item rather than give it.
+fn references(request: &Value) -> impl Iterator<Item = &str> {
+    let items = request.get("input").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    items.iter().filter_map(|item| {
+        let by_id = kind(item) == "item_reference" || (item.get("type").is_none() && item.get("role").is_none());
+        if by_id { item.get("id").and_then(Value::as_str) } else { None }
+    })
+}
+
 /// `POST responses`.
 pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
@@ -125,6 +137,10 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
         let message = format!("Previous response with id '{previous}' not found.");
         let refusal = openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("previous_response_id"));
         return Err(exchange.refuse(refusal));
+    }
+    if let Some(missing) = references(&request).find(|id| shared.responses.item(id, key(&call)).is_none()) {
+        let message = format!("Item with id '{missing}' not found.");
+        return Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("input"))));
     }
     let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let id = shared.next_id();
@@ -365,6 +381,25 @@ struct Kept {
     by_id: HashMap<String, Arc<Stored>>,
     /// The ids, oldest first: the next to drop.
     order: VecDeque<String>,
+    /// The responses' output items: the response each is part of, by id.
+    items: HashMap<String, String>,
+}
+
+impl Kept {
+    fn drop_response(&mut self, id: &str) {
+        if let Some(stored) = self.by_id.remove(id) {
+            for item in stored.item_ids() {
+                self.items.remove(item);
+            }
+        }
+    }
+}
+
+impl Stored {
+    fn item_ids(&self) -> impl Iterator<Item = &str> {
+        let output = self.response.get("output").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        output.iter().filter_map(|item| item.get("id").and_then(Value::as_str))
+    }
 }
 
 impl Store {
@@ -373,10 +408,20 @@ impl Store {
         if kept.order.len() == KEPT
             && let Some(oldest) = kept.order.pop_front()
         {
-            kept.by_id.remove(&oldest);
+            kept.drop_response(&oldest);
         }
         kept.order.push_back(id.to_owned());
+        for item in stored.item_ids() {
+            kept.items.insert(item.to_owned(), id.to_owned());
+        }
         kept.by_id.insert(id.to_owned(), Arc::new(stored));
+    }
+
+    /// The response holding the output item `id`, if `key` created it.
+    fn item(&self, id: &str, key: &str) -> Option<Arc<Stored>> {
+        let kept = self.lock();
+        let response = kept.items.get(id)?;
+        kept.by_id.get(response).filter(|stored| stored.key == key).cloned()
     }
 
     /// The response `id`, if `key` created it.
@@ -390,7 +435,7 @@ impl Store {
         if kept.by_id.get(id).is_none_or(|stored| stored.key != key) {
             return false;
         }
-        kept.by_id.remove(id);
+        kept.drop_response(id);
         kept.order.retain(|kept_id| kept_id != id);
         true
     }
@@ -556,21 +601,31 @@ mod tests {
         Stored { key: key.to_owned(), response: Arc::new(Value::Null), request: Bytes::new() }
     }
 
+    fn with_items(key: &str, n: usize) -> Stored {
+        let output = json!([{ "type": "message", "id": format!("msg_{n}") }, { "type": "function_call", "id": format!("fc_{n}") }]);
+        Stored { response: Arc::new(json!({ "id": format!("resp_{n}"), "output": output })), ..stored(key) }
+    }
+
     #[test]
     fn the_store_keeps_the_newest_responses_and_forgets_deleted_ones_at_once() {
         let store = Store::default();
         for n in 0..=KEPT {
-            store.keep(&format!("resp_{n}"), stored("k"));
+            store.keep(&format!("resp_{n}"), with_items("k", n));
         }
         assert!(store.get("resp_0", "k").is_none(), "the oldest is dropped");
+        assert!(store.item("msg_0", "k").is_none(), "with its items");
+        assert!(store.item("fc_1", "k").is_some() && store.item("fc_1", "other").is_none());
+        assert!(store.item("resp_1", "k").is_none(), "a response is no item");
         assert!(store.get("resp_1", "k").is_some() && store.get(&format!("resp_{KEPT}"), "k").is_some());
         assert_eq!(store.lock().by_id.len(), KEPT);
 
         assert!(!store.remove("resp_1", "other"), "another key cannot delete it");
         assert!(store.remove("resp_1", "k"));
         assert!(store.get("resp_1", "k").is_none() && !store.remove("resp_1", "k"));
+        assert!(store.item("msg_1", "k").is_none(), "a deleted response's items go with it");
         let kept = store.lock();
         assert_eq!((kept.by_id.len(), kept.order.len()), (KEPT - 1, KEPT - 1), "its place is free");
+        assert_eq!(kept.items.len(), 2 * (KEPT - 1));
     }
 
     #[test]

@@ -791,6 +791,16 @@ async fn responses_api_hides_a_response_from_another_api_key() {
     assert_eq!((status, &refused["error"]["param"]), (404, &json!("previous_response_id")));
     assert_eq!(refused["error"]["message"], format!("Previous response with id '{id}' not found."));
     assert_eq!(next.send(&mock).await.0, 200);
+    // Naming one of its output items in an input: the same.
+    let item = body["output"][0]["id"].as_str().unwrap();
+    for named in [json!({ "type": "item_reference", "id": item }), json!({ "id": item })] {
+        let next = Call::responses(json!({ "model": "m", "input": [named, { "role": "user", "content": "and?" }] }));
+        let (status, _, refused) = next.send_with(&mock, OTHER).await;
+        let refused = json_of(&refused);
+        assert_eq!((status, &refused["error"]["param"]), (404, &json!("input")));
+        assert_eq!(refused["error"]["message"], format!("Item with id '{item}' not found."));
+        assert_eq!(next.send(&mock).await.0, 200);
+    }
     // A key the mock does not accept is refused as on the other routes.
     let (status, refused) = stored(&mock, reqwest::Method::GET, id, "wrong-key").await;
     assert_eq!((status, &refused["error"]["code"]), (401, &json!("invalid_api_key")));
