@@ -92,7 +92,7 @@ impl Adapter for Anthropic {
             Some(_) => return Err(Invalid::new("stream", "expected true or false")),
         };
         let max_output = count_field(body, "max_tokens")?;
-        Ok(Fields { model, stream, include_usage: stream, max_output, choices: 1, continues: None })
+        Ok(Fields { model, stream, include_usage: stream, max_output, choices: 1, ..Fields::default() })
     }
 
     fn input_tokens(&self, _op: Operation, body: &Body, encoding: Encoding) -> u64 {
@@ -139,7 +139,7 @@ impl Adapter for Anthropic {
             wire.merge(&mut usage, &mut (0, 0, 0));
             Some(usage)
         };
-        Answer { usage: usage(), stored_as: None }
+        Answer { usage: usage(), stored: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {

@@ -92,7 +92,7 @@ impl Adapter for Gemini {
         let max_output = number("maxOutputTokens", "max_output_tokens")?;
         let choices = number("candidateCount", "candidate_count")?.unwrap_or(1).max(1);
         let stream = op == Operation::StreamGenerateContent;
-        Ok(Fields { model: None, stream, include_usage: true, max_output, choices, continues: None })
+        Ok(Fields { model: None, stream, include_usage: true, max_output, choices, ..Fields::default() })
     }
 
     fn input_tokens(&self, _op: Operation, body: &Body, encoding: Encoding) -> u64 {
@@ -149,7 +149,7 @@ impl Adapter for Gemini {
 
     fn answer(&self, _op: Operation, body: &[u8]) -> Answer {
         let usage = serde_json::from_slice::<Response>(body).ok().and_then(|r| r.usage_metadata).map(|u| u.usage());
-        Answer { usage, stored_as: None }
+        Answer { usage, stored: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {

@@ -9,7 +9,8 @@
 //!   change is forwarded byte for byte; one that names a key twice in an
 //!   object is refused (`strict`), so that both read the same request.
 //! * [`answer_of`]: the provider's own usage block of a whole response,
-//!   and the id under which the provider keeps it, if it does.
+//!   and the response as the provider keeps it, if it does
+//!   ([`StoredResponse`]: its id and its output items' ids).
 //! * [`StreamTap`]: watches a streamed response as it passes, for its usage
 //!   (OpenAI's last chunk, Anthropic's `message_start` + `message_delta`,
 //!   Gemini's last cumulative `usageMetadata`) and its text (to estimate a
@@ -164,6 +165,13 @@ struct Fields {
     /// The stored response a call goes on from (the Responses API's
     /// `previous_response_id`).
     continues: Option<String>,
+    /// Stored items the input names by id rather than giving them (the
+    /// Responses API's `item_reference`, and a reasoning item given
+    /// without its `encrypted_content`).
+    references: Vec<String>,
+    /// Whether the call adds to a stored conversation (the Responses API's
+    /// `conversation`).
+    conversation: bool,
 }
 
 /// Which output-limit field to set when the client gave none: OpenAI's own
@@ -196,9 +204,9 @@ pub struct Seen {
     pub ended: bool,
     /// Characters of text beyond [`MAX_TEXT`], counted but not kept.
     pub dropped_chars: u64,
-    /// The id under which the provider stores the response (OpenAI's
-    /// Responses API names it in its first event).
-    pub stored_as: Option<String>,
+    /// The response as the provider stores it (OpenAI's Responses API
+    /// names it in its first event, and each output item as it begins).
+    pub stored: Option<StoredResponse>,
     /// Anthropic's input so far in its parts: uncached, cache reads, cache
     /// writes (each event restates the parts it has).
     input_parts: (u64, u64, u64),
@@ -268,6 +276,18 @@ impl Request {
     /// (the Responses API's `previous_response_id`).
     pub fn continues(&self) -> Option<&str> {
         self.fields.continues.as_deref()
+    }
+
+    /// The stored items the input names by id (the Responses API's
+    /// `item_reference`), as the client named them.
+    pub fn references(&self) -> &[String] {
+        &self.fields.references
+    }
+
+    /// Whether the call adds to a stored conversation (the Responses API's
+    /// `conversation`).
+    pub fn in_conversation(&self) -> bool {
+        self.fields.conversation
     }
 
     /// The output limit the client asked for, per choice.
@@ -352,12 +372,31 @@ impl Request {
 }
 
 /// What the gateway reads from a whole response: the provider's usage
-/// block, and the id under which the provider keeps the response, if it
-/// does (OpenAI's Responses API, unless told not to store it).
+/// block, and the response as the provider keeps it, if it does (OpenAI's
+/// Responses API, unless told not to store it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Answer {
     pub usage: Option<Usage>,
-    pub stored_as: Option<String>,
+    pub stored: Option<StoredResponse>,
+}
+
+/// A response the provider keeps: its id, under which it is fetched or
+/// gone on from (`previous_response_id`), and its output items' ids, under
+/// which a later input may name them (`item_reference`). Only ids a URL
+/// can carry as they are ([`is_response_id`]) are taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub id: String,
+    pub items: Vec<String>,
+}
+
+impl StoredResponse {
+    /// Adds the output item `id`, once.
+    fn add_item(&mut self, id: &str) {
+        if is_response_id(id) && !self.items.iter().any(|item| item == id) {
+            self.items.push(id.to_owned());
+        }
+    }
 }
 
 /// What a whole response of `op` says.
@@ -365,8 +404,9 @@ pub fn answer_of(op: Operation, body: &[u8]) -> Answer {
     op.api().adapter().answer(op, body)
 }
 
-/// Whether `id` looks like a stored response's id (`resp_…`): letters,
-/// digits, `-` and `_`, 1 to 128 of them, safe in a URL's path as it is.
+/// Whether `id` looks like a stored response's id (`resp_…`) or an output
+/// item's (`msg_…`, `rs_…`, `fc_…`): letters, digits, `-` and `_`, 1 to 128
+/// of them, safe in a URL's path as it is.
 pub fn is_response_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }

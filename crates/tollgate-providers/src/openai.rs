@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use crate::tokens::{self, Encoding};
 use crate::{
-    Adapter, Answer, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, Usage, add_details,
-    count_field, text_parts,
+    Adapter, Answer, Body, ErrorInfo, ErrorKind, Fields, Invalid, LimitStyle, Operation, Seen, StoredResponse, Usage,
+    add_details, count_field, text_parts,
 };
 
 pub struct OpenAi;
@@ -109,25 +109,49 @@ struct WholeResponse {
     #[serde(default)]
     store: Option<bool>,
     #[serde(default)]
+    output: Option<Vec<OutputItem>>,
+    #[serde(default)]
     usage: Option<ResponsesUsage>,
 }
 
+/// An output item of a response, for its id (its content is skipped).
+#[derive(Deserialize)]
+struct OutputItem {
+    #[serde(default)]
+    id: Option<String>,
+}
+
 impl WholeResponse {
-    /// Its id, if OpenAI stores it (and the id is one the gateway can name
-    /// in a URL).
-    fn stored_id(&self) -> Option<&str> {
-        if self.store == Some(false) { None } else { self.id.as_deref().filter(|id| crate::is_response_id(id)) }
+    /// The response as OpenAI stores it, if it does (and its id is one the
+    /// gateway can name in a URL).
+    fn stored(&self) -> Option<StoredResponse> {
+        if self.store == Some(false) {
+            return None;
+        }
+        let id = self.id.as_deref().filter(|id| crate::is_response_id(id))?;
+        let mut stored = StoredResponse { id: id.to_owned(), items: Vec::new() };
+        self.add_items_to(&mut stored);
+        Some(stored)
+    }
+
+    fn add_items_to(&self, stored: &mut StoredResponse) {
+        for id in self.output.iter().flatten().filter_map(|item| item.id.as_deref()) {
+            stored.add_item(id);
+        }
     }
 }
 
-/// One event of a Responses API stream: its type, the text it adds, or
-/// (the last) the whole response.
+/// One event of a Responses API stream: its type, the text it adds, the
+/// output item it begins or ends, or (the first and the last) the whole
+/// response.
 #[derive(Deserialize)]
 struct ResponseEvent<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     delta: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    item: Option<OutputItem>,
     #[serde(default)]
     response: Option<WholeResponse>,
 }
@@ -204,7 +228,18 @@ impl Adapter for OpenAi {
                 Some(Value::String(id)) => Some(id.clone()),
                 Some(_) => return Err(Invalid::new("previous_response_id", "expected a response id")),
             };
-            return Ok(Fields { model, stream, max_output, choices: 1, continues, ..Fields::default() });
+            let references = references(body.get("input"))?;
+            let conversation = body.get("conversation").is_some_and(|c| !c.is_null());
+            return Ok(Fields {
+                model,
+                stream,
+                max_output,
+                choices: 1,
+                continues,
+                references,
+                conversation,
+                ..Fields::default()
+            });
         }
         let include_usage = stream
             && body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
@@ -220,7 +255,7 @@ impl Adapter for OpenAi {
             // `best_of` candidates are generated (and billed) on the server.
             choices = choices.max(count_field(body, "best_of")?.unwrap_or(1));
         }
-        Ok(Fields { model, stream, include_usage, max_output, choices, continues: None })
+        Ok(Fields { model, stream, include_usage, max_output, choices, ..Fields::default() })
     }
 
     fn input_tokens(&self, op: Operation, body: &Body, encoding: Encoding) -> u64 {
@@ -332,11 +367,10 @@ impl Adapter for OpenAi {
     fn answer(&self, op: Operation, body: &[u8]) -> Answer {
         if op == Operation::Responses {
             let Ok(whole) = serde_json::from_slice::<WholeResponse>(body) else { return Answer::default() };
-            let stored_as = whole.stored_id().map(str::to_owned);
-            return Answer { usage: whole.usage.map(|u| u.usage()), stored_as };
+            return Answer { usage: whole.usage.as_ref().map(ResponsesUsage::usage), stored: whole.stored() };
         }
         let usage = serde_json::from_slice::<Whole>(body).ok().and_then(|w| w.usage).map(|u| u.usage());
-        Answer { usage, stored_as: None }
+        Answer { usage, stored: None }
     }
 
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
@@ -402,17 +436,51 @@ impl Adapter for OpenAi {
     }
 }
 
+/// The ids of the stored items a Responses input names rather than gives:
+/// `{"type": "item_reference", "id"}` (the type may be left out, as long as
+/// the item is no message), and a reasoning item without its
+/// `encrypted_content`, which OpenAI looks up by its id.
+fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
+    let Some(Value::Array(items)) = input else { return Ok(Vec::new()) };
+    let mut ids = Vec::new();
+    for item in items.iter().filter_map(Value::as_object) {
+        let absent = |field: &str| item.get(field).is_none_or(Value::is_null);
+        let by_id = match item.get("type").and_then(Value::as_str) {
+            Some("item_reference") => true,
+            Some("reasoning") => absent("encrypted_content") && !absent("id"),
+            None => absent("type") && absent("role") && !absent("id"),
+            Some(_) => false,
+        };
+        if by_id {
+            match item.get("id") {
+                Some(Value::String(id)) => ids.push(id.clone()),
+                _ => return Err(Invalid::new("input", "an item named by reference needs its id, a string")),
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// Reads one event of a Responses API stream: the id of the response it
-/// carries (the first, `response.created`, does), the text it adds, and the
+/// carries (the first, `response.created`, does) and of the output items it
+/// begins (`response.output_item.added`), the text it adds, and the
 /// usage of the last (`response.completed`; `response.incomplete` or
 /// `response.failed` when the response did not complete), after which
 /// nothing follows.
 fn response_event(data: &[u8], seen: &mut Seen) {
     let Ok(event) = serde_json::from_slice::<ResponseEvent<'_>>(data) else { return };
-    if seen.stored_as.is_none()
+    if seen.stored.is_none()
         && let Some(response) = &event.response
     {
-        seen.stored_as = response.stored_id().map(str::to_owned);
+        seen.stored = response.stored();
+    }
+    if let Some(stored) = &mut seen.stored {
+        if let Some(id) = event.item.as_ref().and_then(|item| item.id.as_deref()) {
+            stored.add_item(id);
+        }
+        if let Some(response) = &event.response {
+            response.add_items_to(stored);
+        }
     }
     match event.kind.as_ref() {
         "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta" => {
@@ -613,12 +681,12 @@ mod tests {
         assert!(OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false));
         assert_eq!(seen.usage, Some(expected));
         assert!(seen.finished && seen.ended, "response.completed is the stream's last word");
-        assert_eq!(seen.stored_as.as_deref(), Some("resp_1"), "named by response.created");
+        assert_eq!(seen.stored.map(|s| s.id).as_deref(), Some("resp_1"), "named by response.created");
     }
 
     #[test]
     fn a_stored_responses_id_is_read_whole_and_from_the_stream_unless_store_is_false() {
-        let stored = |op: Operation, body: &str| OpenAi.answer(op, body.as_bytes()).stored_as;
+        let stored = |op: Operation, body: &str| OpenAi.answer(op, body.as_bytes()).stored.map(|s| s.id);
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":true}"#).as_deref(), Some("resp_9"));
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9"}"#).as_deref(), Some("resp_9"), "stored by default");
         assert_eq!(stored(Operation::Responses, r#"{"id":"resp_9","store":false}"#), None);
@@ -629,7 +697,61 @@ mod tests {
         let mut seen = Seen::default();
         let created = r#"{"type":"response.created","response":{"id":"resp_8","store":false}}"#;
         OpenAi.event(Operation::Responses, created.as_bytes(), &mut seen, false);
-        assert_eq!(seen.stored_as, None);
+        let added = r#"{"type":"response.output_item.added","item":{"id":"msg_8","type":"message"}}"#;
+        OpenAi.event(Operation::Responses, added.as_bytes(), &mut seen, false);
+        assert_eq!(seen.stored, None);
+    }
+
+    #[test]
+    fn a_stored_responses_output_items_are_read_whole_and_as_the_stream_begins_them() {
+        let whole = r#"{"id":"resp_9","output":[{"type":"reasoning","id":"rs_1","summary":[]},
+            {"type":"message","id":"msg_2","content":[{"type":"output_text","text":"hi"}]},{"type":"message"},
+            {"type":"function_call","id":"fc/3"}],"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let answer = OpenAi.answer(Operation::Responses, whole.as_bytes());
+        let expected = StoredResponse { id: "resp_9".into(), items: vec!["rs_1".into(), "msg_2".into()] };
+        assert_eq!(answer.stored, Some(expected.clone()), "only ids a URL can carry");
+        assert_eq!(answer.usage.map(|u| (u.input, u.output)), Some((3, 2)));
+
+        let mut seen = Seen::default();
+        for event in [
+            r#"{"type":"response.created","response":{"id":"resp_9","output":[]}}"#.to_owned(),
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"type":"reasoning","id":"rs_1"}}"#
+                .to_owned(),
+            r#"{"type":"response.output_item.done","output_index":0,"item":{"type":"reasoning","id":"rs_1"}}"#
+                .to_owned(),
+            r#"{"type":"response.output_item.added","output_index":1,"item":{"type":"message","id":"msg_2"}}"#
+                .to_owned(),
+        ] {
+            OpenAi.event(Operation::Responses, event.as_bytes(), &mut seen, false);
+        }
+        assert_eq!(seen.stored, Some(expected.clone()), "each item once, as the stream begins it");
+        // A stream cut here keeps what it named; the last event names them all again.
+        let completed = format!(r#"{{"type":"response.completed","response":{whole}}}"#);
+        OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false);
+        assert_eq!(seen.stored, Some(expected));
+    }
+
+    #[test]
+    fn stored_items_named_by_id_and_conversations_are_read_from_a_responses_input() {
+        let read = |body: Value| OpenAi.read(Operation::Responses, body.as_object().unwrap());
+        let f = read(json!({"model": "o3", "conversation": "conv_1", "input": [
+            {"type": "item_reference", "id": "msg_1"},
+            {"id": "fc_2"},
+            {"type": "reasoning", "id": "rs_3", "summary": []},
+            {"type": "reasoning", "id": "rs_4", "summary": [], "encrypted_content": "gAAA"},
+            {"role": "assistant", "id": "msg_5", "content": "given whole"},
+            {"type": "message", "id": "msg_6", "role": "user", "content": "given whole"},
+            {"type": "function_call_output", "id": "fco_7", "call_id": "c", "output": "x"},
+        ]}))
+        .unwrap();
+        assert_eq!(f.references, ["msg_1", "fc_2", "rs_3"], "what OpenAI must look up by id");
+        assert!(f.conversation);
+        let f = read(json!({"model": "o3", "input": "hi", "conversation": null})).unwrap();
+        assert!(f.references.is_empty() && !f.conversation);
+        let bad = read(json!({"model": "o3", "input": [{"type": "item_reference", "id": 7}]})).unwrap_err();
+        assert_eq!(bad.field, "input");
+        let bad = read(json!({"model": "o3", "input": [{"type": "item_reference"}]})).unwrap_err();
+        assert_eq!(bad.field, "input");
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct PreparedEvent {
     /// Responses API), kept in `gateway_responses` as the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_id: Option<String>,
+    /// The ids of that response's output items, kept in `gateway_responses`
+    /// as the user's too (`item_of` names the response).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
 }
 
 /// Who made a response the provider stored (`gateway_responses`).
@@ -110,6 +114,8 @@ pub struct ResponseOwner {
     pub key_source: String,
     /// When the call that made it began (ms).
     pub created_at: i64,
+    /// The response an output item is part of; `None` for a response.
+    pub item_of: Option<String>,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -496,32 +502,39 @@ impl Store {
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
             // An id the provider gives again is the newest maker's: one row
             // per id (Postgres updates a row once per statement), in id order.
-            let mut makers: HashMap<&str, &PreparedEvent> = HashMap::default();
+            // A response's output items are its maker's too.
+            let mut makers: HashMap<&str, (&PreparedEvent, Option<&str>)> = HashMap::default();
             for e in new.iter().copied() {
                 if let Some(id) = e.response_id.as_deref() {
-                    makers.insert(id, e);
+                    makers.insert(id, (e, None));
+                    for item in &e.items {
+                        makers.insert(item, (e, Some(id)));
+                    }
                 }
             }
-            let mut stored_responses: Vec<&PreparedEvent> = makers.into_values().collect();
-            stored_responses.sort_unstable_by_key(|e| e.response_id.as_deref());
+            let mut stored_responses: Vec<(&str, &PreparedEvent, Option<&str>)> =
+                makers.into_iter().map(|(id, (e, item_of))| (id, e, item_of)).collect();
+            stored_responses.sort_unstable_by_key(|(id, ..)| *id);
             for chunk in sized_chunks(&stored_responses) {
                 let sql = format!(
-                    "INSERT INTO gateway_responses (response_id, user_id, provider, key_source, event_id, created_at) \
+                    "INSERT INTO gateway_responses \
+                     (response_id, user_id, provider, key_source, event_id, created_at, item_of) \
                      VALUES {} ON CONFLICT (response_id) DO UPDATE SET user_id = excluded.user_id, \
                      provider = excluded.provider, key_source = excluded.key_source, event_id = excluded.event_id, \
-                     created_at = excluded.created_at",
-                    placeholders(chunk.len(), 6, numbered)
+                     created_at = excluded.created_at, item_of = excluded.item_of",
+                    placeholders(chunk.len(), 7, numbered)
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for e in chunk {
+                for (id, e, item_of) in chunk {
                     let provider = e.row.provider.as_deref().unwrap_or_default();
                     q = q
-                        .bind(&e.response_id)
+                        .bind(*id)
                         .bind(&e.row.user_id)
                         .bind(provider)
                         .bind(&e.row.key_source)
                         .bind(&e.row.id)
-                        .bind(e.row.ts);
+                        .bind(e.row.ts)
+                        .bind(*item_of);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -670,16 +683,17 @@ impl Store {
         Ok(Committed { new, counters, alerts: alert_count })
     }
 
-    /// Who made the response a provider stored under `response_id`, when,
-    /// and through which provider.
+    /// Who made the response (or output item) a provider stored under
+    /// `response_id`, when, and through which provider.
     pub async fn response_owner(&self, response_id: &str) -> Result<Option<ResponseOwner>> {
-        let q = "SELECT user_id, provider, key_source, created_at FROM gateway_responses WHERE response_id = $1";
+        let q =
+            "SELECT user_id, provider, key_source, created_at, item_of FROM gateway_responses WHERE response_id = $1";
         Ok(on_pool!(self, p => sqlx::query_as(q).bind(response_id).fetch_optional(p).await)?)
     }
 
-    /// Forgets who made `response_id` (the provider deleted it).
+    /// Forgets who made `response_id` and its items (the provider deleted it).
     pub async fn forget_response(&self, response_id: &str) -> Result<()> {
-        let q = "DELETE FROM gateway_responses WHERE response_id = $1";
+        let q = "DELETE FROM gateway_responses WHERE response_id = $1 OR item_of = $1";
         on_pool!(self, p => sqlx::query(q).bind(response_id).execute(p).await.map(|_| ()))?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_domain::usage::Amounts;
 use tollgate_domain::{Meter, Timestamp, base62};
-use tollgate_providers::{Encoding, LimitStyle, Request, Usage};
+use tollgate_providers::{Encoding, LimitStyle, Request, StoredResponse, Usage};
 use tollgate_store::{EventRow, PreparedEvent};
 
 use super::refusal::{ProxyError, limited};
@@ -241,9 +241,9 @@ pub struct Outcome {
     pub spent: Spent,
     pub first_byte: Option<Duration>,
     pub response_bytes: u64,
-    /// The id under which the provider stored the response, to be fetched
-    /// again by its maker only.
-    pub stored_as: Option<String>,
+    /// The response as the provider stored it, to be fetched or built on
+    /// by its maker only.
+    pub stored: Option<StoredResponse>,
 }
 
 /// Everything needed to write a call's event once it ends.
@@ -379,7 +379,10 @@ impl Settlement {
         }
         let mut event = self.state.metering.prepare(&self.account, row, &amounts);
         // Anonymous demo callers share a user per address: theirs are nobody's.
-        event.response_id = outcome.stored_as.clone().filter(|_| info.key_id.is_some());
+        if let Some(stored) = outcome.stored.as_ref().filter(|_| info.key_id.is_some()) {
+            event.response_id = Some(stored.id.clone());
+            event.items = stored.items.clone();
+        }
         let counted = ProviderMetrics::of(&info.provider);
         let calls = counted.calls.get(&outcome.status, || {
             metrics::counter!("tollgate_gateway_calls_total", "provider" => info.provider.clone(), "status" => outcome.status.to_string())
@@ -429,7 +432,7 @@ impl Drop for Unsettled {
                 spent: Spent::Estimated { usage: None, output: 0 },
                 first_byte: None,
                 response_bytes: 0,
-                stored_as: None,
+                stored: None,
             };
             settlement.settle_later(outcome);
         }

@@ -293,16 +293,11 @@ async fn forward(
     let requested = request.model().ok_or_else(|| ProxyError::invalid("model", "model: missing"))?.to_owned();
     let target = route::target(&state.config, api, &requested)?;
     route::allowed(&account.plan, &requested, &target)?;
-    if let Some(previous) = request.continues()
-        && made_through(state, caller, previous).await?.is_none()
-    {
-        let message = format!("Previous response with id '{previous}' not found.");
-        let mut error = ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message);
-        error.field = Some("previous_response_id".to_owned());
-        return Err(error);
-    }
     let provider = target.provider;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    if resolved.source == Source::Platform {
+        builds_on_own(state, caller, &request).await?;
+    }
     let exact = provider.known == Some(KnownProvider::OpenAi);
     let encoding = tokens::encoding_for(&target.model, exact);
     let (mut request, input) = count_input(request, encoding, request_bytes).await;
@@ -376,13 +371,13 @@ async fn forward(
             .detail("upstream_status", Value::from(status.as_u16()));
         return Err(settle_failed(&mut unsettled, error).await);
     }
-    let (spent, stored_as, body) = if status.is_success() {
+    let (spent, stored, body) = if status.is_success() {
         let answer = tollgate_providers::answer_of(op, &bytes);
         let spent = match answer.usage {
             Some(usage) => Spent::Reported(usage),
             None => Spent::Estimated { usage: None, output: 0 },
         };
-        (spent, answer.stored_as, bytes)
+        (spent, answer.stored, bytes)
     } else {
         // The provider's own refusal, as it came (less any echo of the secret).
         if status == StatusCode::TOO_MANY_REQUESTS && !headers.contains_key(header::RETRY_AFTER) {
@@ -397,7 +392,7 @@ async fn forward(
         spent,
         first_byte: Some(first_byte),
         response_bytes: body.len() as u64,
-        stored_as,
+        stored,
     };
     let settlement = unsettled.take().ok_or_else(settled_twice)?;
     settlement.settle(outcome).await?;
@@ -405,6 +400,40 @@ async fn forward(
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)
+}
+
+/// Refuses a call on the platform's key whose input builds on what the
+/// provider keeps for someone else: the platform's account holds every
+/// user's responses. (On a user's own key, the account is theirs alone.)
+/// A response gone on from and the output items named by id must be the
+/// caller's own, or they do not exist; a conversation, which the gateway
+/// neither creates nor proxies, is nobody's it can tell.
+async fn builds_on_own(
+    state: &AppState,
+    caller: &Caller,
+    request: &tollgate_providers::Request,
+) -> Result<(), ProxyError> {
+    if let Some(previous) = request.continues()
+        && made_through(state, caller, previous, Kept::Response).await?.is_none()
+    {
+        let message = format!("Previous response with id '{previous}' not found.");
+        return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("previous_response_id"));
+    }
+    for item in request.references() {
+        if made_through(state, caller, item, Kept::Item).await?.is_none() {
+            let message = format!("Item with id '{item}' not found.");
+            return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("input"));
+        }
+    }
+    if request.in_conversation() {
+        return Err(ProxyError::invalid(
+            "conversation",
+            "conversation: Tollgate does not add to conversations on the platform's key, as it cannot tell whose \
+             they are (the gateway does not create them); go on from a response with previous_response_id, or \
+             call with your own key",
+        ));
+    }
+    Ok(())
 }
 
 fn settled_twice() -> ProxyError {
@@ -420,7 +449,7 @@ async fn settle_failed(unsettled: &mut Unsettled, error: ProxyError) -> ProxyErr
             spent: Spent::Nothing,
             first_byte: None,
             response_bytes: 0,
-            stored_as: None,
+            stored: None,
         };
         if let Err(e) = settlement.settle(outcome).await {
             return ProxyError::from(e);
@@ -609,7 +638,7 @@ async fn stored(
     }
     let not_found =
         || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("Response with id '{id}' not found."));
-    let made = made_through(state, caller, id).await?.ok_or_else(not_found)?;
+    let made = made_through(state, caller, id, Kept::Response).await?.ok_or_else(not_found)?;
     let provider = state.config.provider(&made.provider).ok_or_else(not_found)?;
     let source = Source::of(&made.key_source);
     let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
@@ -623,12 +652,26 @@ async fn stored(
     Ok(reply(status, headers, body))
 }
 
-/// How the caller's user made the stored response `id` (the provider and
-/// the credential); `None` when they did not make it, whoever did (a user
-/// deleted and made again under the same id did not). Anonymous demo
-/// callers share a user per address, so they may not reach stored
-/// responses at all.
-async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Option<ResponseOwner>, ProxyError> {
+/// What a provider keeps that a call may name by id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// A response (`resp_…`).
+    Response,
+    /// One of a response's output items (`msg_…`, `rs_…`, `fc_…`).
+    Item,
+}
+
+/// How the caller's user made the stored response or output item `id`
+/// (the provider and the credential); `None` when they did not make it,
+/// whoever did (a user deleted and made again under the same id did not),
+/// or when it is not of the kind asked for. Anonymous demo callers share a
+/// user per address, so they may not reach what a provider keeps at all.
+async fn made_through(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: Kept,
+) -> Result<Option<ResponseOwner>, ProxyError> {
     if caller.key_id.is_none() {
         return Err(ProxyError::new(
             StatusCode::FORBIDDEN,
@@ -639,7 +682,11 @@ async fn made_through(state: &AppState, caller: &Caller, id: &str) -> Result<Opt
     let user = &caller.account.user;
     let lookup = || async {
         let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
-        let mine = owner.filter(|o| o.user_id == user.id.as_str() && o.created_at >= user.created_at.millis());
+        let mine = owner.filter(|o| {
+            o.user_id == user.id.as_str()
+                && o.created_at >= user.created_at.millis()
+                && o.item_of.is_some() == (kind == Kept::Item)
+        });
         Ok::<_, ProxyError>(mine)
     };
     if let Some(made) = lookup().await? {

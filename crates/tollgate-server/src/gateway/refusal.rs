@@ -29,10 +29,7 @@ impl ProxyError {
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> ProxyError {
-        ProxyError {
-            field: Some(field.to_owned()),
-            ..ProxyError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
-        }
+        ProxyError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message).field(field)
     }
 
     /// A provider that failed (502) or did not answer in time (504).
@@ -43,6 +40,12 @@ impl ProxyError {
             (StatusCode::BAD_GATEWAY, ErrorKind::Upstream)
         };
         ProxyError::new(status, kind, message).detail("provider", json!(provider))
+    }
+
+    /// Names the request's field at fault (OpenAI's `param`).
+    pub fn field(mut self, field: &str) -> ProxyError {
+        self.field = Some(field.to_owned());
+        self
     }
 
     pub fn detail(mut self, name: &str, value: Value) -> ProxyError {

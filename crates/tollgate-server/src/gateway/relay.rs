@@ -62,7 +62,7 @@ impl Relay {
             spent,
             first_byte: self.first_byte,
             response_bytes: self.sent,
-            stored_as: seen.stored_as.clone(),
+            stored: seen.stored.clone(),
         }
     }
 

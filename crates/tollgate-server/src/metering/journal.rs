@@ -176,14 +176,15 @@ mod tests {
             period_start: Some(1_700_000_000_000),
             extra: vec![(Meter::parse("images").unwrap(), 2)],
             response_id: Some(format!("resp_{id}")),
+            items: vec![format!("msg_{id}")],
         }
     }
 
     #[test]
     fn an_event_without_a_stored_response_is_written_and_read_as_before() {
-        let plain = PreparedEvent { response_id: None, ..event("evt_plain") };
+        let plain = PreparedEvent { response_id: None, items: Vec::new(), ..event("evt_plain") };
         let line = serde_json::to_string(&plain).unwrap();
-        assert!(!line.contains("response_id"), "{line}");
+        assert!(!line.contains("response_id") && !line.contains("items"), "{line}");
         assert_eq!(serde_json::from_str::<PreparedEvent>(&line).unwrap(), plain, "a line from before reads back");
     }
 

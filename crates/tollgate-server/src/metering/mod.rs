@@ -530,7 +530,7 @@ impl Metering {
         let counted = account.counts(row.key_source == "byok");
         let period_start = counted.then(|| account.period(Timestamp::from_millis(row.ts)).start.millis());
         let extra = amounts.extra.iter().filter(|(_, n)| **n != 0).map(|(m, n)| (m.clone(), *n)).collect();
-        PreparedEvent { row, meters: amounts.meters(), period_start, extra, response_id: None }
+        PreparedEvent { row, meters: amounts.meters(), period_start, extra, ..PreparedEvent::default() }
     }
 
     /// The cost of a call in micro-dollars; unknown models cost 0 and are

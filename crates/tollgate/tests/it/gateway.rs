@@ -20,6 +20,7 @@ both_stores!(
     anthropic_messages_are_metered_from_message_start_and_message_delta,
     the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does,
     stored_responses_reach_only_the_user_who_made_them_unmetered,
+    stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_users_own_key,
     legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
@@ -391,6 +392,84 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     gw.app.api.admin(Method::DELETE, "/admin/v1/users/u_1", None).await.expect(204);
     let again = Gateway::user(&gw.app, "u_1").await;
     ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &again).await.expect(404);
+}
+
+async fn stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_users_own_key(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let other = Gateway::user(&gw.app, "u_2").await;
+    let made = gw.post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "keep this"})).await.expect(200);
+    let (id, item) = (made["id"].as_str().unwrap().to_owned(), made["output"][0]["id"].as_str().unwrap().to_owned());
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "input": "and this"});
+    let streamed = sse_data(&gw.stream("/v1/responses", body).await.text().await.unwrap());
+    let added: Value = streamed
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .find(|e| e["type"] == "response.output_item.added")
+        .unwrap();
+    let streamed_item = added["item"]["id"].as_str().unwrap().to_owned();
+    let naming = |items: Value| json!({"model": "gpt-4o-mini", "input": items});
+    let reference = |item: &str| json!({"type": "item_reference", "id": item});
+
+    // Anyone else naming them is told they do not exist, and the provider
+    // (which keeps every user's items in the platform's account) is not asked.
+    let asked = gw.mock.requests().len();
+    for items in [
+        json!([reference(&item)]),
+        json!([{"id": streamed_item}]),
+        json!([{"role": "user", "content": "hi"}, reference(&streamed_item)]),
+        json!([reference(&id)]),
+    ] {
+        let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(naming(items))).await;
+        let refused = refused.expect(404);
+        assert_eq!(refused["error"]["param"], "input");
+        assert!(refused["error"]["message"].as_str().unwrap().starts_with("Item with id '"), "{refused}");
+    }
+    assert_eq!(gw.mock.requests().len(), asked, "nothing reached the provider");
+    assert!(gw.events("u_2").await.is_empty());
+
+    // Their maker names them, whole or streamed, and the provider finds them.
+    let items = json!([reference(&item), {"id": streamed_item}, {"role": "user", "content": "go on"}]);
+    gw.post("/v1/responses", naming(items.clone())).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().body["input"], items);
+    // A response is no item.
+    gw.post("/v1/responses", naming(json!([reference(&id)]))).await.expect(404);
+
+    // A conversation is nobody's the gateway can tell on the platform's
+    // key; on the user's own key, the account is theirs alone, and the
+    // gateway checks nothing the input names.
+    let asked = gw.mock.requests().len();
+    let in_conversation = json!({"model": "gpt-4o-mini", "input": "hi", "conversation": "conv_123"});
+    let refused = gw.post("/v1/responses", in_conversation.clone()).await.expect(400);
+    assert_eq!(refused["error"]["param"], "conversation");
+    assert_eq!(gw.mock.requests().len(), asked);
+    let own = "sk-users-own-openai-key-77";
+    let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
+    set.await.expect(200);
+    gw.post("/v1/responses", in_conversation).await.expect(200);
+    let upstream = gw.mock.requests().last().unwrap().clone();
+    assert_eq!((upstream.credential.as_deref(), &upstream.body["conversation"]), (Some(own), &json!("conv_123")));
+    // What the input names is looked up in that account, which answers for
+    // itself: the item made on the platform's key is not there.
+    let asked = gw.mock.requests().len();
+    let refused = gw.post("/v1/responses", naming(json!([reference(&item)]))).await.expect(404);
+    assert_eq!(refused["error"]["message"], format!("Item with id '{item}' not found."));
+    assert_eq!(gw.mock.requests().len(), asked + 1, "the provider was asked, with the user's own key");
+    ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
+
+    // A deleted response's items go with it.
+    ask(&gw, Method::DELETE, &format!("/v1/responses/{id}"), &gw.key).await.expect(200);
+    let asked = gw.mock.requests().len();
+    gw.post("/v1/responses", naming(json!([reference(&item)]))).await.expect(404);
+    assert_eq!(gw.mock.requests().len(), asked);
+
+    // A body naming a key twice could be read one way here and another
+    // upstream: it is refused, naming the key.
+    let twice = r#"{"model":"gpt-4o-mini","input":"hi","model":"gpt-4o"}"#;
+    let refused = gw.app.api.raw(Method::POST, "/v1/responses", Some(&gw.key), Some(twice.to_owned())).await;
+    let refused = refused.expect(400);
+    assert_eq!(refused["error"]["param"], "body");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("\"model\" appears twice"), "{refused}");
+    assert_eq!(gw.mock.requests().len(), asked);
 }
 
 /// A call without a body, with `key` as a bearer token.

@@ -993,13 +993,28 @@ mod response_owners {
         // An id given again (a provider restarted, say) is its newest maker's.
         store.commit_usage(&[made("e2", "u_2", "resp_a")], None).await.unwrap();
         assert_eq!(owner("resp_a").await, of("u_2"));
-        let both = [made("e3", "u_1", "resp_b"), made("e4", "u_2", "resp_b"), made("e5", "u_1", "resp_c")];
+        let with_items = |id: &str, user: &str, response: &str, items: &[&str]| PreparedEvent {
+            items: items.iter().map(|i| i.to_string()).collect(),
+            ..made(id, user, response)
+        };
+        let both = [
+            with_items("e3", "u_1", "resp_b", &["msg_b1"]),
+            with_items("e4", "u_2", "resp_b", &["msg_b2", "rs_b3"]),
+            made("e5", "u_1", "resp_c"),
+        ];
         store.commit_usage(&both, None).await.unwrap();
         assert_eq!((owner("resp_b").await, owner("resp_c").await), (of("u_2"), of("u_1")), "the later in one commit");
         assert_eq!(owner("resp_none").await, None);
+        // A response's output items are its maker's, each naming the response.
+        let item_of = async |id: &str| store.response_owner(id).await.unwrap().and_then(|o| o.item_of);
+        assert_eq!(owner("rs_b3").await, of("u_2"));
+        assert_eq!(item_of("rs_b3").await.as_deref(), Some("resp_b"));
+        assert_eq!(item_of("resp_b").await, None, "a response is no item");
+        assert_eq!(owner("msg_b1").await, of("u_1"), "the earlier maker's item stays theirs");
 
         store.forget_response("resp_b").await.unwrap();
         assert_eq!(owner("resp_b").await, None, "deleted at the provider");
+        assert_eq!((owner("msg_b2").await, owner("rs_b3").await), (None, None), "with its items");
         store.delete_events_before(Timestamp::now().millis() + 1).await.unwrap();
         assert_eq!((owner("resp_a").await, owner("resp_c").await), (None, None), "gone with their events");
     }
