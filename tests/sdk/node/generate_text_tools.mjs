@@ -1,7 +1,8 @@
 // The Vercel AI SDK (`ai` + `@ai-sdk/openai`): `generateText` with a tool
 // takes several steps (a tool call, then the answer), and `totalUsage` adds
 // up the usage of every step; then `streamText` streams an answer and its
-// usage. Reads OPENAI_BASE_URL and OPENAI_API_KEY, and OPENAI_MODEL_API:
+// usage; then a next turn goes on from the first's messages (on the
+// Responses API the SDK names the stored answer by id: `item_reference`). Reads OPENAI_BASE_URL and OPENAI_API_KEY, and OPENAI_MODEL_API:
 // `chat` (the default) for `openai.chat(…)`, which speaks
 // /v1/chat/completions, or `responses` for `openai(…)`, the provider's
 // default, which speaks /v1/responses. Prints one JSON line of what it saw.
@@ -14,9 +15,10 @@ const api = process.env.OPENAI_MODEL_API ?? "chat";
 const model = api === "responses" ? openai("gpt-4o-mini") : openai.chat("gpt-4o-mini");
 
 const calls = [];
+const prompt = "What is the weather in Paris? [mock tokens=9]";
 const result = await generateText({
   model,
-  prompt: "What is the weather in Paris? [mock tokens=9]",
+  prompt,
   tools: {
     get_weather: tool({
       description: "The weather in a city",
@@ -54,6 +56,16 @@ const streamUsage = await streamed.usage;
 if (text.split(/\s+/).length !== 7) fail(`expected 7 streamed words, got ${JSON.stringify(text)}`);
 if (streamUsage.outputTokens !== 7) fail(`expected 7 output tokens streamed, got ${JSON.stringify(streamUsage)}`);
 
+const next = await generateText({
+  model,
+  messages: [
+    { role: "user", content: prompt },
+    ...result.response.messages,
+    { role: "user", content: "And tomorrow? [mock tokens=3]" },
+  ],
+});
+if (next.text.split(/\s+/).length !== 3) fail(`expected 3 words next turn, got ${JSON.stringify(next.text)}`);
+
 console.log(
   JSON.stringify({
     steps: result.steps.length,
@@ -61,5 +73,6 @@ console.log(
     totalUsage: result.totalUsage,
     stepUsage: result.steps.map((s) => s.usage),
     streamUsage,
+    nextUsage: next.usage,
   }),
 );

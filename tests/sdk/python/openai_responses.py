@@ -2,7 +2,9 @@
 an OpenAI-format endpoint: created and streamed (the raw events and the
 SDK's `responses.stream` helper), with a function tool over two turns,
 bounded by `max_output_tokens`, and stored: fetched again, its input
-listed, gone on from (`previous_response_id`) and deleted.
+listed, gone on from (`previous_response_id`), its output item named in a
+next input (`item_reference`), refused cancelling (it was not made in the
+background) and deleted.
 
 Reads OPENAI_BASE_URL and OPENAI_API_KEY as the SDK does. Prints one JSON
 line: the usage of every call, for the Rust test to compare with what the
@@ -11,7 +13,7 @@ upstream reported and with what Tollgate recorded.
 
 import json
 
-from openai import NotFoundError, OpenAI
+from openai import BadRequestError, NotFoundError, OpenAI
 
 MODEL = "gpt-4o-mini"
 client = OpenAI(max_retries=0)
@@ -112,6 +114,17 @@ assert [item.content[0].text for item in items.data] == ["Tell me about toll gat
 following = client.responses.create(model=MODEL, input="And then? [mock tokens=3]", previous_response_id=reply.id)
 assert len(following.output_text.split()) == 3, following.output_text
 seen(following.usage)
+referring = client.responses.create(
+    model=MODEL,
+    input=[{"type": "item_reference", "id": reply.output[0].id}, {"role": "user", "content": "Shorter [mock tokens=2]"}],
+)
+assert len(referring.output_text.split()) == 2, referring.output_text
+seen(referring.usage)
+try:
+    client.responses.cancel(reply.id)
+    raise AssertionError("a response made in the foreground was cancelled")
+except BadRequestError as e:
+    assert e.status_code == 400, e
 client.responses.delete(reply.id)
 try:
     client.responses.retrieve(reply.id)

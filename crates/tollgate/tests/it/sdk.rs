@@ -53,18 +53,19 @@ fn sdk_usages(seen: &Value) -> Vec<[u64; 4]> {
 
 /// The Responses API calls that made a response, and the calls about a
 /// stored one, which must be those of `openai_responses.py`: a fetch, its
-/// input items, a delete, and a fetch again, which `forgotten` says is
+/// input items, a cancel (refused), a delete, and a fetch again, which `forgotten` says is
 /// answered before the provider (by the gateway, which forgets a response
 /// deleted through it).
 fn made_and_stored(requests: Vec<Recorded>, forgotten: bool) -> (Vec<Recorded>, Vec<Recorded>) {
-    let (made, stored): (Vec<Recorded>, Vec<Recorded>) = requests.into_iter().partition(|r| r.method == "POST");
+    let (made, stored): (Vec<Recorded>, Vec<Recorded>) =
+        requests.into_iter().partition(|r| r.method == "POST" && r.path.ends_with("/responses"));
     let calls: Vec<(&str, Option<u16>)> = stored.iter().map(|r| (r.method.as_str(), r.status)).collect();
-    let mut expected = vec![("GET", Some(200)), ("GET", Some(200)), ("DELETE", Some(200))];
+    let mut expected = vec![("GET", Some(200)), ("GET", Some(200)), ("POST", Some(400)), ("DELETE", Some(200))];
     if !forgotten {
         expected.push(("GET", Some(404)));
     }
-    assert_eq!(calls, expected, "retrieve, input items, delete, retrieve");
-    assert!(stored[1].path.ends_with("/input_items"));
+    assert_eq!(calls, expected, "retrieve, input items, cancel, delete, retrieve");
+    assert!(stored[1].path.ends_with("/input_items") && stored[2].path.ends_with("/cancel"));
     (made, stored)
 }
 
@@ -183,8 +184,8 @@ async fn vercel_ai_default_openai_model_speaks_the_responses_api_with_the_usage_
 }
 
 /// `generate_text_tools.mjs` against the mock with the model of `api`
-/// (`chat` or `responses`): two steps, then a stream, each with the usage
-/// the mock reported.
+/// (`chat` or `responses`): two steps, then a stream, then a next turn,
+/// each with the usage the mock reported.
 async fn vercel_ai_against_the_mock(api: &str) {
     let mock = mock_llm(&[KEY]).await;
     let base = mock.openai_base_url();
@@ -193,7 +194,7 @@ async fn vercel_ai_against_the_mock(api: &str) {
     assert_eq!(seen["steps"], 2);
 
     let requests = mock.requests();
-    assert_eq!(requests.len(), 3, "one request per step, then the stream");
+    assert_eq!(requests.len(), 4, "one request per step, then the stream, then the next turn");
     assert!(
         requests
             .iter()
@@ -212,6 +213,16 @@ async fn vercel_ai_against_the_mock(api: &str) {
     assert_eq!(requests[2].body["stream"], true);
     assert_eq!(seen["streamUsage"]["inputTokens"], usage_of(&requests[2]).input_tokens);
     assert_eq!(seen["streamUsage"]["outputTokens"], usage_of(&requests[2]).output_tokens);
+    assert_eq!(seen["nextUsage"]["outputTokens"], usage_of(&requests[3]).output_tokens);
+    if api == "responses" {
+        assert_eq!(referenced(&requests[3]).len(), 1, "the SDK named the stored answer: {}", requests[3].body);
+    }
+}
+
+/// The ids a Responses API request names by `item_reference`.
+fn referenced(request: &Recorded) -> Vec<&str> {
+    let input = request.body["input"].as_array().into_iter().flatten();
+    input.filter(|item| item["type"] == "item_reference").filter_map(|item| item["id"].as_str()).collect()
 }
 
 // ---- through the gateway ----
@@ -373,7 +384,15 @@ async fn vercel_ai_through_the_gateway(api: &str) {
     let steps = seen["steps"].as_u64().unwrap();
     assert!(steps >= 2);
     let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
-    let sdk = |field: &str| seen["totalUsage"][field].as_u64().unwrap() + seen["streamUsage"][field].as_u64().unwrap();
+    let sdk = |field: &str| {
+        ["totalUsage", "streamUsage", "nextUsage"].iter().map(|usage| seen[usage][field].as_u64().unwrap()).sum()
+    };
     assert_eq!((input, output), (sdk("inputTokens"), sdk("outputTokens")), "the ledger's sum is the SDK's");
-    assert_eq!(gw.events("u_1").await.len() as u64, steps + 1, "one event per step and one for the stream");
+    let events = gw.events("u_1").await.len() as u64;
+    assert_eq!(events, steps + 2, "one event per step, one for the stream and one for the next turn");
+    if api == "responses" {
+        // The stored answer the next turn named was the user's own.
+        let requests = gw.mock.requests();
+        assert_eq!(referenced(requests.last().unwrap()).len(), 1);
+    }
 }
