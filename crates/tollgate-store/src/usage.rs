@@ -107,6 +107,8 @@ pub struct PreparedEvent {
 /// Who made a response the provider stored (`gateway_responses`).
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ResponseOwner {
+    /// The id the provider gave the response (or output item).
+    pub response_id: String,
     pub user_id: String,
     pub provider: String,
     /// The credential that made it, `platform` or `byok` (as the ledger's
@@ -686,9 +688,30 @@ impl Store {
     /// Who made the response (or output item) a provider stored under
     /// `response_id`, when, and through which provider.
     pub async fn response_owner(&self, response_id: &str) -> Result<Option<ResponseOwner>> {
-        let q =
-            "SELECT user_id, provider, key_source, created_at, item_of FROM gateway_responses WHERE response_id = $1";
-        Ok(on_pool!(self, p => sqlx::query_as(q).bind(response_id).fetch_optional(p).await)?)
+        Ok(self.response_owners(&[response_id]).await?.pop())
+    }
+
+    /// Who made each of `ids` that a provider stored, in one query per
+    /// few hundred ids; the ids no one made are left out.
+    pub async fn response_owners(&self, ids: &[&str]) -> Result<Vec<ResponseOwner>> {
+        let numbered = self.backend() == "postgres";
+        let mut owners = Vec::new();
+        for chunk in sized_chunks(ids) {
+            let sql = format!(
+                "SELECT response_id, user_id, provider, key_source, created_at, item_of FROM gateway_responses \
+                 WHERE response_id IN {}",
+                placeholders(1, chunk.len(), numbered)
+            );
+            let found: Vec<ResponseOwner> = on_pool!(self, p => {
+                let mut q = sqlx::query_as(AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(p).await
+            })?;
+            owners.extend(found);
+        }
+        Ok(owners)
     }
 
     /// Forgets who made `response_id` and its items (the provider deleted it).

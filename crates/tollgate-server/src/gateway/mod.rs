@@ -414,13 +414,16 @@ async fn builds_on_own(
     request: &tollgate_providers::Request,
 ) -> Result<(), ProxyError> {
     if let Some(previous) = request.continues()
-        && made_through(state, caller, previous, Kept::Response).await?.is_none()
+        && made_through(state, caller, &[previous], Kept::Response).await?[0].is_none()
     {
         let message = format!("Previous response with id '{previous}' not found.");
         return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("previous_response_id"));
     }
-    for item in request.references() {
-        if made_through(state, caller, item, Kept::Item).await?.is_none() {
+    // A conversation's history names each earlier answer: looked up at once.
+    let items: Vec<&str> = request.references().iter().map(String::as_str).collect();
+    if !items.is_empty() {
+        let made = made_through(state, caller, &items, Kept::Item).await?;
+        if let Some((item, _)) = items.iter().zip(made).find(|(_, made)| made.is_none()) {
             let message = format!("Item with id '{item}' not found.");
             return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("input"));
         }
@@ -638,7 +641,7 @@ async fn stored(
     }
     let not_found =
         || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("Response with id '{id}' not found."));
-    let made = made_through(state, caller, id, Kept::Response).await?.ok_or_else(not_found)?;
+    let made = made_through(state, caller, &[id], Kept::Response).await?.pop().flatten().ok_or_else(not_found)?;
     let provider = state.config.provider(&made.provider).ok_or_else(not_found)?;
     let source = Source::of(&made.key_source);
     let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
@@ -661,17 +664,18 @@ enum Kept {
     Item,
 }
 
-/// How the caller's user made the stored response or output item `id`
-/// (the provider and the credential); `None` when they did not make it,
-/// whoever did (a user deleted and made again under the same id did not),
-/// or when it is not of the kind asked for. Anonymous demo callers share a
-/// user per address, so they may not reach what a provider keeps at all.
+/// How the caller's user made each of the stored responses or output
+/// items `ids` (the provider and the credential), in order; `None` for one
+/// they did not make, whoever did (a user deleted and made again under the
+/// same id did not), or not of the kind asked for. Anonymous demo callers
+/// share a user per address, so they may not reach what a provider keeps at
+/// all.
 async fn made_through(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    ids: &[&str],
     kind: Kept,
-) -> Result<Option<ResponseOwner>, ProxyError> {
+) -> Result<Vec<Option<ResponseOwner>>, ProxyError> {
     if caller.key_id.is_none() {
         return Err(ProxyError::new(
             StatusCode::FORBIDDEN,
@@ -680,21 +684,31 @@ async fn made_through(
         ));
     }
     let user = &caller.account.user;
-    let lookup = || async {
-        let owner = state.store.response_owner(id).await.map_err(crate::error::ApiError::from)?;
-        let mine = owner.filter(|o| {
-            o.user_id == user.id.as_str()
-                && o.created_at >= user.created_at.millis()
-                && o.item_of.is_some() == (kind == Kept::Item)
-        });
-        Ok::<_, ProxyError>(mine)
+    let mine = |o: &ResponseOwner| {
+        o.user_id == user.id.as_str()
+            && o.created_at >= user.created_at.millis()
+            && o.item_of.is_some() == (kind == Kept::Item)
     };
-    if let Some(made) = lookup().await? {
-        return Ok(Some(made));
+    let mut made: Vec<Option<ResponseOwner>> = vec![None; ids.len()];
+    for again in [false, true] {
+        let missing: Vec<&str> = ids.iter().zip(&made).filter(|(_, m)| m.is_none()).map(|(id, _)| *id).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if again {
+            // Made a moment ago, it is known once the ledger has its call.
+            state.metering.caught_up().await;
+        }
+        let owners = state.store.response_owners(&missing).await.map_err(crate::error::ApiError::from)?;
+        for owner in owners.into_iter().filter(mine) {
+            for (id, slot) in ids.iter().zip(made.iter_mut()) {
+                if *id == owner.response_id {
+                    *slot = Some(owner.clone());
+                }
+            }
+        }
     }
-    // Made a moment ago, it is known once the ledger has its call.
-    state.metering.caught_up().await;
-    lookup().await
+    Ok(made)
 }
 
 /// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's

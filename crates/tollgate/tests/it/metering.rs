@@ -1011,6 +1011,12 @@ mod response_owners {
         assert_eq!(item_of("rs_b3").await.as_deref(), Some("resp_b"));
         assert_eq!(item_of("resp_b").await, None, "a response is no item");
         assert_eq!(owner("msg_b1").await, of("u_1"), "the earlier maker's item stays theirs");
+        // Many at once (in runs of 4 and 1 here), the unknown left out.
+        let asked = ["resp_c", "nope", "rs_b3", "msg_b1", "resp_a", "msg_b2"];
+        let mut found: Vec<String> =
+            store.response_owners(&asked).await.unwrap().into_iter().map(|o| o.response_id).collect();
+        found.sort();
+        assert_eq!(found, ["msg_b1", "msg_b2", "resp_a", "resp_c", "rs_b3"]);
 
         store.forget_response("resp_b").await.unwrap();
         assert_eq!(owner("resp_b").await, None, "deleted at the provider");
