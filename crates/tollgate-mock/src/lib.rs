@@ -22,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod conversations;
 mod gemini;
 mod openai;
 mod record;
@@ -103,6 +104,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<MockServer> {
     let shared = Arc::new(Shared {
         recorder: Recorder::new(config.record_limit),
         responses: responses::Store::default(),
+        conversations: conversations::Store::default(),
         config,
         shutdown: signal.clone(),
         ids: AtomicU64::new(1),
@@ -183,6 +185,8 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     /// The Responses API's stored responses.
     pub responses: responses::Store,
+    /// The Conversations API's conversations.
+    pub conversations: conversations::Store,
     pub shutdown: watch::Receiver<bool>,
     ids: AtomicU64,
     /// Connections accepted so far.

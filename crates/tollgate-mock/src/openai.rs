@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
 use crate::stream::{self, Frame};
-use crate::{Answer, Exchange, Incoming, Provider, Shared, optional_count, responses, unix_now};
+use crate::{Answer, Exchange, Incoming, Provider, Shared, conversations, optional_count, responses, unix_now};
 
 const FINGERPRINT: &str = "fp_tollgate_mock";
 const MODELS: [&str; 7] = [
@@ -54,6 +54,19 @@ pub fn routes() -> Router<Arc<Shared>> {
             .route(&format!("{prefix}/responses/{{id}}"), get(responses::retrieve).delete(responses::delete))
             .route(&format!("{prefix}/responses/{{id}}/input_items"), get(responses::input_items))
             .route(&format!("{prefix}/responses/{{id}}/cancel"), post(responses::cancel))
+            .route(&format!("{prefix}/conversations"), post(conversations::create))
+            .route(
+                &format!("{prefix}/conversations/{{id}}"),
+                get(conversations::retrieve).post(conversations::update).delete(conversations::delete),
+            )
+            .route(
+                &format!("{prefix}/conversations/{{id}}/items"),
+                get(conversations::list_items).post(conversations::add_items),
+            )
+            .route(
+                &format!("{prefix}/conversations/{{id}}/items/{{item_id}}"),
+                get(conversations::item).delete(conversations::delete_item),
+            )
             .route(&format!("{prefix}/embeddings"), post(embeddings));
     }
     router

@@ -46,6 +46,7 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::conversations;
 use crate::openai::{self, NULL, role};
 use crate::record::Usage;
 use crate::reply::{self, Ask, Content, Finish, Reply};
@@ -138,6 +139,17 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
         let refusal = openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("previous_response_id"));
         return Err(exchange.refuse(refusal));
     }
+    let conversation = conversations::named(&request);
+    if let Some(conversation) = conversation {
+        if request.get("previous_response_id").is_some_and(|p| !p.is_null()) {
+            let message = "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Ensure you \
+                           are only providing one of: 'previous_response_id' or 'conversation'.";
+            return Err(exchange.fail(StatusCode::BAD_REQUEST, message));
+        }
+        if !shared.conversations.sees(conversation, key(&call)) {
+            return Err(conversations::not_found(&exchange, conversation, Some("conversation")));
+        }
+    }
     if let Some(missing) = references(&request).find(|id| shared.responses.item(id, key(&call)).is_none()) {
         let message = format!("Item with id '{missing}' not found.");
         return Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("input"))));
@@ -160,6 +172,11 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
     if read.store {
         let stored = Stored { key: key(&call).to_owned(), response: done.clone(), request: call.body.clone() };
         shared.responses.keep(meta.id, stored);
+    }
+    // The input and the reply join the conversation.
+    if let Some(conversation) = conversation {
+        let output = done["output"].as_array().into_iter().flatten().cloned();
+        shared.conversations.add(conversation, listed_items(&request, meta.id).into_iter().chain(output));
     }
     let mut response = if read.stream {
         let frames = events(&meta, &reply, &done);
@@ -447,7 +464,7 @@ impl Store {
 }
 
 /// The caller's key (`Exchange::open` refused a request without one).
-fn key(call: &Incoming) -> &str {
+pub(crate) fn key(call: &Incoming) -> &str {
     call.credential(Provider::OpenAi).unwrap_or_default()
 }
 
@@ -496,7 +513,13 @@ pub async fn input_items(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
     let page = Page::read(&call.uri).map_err(refuse)?;
     // It was parsed as JSON when the response was created.
     let request: Value = serde_json::from_slice(&stored.request).expect("a stored request is JSON");
-    let mut items = listed_items(&request, &id);
+    let list = listing(listed_items(&request, &id), &page, &format!("response '{id}'")).map_err(refuse)?;
+    Ok(exchange.answer(list, None, 0))
+}
+
+/// A page of `items` (oldest first) as the API lists them; `holder` names
+/// what holds them, for an `after` it does not have.
+pub(crate) fn listing(mut items: Vec<Value>, page: &Page<'_>, holder: &str) -> Result<Value, (&'static str, String)> {
     if page.newest_first {
         items.reverse();
     }
@@ -504,23 +527,22 @@ pub async fn input_items(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         None => 0,
         Some(after) => match items.iter().position(|item| item["id"] == after) {
             Some(at) => at + 1,
-            None => return Err(refuse(("after", format!("after: response '{id}' has no input item '{after}'")))),
+            None => return Err(("after", format!("after: {holder} has no item '{after}'"))),
         },
     };
     let rest = &items[start..];
     let data = &rest[..rest.len().min(page.limit)];
-    let body = json!({
+    Ok(json!({
         "object": "list",
         "data": data,
         "first_id": data.first().map(|item| &item["id"]),
         "last_id": data.last().map(|item| &item["id"]),
         "has_more": rest.len() > data.len()
-    });
-    Ok(exchange.answer(body, None, 0))
+    }))
 }
 
-/// `input_items`' query.
-struct Page<'a> {
+/// `input_items`' query (and a conversation's `items`).
+pub(crate) struct Page<'a> {
     /// `order=desc`, the default; `order=asc` lists them as sent.
     newest_first: bool,
     /// 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] unless given.
@@ -534,7 +556,7 @@ const MAX_PAGE: usize = 100;
 
 impl Page<'_> {
     /// The page the query asks for, or the parameter to blame and why.
-    fn read(uri: &Uri) -> Result<Page<'_>, (&'static str, String)> {
+    pub(crate) fn read(uri: &Uri) -> Result<Page<'_>, (&'static str, String)> {
         let newest_first = match query_param(uri, "order") {
             None | Some("desc") => true,
             Some("asc") => false,
@@ -568,7 +590,7 @@ fn listed_items(request: &Value, response_id: &str) -> Vec<Value> {
 /// message, a message's string content one `input_text` part (`output_text`
 /// for the assistant's), and an item without an `id` gets one ending in
 /// `serial` (`msg_…`, `fc_…`, `fco_…`, `item_…` by its type).
-fn list_item(item: &Value, serial: &str) -> Value {
+pub(crate) fn list_item(item: &Value, serial: &str) -> Value {
     let mut item = match item {
         Value::String(text) => json!({ "role": "user", "content": text }),
         other => other.clone(),

@@ -567,6 +567,24 @@ async fn stored(mock: &MockServer, method: reqwest::Method, rest: &str, key: &st
     (status, json_of(&response.text().await.expect("a whole body")))
 }
 
+/// A call on `/v1/conversations{rest}` with `key`, and a JSON body if any.
+async fn conversations(
+    mock: &MockServer,
+    method: reqwest::Method,
+    rest: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}/conversations{rest}", mock.openai_base_url());
+    let mut request = reqwest::Client::new().request(method, url).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the mock answers");
+    let status = response.status().as_u16();
+    (status, json_of(&response.text().await.expect("a whole body")))
+}
+
 /// `GET /v1/responses/{id}` with the usual key.
 async fn retrieved(mock: &MockServer, id: &Value) -> (u16, Value) {
     stored(mock, reqwest::Method::GET, id.as_str().expect("a response id"), KEY).await
@@ -805,6 +823,71 @@ async fn responses_api_hides_a_response_from_another_api_key() {
     let (status, refused) = stored(&mock, reqwest::Method::GET, id, "wrong-key").await;
     assert_eq!((status, &refused["error"]["code"]), (401, &json!("invalid_api_key")));
     assert_eq!(mock.requests().last().unwrap().credential.as_deref(), Some("wrong-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_api_keeps_items_which_responses_in_it_add_to_for_the_key_that_made_it() {
+    use reqwest::Method;
+    const OTHER: &str = "mock-key-other";
+    let mock = mock_llm(&[KEY, OTHER]).await;
+    let opening = json!({ "items": [{ "role": "user", "content": "hi" }], "metadata": { "topic": "tolls" } });
+    let (status, made) = conversations(&mock, Method::POST, "", KEY, Some(opening)).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("conv_") && made["object"] == "conversation", "{made}");
+    assert_eq!(made["metadata"], json!({ "topic": "tolls" }));
+    assert_eq!(conversations(&mock, Method::GET, &format!("/{id}"), KEY, None).await, (200, made.clone()));
+    let renamed = json!({ "metadata": { "topic": "gates" } });
+    let (status, updated) = conversations(&mock, Method::POST, &format!("/{id}"), KEY, Some(renamed)).await;
+    assert_eq!((status, &updated["metadata"]["topic"]), (200, &json!("gates")));
+
+    // A response in it adds its input and its answer.
+    let turn = Call::responses(json!({ "model": "m", "input": "more [mock tokens=3]", "conversation": id }));
+    let (status, _, answered) = turn.send(&mock).await;
+    let answered = json_of(&answered);
+    assert_eq!(status, 200, "{answered}");
+    let (_, page) = conversations(&mock, Method::GET, &format!("/{id}/items?order=asc"), KEY, None).await;
+    let (ids, ..) = page_ids(&page);
+    assert_eq!(ids.len(), 3, "{page}");
+    assert_eq!(page["data"][0]["content"][0]["text"], "hi");
+    assert_eq!(page["data"][1]["content"][0]["text"], "more [mock tokens=3]");
+    assert_eq!(ids[2], answered["output"][0]["id"].as_str().unwrap(), "the answer, by its own id");
+    let by_object = Call::responses(json!({ "model": "m", "input": "again", "conversation": { "id": id } }));
+    assert_eq!(by_object.send(&mock).await.0, 200);
+
+    // Items added, fetched and deleted one by one.
+    let added = json!({ "items": [{ "type": "message", "role": "user", "content": "noted" }] });
+    let (status, list) = conversations(&mock, Method::POST, &format!("/{id}/items"), KEY, Some(added)).await;
+    assert_eq!((status, list["data"].as_array().unwrap().len()), (200, 1), "{list}");
+    let item = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, fetched) = conversations(&mock, Method::GET, &format!("/{id}/items/{item}"), KEY, None).await;
+    assert_eq!((status, &fetched["content"][0]["text"]), (200, &json!("noted")));
+    let (status, after) = conversations(&mock, Method::DELETE, &format!("/{id}/items/{item}"), KEY, None).await;
+    assert_eq!((status, &after["id"]), (200, &json!(id)), "the conversation is answered");
+    let (status, gone) = conversations(&mock, Method::GET, &format!("/{id}/items/{item}"), KEY, None).await;
+    assert_eq!((status, &gone["error"]["message"]), (404, &json!(format!("Item with id '{item}' not found."))));
+    let (status, _) =
+        conversations(&mock, Method::POST, &format!("/{id}/items"), KEY, Some(json!({ "items": [] }))).await;
+    assert_eq!(status, 400, "nothing to add");
+
+    // Another key finds nothing, and cannot add to it.
+    let hidden = json!(format!("Conversation with id '{id}' not found."));
+    for (method, rest) in
+        [(Method::GET, format!("/{id}")), (Method::GET, format!("/{id}/items")), (Method::DELETE, format!("/{id}"))]
+    {
+        let (status, refused) = conversations(&mock, method.clone(), &rest, OTHER, None).await;
+        assert_eq!((status, &refused["error"]["message"]), (404, &hidden), "{method} {rest}");
+    }
+    let (status, _, refused) = turn.send_with(&mock, OTHER).await;
+    let refused = json_of(&refused);
+    assert_eq!((status, &refused["error"]["param"]), (404, &json!("conversation")));
+    // It goes on from a conversation or a response, not both.
+    let both = json!({ "model": "m", "input": "x", "conversation": id, "previous_response_id": answered["id"] });
+    assert_eq!(Call::responses(both).send(&mock).await.0, 400);
+
+    let (status, deleted) = conversations(&mock, Method::DELETE, &format!("/{id}"), KEY, None).await;
+    assert_eq!((status, deleted), (200, json!({ "id": id, "object": "conversation.deleted", "deleted": true })));
+    assert_eq!(conversations(&mock, Method::GET, &format!("/{id}"), KEY, None).await.0, 404);
 }
 
 /// The usage of a chat or legacy completion, as the mock records it.
