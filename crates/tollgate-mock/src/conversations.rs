@@ -14,8 +14,9 @@
 //!
 //! Each item gets an id as `input_items` gives one (`msg_…`, `fc_…`). As
 //! stored responses are, a conversation is seen only with the key that
-//! created it, and the newest [`KEPT`] are kept. Its items are kept, not
-//! read: the reply to a response does not depend on them.
+//! created it, and the newest [`KEPT`] are kept. Its items are kept, and
+//! may be named in a response's input (`item_reference`), but not read: the
+//! reply to a response does not depend on them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -87,6 +88,11 @@ impl Store {
     /// Whether `key` may add to the conversation `id`.
     pub(crate) fn sees(&self, id: &str, key: &str) -> bool {
         self.with(id, key, |_| ()).is_some()
+    }
+
+    /// Whether a conversation `key` created holds the item `item_id`.
+    pub(crate) fn has_item(&self, item_id: &str, key: &str) -> bool {
+        self.lock().by_id.values().any(|c| c.key == key && c.items.iter().any(|item| item["id"] == *item_id))
     }
 
     /// Adds `items` (as `input_items` lists them) to the conversation `id`.

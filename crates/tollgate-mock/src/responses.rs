@@ -30,8 +30,8 @@
 //! responses/{id}/cancel` is a 400, as for any response not created in the
 //! background (the mock makes none). An id the caller cannot see is a 404,
 //! as is a `previous_response_id` it cannot see, and an input item naming
-//! by id (`{"type": "item_reference", "id"}`, or an `id` alone) an output
-//! item of no response it can see. (A reference is checked, not read: the
+//! by id (`{"type": "item_reference", "id"}`, or an `id` alone) an item of
+//! no response or conversation it can see. (A reference is checked, not read: the
 //! reply does not depend on what it names.)
 //! These routes are recorded and checked as the others are, and use no
 //! tokens.
@@ -150,7 +150,9 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
             return Err(conversations::not_found(&exchange, conversation, Some("conversation")));
         }
     }
-    if let Some(missing) = references(&request).find(|id| shared.responses.item(id, key(&call)).is_none()) {
+    let seen =
+        |id: &str| shared.responses.item(id, key(&call)).is_some() || shared.conversations.has_item(id, key(&call));
+    if let Some(missing) = references(&request).find(|id| !seen(id)) {
         let message = format!("Item with id '{missing}' not found.");
         return Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("input"))));
     }

@@ -169,9 +169,9 @@ struct Fields {
     /// Responses API's `item_reference`, and a reasoning item given
     /// without its `encrypted_content`).
     references: Vec<String>,
-    /// Whether the call adds to a stored conversation (the Responses API's
-    /// `conversation`).
-    conversation: bool,
+    /// The stored conversation the call adds to (the Responses API's
+    /// `conversation`, an id or `{"id"}`).
+    conversation: Option<String>,
 }
 
 /// Which output-limit field to set when the client gave none: OpenAI's own
@@ -284,10 +284,10 @@ impl Request {
         &self.fields.references
     }
 
-    /// Whether the call adds to a stored conversation (the Responses API's
+    /// The stored conversation the call adds to (the Responses API's
     /// `conversation`).
-    pub fn in_conversation(&self) -> bool {
-        self.fields.conversation
+    pub fn conversation(&self) -> Option<&str> {
+        self.fields.conversation.as_deref()
     }
 
     /// The output limit the client asked for, per choice.

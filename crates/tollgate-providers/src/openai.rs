@@ -229,7 +229,14 @@ impl Adapter for OpenAi {
                 Some(_) => return Err(Invalid::new("previous_response_id", "expected a response id")),
             };
             let references = references(body.get("input"))?;
-            let conversation = body.get("conversation").is_some_and(|c| !c.is_null());
+            let conversation = match body.get("conversation") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id.clone()),
+                Some(Value::Object(c)) if c.get("id").is_some_and(Value::is_string) => {
+                    c.get("id").and_then(Value::as_str).map(str::to_owned)
+                }
+                Some(_) => return Err(Invalid::new("conversation", "expected a conversation id, or {\"id\": …}")),
+            };
             return Ok(Fields {
                 model,
                 stream,
@@ -745,9 +752,13 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(f.references, ["msg_1", "fc_2", "rs_3"], "what OpenAI must look up by id");
-        assert!(f.conversation);
+        assert_eq!(f.conversation.as_deref(), Some("conv_1"));
+        let f = read(json!({"model": "o3", "input": "hi", "conversation": {"id": "conv_2"}})).unwrap();
+        assert_eq!(f.conversation.as_deref(), Some("conv_2"));
         let f = read(json!({"model": "o3", "input": "hi", "conversation": null})).unwrap();
-        assert!(f.references.is_empty() && !f.conversation);
+        assert!(f.references.is_empty() && f.conversation.is_none());
+        assert_eq!(read(json!({"model": "o3", "input": "hi", "conversation": 7})).unwrap_err().field, "conversation");
+        assert_eq!(read(json!({"model": "o3", "conversation": {"name": "x"}})).unwrap_err().field, "conversation");
         let bad = read(json!({"model": "o3", "input": [{"type": "item_reference", "id": 7}]})).unwrap_err();
         assert_eq!(bad.field, "input");
         let bad = read(json!({"model": "o3", "input": [{"type": "item_reference"}]})).unwrap_err();

@@ -104,11 +104,90 @@ pub struct PreparedEvent {
     pub items: Vec<String>,
 }
 
-/// Who made a response the provider stored (`gateway_responses`).
+/// What a provider keeps for a user, named by the id it gave
+/// (`gateway_responses.kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// A response (OpenAI's `resp_…`).
+    Response,
+    /// An item of a response or a conversation (`msg_…`, `rs_…`, `fc_…`).
+    Item,
+    /// A conversation (`conv_…`).
+    Conversation,
+}
+
+impl Kept {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kept::Response => "response",
+            Kept::Item => "item",
+            Kept::Conversation => "conversation",
+        }
+    }
+}
+
+/// One row of `gateway_responses` to write: who made what the provider
+/// keeps under `id`, through which provider and credential, when (ms), in
+/// which ledger event (empty for what no call made, as a conversation), and
+/// what holds it (an item's response or conversation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owned<'a> {
+    pub id: &'a str,
+    pub kind: Kept,
+    pub user_id: &'a str,
+    pub provider: &'a str,
+    pub key_source: &'a str,
+    pub event_id: &'a str,
+    pub created_at: i64,
+    pub item_of: Option<&'a str>,
+}
+
+/// `INSERT` of `rows` rows into `gateway_responses`: the newest maker of
+/// an id the provider gives again owns it.
+fn owned_upsert(rows: usize, numbered: bool) -> String {
+    format!(
+        "INSERT INTO gateway_responses \
+         (response_id, kind, user_id, provider, key_source, event_id, created_at, item_of) \
+         VALUES {} ON CONFLICT (response_id) DO UPDATE SET kind = excluded.kind, user_id = excluded.user_id, \
+         provider = excluded.provider, key_source = excluded.key_source, event_id = excluded.event_id, \
+         created_at = excluded.created_at, item_of = excluded.item_of",
+        placeholders(rows, 8, numbered)
+    )
+}
+
+macro_rules! bind_owned {
+    ($q:expr, $o:expr) => {{
+        let o: &Owned<'_> = $o;
+        $q.bind(o.id)
+            .bind(o.kind.as_str())
+            .bind(o.user_id)
+            .bind(o.provider)
+            .bind(o.key_source)
+            .bind(o.event_id)
+            .bind(o.created_at)
+            .bind(o.item_of)
+    }};
+}
+
+/// `rows` with one per id (the last given), in id order: Postgres updates a
+/// row once per statement, and concurrent writers lock rows in one order.
+fn one_per_id<'a>(rows: impl IntoIterator<Item = Owned<'a>>) -> Vec<Owned<'a>> {
+    let mut by_id: HashMap<&'a str, Owned<'a>> = HashMap::default();
+    for row in rows {
+        by_id.insert(row.id, row);
+    }
+    let mut rows: Vec<Owned<'a>> = by_id.into_values().collect();
+    rows.sort_unstable_by_key(|row| row.id);
+    rows
+}
+
+/// Who made what a provider keeps (`gateway_responses`).
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ResponseOwner {
-    /// The id the provider gave the response (or output item).
+    /// The id the provider gave it.
     pub response_id: String,
+    /// `response`, `item` or `conversation` ([`Kept`]).
+    pub kind: String,
     pub user_id: String,
     pub provider: String,
     /// The credential that made it, `platform` or `byok` (as the ledger's
@@ -502,41 +581,26 @@ impl Store {
                 }
             }
             let new: Vec<&PreparedEvent> = fresh.iter().copied().filter(|e| !stored.contains(e.row.id.as_str())).collect();
-            // An id the provider gives again is the newest maker's: one row
-            // per id (Postgres updates a row once per statement), in id order.
-            // A response's output items are its maker's too.
-            let mut makers: HashMap<&str, (&PreparedEvent, Option<&str>)> = HashMap::default();
-            for e in new.iter().copied() {
-                if let Some(id) = e.response_id.as_deref() {
-                    makers.insert(id, (e, None));
-                    for item in &e.items {
-                        makers.insert(item, (e, Some(id)));
-                    }
-                }
-            }
-            let mut stored_responses: Vec<(&str, &PreparedEvent, Option<&str>)> =
-                makers.into_iter().map(|(id, (e, item_of))| (id, e, item_of)).collect();
-            stored_responses.sort_unstable_by_key(|(id, ..)| *id);
-            for chunk in sized_chunks(&stored_responses) {
-                let sql = format!(
-                    "INSERT INTO gateway_responses \
-                     (response_id, user_id, provider, key_source, event_id, created_at, item_of) \
-                     VALUES {} ON CONFLICT (response_id) DO UPDATE SET user_id = excluded.user_id, \
-                     provider = excluded.provider, key_source = excluded.key_source, event_id = excluded.event_id, \
-                     created_at = excluded.created_at, item_of = excluded.item_of",
-                    placeholders(chunk.len(), 7, numbered)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (id, e, item_of) in chunk {
-                    let provider = e.row.provider.as_deref().unwrap_or_default();
-                    q = q
-                        .bind(*id)
-                        .bind(&e.row.user_id)
-                        .bind(provider)
-                        .bind(&e.row.key_source)
-                        .bind(&e.row.id)
-                        .bind(e.row.ts)
-                        .bind(*item_of);
+            // An id the provider gives again is the newest maker's. A
+            // response's output items are its maker's too.
+            let owned = one_per_id(new.iter().filter_map(|e| Some((e, e.response_id.as_deref()?))).flat_map(|(e, id)| {
+                let row = Owned {
+                    id,
+                    kind: Kept::Response,
+                    user_id: &e.row.user_id,
+                    provider: e.row.provider.as_deref().unwrap_or_default(),
+                    key_source: &e.row.key_source,
+                    event_id: &e.row.id,
+                    created_at: e.row.ts,
+                    item_of: None,
+                };
+                let items = e.items.iter().map(move |item| Owned { id: item, kind: Kept::Item, item_of: Some(id), ..row });
+                std::iter::once(row).chain(items)
+            }));
+            for chunk in sized_chunks(&owned) {
+                let mut q = sqlx::query(AssertSqlSafe(owned_upsert(chunk.len(), numbered)));
+                for row in chunk {
+                    q = bind_owned!(q, row);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -698,8 +762,8 @@ impl Store {
         let mut owners = Vec::new();
         for chunk in sized_chunks(ids) {
             let sql = format!(
-                "SELECT response_id, user_id, provider, key_source, created_at, item_of FROM gateway_responses \
-                 WHERE response_id IN {}",
+                "SELECT response_id, kind, user_id, provider, key_source, created_at, item_of \
+                 FROM gateway_responses WHERE response_id IN {}",
                 placeholders(1, chunk.len(), numbered)
             );
             let found: Vec<ResponseOwner> = on_pool!(self, p => {
@@ -712,6 +776,25 @@ impl Store {
             owners.extend(found);
         }
         Ok(owners)
+    }
+
+    /// Records who made what `rows` name, outside a call's event (a
+    /// conversation made, the items a user was shown in something of
+    /// theirs).
+    pub async fn keep_owned(&self, rows: impl IntoIterator<Item = Owned<'_>>) -> Result<()> {
+        let numbered = self.backend() == "postgres";
+        let rows = one_per_id(rows);
+        for chunk in sized_chunks(&rows) {
+            let sql = owned_upsert(chunk.len(), numbered);
+            on_pool!(self, p => {
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for row in chunk {
+                    q = bind_owned!(q, row);
+                }
+                q.execute(p).await.map(|_| ())
+            })?;
+        }
+        Ok(())
     }
 
     /// Forgets who made `response_id` and its items (the provider deleted it).

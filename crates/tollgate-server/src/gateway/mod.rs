@@ -39,7 +39,7 @@ use serde_json::Value;
 use tollgate_domain::{KnownProvider, Scope, SecretString, Timestamp};
 use tollgate_providers::tokens::{self, Encoding};
 use tollgate_providers::{Api, ErrorKind, LimitStyle, Operation};
-use tollgate_store::ResponseOwner;
+use tollgate_store::{Kept, Owned, ResponseOwner};
 
 use self::accounting::{CallInfo, Held, Outcome, Settlement, Spent, Unsettled};
 use self::refusal::ProxyError;
@@ -75,6 +75,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/responses/{id}", get(stored_response).delete(stored_response))
         .route("/v1/responses/{id}/input_items", get(stored_response))
         .route("/v1/responses/{id}/cancel", post(stored_response))
+        .route("/v1/conversations", post(stored_response))
+        .route("/v1/conversations/{id}", get(stored_response).post(stored_response).delete(stored_response))
+        .route("/v1/conversations/{id}/items", get(stored_response).post(stored_response))
+        .route("/v1/conversations/{id}/items/{item_id}", get(stored_response).delete(stored_response))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1beta/models", get(models))
@@ -105,6 +109,9 @@ async fn responses(State(state): State<AppState>, req: Request) -> Response {
 /// and `POST /v1/responses/{id}/cancel`: a response the provider stored,
 /// for the user who made it through the gateway and no one else (on the
 /// platform's key, every user's responses sit in one provider account).
+/// Likewise OpenAI's Conversations API: `POST /v1/conversations` makes one
+/// for the caller; `GET`, `POST` and `DELETE /v1/conversations/{id}`, and
+/// its `items` (listed, added, one fetched or deleted), are theirs alone.
 async fn stored_response(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Api::OpenAi, req, Work::Stored).await
 }
@@ -405,9 +412,8 @@ async fn forward(
 /// Refuses a call on the platform's key whose input builds on what the
 /// provider keeps for someone else: the platform's account holds every
 /// user's responses. (On a user's own key, the account is theirs alone.)
-/// A response gone on from and the output items named by id must be the
-/// caller's own, or they do not exist; a conversation, which the gateway
-/// neither creates nor proxies, is nobody's it can tell.
+/// A response gone on from, the items named by id and the conversation
+/// added to must be the caller's own, or they do not exist.
 async fn builds_on_own(
     state: &AppState,
     caller: &Caller,
@@ -428,13 +434,11 @@ async fn builds_on_own(
             return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("input"));
         }
     }
-    if request.in_conversation() {
-        return Err(ProxyError::invalid(
-            "conversation",
-            "conversation: Tollgate does not add to conversations on the platform's key, as it cannot tell whose \
-             they are (the gateway does not create them); go on from a response with previous_response_id, or \
-             call with your own key",
-        ));
+    if let Some(conversation) = request.conversation()
+        && made_through(state, caller, &[conversation], Kept::Conversation).await?[0].is_none()
+    {
+        let message = format!("Conversation with id '{conversation}' not found.");
+        return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("conversation"));
     }
     Ok(())
 }
@@ -610,12 +614,13 @@ fn reply(status: StatusCode, headers: axum::http::HeaderMap, body: Bytes) -> Res
     out
 }
 
-/// A stored response's route, passed on to the provider it was made
-/// through, with the credential that made it (the user's own key or the
-/// platform's: the account it is in), if the caller's user made it; else
-/// OpenAI's 404, whoever made it.
-/// Unmetered (the response was metered when made) but for the plan's
-/// per-minute request limit.
+/// A route of something the provider keeps (a response, a conversation),
+/// passed on to the provider it was made through, with the credential that
+/// made it (the user's own key or the platform's: the account it is in),
+/// if the caller's user made it; else OpenAI's 404, whoever made it. A new
+/// conversation is made for the caller. Unmetered (a response was metered
+/// when made; keeping items costs nothing) but for the plan's per-minute
+/// request limit.
 async fn stored(
     state: &AppState,
     caller: &Caller,
@@ -624,15 +629,26 @@ async fn stored(
 ) -> Result<Response, ProxyError> {
     let account = &caller.account;
     accounting::take_request(state, account).await?;
-    // The router let through `{id}`, `{id}/input_items` and `{id}/cancel`.
-    let rest = parts.uri.path().trim_start_matches("/v1/responses/");
-    let id = rest.split('/').next().unwrap_or_default();
-    // It goes into the provider's URL.
-    if !tollgate_providers::is_response_id(id) {
-        let message = format!("response id {id:?}: 1 to 128 letters, digits, '-' and '_'");
-        return Err(ProxyError::invalid("response_id", message));
+    // The router let through `responses/{id}`, `…/input_items`, `…/cancel`,
+    // `conversations`, `conversations/{id}`, `…/items` and `…/items/{item_id}`.
+    let rest = parts.uri.path().trim_start_matches("/v1/");
+    let (collection, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (kind, noun) =
+        if collection == "conversations" { (Kept::Conversation, "Conversation") } else { (Kept::Response, "Response") };
+    if path.is_empty() {
+        return new_conversation(state, caller, parts, body).await;
     }
-    if parts.method == Method::GET && query_has(&parts.uri, "stream=true") {
+    let mut segments = path.split('/');
+    let id = segments.next().unwrap_or_default();
+    // Each goes into the provider's URL.
+    let item = segments.nth(1);
+    for (field, value) in [(format!("{}_id", noun.to_lowercase()), Some(id)), ("item_id".to_owned(), item)] {
+        if let Some(value) = value.filter(|v| !tollgate_providers::is_response_id(v)) {
+            let message = format!("{field} {value:?}: 1 to 128 letters, digits, '-' and '_'");
+            return Err(ProxyError::invalid(&field, message));
+        }
+    }
+    if kind == Kept::Response && parts.method == Method::GET && query_has(&parts.uri, "stream=true") {
         return Err(ProxyError::invalid(
             "stream",
             "Tollgate does not stream a stored response again: only a background response can be, and the \
@@ -640,8 +656,8 @@ async fn stored(
         ));
     }
     let not_found =
-        || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("Response with id '{id}' not found."));
-    let made = made_through(state, caller, &[id], Kept::Response).await?.pop().flatten().ok_or_else(not_found)?;
+        || ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, format!("{noun} with id '{id}' not found."));
+    let made = made_through(state, caller, &[id], kind).await?.pop().flatten().ok_or_else(not_found)?;
     let provider = state.config.provider(&made.provider).ok_or_else(not_found)?;
     let source = Source::of(&made.key_source);
     let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
@@ -649,45 +665,138 @@ async fn stored(
     let body = (!body.is_empty()).then_some(body);
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored(rest), parts, &resolved, body)?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
-    if parts.method == Method::DELETE && rest == id && status.is_success() {
-        state.store.forget_response(id).await.map_err(crate::error::ApiError::from)?;
+    if status.is_success() {
+        if parts.method == Method::DELETE && path == id {
+            state.store.forget_response(id).await.map_err(crate::error::ApiError::from)?;
+        } else if matches!(segments_after(path), Some("input_items" | "items")) && item.is_none() {
+            // The items the user was shown in something of theirs are theirs
+            // to name in a later input.
+            keep_listed_items(state, &made, id, &body).await?;
+        }
     }
     Ok(reply(status, headers, body))
 }
 
-/// What a provider keeps that a call may name by id.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kept {
-    /// A response (`resp_…`).
-    Response,
-    /// One of a response's output items (`msg_…`, `rs_…`, `fc_…`).
-    Item,
+/// The segment after the id in a stored object's path (`input_items`,
+/// `items`, `cancel`), if any.
+fn segments_after(path: &str) -> Option<&str> {
+    path.split('/').nth(1)
+}
+
+/// Records the ids of a list's items (`data[].id`) as items of `holder`,
+/// owned as `made` is.
+async fn keep_listed_items(
+    state: &AppState,
+    made: &ResponseOwner,
+    holder: &str,
+    list: &[u8],
+) -> Result<(), ProxyError> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(default)]
+        data: Vec<ListedItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ListedItem {
+        #[serde(default)]
+        id: Option<String>,
+    }
+    let Ok(listed) = serde_json::from_slice::<Listed>(list) else { return Ok(()) };
+    let now = Timestamp::now().millis();
+    let rows = listed
+        .data
+        .iter()
+        .filter_map(|item| item.id.as_deref())
+        .filter(|id| tollgate_providers::is_response_id(id))
+        .map(|id| Owned {
+            id,
+            kind: Kept::Item,
+            user_id: &made.user_id,
+            provider: &made.provider,
+            key_source: &made.key_source,
+            event_id: "",
+            created_at: now,
+            item_of: Some(holder),
+        });
+    state.store.keep_owned(rows).await.map_err(crate::error::ApiError::from)?;
+    Ok(())
+}
+
+/// `POST /v1/conversations`: a conversation made on the caller's
+/// credential for the default OpenAI-format provider, recorded as theirs
+/// before it is answered.
+async fn new_conversation(
+    state: &AppState,
+    caller: &Caller,
+    parts: &Parts,
+    body: axum::body::Body,
+) -> Result<Response, ProxyError> {
+    must_be_a_user(caller)?;
+    let account = &caller.account;
+    let name = state.config.gateway.default_provider.as_str();
+    let provider = state
+        .config
+        .provider(name)
+        .ok_or_else(|| ProxyError::invalid("conversation", format!("provider {name:?} is not configured")))?;
+    let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
+    let body = read_body(body).await?;
+    let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored("conversations"), parts, &resolved, Some(body))?;
+    let (status, headers, body) = fetch(state, name, call, &resolved.secret).await?;
+    if status.is_success() {
+        #[derive(serde::Deserialize)]
+        struct Made {
+            id: String,
+        }
+        let made = serde_json::from_slice::<Made>(&body).ok().filter(|m| tollgate_providers::is_response_id(&m.id));
+        let Some(made) = made else {
+            return Err(ProxyError::upstream(
+                name,
+                false,
+                format!("{name} answered a conversation without a usable id"),
+            ));
+        };
+        let row = Owned {
+            id: &made.id,
+            kind: Kept::Conversation,
+            user_id: account.user.id.as_str(),
+            provider: provider.name.as_str(),
+            key_source: resolved.source.as_str(),
+            event_id: "",
+            created_at: Timestamp::now().millis(),
+            item_of: None,
+        };
+        state.store.keep_owned([row]).await.map_err(crate::error::ApiError::from)?;
+    }
+    Ok(reply(status, headers, body))
+}
+
+/// Anonymous demo callers share a user per address, so they may not reach
+/// what a provider keeps at all.
+fn must_be_a_user(caller: &Caller) -> Result<(), ProxyError> {
+    if caller.key_id.is_none() {
+        return Err(ProxyError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden,
+            "stored responses and conversations are reached with a user's key, not in anonymous demo mode",
+        ));
+    }
+    Ok(())
 }
 
 /// How the caller's user made each of the stored responses or output
 /// items `ids` (the provider and the credential), in order; `None` for one
 /// they did not make, whoever did (a user deleted and made again under the
-/// same id did not), or not of the kind asked for. Anonymous demo callers
-/// share a user per address, so they may not reach what a provider keeps at
-/// all.
+/// same id did not), or not of the kind asked for.
 async fn made_through(
     state: &AppState,
     caller: &Caller,
     ids: &[&str],
     kind: Kept,
 ) -> Result<Vec<Option<ResponseOwner>>, ProxyError> {
-    if caller.key_id.is_none() {
-        return Err(ProxyError::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::Forbidden,
-            "stored responses are reached with a user's key, not in anonymous demo mode",
-        ));
-    }
+    must_be_a_user(caller)?;
     let user = &caller.account.user;
     let mine = |o: &ResponseOwner| {
-        o.user_id == user.id.as_str()
-            && o.created_at >= user.created_at.millis()
-            && o.item_of.is_some() == (kind == Kept::Item)
+        o.user_id == user.id.as_str() && o.created_at >= user.created_at.millis() && o.kind == kind.as_str()
     };
     let mut made: Vec<Option<ResponseOwner>> = vec![None; ids.len()];
     for again in [false, true] {

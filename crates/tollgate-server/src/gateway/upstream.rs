@@ -294,9 +294,10 @@ pub enum Endpoint<'a> {
     /// The provider's count of a request's input tokens (Anthropic's
     /// `messages/count_tokens`, Gemini's `:countTokens` of `model`).
     CountTokens(&'a str),
-    /// A response the provider stored (OpenAI's Responses API): the path
-    /// from `responses/` on (`{id}`, `{id}/input_items`, `{id}/cancel`),
-    /// with the client's method and query.
+    /// Something the provider keeps (OpenAI's stored responses and
+    /// conversations): the path after `/v1/` (`responses/{id}`,
+    /// `responses/{id}/input_items`, `conversations/{id}/items`…), with the
+    /// client's method and query.
     Stored(&'a str),
 }
 
@@ -347,7 +348,7 @@ pub fn call(
                 ));
             }
         },
-        Endpoint::Stored(rest) => (parts.method.clone(), with_query(format!("{base}/responses/{rest}"), uri)),
+        Endpoint::Stored(rest) => (parts.method.clone(), with_query(format!("{base}/{rest}"), uri)),
     };
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {

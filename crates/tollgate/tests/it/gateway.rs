@@ -20,7 +20,8 @@ both_stores!(
     anthropic_messages_are_metered_from_message_start_and_message_delta,
     the_responses_api_is_metered_whole_and_streamed_and_settles_cuts_and_lowers_limits_as_chat_does,
     stored_responses_reach_only_the_user_who_made_them_unmetered,
-    stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_users_own_key,
+    stored_items_are_named_only_by_their_maker_on_the_platforms_key,
+    conversations_are_made_for_and_reached_only_by_their_maker,
     legacy_completions_are_metered_and_their_stream_usage_asked_for_and_removed_as_chats,
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
@@ -394,7 +395,7 @@ async fn stored_responses_reach_only_the_user_who_made_them_unmetered(backend: B
     ask(&gw, Method::GET, &format!("/v1/responses/{streamed_id}"), &again).await.expect(404);
 }
 
-async fn stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_users_own_key(backend: Backend) {
+async fn stored_items_are_named_only_by_their_maker_on_the_platforms_key(backend: Backend) {
     let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
     let other = Gateway::user(&gw.app, "u_2").await;
     let made = gw.post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "keep this"})).await.expect(200);
@@ -434,20 +435,11 @@ async fn stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_
     // A response is no item.
     gw.post("/v1/responses", naming(json!([reference(&id)]))).await.expect(404);
 
-    // A conversation is nobody's the gateway can tell on the platform's
-    // key; on the user's own key, the account is theirs alone, and the
-    // gateway checks nothing the input names.
-    let asked = gw.mock.requests().len();
-    let in_conversation = json!({"model": "gpt-4o-mini", "input": "hi", "conversation": "conv_123"});
-    let refused = gw.post("/v1/responses", in_conversation.clone()).await.expect(400);
-    assert_eq!(refused["error"]["param"], "conversation");
-    assert_eq!(gw.mock.requests().len(), asked);
+    // On the user's own key the account is theirs alone, and the gateway
+    // checks nothing the input names.
     let own = "sk-users-own-openai-key-77";
     let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
     set.await.expect(200);
-    gw.post("/v1/responses", in_conversation).await.expect(200);
-    let upstream = gw.mock.requests().last().unwrap().clone();
-    assert_eq!((upstream.credential.as_deref(), &upstream.body["conversation"]), (Some(own), &json!("conv_123")));
     // What the input names is looked up in that account, which answers for
     // itself: the item made on the platform's key is not there.
     let asked = gw.mock.requests().len();
@@ -469,6 +461,85 @@ async fn stored_items_are_named_only_by_their_maker_and_conversations_only_on_a_
     let refused = refused.expect(400);
     assert_eq!(refused["error"]["param"], "body");
     assert!(refused["error"]["message"].as_str().unwrap().contains("\"model\" appears twice"), "{refused}");
+    assert_eq!(gw.mock.requests().len(), asked);
+}
+
+async fn conversations_are_made_for_and_reached_only_by_their_maker(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let other = Gateway::user(&gw.app, "u_2").await;
+    let call = async |method: Method, path: &str, key: &str, body: Option<Value>| {
+        gw.app.api.call(method, path, Some(key), body).await
+    };
+    let opening = json!({"items": [{"role": "user", "content": "hi"}], "metadata": {"topic": "tolls"}});
+    let made = call(Method::POST, "/v1/conversations", &gw.key, Some(opening)).await.expect(200);
+    let id = made["id"].as_str().unwrap().to_owned();
+    let upstream = gw.mock.requests().last().unwrap().clone();
+    assert_eq!((upstream.path.as_str(), upstream.credential.as_deref()), ("/v1/conversations", Some(OPENAI_KEY)));
+    let conversation = format!("/v1/conversations/{id}");
+    assert_eq!(call(Method::GET, &conversation, &gw.key, None).await.expect(200), made);
+    let renamed = call(Method::POST, &conversation, &gw.key, Some(json!({"metadata": {"topic": "gates"}}))).await;
+    assert_eq!(renamed.expect(200)["metadata"]["topic"], "gates");
+
+    // Its maker adds a turn to it, metered as any response; its items listed
+    // are theirs to name later.
+    let turn = json!({"model": "gpt-4o-mini", "input": "more [mock tokens=3]", "conversation": id});
+    let answered = gw.post("/v1/responses", turn.clone()).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().body["conversation"], id.as_str());
+    let items = call(Method::GET, &format!("{conversation}/items?order=asc"), &gw.key, None).await.expect(200);
+    let ids: Vec<&str> = items["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!((ids.len(), ids[2]), (3, answered["output"][0]["id"].as_str().unwrap()), "{items}");
+    let opening_item = ids[0].to_owned();
+    let named = json!({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": opening_item}]});
+    gw.post("/v1/responses", named.clone()).await.expect(200);
+    let added = json!({"items": [{"type": "message", "role": "user", "content": "noted"}]});
+    let added = call(Method::POST, &format!("{conversation}/items"), &gw.key, Some(added)).await.expect(200);
+    let noted = added["data"][0]["id"].as_str().unwrap().to_owned();
+    call(Method::GET, &format!("{conversation}/items/{noted}"), &gw.key, None).await.expect(200);
+    assert_eq!(gw.events("u_1").await.len(), 2, "the two responses; the conversation's routes are not metered");
+
+    // Anyone else is told it does not exist, and the provider is not asked.
+    let asked = gw.mock.requests().len();
+    for (method, path, body) in [
+        (Method::GET, conversation.clone(), None),
+        (Method::POST, conversation.clone(), Some(json!({"metadata": {}}))),
+        (Method::DELETE, conversation.clone(), None),
+        (Method::GET, format!("{conversation}/items"), None),
+        (Method::POST, format!("{conversation}/items"), Some(json!({"items": [{"role": "user", "content": "x"}]}))),
+        (Method::GET, format!("{conversation}/items/{noted}"), None),
+        (Method::DELETE, format!("{conversation}/items/{noted}"), None),
+    ] {
+        let refused = call(method.clone(), &path, &other, body).await.expect(404);
+        assert_eq!(refused["error"]["message"], format!("Conversation with id '{id}' not found."), "{method} {path}");
+    }
+    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(turn.clone())).await;
+    assert_eq!(refused.expect(404)["error"]["param"], "conversation");
+    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(named)).await;
+    assert_eq!(refused.expect(404)["error"]["param"], "input", "nor its items");
+    let bad = call(Method::GET, "/v1/conversations/conv%20x", &gw.key, None).await.expect(400);
+    assert_eq!(bad["error"]["param"], "conversation_id");
+    assert_eq!(gw.mock.requests().len(), asked, "nothing reached the provider");
+    assert!(gw.events("u_2").await.is_empty());
+
+    // One made on the user's own key is fetched with it, whatever they hold.
+    let own = "sk-users-own-openai-key-66";
+    let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
+    set.await.expect(200);
+    let mine = call(Method::POST, "/v1/conversations", &gw.key, Some(json!({}))).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(own));
+    call(Method::GET, &conversation, &gw.key, None).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(OPENAI_KEY), "made on the platform's");
+    call(Method::GET, &format!("/v1/conversations/{}", mine["id"].as_str().unwrap()), &gw.key, None).await.expect(200);
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(own));
+    ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
+
+    // Deleted, it is forgotten with the items its maker saw in it.
+    call(Method::DELETE, &format!("{conversation}/items/{noted}"), &gw.key, None).await.expect(200);
+    let deleted = call(Method::DELETE, &conversation, &gw.key, None).await.expect(200);
+    assert_eq!(deleted, json!({"id": id, "object": "conversation.deleted", "deleted": true}));
+    let asked = gw.mock.requests().len();
+    call(Method::GET, &conversation, &gw.key, None).await.expect(404);
+    let named = json!({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": opening_item}]});
+    gw.post("/v1/responses", named).await.expect(404);
     assert_eq!(gw.mock.requests().len(), asked);
 }
 
