@@ -165,9 +165,8 @@ struct Fields {
     /// The stored response a call goes on from (the Responses API's
     /// `previous_response_id`).
     continues: Option<String>,
-    /// Stored items the input names by id rather than giving them (the
-    /// Responses API's `item_reference`, and a reasoning item given
-    /// without its `encrypted_content`).
+    /// Stored items the input names by id rather than giving them (see
+    /// [`Request::references`]).
     references: Vec<String>,
     /// The stored conversation the call adds to (the Responses API's
     /// `conversation`, an id or `{"id"}`).
@@ -278,8 +277,10 @@ impl Request {
         self.fields.continues.as_deref()
     }
 
-    /// The stored items the input names by id (the Responses API's
-    /// `item_reference`), as the client named them.
+    /// The stored items the input names by id rather than gives (the
+    /// Responses API's `item_reference`, a reasoning item without its
+    /// `encrypted_content`, the request an `mcp_approval_response`
+    /// answers), as the client named them.
     pub fn references(&self) -> &[String] {
         &self.fields.references
     }
@@ -383,7 +384,7 @@ pub struct Answer {
 /// A response the provider keeps: its id, under which it is fetched or
 /// gone on from (`previous_response_id`), and its output items' ids, under
 /// which a later input may name them (`item_reference`). Only ids a URL
-/// can carry as they are ([`is_response_id`]) are taken.
+/// can carry as they are ([`is_stored_id`]) are taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredResponse {
     pub id: String,
@@ -393,7 +394,7 @@ pub struct StoredResponse {
 impl StoredResponse {
     /// Adds the output item `id`, once.
     fn add_item(&mut self, id: &str) {
-        if is_response_id(id) && !self.items.iter().any(|item| item == id) {
+        if is_stored_id(id) && !self.items.iter().any(|item| item == id) {
             self.items.push(id.to_owned());
         }
     }
@@ -404,10 +405,11 @@ pub fn answer_of(op: Operation, body: &[u8]) -> Answer {
     op.api().adapter().answer(op, body)
 }
 
-/// Whether `id` looks like a stored response's id (`resp_…`) or an output
-/// item's (`msg_…`, `rs_…`, `fc_…`): letters, digits, `-` and `_`, 1 to 128
-/// of them, safe in a URL's path as it is.
-pub fn is_response_id(id: &str) -> bool {
+/// Whether `id` looks like the id of something a provider stores: a
+/// response's (`resp_…`), an item's (`msg_…`, `rs_…`, `fc_…`) or a
+/// conversation's (`conv_…`): letters, digits, `-` and `_`, 1 to 128 of
+/// them, safe in a URL's path as it is.
+pub fn is_stored_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 

@@ -10,6 +10,7 @@
 //! response with its usage).
 
 use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::tokens::{self, Encoding};
@@ -100,6 +101,31 @@ struct Whole {
     usage: Option<WireUsage>,
 }
 
+/// The scalar `visit_*` methods of a lenient visitor but `visit_str`: each
+/// value is `$nothing`.
+macro_rules! forward_to_nothing {
+    ($nothing:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+}
+
 /// A Responses API response (whole, or in a stream's events).
 #[derive(Deserialize)]
 struct WholeResponse {
@@ -109,16 +135,103 @@ struct WholeResponse {
     #[serde(default)]
     store: Option<bool>,
     #[serde(default)]
-    output: Option<Vec<OutputItem>>,
+    output: ItemIds,
     #[serde(default)]
     usage: Option<ResponsesUsage>,
 }
 
-/// An output item of a response, for its id (its content is skipped).
-#[derive(Deserialize)]
-struct OutputItem {
-    #[serde(default)]
-    id: Option<String>,
+/// The ids of a response's output items, read leniently: whatever else an
+/// upstream puts there (an item without an id, a number for an id, no
+/// list at all) is skipped, so that the usage beside it is never lost.
+#[derive(Default)]
+struct ItemIds(Vec<String>);
+
+/// One output item's id, read as leniently.
+#[derive(Default)]
+struct ItemId(Option<String>);
+
+/// A JSON string, or nothing for any other value (which is skipped).
+struct MaybeString(Option<String>);
+
+impl<'de> Deserialize<'de> for ItemIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ItemIds, D::Error> {
+        struct Ids;
+        impl<'de> Visitor<'de> for Ids {
+            type Value = ItemIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of output items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ItemIds, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(ItemId(id)) = seq.next_element()? {
+                    ids.extend(id);
+                }
+                Ok(ItemIds(ids))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ItemIds, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| ItemIds::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ItemIds, E> {
+                Ok(ItemIds::default())
+            }
+            forward_to_nothing!(ItemIds::default());
+        }
+        d.deserialize_any(Ids)
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ItemId, D::Error> {
+        struct Id;
+        impl<'de> Visitor<'de> for Id {
+            type Value = ItemId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an output item")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ItemId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" {
+                        id = map.next_value::<MaybeString>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ItemId(id))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ItemId, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| ItemId::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ItemId, E> {
+                Ok(ItemId::default())
+            }
+            forward_to_nothing!(ItemId::default());
+        }
+        d.deserialize_any(Id)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaybeString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MaybeString, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = MaybeString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MaybeString, E> {
+                Ok(MaybeString(Some(v.to_owned())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeString, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| MaybeString(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeString, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| MaybeString(None))
+            }
+            forward_to_nothing!(MaybeString(None));
+        }
+        d.deserialize_any(Text)
+    }
 }
 
 impl WholeResponse {
@@ -128,14 +241,14 @@ impl WholeResponse {
         if self.store == Some(false) {
             return None;
         }
-        let id = self.id.as_deref().filter(|id| crate::is_response_id(id))?;
+        let id = self.id.as_deref().filter(|id| crate::is_stored_id(id))?;
         let mut stored = StoredResponse { id: id.to_owned(), items: Vec::new() };
         self.add_items_to(&mut stored);
         Some(stored)
     }
 
     fn add_items_to(&self, stored: &mut StoredResponse) {
-        for id in self.output.iter().flatten().filter_map(|item| item.id.as_deref()) {
+        for id in &self.output.0 {
             stored.add_item(id);
         }
     }
@@ -151,7 +264,7 @@ struct ResponseEvent<'a> {
     #[serde(default, borrow)]
     delta: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    item: Option<OutputItem>,
+    item: ItemId,
     #[serde(default)]
     response: Option<WholeResponse>,
 }
@@ -445,8 +558,9 @@ impl Adapter for OpenAi {
 
 /// The ids of the stored items a Responses input names rather than gives:
 /// `{"type": "item_reference", "id"}` (the type may be left out, as long as
-/// the item is no message), and a reasoning item without its
-/// `encrypted_content`, which OpenAI looks up by its id.
+/// the item is no message), a reasoning item without its
+/// `encrypted_content`, which OpenAI looks up by its id, and the approval
+/// request an `mcp_approval_response` answers.
 fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
     let Some(Value::Array(items)) = input else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
@@ -454,7 +568,21 @@ fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
         let absent = |field: &str| item.get(field).is_none_or(Value::is_null);
         let by_id = match item.get("type").and_then(Value::as_str) {
             Some("item_reference") => true,
-            Some("reasoning") => absent("encrypted_content") && !absent("id"),
+            Some("reasoning") => item.get("encrypted_content").is_none_or(|c| c.is_null() || c == "") && !absent("id"),
+            // It answers an approval request, an output item, by its id.
+            Some("mcp_approval_response") => {
+                match item.get("approval_request_id") {
+                    Some(Value::String(id)) => ids.push(id.clone()),
+                    Some(_) => {
+                        return Err(Invalid::new(
+                            "input",
+                            "an approval response's approval_request_id must be a string",
+                        ));
+                    }
+                    None => {}
+                }
+                false
+            }
             None => absent("type") && absent("role") && !absent("id"),
             Some(_) => false,
         };
@@ -465,8 +593,17 @@ fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
             }
         }
     }
+    if ids.len() > MAX_REFERENCES {
+        let message = format!("names {} stored items by id; Tollgate takes at most {MAX_REFERENCES}", ids.len());
+        return Err(Invalid::new("input", message));
+    }
     Ok(ids)
 }
+
+/// The most stored items one input may name by id: each is looked up
+/// before the call (a long conversation on the Vercel AI SDK names one or
+/// two per earlier turn).
+const MAX_REFERENCES: usize = 4096;
 
 /// Reads one event of a Responses API stream: the id of the response it
 /// carries (the first, `response.created`, does) and of the output items it
@@ -482,7 +619,7 @@ fn response_event(data: &[u8], seen: &mut Seen) {
         seen.stored = response.stored();
     }
     if let Some(stored) = &mut seen.stored {
-        if let Some(id) = event.item.as_ref().and_then(|item| item.id.as_deref()) {
+        if let Some(id) = &event.item.0 {
             stored.add_item(id);
         }
         if let Some(response) = &event.response {
@@ -739,6 +876,39 @@ mod tests {
     }
 
     #[test]
+    fn an_upstreams_odd_output_items_never_cost_the_usage_beside_them() {
+        let usage = r#""usage":{"input_tokens":3,"output_tokens":2}"#;
+        for (output, items) in [
+            (r#"{"x":1}"#, vec![]),
+            ("null", vec![]),
+            ("\"text\"", vec![]),
+            (
+                r#"[1,"a",null,[{"id":"in_a_list"}],{"id":5},{"id":{"id":"deep"}},{"id":"msg_ok","content":[{"id":"part"}]}]"#,
+                vec!["msg_ok"],
+            ),
+        ] {
+            let whole = format!(r#"{{"id":"resp_1","output":{output},{usage}}}"#);
+            let answer = OpenAi.answer(Operation::Responses, whole.as_bytes());
+            assert_eq!(answer.usage.map(|u| (u.input, u.output)), Some((3, 2)), "{whole}");
+            assert_eq!(answer.stored.unwrap().items, items, "{whole}");
+        }
+        let mut seen = Seen::default();
+        for event in [
+            r#"{"type":"response.created","response":{"id":"resp_1","output":7}}"#,
+            r#"{"type":"response.output_item.added","item":"odd"}"#,
+            r#"{"type":"response.output_item.added","item":{"id":7}}"#,
+            r#"{"type":"response.output_text.delta","delta":"hi"}"#,
+        ] {
+            OpenAi.event(Operation::Responses, event.as_bytes(), &mut seen, false);
+        }
+        let completed =
+            format!(r#"{{"type":"response.completed","response":{{"id":"resp_1","output":[{{}}],{usage}}}}}"#);
+        OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false);
+        assert!(seen.ended && seen.usage.is_some(), "the last event was read");
+        assert_eq!((seen.text.as_str(), seen.stored.unwrap().items.len()), ("hi", 0));
+    }
+
+    #[test]
     fn stored_items_named_by_id_and_conversations_are_read_from_a_responses_input() {
         let read = |body: Value| OpenAi.read(Operation::Responses, body.as_object().unwrap());
         let f = read(json!({"model": "o3", "conversation": "conv_1", "input": [
@@ -746,12 +916,14 @@ mod tests {
             {"id": "fc_2"},
             {"type": "reasoning", "id": "rs_3", "summary": []},
             {"type": "reasoning", "id": "rs_4", "summary": [], "encrypted_content": "gAAA"},
+            {"type": "reasoning", "id": "rs_8", "summary": [], "encrypted_content": ""},
+            {"type": "mcp_approval_response", "approval_request_id": "mcpr_9", "approve": true},
             {"role": "assistant", "id": "msg_5", "content": "given whole"},
             {"type": "message", "id": "msg_6", "role": "user", "content": "given whole"},
             {"type": "function_call_output", "id": "fco_7", "call_id": "c", "output": "x"},
         ]}))
         .unwrap();
-        assert_eq!(f.references, ["msg_1", "fc_2", "rs_3"], "what OpenAI must look up by id");
+        assert_eq!(f.references, ["msg_1", "fc_2", "rs_3", "rs_8", "mcpr_9"], "what OpenAI must look up by id");
         assert_eq!(f.conversation.as_deref(), Some("conv_1"));
         let f = read(json!({"model": "o3", "input": "hi", "conversation": {"id": "conv_2"}})).unwrap();
         assert_eq!(f.conversation.as_deref(), Some("conv_2"));
@@ -763,6 +935,9 @@ mod tests {
         assert_eq!(bad.field, "input");
         let bad = read(json!({"model": "o3", "input": [{"type": "item_reference"}]})).unwrap_err();
         assert_eq!(bad.field, "input");
+        let many: Vec<Value> = (0..=MAX_REFERENCES).map(|n| json!({"id": format!("msg_{n}")})).collect();
+        let bad = read(json!({"model": "o3", "input": many})).unwrap_err();
+        assert!(bad.field == "input" && bad.message.contains("at most 4096"), "{bad}");
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let Strict(value) = map.next_value()?;
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("the key {key:?} appears twice in one object")));
+                let shown: String = key.chars().take(64).collect();
+                let cut = if shown.len() < key.len() { "…" } else { "" };
+                return Err(de::Error::custom(format_args!("the key {shown:?}{cut} appears twice in one object")));
             }
             object.insert(key, value);
         }
@@ -128,6 +130,12 @@ mod tests {
         }
         let e = object(br#"{"model":"cheap","model":"dear"}"#).unwrap_err();
         assert!(e.message.contains("\"model\""), "{e}");
+        // Escapes are read before keys are compared; a long key is cut short in the message.
+        let e = object(br#"{"model":"a","mod\u0065l":"b"}"#).unwrap_err();
+        assert!(e.message.contains("\"model\" appears twice"), "{e}");
+        let long = "k".repeat(1000);
+        let e = object(format!(r#"{{"{long}":1,"{long}":2}}"#).as_bytes()).unwrap_err();
+        assert!(e.message.len() < 300 && e.message.contains("…"), "{e}");
         // The same key in two objects is fine.
         assert!(object(br#"{"a":{"k":1},"b":{"k":2}}"#).is_ok());
     }

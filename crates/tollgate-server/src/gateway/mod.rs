@@ -25,6 +25,7 @@ mod relay;
 mod route;
 mod upstream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -303,7 +304,7 @@ async fn forward(
     let provider = target.provider;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     if resolved.source == Source::Platform {
-        builds_on_own(state, caller, &request).await?;
+        builds_on_own(state, caller, provider.name.as_str(), &request).await?;
     }
     let exact = provider.known == Some(KnownProvider::OpenAi);
     let encoding = tokens::encoding_for(&target.model, exact);
@@ -413,32 +414,38 @@ async fn forward(
 /// provider keeps for someone else: the platform's account holds every
 /// user's responses. (On a user's own key, the account is theirs alone.)
 /// A response gone on from, the items named by id and the conversation
-/// added to must be the caller's own, or they do not exist.
+/// added to must be the caller's own, made in that account (the platform's
+/// key for `provider`), or they do not exist.
 async fn builds_on_own(
     state: &AppState,
     caller: &Caller,
+    provider: &str,
     request: &tollgate_providers::Request,
 ) -> Result<(), ProxyError> {
+    let missing = async |ids: &[&str], kind: Kept| {
+        let made = made_through(state, caller, ids, kind).await?;
+        let here = |o: &ResponseOwner| o.provider == provider && o.key_source == Source::Platform.as_str();
+        Ok::<_, ProxyError>(made.iter().position(|made| !made.as_ref().is_some_and(here)))
+    };
+    let not_found = |message: String, field: &str| {
+        Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field(field))
+    };
     if let Some(previous) = request.continues()
-        && made_through(state, caller, &[previous], Kept::Response).await?[0].is_none()
+        && missing(&[previous], Kept::Response).await?.is_some()
     {
-        let message = format!("Previous response with id '{previous}' not found.");
-        return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("previous_response_id"));
+        return not_found(format!("Previous response with id '{previous}' not found."), "previous_response_id");
     }
     // A conversation's history names each earlier answer: looked up at once.
     let items: Vec<&str> = request.references().iter().map(String::as_str).collect();
-    if !items.is_empty() {
-        let made = made_through(state, caller, &items, Kept::Item).await?;
-        if let Some((item, _)) = items.iter().zip(made).find(|(_, made)| made.is_none()) {
-            let message = format!("Item with id '{item}' not found.");
-            return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("input"));
-        }
+    if !items.is_empty()
+        && let Some(at) = missing(&items, Kept::Item).await?
+    {
+        return not_found(format!("Item with id '{}' not found.", items[at]), "input");
     }
     if let Some(conversation) = request.conversation()
-        && made_through(state, caller, &[conversation], Kept::Conversation).await?[0].is_none()
+        && missing(&[conversation], Kept::Conversation).await?.is_some()
     {
-        let message = format!("Conversation with id '{conversation}' not found.");
-        return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("conversation"));
+        return not_found(format!("Conversation with id '{conversation}' not found."), "conversation");
     }
     Ok(())
 }
@@ -643,7 +650,7 @@ async fn stored(
     // Each goes into the provider's URL.
     let item = segments.nth(1);
     for (field, value) in [(format!("{}_id", noun.to_lowercase()), Some(id)), ("item_id".to_owned(), item)] {
-        if let Some(value) = value.filter(|v| !tollgate_providers::is_response_id(v)) {
+        if let Some(value) = value.filter(|v| !tollgate_providers::is_stored_id(v)) {
             let message = format!("{field} {value:?}: 1 to 128 letters, digits, '-' and '_'");
             return Err(ProxyError::invalid(&field, message));
         }
@@ -703,21 +710,19 @@ async fn keep_listed_items(
     }
     let Ok(listed) = serde_json::from_slice::<Listed>(list) else { return Ok(()) };
     let now = Timestamp::now().millis();
-    let rows = listed
-        .data
-        .iter()
-        .filter_map(|item| item.id.as_deref())
-        .filter(|id| tollgate_providers::is_response_id(id))
-        .map(|id| Owned {
-            id,
-            kind: Kept::Item,
-            user_id: &made.user_id,
-            provider: &made.provider,
-            key_source: &made.key_source,
-            event_id: "",
-            created_at: now,
-            item_of: Some(holder),
-        });
+    let rows =
+        listed.data.iter().filter_map(|item| item.id.as_deref()).filter(|id| tollgate_providers::is_stored_id(id)).map(
+            |id| Owned {
+                id,
+                kind: Kept::Item,
+                user_id: &made.user_id,
+                provider: &made.provider,
+                key_source: &made.key_source,
+                event_id: "",
+                created_at: now,
+                item_of: Some(holder),
+            },
+        );
     state.store.keep_owned(rows).await.map_err(crate::error::ApiError::from)?;
     Ok(())
 }
@@ -747,7 +752,7 @@ async fn new_conversation(
         struct Made {
             id: String,
         }
-        let made = serde_json::from_slice::<Made>(&body).ok().filter(|m| tollgate_providers::is_response_id(&m.id));
+        let made = serde_json::from_slice::<Made>(&body).ok().filter(|m| tollgate_providers::is_stored_id(&m.id));
         let Some(made) = made else {
             return Err(ProxyError::upstream(
                 name,
@@ -798,9 +803,13 @@ async fn made_through(
     let mine = |o: &ResponseOwner| {
         o.user_id == user.id.as_str() && o.created_at >= user.created_at.millis() && o.kind == kind.as_str()
     };
-    let mut made: Vec<Option<ResponseOwner>> = vec![None; ids.len()];
+    // Each id once, however often it is named.
+    let mut wanted: Vec<&str> = ids.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found: HashMap<String, ResponseOwner> = HashMap::new();
     for again in [false, true] {
-        let missing: Vec<&str> = ids.iter().zip(&made).filter(|(_, m)| m.is_none()).map(|(id, _)| *id).collect();
+        let missing: Vec<&str> = wanted.iter().copied().filter(|id| !found.contains_key(*id)).collect();
         if missing.is_empty() {
             break;
         }
@@ -809,15 +818,9 @@ async fn made_through(
             state.metering.caught_up().await;
         }
         let owners = state.store.response_owners(&missing).await.map_err(crate::error::ApiError::from)?;
-        for owner in owners.into_iter().filter(mine) {
-            for (id, slot) in ids.iter().zip(made.iter_mut()) {
-                if *id == owner.response_id {
-                    *slot = Some(owner.clone());
-                }
-            }
-        }
+        found.extend(owners.into_iter().filter(mine).map(|owner| (owner.response_id.clone(), owner)));
     }
-    Ok(made)
+    Ok(ids.iter().map(|id| found.get(*id).cloned()).collect())
 }
 
 /// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's

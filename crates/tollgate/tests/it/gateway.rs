@@ -418,6 +418,7 @@ async fn stored_items_are_named_only_by_their_maker_on_the_platforms_key(backend
         json!([reference(&item)]),
         json!([{"id": streamed_item}]),
         json!([{"role": "user", "content": "hi"}, reference(&streamed_item)]),
+        json!([{"type": "reasoning", "id": item, "summary": []}]),
         json!([reference(&id)]),
     ] {
         let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(naming(items))).await;
@@ -446,6 +447,10 @@ async fn stored_items_are_named_only_by_their_maker_on_the_platforms_key(backend
     let refused = gw.post("/v1/responses", naming(json!([reference(&item)]))).await.expect(404);
     assert_eq!(refused["error"]["message"], format!("Item with id '{item}' not found."));
     assert_eq!(gw.mock.requests().len(), asked + 1, "the provider was asked, with the user's own key");
+    let going_on = json!({"model": "gpt-4o-mini", "input": "and?", "previous_response_id": id});
+    let refused = gw.post("/v1/responses", going_on).await.expect(404);
+    assert_eq!(refused["error"]["param"], "previous_response_id");
+    assert_eq!(gw.mock.requests().len(), asked + 2, "likewise");
     ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
 
     // A deleted response's items go with it.
