@@ -89,6 +89,44 @@ async fn python_openai_responses_create_stream_and_tools_read_the_usage_the_mock
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_conversations_keep_the_turns_the_mock_made() {
+    let mock = mock_llm(&[KEY]).await;
+    let base = mock.openai_base_url();
+    let seen = python("openai_conversations.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", KEY)]).await.json();
+    let requests = mock.requests();
+    let made: Vec<&Recorded> = requests.iter().filter(|r| r.path == "/v1/responses").collect();
+    assert_eq!(made.len(), 3);
+    let conversation = made[0].body["conversation"].as_str().unwrap();
+    assert!(conversation.starts_with("conv_") && made[1].body["conversation"]["id"] == conversation);
+    assert_eq!(made[2].body["input"][0]["id"], seen["items"][0], "the opening item, named by reference");
+    let sdk: Vec<(u64, u64)> = seen["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["input"].as_u64().unwrap(), u["output"].as_u64().unwrap()))
+        .collect();
+    let reported: Vec<(u64, u64)> = made
+        .iter()
+        .map(|r| {
+            let u = usage_of(r);
+            (u.input_tokens, u.output_tokens)
+        })
+        .collect();
+    assert_eq!(sdk, reported);
+    let routes: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .filter(|(_, p)| p.starts_with("/v1/conversations"))
+        .collect();
+    assert_eq!(
+        routes.len(),
+        9,
+        "create, retrieve, update, list, add, fetch, delete an item, delete, retrieve: {routes:?}"
+    );
+    assert_eq!(requests.last().unwrap().status, Some(404), "deleted, not found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_openai_async_client_streams_both_ways_and_runs_requests_concurrently() {
     let mock = mock_llm(&[]).await;
     let base = mock.openai_base_url();
@@ -296,6 +334,32 @@ async fn python_openai_responses_through_the_gateway_are_recorded_as_the_provide
     let reasoning: Vec<u64> = events.iter().map(|e| e["reasoning_tokens"].as_u64().unwrap_or(0)).collect();
     assert_eq!(reasoning, sdk.iter().map(|u| u[3]).collect::<Vec<_>>(), "reasoning tokens kept in the ledger");
     assert!(gw.events("u_1").await.iter().all(|e| e["route"] == "/v1/responses"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_conversations_through_the_gateway_are_the_users_own_and_their_turns_recorded() {
+    let (gw, _) = gateway().await;
+    let base = format!("{}/v1", gw.base());
+    let seen =
+        python("openai_conversations.py", &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &gw.key)]).await.json();
+    let requests = gw.mock.requests();
+    assert!(requests.iter().all(|r| r.credential.as_deref() == Some(crate::gateway::OPENAI_KEY)));
+    let (input, output) = ledger_matches_the_mock(&gw, "u_1").await;
+    let sum = seen["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(i, o), u| (i + u["input"].as_u64().unwrap(), o + u["output"].as_u64().unwrap()));
+    assert_eq!((input, output), sum, "the three responses, as the SDK saw them");
+    assert_eq!(gw.events("u_1").await.len(), 3, "the conversation's own routes are not metered");
+    // The fetch after the delete was answered by the gateway, which forgot it.
+    let last = requests.last().unwrap();
+    assert!(
+        last.method == "DELETE" && last.path.starts_with("/v1/conversations/conv_"),
+        "{} {}",
+        last.method,
+        last.path
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
