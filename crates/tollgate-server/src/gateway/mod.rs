@@ -788,10 +788,10 @@ fn must_be_a_user(caller: &Caller) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// How the caller's user made each of the stored responses or output
-/// items `ids` (the provider and the credential), in order; `None` for one
-/// they did not make, whoever did (a user deleted and made again under the
-/// same id did not), or not of the kind asked for.
+/// How the caller's user made each of `ids`, responses, items or
+/// conversations as `kind` says (the provider and the credential), in
+/// order; `None` for one they did not make, whoever did (a user deleted
+/// and made again under the same id did not), or not of that kind.
 async fn made_through(
     state: &AppState,
     caller: &Caller,

@@ -1566,6 +1566,13 @@ async fn anonymous_demo_mode_lets_calls_without_a_key_through_on_the_demo_plans_
     assert_eq!(stored.status, 403, "{:?}", stored.body);
     let going_on = json!({"model": "gpt-4o-mini", "input": "hi", "previous_response_id": "resp_1"});
     assert_eq!(gw.app.api.call(Method::POST, "/v1/responses", None, Some(going_on)).await.status, 403);
+    // Nor are conversations, nor stored items named in an input.
+    let asked = gw.mock.requests().len();
+    assert_eq!(gw.app.api.call(Method::POST, "/v1/conversations", None, Some(json!({}))).await.status, 403);
+    assert_eq!(gw.app.api.call(Method::GET, "/v1/conversations/conv_1", None, None).await.status, 403);
+    let naming = json!({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": "msg_1"}]});
+    assert_eq!(gw.app.api.call(Method::POST, "/v1/responses", None, Some(naming)).await.status, 403);
+    assert_eq!(gw.mock.requests().len(), asked, "none reached the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
