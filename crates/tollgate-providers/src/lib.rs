@@ -400,6 +400,15 @@ impl StoredResponse {
     }
 }
 
+/// The stored items the `items` of an OpenAI Conversations API body (a
+/// conversation made, or items added to one) name by id rather than give,
+/// as [`Request::references`] reads a Responses input. The body must be a
+/// JSON object naming each key once.
+pub fn conversation_references(raw: &[u8]) -> Result<Vec<String>, Invalid> {
+    let body = strict::object(raw)?;
+    openai::references(body.get("items")).map_err(|e| Invalid::new("items", e.message))
+}
+
 /// What a whole response of `op` says.
 pub fn answer_of(op: Operation, body: &[u8]) -> Answer {
     op.api().adapter().answer(op, body)

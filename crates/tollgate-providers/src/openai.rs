@@ -561,7 +561,7 @@ impl Adapter for OpenAi {
 /// the item is no message), a reasoning item without its
 /// `encrypted_content`, which OpenAI looks up by its id, and the approval
 /// request an `mcp_approval_response` answers.
-fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
+pub(crate) fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
     let Some(Value::Array(items)) = input else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
     for item in items.iter().filter_map(Value::as_object) {

@@ -42,8 +42,8 @@ pub use hooks::{
 pub use keys::{KeyForAuth, NewKey};
 pub use plans::default_plans;
 pub use usage::{
-    Committed, CounterRef, DailyRow, EVENT_COLUMNS, EventRow, Kept, Owned, PreparedEvent, ResponseOwner, Watch,
-    Watcher, counter_sums,
+    Committed, CounterRef, DailyRow, EVENT_COLUMNS, EventRow, Kept, Owned, PreparedEvent, Recorded, ResponseOwner,
+    Watch, Watcher, counter_sums,
 };
 pub use users::{NewUser, Updated, UserPatch};
 pub use web::{SessionOwner, WebSession};

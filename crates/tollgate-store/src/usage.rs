@@ -142,15 +142,32 @@ pub struct Owned<'a> {
     pub item_of: Option<&'a str>,
 }
 
-/// `INSERT` of `rows` rows into `gateway_responses`: the newest maker of
-/// an id the provider gives again owns it.
-fn owned_upsert(rows: usize, numbered: bool) -> String {
+/// Who owns an id already recorded when it is recorded again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Its newest maker: the provider gave the id again (a restarted
+    /// server), and only the provider gives such ids.
+    Newest,
+    /// Its first owner: the id was listed to a user, and a client may have
+    /// chosen it (an input item sent with an id of its own), so it never
+    /// takes over what someone else owns.
+    First,
+}
+
+/// `INSERT` of `rows` rows into `gateway_responses`.
+fn owned_upsert(rows: usize, numbered: bool, recorded: Recorded) -> String {
+    let conflict = match recorded {
+        Recorded::Newest => {
+            "DO UPDATE SET kind = excluded.kind, user_id = excluded.user_id, provider = excluded.provider, \
+             key_source = excluded.key_source, event_id = excluded.event_id, created_at = excluded.created_at, \
+             item_of = excluded.item_of"
+        }
+        Recorded::First => "DO NOTHING",
+    };
     format!(
         "INSERT INTO gateway_responses \
          (response_id, kind, user_id, provider, key_source, event_id, created_at, item_of) \
-         VALUES {} ON CONFLICT (response_id) DO UPDATE SET kind = excluded.kind, user_id = excluded.user_id, \
-         provider = excluded.provider, key_source = excluded.key_source, event_id = excluded.event_id, \
-         created_at = excluded.created_at, item_of = excluded.item_of",
+         VALUES {} ON CONFLICT (response_id) {conflict}",
         placeholders(rows, 8, numbered)
     )
 }
@@ -598,7 +615,7 @@ impl Store {
                 std::iter::once(row).chain(items)
             }));
             for chunk in sized_chunks(&owned) {
-                let mut q = sqlx::query(AssertSqlSafe(owned_upsert(chunk.len(), numbered)));
+                let mut q = sqlx::query(AssertSqlSafe(owned_upsert(chunk.len(), numbered, Recorded::Newest)));
                 for row in chunk {
                     q = bind_owned!(q, row);
                 }
@@ -780,12 +797,12 @@ impl Store {
 
     /// Records who made what `rows` name, outside a call's event (a
     /// conversation made, the items a user was shown in something of
-    /// theirs).
-    pub async fn keep_owned(&self, rows: impl IntoIterator<Item = Owned<'_>>) -> Result<()> {
+    /// theirs); `recorded` says who keeps an id already recorded.
+    pub async fn keep_owned(&self, rows: impl IntoIterator<Item = Owned<'_>>, recorded: Recorded) -> Result<()> {
         let numbered = self.backend() == "postgres";
         let rows = one_per_id(rows);
         for chunk in sized_chunks(&rows) {
-            let sql = owned_upsert(chunk.len(), numbered);
+            let sql = owned_upsert(chunk.len(), numbered, recorded);
             on_pool!(self, p => {
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for row in chunk {
@@ -797,10 +814,12 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets who made `response_id` and its items (the provider deleted it).
-    pub async fn forget_response(&self, response_id: &str) -> Result<()> {
-        let q = "DELETE FROM gateway_responses WHERE response_id = $1 OR item_of = $1";
-        on_pool!(self, p => sqlx::query(q).bind(response_id).execute(p).await.map(|_| ()))?;
+    /// Forgets that `user_id` made `response_id` and the items it holds (the
+    /// provider deleted it): a response, a conversation or an item. Rows
+    /// of other users stay, whatever ids they share.
+    pub async fn forget_kept(&self, response_id: &str, user_id: &str) -> Result<()> {
+        let q = "DELETE FROM gateway_responses WHERE (response_id = $1 OR item_of = $1) AND user_id = $2";
+        on_pool!(self, p => sqlx::query(q).bind(response_id).bind(user_id).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
@@ -893,8 +912,12 @@ impl Store {
 
     /// Deletes raw events older than `before` (ms); rollups and counters stay.
     pub async fn delete_events_before(&self, before: i64) -> Result<u64> {
-        // The makers of stored responses go with their calls' events.
-        let q = "DELETE FROM gateway_responses WHERE created_at < $1";
+        // The makers of stored responses go with their calls' events; a
+        // conversation, which the provider keeps until it is deleted, stays
+        // with the items listed from it.
+        let q = "DELETE FROM gateway_responses WHERE created_at < $1 AND kind <> 'conversation' \
+                 AND NOT EXISTS (SELECT 1 FROM gateway_responses holder \
+                 WHERE holder.response_id = gateway_responses.item_of AND holder.kind = 'conversation')";
         on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|_| ()))?;
         let q = "DELETE FROM usage_events WHERE ts < $1";
         Ok(on_pool!(self, p => sqlx::query(q).bind(before).execute(p).await.map(|d| d.rows_affected()))?)

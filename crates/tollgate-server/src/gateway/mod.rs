@@ -40,7 +40,7 @@ use serde_json::Value;
 use tollgate_domain::{KnownProvider, Scope, SecretString, Timestamp};
 use tollgate_providers::tokens::{self, Encoding};
 use tollgate_providers::{Api, ErrorKind, LimitStyle, Operation};
-use tollgate_store::{Kept, Owned, ResponseOwner};
+use tollgate_store::{Kept, Owned, Recorded, ResponseOwner};
 
 use self::accounting::{CallInfo, Held, Outcome, Settlement, Spent, Unsettled};
 use self::refusal::ProxyError;
@@ -422,11 +422,7 @@ async fn builds_on_own(
     provider: &str,
     request: &tollgate_providers::Request,
 ) -> Result<(), ProxyError> {
-    let missing = async |ids: &[&str], kind: Kept| {
-        let made = made_through(state, caller, ids, kind).await?;
-        let here = |o: &ResponseOwner| o.provider == provider && o.key_source == Source::Platform.as_str();
-        Ok::<_, ProxyError>(made.iter().position(|made| !made.as_ref().is_some_and(here)))
-    };
+    let missing = async |ids: &[&str], kind: Kept| not_made_here(state, caller, provider, ids, kind).await;
     let not_found = |message: String, field: &str| {
         Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field(field))
     };
@@ -446,6 +442,36 @@ async fn builds_on_own(
         && missing(&[conversation], Kept::Conversation).await?.is_some()
     {
         return not_found(format!("Conversation with id '{conversation}' not found."), "conversation");
+    }
+    Ok(())
+}
+
+/// The first of `ids` (of `kind`) the caller's user did not make on the
+/// platform's key for `provider`, if any.
+async fn not_made_here(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    ids: &[&str],
+    kind: Kept,
+) -> Result<Option<usize>, ProxyError> {
+    let made = made_through(state, caller, ids, kind).await?;
+    let here = |o: &ResponseOwner| o.provider == provider && o.key_source == Source::Platform.as_str();
+    Ok(made.iter().position(|made| !made.as_ref().is_some_and(here)))
+}
+
+/// Refuses, on the platform's key, a Conversations API body whose `items`
+/// name by id a stored item the caller's user did not make there: the
+/// provider would copy someone else's item into the conversation.
+async fn items_are_own(state: &AppState, caller: &Caller, provider: &str, body: &[u8]) -> Result<(), ProxyError> {
+    let named =
+        tollgate_providers::conversation_references(body).map_err(|e| ProxyError::invalid(&e.field, e.message))?;
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+    if !named.is_empty()
+        && let Some(at) = not_made_here(state, caller, provider, &named, Kept::Item).await?
+    {
+        let message = format!("Item with id '{}' not found.", named[at]);
+        return Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field("items"));
     }
     Ok(())
 }
@@ -669,12 +695,18 @@ async fn stored(
     let source = Source::of(&made.key_source);
     let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
+    let adds_items = parts.method == Method::POST && segments_after(path) == Some("items");
+    if adds_items && source == Source::Platform {
+        items_are_own(state, caller, provider.name.as_str(), &body).await?;
+    }
     let body = (!body.is_empty()).then_some(body);
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored(rest), parts, &resolved, body)?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
     if status.is_success() {
-        if parts.method == Method::DELETE && path == id {
-            state.store.forget_response(id).await.map_err(crate::error::ApiError::from)?;
+        if parts.method == Method::DELETE {
+            // The response or conversation with what it holds, or one item.
+            let gone = item.unwrap_or(id);
+            state.store.forget_kept(gone, &made.user_id).await.map_err(crate::error::ApiError::from)?;
         } else if matches!(segments_after(path), Some("input_items" | "items")) && item.is_none() {
             // The items the user was shown in something of theirs are theirs
             // to name in a later input.
@@ -723,7 +755,7 @@ async fn keep_listed_items(
                 item_of: Some(holder),
             },
         );
-    state.store.keep_owned(rows).await.map_err(crate::error::ApiError::from)?;
+    state.store.keep_owned(rows, Recorded::First).await.map_err(crate::error::ApiError::from)?;
     Ok(())
 }
 
@@ -745,6 +777,9 @@ async fn new_conversation(
         .ok_or_else(|| ProxyError::invalid("conversation", format!("provider {name:?} is not configured")))?;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
+    if resolved.source == Source::Platform {
+        items_are_own(state, caller, provider.name.as_str(), &body).await?;
+    }
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored("conversations"), parts, &resolved, Some(body))?;
     let (status, headers, body) = fetch(state, name, call, &resolved.secret).await?;
     if status.is_success() {
@@ -770,7 +805,7 @@ async fn new_conversation(
             created_at: Timestamp::now().millis(),
             item_of: None,
         };
-        state.store.keep_owned([row]).await.map_err(crate::error::ApiError::from)?;
+        state.store.keep_owned([row], Recorded::Newest).await.map_err(crate::error::ApiError::from)?;
     }
     Ok(reply(status, headers, body))
 }

@@ -518,12 +518,34 @@ async fn conversations_are_made_for_and_reached_only_by_their_maker(backend: Bac
     }
     let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(turn.clone())).await;
     assert_eq!(refused.expect(404)["error"]["param"], "conversation");
-    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(named)).await;
+    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(named.clone())).await;
     assert_eq!(refused.expect(404)["error"]["param"], "input", "nor its items");
     let bad = call(Method::GET, "/v1/conversations/conv%20x", &gw.key, None).await.expect(400);
     assert_eq!(bad["error"]["param"], "conversation_id");
     assert_eq!(gw.mock.requests().len(), asked, "nothing reached the provider");
     assert!(gw.events("u_2").await.is_empty());
+
+    // Nor may they copy its items into a conversation of their own.
+    let theirs = call(Method::POST, "/v1/conversations", &other, Some(json!({}))).await.expect(200);
+    let theirs = format!("/v1/conversations/{}", theirs["id"].as_str().unwrap());
+    let asked = gw.mock.requests().len();
+    let copying = json!({"items": [{"type": "item_reference", "id": opening_item}]});
+    for path in ["/v1/conversations".to_owned(), format!("{theirs}/items")] {
+        let refused = call(Method::POST, &path, &other, Some(copying.clone())).await.expect(404);
+        assert_eq!(refused["error"]["param"], "items", "{path}");
+    }
+    assert_eq!(gw.mock.requests().len(), asked, "nor these");
+    // Nor take an item over by sending an input item under its id, then
+    // having it listed back to them.
+    let posing = json!({"model": "gpt-4o-mini", "input": [{"type": "message", "role": "user", "id": opening_item,
+                                                         "content": "mine now?"}]});
+    let posed = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(posing)).await.expect(200);
+    let listing = format!("/v1/responses/{}/input_items", posed["id"].as_str().unwrap());
+    let listed = call(Method::GET, &listing, &other, None).await.expect(200);
+    assert_eq!(listed["data"][0]["id"], opening_item.as_str(), "the mock kept the id the client gave");
+    let named_by_them = json!({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": opening_item}]});
+    let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(&other), Some(named_by_them)).await;
+    assert_eq!(refused.expect(404)["error"]["param"], "input", "still not theirs");
 
     // One made on the user's own key is fetched with it, whatever they hold.
     let own = "sk-users-own-openai-key-66";
@@ -537,8 +559,14 @@ async fn conversations_are_made_for_and_reached_only_by_their_maker(backend: Bac
     assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(own));
     ask(&gw, Method::DELETE, "/v1/me/credentials/openai", &gw.key).await.expect(204);
 
-    // Deleted, it is forgotten with the items its maker saw in it.
+    // Deleted, it is forgotten with the items its maker saw in it; one item
+    // deleted is forgotten alone.
     call(Method::DELETE, &format!("{conversation}/items/{noted}"), &gw.key, None).await.expect(200);
+    let asked = gw.mock.requests().len();
+    let naming_noted = json!({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": noted}]});
+    gw.post("/v1/responses", naming_noted).await.expect(404);
+    assert_eq!(gw.mock.requests().len(), asked);
+    gw.post("/v1/responses", named.clone()).await.expect(200);
     let deleted = call(Method::DELETE, &conversation, &gw.key, None).await.expect(200);
     assert_eq!(deleted, json!({"id": id, "object": "conversation.deleted", "deleted": true}));
     let asked = gw.mock.requests().len();

@@ -962,7 +962,7 @@ mod group_commit {
 /// it beside the call's event (`gateway_responses`).
 mod response_owners {
     use tollgate_domain::Timestamp;
-    use tollgate_store::PreparedEvent;
+    use tollgate_store::{Kept, Owned, PreparedEvent, Recorded};
 
     use super::group_commit::{event, open_store};
     use crate::common::{Backend, TestApp};
@@ -1018,11 +1018,42 @@ mod response_owners {
         found.sort();
         assert_eq!(found, ["msg_b1", "msg_b2", "resp_a", "resp_c", "rs_b3"]);
 
-        store.forget_response("resp_b").await.unwrap();
+        store.forget_kept("resp_b", "u_1").await.unwrap();
+        assert_eq!(owner("resp_b").await, of("u_2"), "only its owner's rows are forgotten");
+        store.forget_kept("resp_b", "u_2").await.unwrap();
         assert_eq!(owner("resp_b").await, None, "deleted at the provider");
         assert_eq!((owner("msg_b2").await, owner("rs_b3").await), (None, None), "with its items");
+        // Recorded outside a call's event: a conversation made (its newest
+        // maker owns it), and items listed to a user (never taking over).
+        let kept = |id: &'static str, user: &'static str, kind: Kept, item_of: Option<&'static str>| Owned {
+            id,
+            kind,
+            user_id: user,
+            provider: "openai",
+            key_source: "platform",
+            event_id: "",
+            created_at: Timestamp::now().millis(),
+            item_of,
+        };
+        store.keep_owned([kept("conv_1", "u_2", Kept::Conversation, None)], Recorded::Newest).await.unwrap();
+        store.keep_owned([kept("conv_1", "u_1", Kept::Conversation, None)], Recorded::Newest).await.unwrap();
+        assert_eq!(owner("conv_1").await, of("u_1"));
+        let listed =
+            [kept("msg_c1", "u_1", Kept::Item, Some("conv_1")), kept("resp_c", "u_2", Kept::Item, Some("conv_9"))];
+        store.keep_owned(listed, Recorded::First).await.unwrap();
+        assert_eq!(item_of("msg_c1").await.as_deref(), Some("conv_1"));
+        let resp_c = store.response_owner("resp_c").await.unwrap().unwrap();
+        assert_eq!(
+            (resp_c.user_id.as_str(), resp_c.kind.as_str(), resp_c.item_of),
+            ("u_1", "response", None),
+            "not taken over"
+        );
+
         store.delete_events_before(Timestamp::now().millis() + 1).await.unwrap();
         assert_eq!((owner("resp_a").await, owner("resp_c").await), (None, None), "gone with their events");
+        assert_eq!((owner("conv_1").await, owner("msg_c1").await), (of("u_1"), of("u_1")), "kept till deleted");
+        store.forget_kept("conv_1", "u_1").await.unwrap();
+        assert_eq!((owner("conv_1").await, owner("msg_c1").await), (None, None));
     }
 
     #[tokio::test]
