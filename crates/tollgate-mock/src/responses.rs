@@ -31,8 +31,9 @@
 //! background (the mock makes none). An id the caller cannot see is a 404,
 //! as is a `previous_response_id` it cannot see, and an input item naming
 //! by id (`{"type": "item_reference", "id"}`, or an `id` alone) an item of
-//! no response or conversation it can see. (A reference is checked, not read: the
-//! reply does not depend on what it names.)
+//! no response or conversation it can see. (A reference is checked, not
+//! read: the reply does not depend on what it names.) A response made with
+//! `conversation` adds its input and answer to it (`conversations`).
 //! These routes are recorded and checked as the others are, and use no
 //! tokens.
 
