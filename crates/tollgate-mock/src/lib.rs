@@ -6,7 +6,8 @@
 //! completions, `POST /v1/completions`, and the Responses API,
 //! `POST /v1/responses`, whose answers it keeps for `GET` and `DELETE
 //! /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` and `POST
-//! /v1/responses/{id}/cancel`), checks each provider's credential header, and
+//! /v1/responses/{id}/cancel`, with the Conversations API beside it),
+//! checks each provider's credential header, and
 //! takes per-request knobs that survive a gateway forwarding only the body:
 //! `[mock status=503]` in the last user message (a completion's prompt), or
 //! the `x-mock` header. It records what it received (`MockServer::requests`,
@@ -14,7 +15,8 @@
 //! needlessly: the gateway benchmark measures against it.
 //!
 //! Wire JSON lives in one module per provider (`openai`, `anthropic`,
-//! `gemini`), and one more for OpenAI's Responses API (`responses`); `reply`
+//! `gemini`), and one each for OpenAI's Responses API (`responses`) and
+//! Conversations API (`conversations`); `reply`
 //! decides what to answer; `stream` paces and cuts.
 
 // A refusal is the whole HTTP answer, returned at most once per request:
@@ -107,7 +109,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<MockServer> {
         conversations: conversations::Store::default(),
         config,
         shutdown: signal.clone(),
-        ids: AtomicU64::new(1),
+        ids: AtomicU64::new(first_id()),
         connections: AtomicU64::new(0),
     });
     let app = router(shared.clone());
@@ -194,10 +196,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A short id unique within this mock, for response and tool-call ids.
+    /// A short id unique within this mock, and across its restarts, for
+    /// response, item, conversation and tool-call ids.
     pub fn next_id(&self) -> String {
         format!("{:012x}", self.ids.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// Where this mock's ids start: a random point below 2⁴⁰, so that a mock
+/// started again (`tollgate demo` on a kept data directory) does not give
+/// the ids of the last one again, as a provider never does. The answers
+/// stay deterministic; only the ids differ from one run to the next.
+fn first_id() -> u64 {
+    use std::hash::BuildHasher;
+    1 + (std::collections::hash_map::RandomState::new().hash_one(std::process::id()) >> 24)
 }
 
 fn router(shared: Arc<Shared>) -> Router {
