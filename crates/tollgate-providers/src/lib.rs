@@ -406,7 +406,7 @@ impl StoredResponse {
 /// JSON object naming each key once.
 pub fn conversation_references(raw: &[u8]) -> Result<Vec<String>, Invalid> {
     let body = strict::object(raw)?;
-    openai::references(body.get("items")).map_err(|e| Invalid::new("items", e.message))
+    openai::references(body.get("items"), "items")
 }
 
 /// What a whole response of `op` says.
@@ -514,6 +514,16 @@ mod tests {
         let e = Request::parse(Operation::Messages, Bytes::from_static(b"{nope"), None).unwrap_err();
         assert_eq!(e.field, "body");
         assert!(e.message.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_conversations_items_are_read_for_what_they_name_by_id() {
+        let named = br#"{"items":[{"type":"item_reference","id":"msg_1"},{"role":"user","content":"hi"}]}"#;
+        assert_eq!(conversation_references(named).unwrap(), ["msg_1"]);
+        assert!(conversation_references(b"{}").unwrap().is_empty());
+        let e = conversation_references(br#"{"items":[{"type":"item_reference","id":1}]}"#).unwrap_err();
+        assert!(e.field == "items" && e.message.starts_with("items: "), "{e}");
+        assert_eq!(conversation_references(br#"{"items":[],"items":[]}"#).unwrap_err().field, "body");
     }
 
     #[test]

@@ -341,7 +341,7 @@ impl Adapter for OpenAi {
                 Some(Value::String(id)) => Some(id.clone()),
                 Some(_) => return Err(Invalid::new("previous_response_id", "expected a response id")),
             };
-            let references = references(body.get("input"))?;
+            let references = references(body.get("input"), "input")?;
             let conversation = match body.get("conversation") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(id)) => Some(id.clone()),
@@ -561,7 +561,7 @@ impl Adapter for OpenAi {
 /// the item is no message), a reasoning item without its
 /// `encrypted_content`, which OpenAI looks up by its id, and the approval
 /// request an `mcp_approval_response` answers.
-pub(crate) fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> {
+pub(crate) fn references(input: Option<&Value>, field: &str) -> Result<Vec<String>, Invalid> {
     let Some(Value::Array(items)) = input else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
     for item in items.iter().filter_map(Value::as_object) {
@@ -574,10 +574,7 @@ pub(crate) fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> 
                 match item.get("approval_request_id") {
                     Some(Value::String(id)) => ids.push(id.clone()),
                     Some(_) => {
-                        return Err(Invalid::new(
-                            "input",
-                            "an approval response's approval_request_id must be a string",
-                        ));
+                        return Err(Invalid::new(field, "an approval response's approval_request_id must be a string"));
                     }
                     None => {}
                 }
@@ -589,13 +586,13 @@ pub(crate) fn references(input: Option<&Value>) -> Result<Vec<String>, Invalid> 
         if by_id {
             match item.get("id") {
                 Some(Value::String(id)) => ids.push(id.clone()),
-                _ => return Err(Invalid::new("input", "an item named by reference needs its id, a string")),
+                _ => return Err(Invalid::new(field, "an item named by reference needs its id, a string")),
             }
         }
     }
     if ids.len() > MAX_REFERENCES {
         let message = format!("names {} stored items by id; Tollgate takes at most {MAX_REFERENCES}", ids.len());
-        return Err(Invalid::new("input", message));
+        return Err(Invalid::new(field, message));
     }
     Ok(ids)
 }
