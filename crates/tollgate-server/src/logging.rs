@@ -223,12 +223,20 @@ mod tests {
         let stalled = open.lock().unwrap();
         let mut lines = Lines(pipe.clone());
         let line = [b'x'; 1023].iter().chain(b"\n").copied().collect::<Vec<u8>>();
-        // The writer takes what came first and then waits on the reader;
-        // the backlog fills behind it, then lines are dropped.
+        // The writer takes the first line and then waits on the reader (the
+        // test waits for that, so that the backlog cannot fill and drop
+        // lines before the writer has taken any); the backlog fills behind
+        // it, then lines are dropped.
         let n = 3 * BACKLOG / line.len();
+        lines.write_all(&line).unwrap();
+        let waited = std::time::Instant::now();
+        while !pipe.lock().writing {
+            assert!(waited.elapsed() < Duration::from_secs(30), "the writer never took the first line");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let (done, logged) = mpsc::channel();
         std::thread::spawn(move || {
-            for _ in 0..n {
+            for _ in 1..n {
                 lines.write_all(&line).unwrap();
             }
             done.send(()).unwrap();
@@ -238,9 +246,8 @@ mod tests {
         pipe.flush(Duration::from_secs(10));
         let out = String::from_utf8(written.try_iter().collect::<Vec<_>>().concat()).unwrap();
         let kept = out.lines().filter(|l| l.starts_with('x')).count();
-        assert!(kept > 0 && kept < n, "{kept} of {n} lines kept");
-        // Said once per write that follows drops: when the backlog filled
-        // before the writer took its first lines, it is said twice.
+        assert_eq!(kept, 1 + BACKLOG / 1024, "the first line and a full backlog, of {n}");
+        // Said with the write that follows the drops, after its lines.
         let said: Vec<usize> = out
             .lines()
             .filter_map(|l| {
@@ -249,7 +256,7 @@ mod tests {
             })
             .map(|count| count.parse().unwrap())
             .collect();
-        assert_eq!(said.iter().sum::<usize>(), n - kept, "every dropped line is counted once: {said:?}");
+        assert_eq!(said, [n - kept], "every dropped line is counted, once");
         assert!(out.ends_with("not read fast enough\n"), "{}", &out[out.len() - 200..]);
     }
 }
