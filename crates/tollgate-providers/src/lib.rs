@@ -409,6 +409,18 @@ pub fn conversation_references(raw: &[u8]) -> Result<Vec<String>, Invalid> {
     openai::references(body.get("items"), "items")
 }
 
+/// The ids of the items an OpenAI list answers (`data[].id`: a response's
+/// input items, a conversation's items), those a URL can carry only.
+pub fn listed_ids(body: &[u8]) -> Vec<String> {
+    openai::listed_ids(body)
+}
+
+/// The id of what an OpenAI create answered (a conversation), if a URL can
+/// carry it.
+pub fn created_id(body: &[u8]) -> Option<String> {
+    openai::created_id(body)
+}
+
 /// What a whole response of `op` says.
 pub fn answer_of(op: Operation, body: &[u8]) -> Answer {
     op.api().adapter().answer(op, body)

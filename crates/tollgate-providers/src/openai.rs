@@ -101,11 +101,14 @@ struct Whole {
     usage: Option<WireUsage>,
 }
 
-/// The scalar `visit_*` methods of a lenient visitor but `visit_str`: each
-/// value is `$nothing`.
+/// The scalar `visit_*` methods of a lenient visitor: each value is
+/// `$nothing`.
 macro_rules! forward_to_nothing {
     ($nothing:expr) => {
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok($nothing)
         }
         fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
@@ -150,9 +153,6 @@ struct ItemIds(Vec<String>);
 #[derive(Default)]
 struct ItemId(Option<String>);
 
-/// A JSON string, or nothing for any other value (which is skipped).
-struct MaybeString(Option<String>);
-
 impl<'de> Deserialize<'de> for ItemIds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ItemIds, D::Error> {
         struct Ids;
@@ -170,9 +170,6 @@ impl<'de> Deserialize<'de> for ItemIds {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ItemIds, A::Error> {
                 IgnoredAny.visit_map(map).map(|_| ItemIds::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<ItemIds, E> {
-                Ok(ItemIds::default())
             }
             forward_to_nothing!(ItemIds::default());
         }
@@ -192,7 +189,8 @@ impl<'de> Deserialize<'de> for ItemId {
                 let mut id = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "id" {
-                        id = map.next_value::<MaybeString>()?.0;
+                        // Small, or not an id: any value reads as one.
+                        id = map.next_value::<Value>()?.as_str().map(str::to_owned);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -202,36 +200,31 @@ impl<'de> Deserialize<'de> for ItemId {
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ItemId, A::Error> {
                 IgnoredAny.visit_seq(seq).map(|_| ItemId::default())
             }
-            fn visit_str<E>(self, _: &str) -> Result<ItemId, E> {
-                Ok(ItemId::default())
-            }
             forward_to_nothing!(ItemId::default());
         }
         d.deserialize_any(Id)
     }
 }
 
-impl<'de> Deserialize<'de> for MaybeString {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MaybeString, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = MaybeString;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<MaybeString, E> {
-                Ok(MaybeString(Some(v.to_owned())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeString, A::Error> {
-                IgnoredAny.visit_map(map).map(|_| MaybeString(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeString, A::Error> {
-                IgnoredAny.visit_seq(seq).map(|_| MaybeString(None))
-            }
-            forward_to_nothing!(MaybeString(None));
-        }
-        d.deserialize_any(Text)
-    }
+/// A list the API answers (`{"object": "list", "data": […]}`).
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(default)]
+    data: ItemIds,
+}
+
+/// The ids of the items a list answers (a response's input items, a
+/// conversation's items), read as leniently as a response's output, those
+/// a URL can carry only.
+pub(crate) fn listed_ids(body: &[u8]) -> Vec<String> {
+    let listed = serde_json::from_slice::<Listed>(body).map(|listed| listed.data.0).unwrap_or_default();
+    listed.into_iter().filter(|id| crate::is_stored_id(id)).collect()
+}
+
+/// The id of what a create answered (`{"id": …}`: a conversation), if a
+/// URL can carry it.
+pub(crate) fn created_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ItemId>(body).ok()?.0.filter(|id| crate::is_stored_id(id))
 }
 
 impl WholeResponse {
@@ -903,6 +896,19 @@ mod tests {
         OpenAi.event(Operation::Responses, completed.as_bytes(), &mut seen, false);
         assert!(seen.ended && seen.usage.is_some(), "the last event was read");
         assert_eq!((seen.text.as_str(), seen.stored.unwrap().items.len()), ("hi", 0));
+    }
+
+    #[test]
+    fn the_ids_a_list_or_a_create_answers_are_read_as_leniently() {
+        let list = br#"{"object":"list","data":[{"id":"msg_1","content":[{"id":"part"}]},{"id":7},{},{"id":"a/b"},
+            {"id":"fc_2"}],"has_more":false}"#;
+        assert_eq!(listed_ids(list), ["msg_1", "fc_2"]);
+        assert!(listed_ids(b"{\"data\":null}").is_empty() && listed_ids(b"not json").is_empty());
+        assert_eq!(
+            created_id(br#"{"id":"conv_1","object":"conversation","metadata":{"id":"x"}}"#).as_deref(),
+            Some("conv_1")
+        );
+        assert_eq!((created_id(br#"{"id":"conv 1"}"#), created_id(b"[]"), created_id(b"{}")), (None, None, None));
     }
 
     #[test]

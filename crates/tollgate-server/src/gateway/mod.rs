@@ -671,10 +671,11 @@ async fn stored(
     if path.is_empty() {
         return new_conversation(state, caller, parts, body).await;
     }
+    // `{id}`, then `input_items`, `cancel` or `items`, then an item's id.
     let mut segments = path.split('/');
-    let id = segments.next().unwrap_or_default();
+    let (id, under) = (segments.next().unwrap_or_default(), segments.next());
     // Each goes into the provider's URL.
-    let item = segments.nth(1);
+    let item = segments.next();
     for (field, value) in [(format!("{}_id", noun.to_lowercase()), Some(id)), ("item_id".to_owned(), item)] {
         if let Some(value) = value.filter(|v| !tollgate_providers::is_stored_id(v)) {
             let message = format!("{field} {value:?}: 1 to 128 letters, digits, '-' and '_'");
@@ -695,7 +696,7 @@ async fn stored(
     let source = Source::of(&made.key_source);
     let resolved = state.vault.resolve_from(source, &account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
-    let adds_items = parts.method == Method::POST && segments_after(path) == Some("items");
+    let adds_items = parts.method == Method::POST && under == Some("items");
     if adds_items && source == Source::Platform {
         items_are_own(state, caller, provider.name.as_str(), &body).await?;
     }
@@ -707,19 +708,13 @@ async fn stored(
             // The response or conversation with what it holds, or one item.
             let gone = item.unwrap_or(id);
             state.store.forget_kept(gone, &made.user_id).await.map_err(crate::error::ApiError::from)?;
-        } else if matches!(segments_after(path), Some("input_items" | "items")) && item.is_none() {
+        } else if matches!(under, Some("input_items" | "items")) && item.is_none() {
             // The items the user was shown in something of theirs are theirs
             // to name in a later input.
             keep_listed_items(state, &made, id, &body).await?;
         }
     }
     Ok(reply(status, headers, body))
-}
-
-/// The segment after the id in a stored object's path (`input_items`,
-/// `items`, `cancel`), if any.
-fn segments_after(path: &str) -> Option<&str> {
-    path.split('/').nth(1)
 }
 
 /// Records the ids of a list's items (`data[].id`) as items of `holder`,
@@ -730,31 +725,18 @@ async fn keep_listed_items(
     holder: &str,
     list: &[u8],
 ) -> Result<(), ProxyError> {
-    #[derive(serde::Deserialize)]
-    struct Listed {
-        #[serde(default)]
-        data: Vec<ListedItem>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ListedItem {
-        #[serde(default)]
-        id: Option<String>,
-    }
-    let Ok(listed) = serde_json::from_slice::<Listed>(list) else { return Ok(()) };
+    let ids = tollgate_providers::listed_ids(list);
     let now = Timestamp::now().millis();
-    let rows =
-        listed.data.iter().filter_map(|item| item.id.as_deref()).filter(|id| tollgate_providers::is_stored_id(id)).map(
-            |id| Owned {
-                id,
-                kind: Kept::Item,
-                user_id: &made.user_id,
-                provider: &made.provider,
-                key_source: &made.key_source,
-                event_id: "",
-                created_at: now,
-                item_of: Some(holder),
-            },
-        );
+    let rows = ids.iter().map(|id| Owned {
+        id,
+        kind: Kept::Item,
+        user_id: &made.user_id,
+        provider: &made.provider,
+        key_source: &made.key_source,
+        event_id: "",
+        created_at: now,
+        item_of: Some(holder),
+    });
     state.store.keep_owned(rows, Recorded::First).await.map_err(crate::error::ApiError::from)?;
     Ok(())
 }
@@ -783,12 +765,7 @@ async fn new_conversation(
     let call = upstream::call(provider, Api::OpenAi, Endpoint::Stored("conversations"), parts, &resolved, Some(body))?;
     let (status, headers, body) = fetch(state, name, call, &resolved.secret).await?;
     if status.is_success() {
-        #[derive(serde::Deserialize)]
-        struct Made {
-            id: String,
-        }
-        let made = serde_json::from_slice::<Made>(&body).ok().filter(|m| tollgate_providers::is_stored_id(&m.id));
-        let Some(made) = made else {
+        let Some(made) = tollgate_providers::created_id(&body) else {
             return Err(ProxyError::upstream(
                 name,
                 false,
@@ -796,7 +773,7 @@ async fn new_conversation(
             ));
         };
         let row = Owned {
-            id: &made.id,
+            id: &made,
             kind: Kept::Conversation,
             user_id: account.user.id.as_str(),
             provider: provider.name.as_str(),
