@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<Shared>> {
             .route(&format!("{prefix}/chat/completions"), post(chat))
             .route(&format!("{prefix}/completions"), post(completions))
             .route(&format!("{prefix}/responses"), post(responses::create))
+            .route(&format!("{prefix}/responses/input_tokens"), post(responses::input_tokens))
             .route(&format!("{prefix}/responses/{{id}}"), get(responses::retrieve).delete(responses::delete))
             .route(&format!("{prefix}/responses/{{id}}/input_items"), get(responses::input_items))
             .route(&format!("{prefix}/responses/{{id}}/cancel"), post(responses::cancel))

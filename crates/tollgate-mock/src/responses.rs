@@ -28,7 +28,9 @@
 //! `GET responses/{id}/input_items` lists the request's input items, each
 //! with an `id`, a page at a time (`order`, `limit`, `after`); `POST
 //! responses/{id}/cancel` is a 400, as for any response not created in the
-//! background (the mock makes none). An id the caller cannot see is a 404,
+//! background (the mock makes none); `POST responses/input_tokens` counts a
+//! request's input as a call counts it (`{"object":
+//! "response.input_tokens","input_tokens"}`). An id the caller cannot see is a 404,
 //! as is a `previous_response_id` it cannot see, and an input item naming
 //! by id (`{"type": "item_reference", "id"}`, or an `id` alone) an item of
 //! no response or conversation it can see. (A reference is checked, not
@@ -132,31 +134,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let request = exchange.json(&call.body)?;
     let read = read(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
-    // Goes on from a response this key can see, as OpenAI's does.
-    if let Some(previous) = request.get("previous_response_id").and_then(Value::as_str)
-        && shared.responses.get(previous, key(&call)).is_none()
-    {
-        let message = format!("Previous response with id '{previous}' not found.");
-        let refusal = openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("previous_response_id"));
-        return Err(exchange.refuse(refusal));
-    }
-    let conversation = conversations::named(&request);
-    if let Some(conversation) = conversation {
-        if request.get("previous_response_id").is_some_and(|p| !p.is_null()) {
-            let message = "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Ensure you \
-                           are only providing one of: 'previous_response_id' or 'conversation'.";
-            return Err(exchange.fail(StatusCode::BAD_REQUEST, message));
-        }
-        if !shared.conversations.sees(conversation, key(&call)) {
-            return Err(conversations::not_found(&exchange, conversation, Some("conversation")));
-        }
-    }
-    let seen =
-        |id: &str| shared.responses.item(id, key(&call)).is_some() || shared.conversations.has_item(id, key(&call));
-    if let Some(missing) = references(&request).find(|id| !seen(id)) {
-        let message = format!("Item with id '{missing}' not found.");
-        return Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("input"))));
-    }
+    let conversation = builds_on_what_it_sees(&shared, &exchange, &call, &request)?;
     let (reply, knobs) = exchange.reply(&read.ask, &call.headers).await?;
     let id = shared.next_id();
     let item_id = match reply.content {
@@ -189,6 +167,68 @@ pub async fn create(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer
     };
     openai::decorate(&mut response, meta.id);
     Ok(response)
+}
+
+/// Refuses a request that goes on from a response, adds to a conversation
+/// or names an item this key cannot see (a 404, as OpenAI's), or that
+/// names both a previous response and a conversation; the conversation it
+/// adds to, if any.
+fn builds_on_what_it_sees<'a>(
+    shared: &Shared,
+    exchange: &Exchange,
+    call: &Incoming,
+    request: &'a Value,
+) -> Result<Option<&'a str>, Response> {
+    if let Some(previous) = request.get("previous_response_id").and_then(Value::as_str)
+        && shared.responses.get(previous, key(call)).is_none()
+    {
+        let message = format!("Previous response with id '{previous}' not found.");
+        let refusal = openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("previous_response_id"));
+        return Err(exchange.refuse(refusal));
+    }
+    let conversation = conversations::named(request);
+    if let Some(conversation) = conversation {
+        if request.get("previous_response_id").is_some_and(|p| !p.is_null()) {
+            let message = "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. Ensure you \
+                           are only providing one of: 'previous_response_id' or 'conversation'.";
+            return Err(exchange.fail(StatusCode::BAD_REQUEST, message));
+        }
+        if !shared.conversations.sees(conversation, key(call)) {
+            return Err(conversations::not_found(exchange, conversation, Some("conversation")));
+        }
+    }
+    let seen =
+        |id: &str| shared.responses.item(id, key(call)).is_some() || shared.conversations.has_item(id, key(call));
+    if let Some(missing) = references(request).find(|id| !seen(id)) {
+        let message = format!("Item with id '{missing}' not found.");
+        return Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, Some("input"))));
+    }
+    Ok(conversation)
+}
+
+/// `POST responses/input_tokens`: the input tokens a `responses` call with
+/// this body would be counted (its model, input and instructions may each
+/// be left out). What it names must be this key's to see, as for a call;
+/// the tokens of an earlier response or a conversation are not added.
+pub async fn input_tokens(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
+    let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
+    let request = exchange.json(&call.body)?;
+    if request.get("model").is_some_and(|m| !m.is_null()) {
+        openai::read_model(&request).map_err(|m| exchange.fail(StatusCode::BAD_REQUEST, &m))?;
+    }
+    let items = match request.get("input") {
+        Some(text @ Value::String(_)) => std::slice::from_ref(text),
+        Some(Value::Array(items)) => items.as_slice(),
+        None | Some(Value::Null) => &[],
+        Some(_) => {
+            return Err(exchange.fail(StatusCode::BAD_REQUEST, "input: expected a string or array of input items"));
+        }
+    };
+    builds_on_what_it_sees(&shared, &exchange, &call, &request)?;
+    let tools = request.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let instructions = request.get("instructions").filter(|i| !i.is_null());
+    let tokens = reply::input_tokens(instructions.into_iter().chain(items), tools.iter());
+    Ok(exchange.answer(json!({"object": "response.input_tokens", "input_tokens": tokens}), None, 0))
 }
 
 struct Meta<'a> {

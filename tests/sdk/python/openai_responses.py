@@ -1,5 +1,6 @@
 """The official `openai` client's Responses API (`client.responses`) against
-an OpenAI-format endpoint: created and streamed (the raw events and the
+an OpenAI-format endpoint: created (its input counted first,
+`responses.input_tokens.count`) and streamed (the raw events and the
 SDK's `responses.stream` helper), with a function tool over two turns,
 bounded by `max_output_tokens`, and stored: fetched again, its input
 listed, gone on from (`previous_response_id`), its output item named in a
@@ -38,6 +39,12 @@ reply = client.responses.create(
 )
 assert reply.status == "completed", reply.status
 assert len(reply.output_text.split()) == 6, reply.output_text
+# The same input counted beforehand, as the call counted it (no call: no usage).
+counted = client.responses.input_tokens.count(
+    model=MODEL, instructions="Be brief.", input="Tell me about toll gates [mock tokens=6]"
+)
+assert counted.object == "response.input_tokens", counted
+assert counted.input_tokens == reply.usage.input_tokens, (counted, reply.usage)
 assert reply.usage.output_tokens == 6, reply.usage
 seen(reply.usage)
 

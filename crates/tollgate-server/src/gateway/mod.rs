@@ -73,6 +73,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route("/v1/responses/input_tokens", post(input_tokens))
         .route("/v1/responses/{id}", get(stored_response).delete(stored_response))
         .route("/v1/responses/{id}/input_items", get(stored_response))
         .route("/v1/responses/{id}/cancel", post(stored_response))
@@ -744,6 +745,18 @@ async fn keep_listed_items(
 /// `POST /v1/conversations`: a conversation made on the caller's
 /// credential for the default OpenAI-format provider, recorded as theirs
 /// before it is answered.
+/// The OpenAI-format provider a call that names no model goes to.
+fn default_provider(state: &AppState) -> Result<&crate::config::ProviderConfig, ProxyError> {
+    let name = state.config.gateway.default_provider.as_str();
+    state.config.provider(name).ok_or_else(|| {
+        ProxyError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            format!("the default provider {name:?} is not configured"),
+        )
+    })
+}
+
 async fn new_conversation(
     state: &AppState,
     caller: &Caller,
@@ -752,11 +765,8 @@ async fn new_conversation(
 ) -> Result<Response, ProxyError> {
     must_be_a_user(caller)?;
     let account = &caller.account;
-    let name = state.config.gateway.default_provider.as_str();
-    let provider = state
-        .config
-        .provider(name)
-        .ok_or_else(|| ProxyError::invalid("conversation", format!("provider {name:?} is not configured")))?;
+    let provider = default_provider(state)?;
+    let name = provider.name.as_str();
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
     let body = read_body(body).await?;
     if resolved.source == Source::Platform {
@@ -835,13 +845,19 @@ async fn made_through(
     Ok(ids.iter().map(|id| found.get(*id).cloned()).collect())
 }
 
-/// `POST /v1/messages/count_tokens` (Anthropic's) and Gemini's
-/// `models/{model}:countTokens`: the provider's own count of a request's
-/// input, passed back. Providers do not charge for it, so nothing is held
-/// or recorded; the call takes a request of the plan's per-minute limit,
-/// and its model must be one the plan allows.
+/// `POST /v1/messages/count_tokens` (Anthropic's), OpenAI's `POST
+/// /v1/responses/input_tokens` and Gemini's `models/{model}:countTokens`:
+/// the provider's own count of a request's input, passed back. Providers
+/// do not charge for it, so nothing is held or recorded; the call takes a
+/// request of the plan's per-minute limit, its model must be one the plan
+/// allows, and on the platform's key what it builds on must be the
+/// caller's own, as for a call.
 async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
     proxy(state, Api::Anthropic, req, Work::Count(None)).await
+}
+
+async fn input_tokens(State(state): State<AppState>, req: Request) -> Response {
+    proxy(state, Api::OpenAi, req, Work::Count(None)).await
 }
 
 async fn count(
@@ -854,29 +870,35 @@ async fn count(
 ) -> Result<Response, ProxyError> {
     let account = &caller.account;
     accounting::take_request(state, account).await?;
-    let mut body = read_body(body).await?;
-    // Gemini's path names the model; Anthropic's body does, and goes on
-    // naming it as the provider does.
-    let (requested, named) = match path_model {
-        Some(model) => (model, None),
-        None => {
-            let json: Value = serde_json::from_slice(&body)
-                .map_err(|e| ProxyError::invalid("body", format!("the request body is not JSON: {e}")))?;
-            let model = json.get("model").and_then(Value::as_str).map(str::to_owned);
-            (model.ok_or_else(|| ProxyError::invalid("model", "model: missing"))?, Some(json))
-        }
+    let body = read_body(body).await?;
+    // Read as the call whose input it counts: the same fields, each key once.
+    let op = match api {
+        Api::OpenAi => Operation::Responses,
+        Api::Anthropic => Operation::Messages,
+        Api::Gemini => Operation::GenerateContent,
     };
-    let target = route::target(&state.config, api, &requested)?;
-    route::allowed(&account.plan, &requested, &target)?;
-    let provider = target.provider;
-    if let Some(mut json) = named
-        && target.model != requested
-    {
-        json["model"] = Value::from(target.model.as_str());
-        body = Bytes::from(json.to_string());
-    }
+    let mut request = tollgate_providers::Request::parse(op, body, path_model.as_deref())
+        .map_err(|e| ProxyError::invalid(&e.field, e.message))?;
+    let (provider, model) = match request.model() {
+        Some(requested) => {
+            let target = route::target(&state.config, api, requested)?;
+            route::allowed(&account.plan, requested, &target)?;
+            (target.provider, target.model)
+        }
+        // OpenAI's may leave it out (the previous response's is counted
+        // with): the default provider counts it, and no model is used.
+        None if api == Api::OpenAi => (default_provider(state)?, String::new()),
+        None => return Err(ProxyError::invalid("model", "model: missing")),
+    };
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
-    let call = upstream::call(provider, api, Endpoint::CountTokens(&target.model), parts, &resolved, Some(body))?;
+    if resolved.source == Source::Platform {
+        builds_on_own(state, caller, provider.name.as_str(), &request).await?;
+    }
+    if !model.is_empty() {
+        request.set_model(&model);
+    }
+    let body = request.into_body();
+    let call = upstream::call(provider, api, Endpoint::CountTokens(&model), parts, &resolved, Some(body))?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
     Ok(reply(status, headers, body))
 }

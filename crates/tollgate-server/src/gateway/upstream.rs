@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::request::Parts;
-use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{self as http, HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_domain::KnownProvider;
-use tollgate_providers::{Api, ErrorKind, Operation};
+use tollgate_providers::{Api, Operation};
 
 use super::refusal::ProxyError;
 use crate::config::{GatewayConfig, ProviderConfig};
@@ -292,7 +292,8 @@ pub enum Endpoint<'a> {
     /// The list of models, or the one named.
     Models(Option<&'a str>),
     /// The provider's count of a request's input tokens (Anthropic's
-    /// `messages/count_tokens`, Gemini's `:countTokens` of `model`).
+    /// `messages/count_tokens`, Gemini's `:countTokens` of `model`,
+    /// OpenAI's `responses/input_tokens`).
     CountTokens(&'a str),
     /// Something the provider keeps (OpenAI's stored responses and
     /// conversations): the path after `/v1/` (`responses/{id}`,
@@ -340,13 +341,7 @@ pub fn call(
         Endpoint::CountTokens(model) => match api {
             Api::Anthropic => (Method::POST, format!("{base}/v1/messages/count_tokens")),
             Api::Gemini => (Method::POST, gemini_url(base, uri, &format!("/{model}:countTokens"))),
-            Api::OpenAi => {
-                return Err(ProxyError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorKind::NotFound,
-                    "OpenAI's API has no token count to pass on",
-                ));
-            }
+            Api::OpenAi => (Method::POST, format!("{base}/responses/input_tokens")),
         },
         Endpoint::Stored(rest) => (parts.method.clone(), with_query(format!("{base}/{rest}"), uri)),
     };

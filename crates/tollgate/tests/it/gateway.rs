@@ -426,8 +426,19 @@ async fn stored_items_are_named_only_by_their_maker_on_the_platforms_key(backend
         assert_eq!(refused["error"]["param"], "input");
         assert!(refused["error"]["message"].as_str().unwrap().starts_with("Item with id '"), "{refused}");
     }
+    // Nor can they count what those hold.
+    for (body, param) in [
+        (json!({"input": "how long was it?", "previous_response_id": id}), "previous_response_id"),
+        (json!({"model": "gpt-4o-mini", "input": [reference(&item)]}), "input"),
+    ] {
+        let refused = gw.app.api.call(Method::POST, "/v1/responses/input_tokens", Some(&other), Some(body)).await;
+        assert_eq!(refused.expect(404)["error"]["param"], param);
+    }
     assert_eq!(gw.mock.requests().len(), asked, "nothing reached the provider");
     assert!(gw.events("u_2").await.is_empty());
+    let counted = json!({"input": [reference(&item)], "previous_response_id": id});
+    let counted = gw.post("/v1/responses/input_tokens", counted).await.expect(200);
+    assert_eq!(counted["object"], "response.input_tokens", "the maker counts them: the provider sees them");
 
     // Their maker names them, whole or streamed, and the provider finds them.
     let items = json!([reference(&item), {"id": streamed_item}, {"role": "user", "content": "go on"}]);
@@ -772,8 +783,7 @@ async fn geminis_model_list_comes_in_its_shape_narrowed_to_the_plan_on_both_vers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_counts_pass_through_unmetered_for_the_models_the_plan_allows() {
-    let plan =
-        json!({"limits": {"tokens": 1000}, "rpm": 100, "allowed_models": ["claude-haiku-4-5", "gemini-2.5-flash"]});
+    let plan = json!({"limits": {"tokens": 1000}, "rpm": 100, "allowed_models": ["claude-haiku-4-5", "gemini-2.5-flash", "gpt-4o-mini"]});
     let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
     let http = &gw.app.api.http;
     let anthropic = |model: &str| {
@@ -797,16 +807,52 @@ async fn token_counts_pass_through_unmetered_for_the_models_the_plan_allows() {
     let total: Value = http.post(url).json(&gemini).send().await.unwrap().json().await.unwrap();
     assert!(total["totalTokens"].as_u64().is_some_and(|n| n > 0), "{total}");
 
+    // OpenAI's count of a Responses input; its model may be left out.
+    let openai =
+        json!({"model": "gpt-4o-mini", "input": "How many tokens is a toll gate?", "instructions": "Be brief."});
+    let counted = gw.post("/v1/responses/input_tokens", openai.clone()).await.expect(200);
+    assert_eq!(counted["object"], "response.input_tokens");
+    assert!(counted["input_tokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
+    let unnamed = gw.post("/v1/responses/input_tokens", json!({"input": "How many?"})).await.expect(200);
+    assert!(unnamed["input_tokens"].as_u64().is_some_and(|n| n > 0), "{unnamed}");
+
     let refused = anthropic("claude-opus-4-1").await.unwrap();
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.json::<Value>().await.unwrap()["error"]["type"], "permission_error");
+    let refused = gw.post("/v1/responses/input_tokens", json!({"model": "gpt-4o", "input": "hi"})).await.expect(403);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("\"gpt-4o\" is not allowed"), "{refused}");
+    // A body naming its model twice could pass the plan's list here and
+    // name another model upstream: refused, as on the metered routes.
+    let twice = r#"{"model":"claude-opus-4-1","messages":[{"role":"user","content":"hi"}],"model":"claude-haiku-4-5"}"#;
+    let refused = http
+        .post(format!("{}/v1/messages/count_tokens", gw.base()))
+        .header("x-api-key", &gw.key)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(refused["error"]["message"].as_str().unwrap().contains("\"model\" appears twice"), "{refused}");
     let sent = gw.mock.requests();
     let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/v1/messages/count_tokens", "/v1/models/gemini-2.5-flash:countTokens"], "no refused call left");
+    assert_eq!(
+        paths,
+        [
+            "/v1/messages/count_tokens",
+            "/v1/models/gemini-2.5-flash:countTokens",
+            "/v1/responses/input_tokens",
+            "/v1/responses/input_tokens"
+        ],
+        "no refused call left"
+    );
     assert_eq!(sent[0].credential.as_deref(), Some(ANTHROPIC_KEY));
     assert_eq!(sent[0].body["model"], "claude-haiku-4-5");
     assert_eq!(sent[1].credential.as_deref(), Some(GEMINI_KEY));
     assert!(!sent[1].query.as_deref().unwrap_or("").contains("key="), "the gateway key stays");
+    assert_eq!((sent[2].credential.as_deref(), &sent[2].body), (Some(OPENAI_KEY), &openai), "passed on as it came");
     assert!(gw.events("u_1").await.is_empty(), "a count is not a metered call");
     let meters = &gw.usage("u_1").await["meters"];
     assert_eq!((meters["tokens"]["used"].as_i64(), meters["tokens"]["reserved"].as_i64()), (Some(0), Some(0)));

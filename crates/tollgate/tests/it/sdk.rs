@@ -55,8 +55,11 @@ fn sdk_usages(seen: &Value) -> Vec<[u64; 4]> {
 /// stored one, which must be those of `openai_responses.py`: a fetch, its
 /// input items, a cancel (refused), a delete, and a fetch again, which `forgotten` says is
 /// answered before the provider (by the gateway, which forgets a response
-/// deleted through it).
+/// deleted through it). Beside them, one input was counted.
 fn made_and_stored(requests: Vec<Recorded>, forgotten: bool) -> (Vec<Recorded>, Vec<Recorded>) {
+    let (counted, requests): (Vec<Recorded>, Vec<Recorded>) =
+        requests.into_iter().partition(|r| r.path.ends_with("/responses/input_tokens"));
+    assert_eq!(counted.iter().map(|r| r.status).collect::<Vec<_>>(), [Some(200)], "one input counted");
     let (made, stored): (Vec<Recorded>, Vec<Recorded>) =
         requests.into_iter().partition(|r| r.method == "POST" && r.path.ends_with("/responses"));
     let calls: Vec<(&str, Option<u16>)> = stored.iter().map(|r| (r.method.as_str(), r.status)).collect();
