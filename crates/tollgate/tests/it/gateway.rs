@@ -999,6 +999,38 @@ async fn many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_
 // ---- one store is enough below: nothing here depends on it ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_no_output_limit_is_limited_to_its_hold_where_output_counts() {
+    let plan = json!({"limits": {"tokens": 100000}, "default_output_reservation": 20});
+    let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
+    // Far more room than the reservation: the provider could write on
+    // past the hold (and past the quota, many calls at once), so the
+    // reservation is sent as the call's limit.
+    let reply = gw.post("/v1/chat/completions", chat("a long one [mock tokens=50]")).await.expect(200);
+    assert_eq!(gw.mock.requests()[0].body["max_completion_tokens"], 20);
+    assert_eq!(
+        (reply["choices"][0]["finish_reason"].as_str(), reply["usage"]["completion_tokens"].as_u64()),
+        (Some("length"), Some(20))
+    );
+    let responses = json!({"model": "gpt-4o-mini", "input": "a long one [mock tokens=50]"});
+    gw.post("/v1/responses", responses).await.expect(200);
+    assert_eq!(gw.mock.requests()[1].body["max_output_tokens"], 20);
+    // A limit of its own is kept, however large, and held whole.
+    let mut own = chat("a long one [mock tokens=50]");
+    own["max_tokens"] = json!(60);
+    gw.post("/v1/chat/completions", own).await.expect(200);
+    let sent = &gw.mock.requests()[2].body;
+    assert_eq!((sent["max_tokens"].as_u64(), sent.get("max_completion_tokens")), (Some(60), None), "{sent}");
+    // Where output counts against no limit, nothing is added.
+    let plan = json!({"limits": {"tokens": null, "requests": 1000}});
+    gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(plan)).await.expect(200);
+    gw.post("/v1/chat/completions", chat("unbounded [mock tokens=50]")).await.expect(200);
+    let sent = &gw.mock.requests()[3].body;
+    assert!(sent.get("max_tokens").is_none() && sent.get("max_completion_tokens").is_none(), "{sent}");
+    let used: u64 = gw.events("u_1").await.iter().map(|e| e["output_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(used, 20 + 20 + 50 + 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embeddings_and_the_models_list_pass_through_and_the_list_follows_the_plan() {
     let gw =
         Gateway::start(Backend::Sqlite, json!({"allowed_models": ["gpt-4o-mini", "text-embedding-*"]}), &[], "").await;
