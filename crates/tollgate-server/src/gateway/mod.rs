@@ -527,12 +527,17 @@ async fn count_input(
     }
 }
 
-/// A provider's error message, if its body has one, without the secret.
+/// A provider's error message, if its body has one, without the secret,
+/// cut to 300 characters (after the secret is gone: cut first, a secret
+/// across the cut would keep its start).
 fn upstream_message(body: &[u8], secret: &SecretString) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let message = value.pointer("/error/message").and_then(Value::as_str)?;
-    let message: String = message.chars().take(300).collect();
-    Some(message.replace(secret.expose(), "[redacted]"))
+    let message = match secret.expose() {
+        "" => message.to_owned(),
+        secret => message.replace(secret, "[redacted]"),
+    };
+    Some(message.chars().take(300).collect())
 }
 
 /// `body` with every occurrence of `secret` replaced: a provider's error
@@ -901,4 +906,25 @@ async fn count(
     let call = upstream::call(provider, api, Endpoint::CountTokens(&model), parts, &resolved, Some(body))?;
     let (status, headers, body) = fetch(state, provider.name.as_str(), call, &resolved.secret).await?;
     Ok(reply(status, headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_providers_message_loses_the_secret_wherever_the_cut_falls() {
+        let secret = SecretString::new("sk-platform-secret-0123456789");
+        for at in [0, 280, 290, 299, 320] {
+            let message = format!("{}{} was refused", "x".repeat(at), secret.expose());
+            let body = serde_json::to_vec(&serde_json::json!({"error": {"message": message}})).unwrap();
+            let seen = upstream_message(&body, &secret).unwrap();
+            assert!(seen.chars().count() <= 300);
+            assert!(!seen.contains("sk-platform"), "{at}: {seen}");
+        }
+        let body = br#"{"error": {"message": "overloaded"}}"#;
+        assert_eq!(upstream_message(body, &SecretString::new("")).as_deref(), Some("overloaded"));
+        let scrubbed = scrub(Bytes::from_static(b"key sk-platform-secret-0123456789 echoed"), &secret);
+        assert_eq!(&scrubbed[..], b"key [redacted] echoed");
+    }
 }
