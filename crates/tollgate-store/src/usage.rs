@@ -214,6 +214,10 @@ pub struct ResponseOwner {
     pub created_at: i64,
     /// The response an output item is part of; `None` for a response.
     pub item_of: Option<String>,
+    /// For a response, the tokens a call going on from it brings along:
+    /// what its call took in and gave, less its reasoning (which is not
+    /// carried on), as its ledger event says; 0 for anything else.
+    pub context_tokens: i64,
 }
 
 /// One day's sums for one combination of model, feature, key, provider and
@@ -779,8 +783,11 @@ impl Store {
         let mut owners = Vec::new();
         for chunk in sized_chunks(ids) {
             let sql = format!(
-                "SELECT response_id, kind, user_id, provider, key_source, created_at, item_of \
-                 FROM gateway_responses WHERE response_id IN {}",
+                "SELECT r.response_id, r.kind, r.user_id, r.provider, r.key_source, r.created_at, r.item_of, \
+                 CASE WHEN r.kind = 'response' \
+                 THEN COALESCE(e.input_tokens + e.output_tokens - e.reasoning_tokens, 0) ELSE 0 END AS context_tokens \
+                 FROM gateway_responses r LEFT JOIN usage_events e ON e.id = r.event_id \
+                 WHERE r.response_id IN {}",
                 placeholders(1, chunk.len(), numbered)
             );
             let found: Vec<ResponseOwner> = on_pool!(self, p => {

@@ -304,13 +304,20 @@ async fn forward(
     route::allowed(&account.plan, &requested, &target)?;
     let provider = target.provider;
     let resolved = state.vault.resolve(&account.user, &account.plan, &provider.name).await?;
-    if resolved.source == Source::Platform {
-        builds_on_own(state, caller, provider.name.as_str(), &request).await?;
-    }
+    let counts = account.counts(resolved.source == Source::Byok);
+    // What a response gone on from brings along is input too.
+    let carried = match resolved.source {
+        Source::Platform => builds_on_own(state, caller, provider.name.as_str(), &request).await?,
+        Source::Byok if counts => {
+            carried_by(state, caller, provider.name.as_str(), resolved.source, &request).await?.unwrap_or(0)
+        }
+        Source::Byok => 0,
+    };
     let exact = provider.known == Some(KnownProvider::OpenAi);
     let encoding = tokens::encoding_for(&target.model, exact);
     let (mut request, input) = count_input(request, encoding, request_bytes).await;
-    let held = if account.counts(resolved.source == Source::Byok) {
+    let input = input + carried;
+    let held = if counts {
         let style = if exact { LimitStyle::MaxCompletionTokens } else { LimitStyle::MaxTokens };
         accounting::reserve(state, account, &mut request, input, &target.model, style).await?
     } else {
@@ -416,19 +423,21 @@ async fn forward(
 /// user's responses. (On a user's own key, the account is theirs alone.)
 /// A response gone on from, the items named by id and the conversation
 /// added to must be the caller's own, made in that account (the platform's
-/// key for `provider`), or they do not exist.
+/// key for `provider`), or they do not exist. Answers the tokens the
+/// response gone on from brings along ([`carried_by`]).
 async fn builds_on_own(
     state: &AppState,
     caller: &Caller,
     provider: &str,
     request: &tollgate_providers::Request,
-) -> Result<(), ProxyError> {
+) -> Result<u64, ProxyError> {
     let missing = async |ids: &[&str], kind: Kept| not_made_here(state, caller, provider, ids, kind).await;
     let not_found = |message: String, field: &str| {
         Err(ProxyError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message).field(field))
     };
+    let carried = carried_by(state, caller, provider, Source::Platform, request).await?;
     if let Some(previous) = request.continues()
-        && missing(&[previous], Kept::Response).await?.is_some()
+        && carried.is_none()
     {
         return not_found(format!("Previous response with id '{previous}' not found."), "previous_response_id");
     }
@@ -444,7 +453,31 @@ async fn builds_on_own(
     {
         return not_found(format!("Conversation with id '{conversation}' not found."), "conversation");
     }
-    Ok(())
+    Ok(carried.unwrap_or(0))
+}
+
+/// The tokens a call going on from a stored response (`previous_response_id`)
+/// brings along: the provider puts that response's input and output before
+/// the call's own, and charges them as its input. Known for a response the
+/// caller's user made through the gateway with `source` for `provider`
+/// (`None` for another: on a user's own key, the provider may know one
+/// made elsewhere, and judges for itself); 0 going on from none.
+async fn carried_by(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    source: Source,
+    request: &tollgate_providers::Request,
+) -> Result<Option<u64>, ProxyError> {
+    let Some(previous) = request.continues() else { return Ok(Some(0)) };
+    let made = made_through(state, caller, &[previous], Kept::Response).await?.pop().flatten();
+    Ok(made.filter(|o| made_with(o, provider, source)).map(|o| o.context_tokens.max(0) as u64))
+}
+
+/// Whether `made` was made for `provider` with a credential of `source`:
+/// in the provider account a call with that credential reaches.
+fn made_with(made: &ResponseOwner, provider: &str, source: Source) -> bool {
+    made.provider == provider && made.key_source == source.as_str()
 }
 
 /// The first of `ids` (of `kind`) the caller's user did not make on the
@@ -457,7 +490,7 @@ async fn not_made_here(
     kind: Kept,
 ) -> Result<Option<usize>, ProxyError> {
     let made = made_through(state, caller, ids, kind).await?;
-    let here = |o: &ResponseOwner| o.provider == provider && o.key_source == Source::Platform.as_str();
+    let here = |o: &ResponseOwner| made_with(o, provider, Source::Platform);
     Ok(made.iter().position(|made| !made.as_ref().is_some_and(here)))
 }
 

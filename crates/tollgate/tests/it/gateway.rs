@@ -26,6 +26,7 @@ both_stores!(
     gemini_streams_settle_the_last_cumulative_usage_never_the_sum,
     byok_calls_use_the_users_own_key_and_count_only_when_the_plan_says,
     the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots,
+    going_on_from_a_stored_response_holds_what_it_brings_along,
     a_cut_stream_is_settled_from_the_text_that_passed_and_marked_estimated,
     many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_reported,
     a_second_server_on_the_same_database_records_its_calls_in_the_same_ledger,
@@ -926,6 +927,35 @@ async fn the_output_limit_is_lowered_to_what_is_left_and_nothing_overshoots(back
     } else {
         assert_eq!(reply.status, 429);
     }
+}
+
+async fn going_on_from_a_stored_response_holds_what_it_brings_along(backend: Backend) {
+    let gw = Gateway::start(backend, json!({"limits": {"tokens": 1000}}), &[], "").await;
+    let long = json!({"model": "gpt-4o-mini", "input": "a long answer [mock tokens=600]"});
+    // The provider puts the response gone on from before the call's own
+    // input, and charges it as input: the hold counts it, so a call that
+    // cannot fit it is refused before the provider is asked.
+    let refused_after = async |key: &str| {
+        let made = gw.app.api.call(Method::POST, "/v1/responses", Some(key), Some(long.clone())).await.expect(200);
+        let brought =
+            made["usage"]["input_tokens"].as_u64().unwrap() + made["usage"]["output_tokens"].as_u64().unwrap();
+        let asked = gw.mock.requests().len();
+        let going_on = json!({"model": "gpt-4o-mini", "input": "go on", "previous_response_id": made["id"], "max_output_tokens": 16});
+        let refused = gw.app.api.call(Method::POST, "/v1/responses", Some(key), Some(going_on)).await.expect(429);
+        let message = refused["error"]["message"].as_str().unwrap();
+        let needed: u64 = message.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(needed > brought + 16, "{message} (it brings {brought} along)");
+        assert_eq!(gw.mock.requests().len(), asked, "the provider was not asked");
+    };
+    refused_after(&gw.key).await;
+    // Likewise on the user's own key where the plan counts it.
+    gw.app.api.admin(Method::POST, "/admin/v1/users/u_1/usage/reset", None).await.expect(200);
+    gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(json!({"byok_counts": true}))).await.expect(200);
+    let own = "sk-users-own-openai-key-88";
+    let set = gw.app.api.call(Method::PUT, "/v1/me/credentials/openai", Some(&gw.key), Some(json!({"secret": own})));
+    set.await.expect(200);
+    refused_after(&gw.key).await;
+    assert_eq!(gw.mock.requests().last().unwrap().credential.as_deref(), Some(own));
 }
 
 async fn a_cut_stream_is_settled_from_the_text_that_passed_and_marked_estimated(backend: Backend) {

@@ -1011,6 +1011,13 @@ mod response_owners {
         assert_eq!(item_of("rs_b3").await.as_deref(), Some("resp_b"));
         assert_eq!(item_of("resp_b").await, None, "a response is no item");
         assert_eq!(owner("msg_b1").await, of("u_1"), "the earlier maker's item stays theirs");
+        // What a call going on from a response brings along: its call's
+        // input and output, less its reasoning; nothing for an item.
+        let mut long = with_items("e6", "u_1", "resp_d", &["msg_d1"]);
+        (long.row.input_tokens, long.row.output_tokens, long.row.reasoning_tokens) = (900, 140, 40);
+        store.commit_usage(&[long], None).await.unwrap();
+        let context = async |id: &str| store.response_owner(id).await.unwrap().map(|o| o.context_tokens);
+        assert_eq!((context("resp_d").await, context("msg_d1").await), (Some(1000), Some(0)));
         // Many at once (in runs of 4 and 1 here), the unknown left out.
         let asked = ["resp_c", "nope", "rs_b3", "msg_b1", "resp_a", "msg_b2"];
         let mut found: Vec<String> =
