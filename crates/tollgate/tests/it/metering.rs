@@ -667,6 +667,32 @@ async fn responses_carry_rate_limit_headers_and_rpm_refusals_say_when_to_retry(b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_taken_whatever_its_size_and_a_body_past_the_limit_is_refused_in_json() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    plan(&app, "big", json!({"tokens": null})).await;
+    app.api.create_user("u_1", "big").await;
+    let key = service_key(&app).await;
+    // The most events a batch may hold, each with a long user agent: over
+    // the 2 MB other routes take.
+    let agent = "a".repeat(300);
+    let batch: Vec<Value> = (0..10_000)
+        .map(|i| json!({"id": format!("evt-{i}"), "user_id": "u_1", "input_tokens": 1, "user_agent": agent}))
+        .collect();
+    let body = json!({ "events": batch }).to_string();
+    assert!(body.len() > 3 << 20, "{} bytes", body.len());
+    let reply = app.api.raw(Method::POST, "/v1/usage/events", Some(&key), Some(body)).await.expect(200);
+    assert_eq!(reply["accepted"], 10_000);
+    // Past the batch route's own limit: a 400 in Tollgate's shape, naming the body.
+    let huge = format!(r#"{{"events": [{{"id": "x", "user_id": "u_1", "feature": "{}"}}]}}"#, "f".repeat(33 << 20));
+    let refused = app.api.raw(Method::POST, "/v1/usage/events", Some(&key), Some(huge)).await.expect(400);
+    assert_eq!(
+        (refused["error"]["type"].as_str(), refused["error"]["field"].as_str()),
+        (Some("invalid_request"), Some("body"))
+    );
+    assert_eq!(usage(&app, "u_1").await["meters"]["tokens"]["used"], 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_demo_mode_meters_per_address_on_a_tiny_quota() {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("TOLLGATE_ANONYMOUS_ENABLED", "true")]).await;
     let plan = app.api.admin(Method::GET, "/admin/v1/plans/demo", None).await.expect(200);
