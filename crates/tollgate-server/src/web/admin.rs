@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -134,7 +134,11 @@ pub(crate) async fn signin(
     }
     match verify_signin(state, ip, &form.token).await {
         Ok(principal) => Ok(Ok(principal)),
-        Err(e @ ApiError::RateLimited { .. }) => Ok(Err(refused(StatusCode::TOO_MANY_REQUESTS, &e.to_string())?)),
+        Err(ApiError::RateLimited { message, retry_after_seconds, .. }) => {
+            let mut page = refused(StatusCode::TOO_MANY_REQUESTS, &message)?;
+            page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds.max(1)));
+            Ok(Err(page))
+        }
         Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) => {
             let message = if portal {
                 "That key is not valid, or it is not a key of a user."

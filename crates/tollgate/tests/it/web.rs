@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -199,6 +199,21 @@ async fn a_request_without_a_session_is_sent_to_sign_in() {
         assert_eq!(response.headers()[LOCATION], login, "{path}");
     }
     browser("no_session", Backend::Sqlite, &app.api, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_sign_ins_are_slowed_down_with_a_retry_after() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("TOLLGATE_AUTH_FAILURE_LIMIT", "3")]).await;
+    for area in ["ui", "ui", "portal"] {
+        assert_eq!(sign_in(&app.api, area, "not-the-admin-token-at-all").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    for area in ["ui", "portal"] {
+        let blocked = sign_in(&app.api, area, ADMIN_TOKEN).await;
+        assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS, "{area}");
+        let retry: u64 = blocked.headers()[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!(retry >= 1, "{area}");
+        assert!(blocked.text().await.unwrap().contains("<form"), "the sign-in page again");
+    }
 }
 
 // ---- over HTTP ----
