@@ -65,13 +65,21 @@ impl Account {
 
     /// Meters with a limit at `t`.
     pub fn limited_meters(&self, t: Timestamp) -> Vec<Meter> {
+        let mut meters = self.named_meters();
+        meters.retain(|m| self.limit(m, t).is_some());
+        meters
+    }
+
+    /// The meters a usage report shows even unused: those the plan or the
+    /// user's overrides name (`null`, unlimited, included) and `tokens`.
+    pub fn named_meters(&self) -> Vec<Meter> {
         let mut meters: Vec<Meter> = self.plan.limits.iter().map(|(m, _)| m.clone()).collect();
         if let Some(overrides) = &self.user.limit_overrides {
             meters.extend(overrides.iter().map(|(m, _)| m.clone()));
         }
+        meters.push(Meter::builtin(Meter::TOKENS));
         meters.sort();
         meters.dedup();
-        meters.retain(|m| self.limit(m, t).is_some());
         meters
     }
 

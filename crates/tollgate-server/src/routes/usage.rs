@@ -227,7 +227,7 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
                 *sum = sum.saturating_add(n);
             }
         }
-        for meter in account.limited_meters(period.start) {
+        for meter in account.named_meters() {
             used.entry(meter.to_string()).or_insert(0);
         }
         for (name, n) in used {
@@ -235,8 +235,9 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
             meters.insert(name, meter_json(&MeterState { limit, used: n, reserved: 0 }));
         }
     }
-    let lifetime: serde_json::Map<String, Value> =
+    let mut lifetime: serde_json::Map<String, Value> =
         state.store.lifetime_of(user).await?.into_iter().map(|(m, n)| (m, json!(n))).collect();
+    lifetime.entry(Meter::TOKENS).or_insert(json!(0));
     let mut view = json!({
         "user_id": account.user.id,
         "plan": account.plan.slug,
@@ -251,8 +252,8 @@ async fn usage_view(state: &AppState, account: &Account, q: &UsageQuery) -> ApiR
     Ok(view)
 }
 
-/// Every meter of the account's current period that has a limit or a
-/// committed count, in name order.
+/// Every meter of the account's current period that its plan names (or
+/// `tokens`) or that has a committed count, in name order.
 pub(crate) async fn current_meters(
     state: &AppState,
     account: &Account,
@@ -262,7 +263,7 @@ pub(crate) async fn current_meters(
     let period = account.period(now);
     let mut names: BTreeSet<String> =
         state.store.counters_of(user, period.start.millis()).await?.into_iter().map(|(m, _)| m).collect();
-    names.extend(account.limited_meters(now).iter().map(Meter::to_string));
+    names.extend(account.named_meters().iter().map(Meter::to_string));
     let mut meters = Vec::with_capacity(names.len());
     for name in names {
         let Ok(meter) = Meter::parse(&name) else { continue };

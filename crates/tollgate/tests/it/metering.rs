@@ -62,6 +62,11 @@ async fn events_are_committed_once_and_feed_every_meter(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     plan(&app, "metered", json!({"tokens": 1000, "requests": null})).await;
     app.api.create_user("u_42", "metered").await;
+    // Before any usage, every meter the plan names is shown, the unlimited too.
+    let fresh = usage(&app, "u_42").await;
+    let shown = |m: &str| (fresh["meters"][m]["used"].as_i64(), fresh["meters"][m]["limit"].clone());
+    assert_eq!((shown("tokens"), shown("requests")), ((Some(0), json!(1000)), (Some(0), Value::Null)), "{fresh}");
+    assert_eq!(fresh["lifetime"], json!({"tokens": 0}));
     let key = service_key(&app).await;
     let batch = json!([
         {"id":"evt_1","user_id":"u_42","feature":"analyze","provider":"openai","model":"gpt-4o-mini",
@@ -614,7 +619,7 @@ async fn metering_needs_the_meter_scope_and_a_users_key_meters_only_itself(backe
     assert_eq!(other["error"]["field"], "events[0].user_id");
     let body = json!({"user_id":"b","meter":"tokens","amount":1});
     app.api.call(Method::POST, "/v1/quota/check", Some(a_key), Some(body)).await.expect(403);
-    assert!(usage(&app, "b").await["lifetime"].get("tokens").is_none(), "nothing recorded for b");
+    assert_eq!(usage(&app, "b").await["lifetime"]["tokens"], 0, "nothing recorded for b");
     // The admin token meters too.
     let admin = app
         .api
