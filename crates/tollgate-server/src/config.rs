@@ -624,6 +624,22 @@ fn parse_file(text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
+/// The base64 master keys of a comma-separated list, in order.
+fn master_keys(list: Option<&str>, field: &str) -> Result<Vec<MasterKey>, ConfigError> {
+    let texts: Vec<&str> = list.unwrap_or("").split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+    let one = texts.len() == 1;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            MasterKey::from_base64(text).map_err(|e| match one {
+                true => err(format!("{}: {e}", name_of(field))),
+                false => err(format!("{}: key {} of {}: {e}", name_of(field), i + 1, texts.len())),
+            })
+        })
+        .collect()
+}
+
 fn name_of(field: &str) -> String {
     let var = VARIABLES.iter().find(|(f, _)| *f == field).map(|(_, v)| *v).unwrap_or("?");
     format!("`{field}` ({var})")
@@ -633,20 +649,11 @@ impl RawConfig {
     fn build(mut self) -> Result<Config, ConfigError> {
         let providers = self.build_providers()?;
         let hooks = self.build_hooks()?;
-        let master_key = match &self.master_key {
-            Some(text) => {
-                Some(MasterKey::from_base64(text).map_err(|e| err(format!("{}: {e}", name_of("master_key"))))?)
-            }
-            None => None,
-        };
-        let mut master_keys_old = Vec::new();
-        let old: Vec<&str> = self.master_keys_old.as_deref().unwrap_or("").split(',').map(str::trim).collect();
-        let old: Vec<&str> = old.into_iter().filter(|k| !k.is_empty()).collect();
-        for (i, text) in old.iter().enumerate() {
-            let key = MasterKey::from_base64(text)
-                .map_err(|e| err(format!("{}: key {} of {}: {e}", name_of("master_keys_old"), i + 1, old.len())))?;
-            master_keys_old.push(key);
-        }
+        // The master key may list older ones after it, as MASTER_KEYS_OLD does:
+        // the first seals, every one opens.
+        let mut master_keys_old = master_keys(self.master_key.as_deref(), "master_key")?;
+        let master_key = (!master_keys_old.is_empty()).then(|| master_keys_old.remove(0));
+        master_keys_old.extend(master_keys(self.master_keys_old.as_deref(), "master_keys_old")?);
         let listen_raw = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_raw.parse().map_err(|_| {
             err(format!("{}: {listen_raw:?} is not an address such as 127.0.0.1:8787", name_of("listen")))
@@ -961,6 +968,17 @@ mod tests {
         let current = MasterKey::generate();
         let config = from_toml("", &[("TOLLGATE_MASTER_KEY", current.to_base64().as_str())]).unwrap();
         assert!(!format!("{config:?}").contains(current.to_base64().as_str()));
+        assert!(config.master_keys_old.is_empty());
+        // The master key may list the older ones after it: they open, it seals.
+        let listed = format!("{},{}", current.to_base64().as_str(), a.to_base64().as_str());
+        let config =
+            from_toml("", &[("TOLLGATE_MASTER_KEY", &listed), ("TOLLGATE_MASTER_KEYS_OLD", b.to_base64().as_str())]);
+        let config = config.unwrap();
+        assert_eq!(config.master_key.as_ref().map(|k| k.id().clone()), Some(current.id().clone()));
+        let ids: Vec<_> = config.master_keys_old.iter().map(|k| k.id().clone()).collect();
+        assert_eq!(ids, [a.id().clone(), b.id().clone()]);
+        let e = from_toml("", &[("TOLLGATE_MASTER_KEY", &bad)]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_MASTER_KEY") && e.contains("key 2 of 2") && !e.contains("bm90"), "{e}");
     }
 
     #[test]
