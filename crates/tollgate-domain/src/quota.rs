@@ -112,6 +112,14 @@ impl Counters {
         true
     }
 
+    /// Keeps a live hold until `expires_at` at least (a call still under
+    /// way). Returns whether it existed.
+    pub fn prolong(&mut self, id: &str, expires_at: i64) -> bool {
+        let Some(hold) = self.holds.get_mut(id) else { return false };
+        hold.expires_at = hold.expires_at.max(expires_at);
+        true
+    }
+
     /// Gives a hold back unused. Returns whether it existed.
     pub fn release(&mut self, id: &str) -> bool {
         self.drop_hold(id)

@@ -270,6 +270,22 @@ return 1
     )
 });
 
+/// Keeps a live hold longer. KEYS: the hold, the set of holds. ARGV: the
+/// id, its new expiry (ms) and the hold key's new lifetime (ms). Returns
+/// whether the hold existed.
+static PROLONG: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if expires and tonumber(expires) >= tonumber(ARGV[2]) then return 1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+",
+    )
+});
+
 /// Adds committed usage to the counters that are loaded. KEYS: used keys.
 /// ARGV: the amounts.
 /// Adds committed usage: KEYS are (used, generation) pairs, ARGV the
@@ -427,6 +443,21 @@ impl CounterStore for RedisCounters {
 
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>> {
         Box::pin(self.release_one(id))
+    }
+
+    fn prolong<'a>(&'a self, id: &'a str, now: i64, ttl_ms: i64) -> BoxFuture<'a, CounterResult<bool>> {
+        Box::pin(async move {
+            let c = &self.0;
+            let existed: i64 = PROLONG
+                .key(c.hold_key(id))
+                .key(c.holds_key())
+                .arg(id)
+                .arg(now + ttl_ms)
+                .arg(ttl_ms + HOLD_GRACE_MS)
+                .invoke_async(&mut c.conn())
+                .await?;
+            Ok(existed == 1)
+        })
     }
 
     fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {

@@ -47,6 +47,41 @@ pub struct Held {
     pub reservation: Option<String>,
     /// Taken from the tokens-per-minute allowance: (who, tpm, tokens).
     pub tpm: Option<(String, i64, i64)>,
+    /// Keeps the reservation from expiring while a long stream goes on;
+    /// stops when the hold is settled or given up (dropped with it).
+    keep_alive: Option<KeepAlive>,
+}
+
+#[derive(Debug)]
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Held {
+    /// Keeps the reservation alive for as long as this is held: a stream
+    /// may outlast the reservation TTL (which frees the holds of calls
+    /// that died), and a hold that expired midway would let other calls
+    /// take the room this one is spending. Renewed at half the TTL.
+    pub fn keep_alive(&mut self, state: &AppState) {
+        let Some(id) = self.reservation.clone() else { return };
+        let metering = state.metering.clone();
+        let every = metering.reservation_ttl() / 2;
+        self.keep_alive = Some(KeepAlive(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match metering.prolong(&id).await {
+                    Ok(true) => {}
+                    // Settled meanwhile: nothing left to keep.
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(error = %e, "failed to prolong a streaming call's reservation"),
+                }
+            }
+        })));
+    }
 }
 
 /// The plan's per-minute request limit.

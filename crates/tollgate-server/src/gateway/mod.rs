@@ -364,7 +364,8 @@ async fn forward(
     let status = head.status;
     if status.is_success() && streaming {
         let headers = upstream::response_headers(&head.headers);
-        let settlement = unsettled.take().ok_or_else(settled_twice)?;
+        let mut settlement = unsettled.take().ok_or_else(settled_twice)?;
+        settlement.held.keep_alive(state);
         let body = relay::body(upstream, response, tap, settlement, started);
         let mut out = Response::new(body);
         *out.status_mut() = status;

@@ -53,6 +53,9 @@ pub trait CounterStore: Send + Sync {
     /// Gives a hold back unused; whether it existed.
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>>;
 
+    /// Keeps a live hold for `ttl_ms` from `now` at least; whether it existed.
+    fn prolong<'a>(&'a self, id: &'a str, now: i64, ttl_ms: i64) -> BoxFuture<'a, CounterResult<bool>>;
+
     /// Applies one commit: the usage it committed (its settled reservations'
     /// included) is added and their holds end; never the one without the
     /// other as seen by a reservation (in one step, or adding first).
@@ -119,6 +122,10 @@ impl CounterStore for MemoryCounters {
 
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CounterResult<bool>> {
         self.with(|c| c.release(id))
+    }
+
+    fn prolong<'a>(&'a self, id: &'a str, now: i64, ttl_ms: i64) -> BoxFuture<'a, CounterResult<bool>> {
+        self.with(|c| c.prolong(id, now + ttl_ms))
     }
 
     fn apply<'a>(&'a self, settled: &'a [String], added: &'a [(CounterKey, i64)]) -> BoxFuture<'a, CounterResult<()>> {

@@ -511,6 +511,18 @@ impl Metering {
         Ok(flags[0])
     }
 
+    /// Keeps a live hold for another reservation TTL from now (a call still
+    /// under way); whether it existed.
+    pub async fn prolong(&self, id: &str) -> ApiResult<bool> {
+        let ttl_ms = self.config.reservation_ttl.as_millis() as i64;
+        Ok(self.counters.prolong(id, Timestamp::now().millis(), ttl_ms).await?)
+    }
+
+    /// The reservation TTL.
+    pub fn reservation_ttl(&self) -> Duration {
+        self.config.reservation_ttl
+    }
+
     pub async fn release(&self, id: &str) -> ApiResult<bool> {
         Ok(self.counters.release(id).await?)
     }

@@ -221,6 +221,19 @@ async fn a_counter_read_while_another_instance_commits_is_read_again() {
     counters.apply(&["res_1".into()], &[(key.clone(), 10)]).await.unwrap();
     let count = counters.count(&key).await.unwrap();
     assert_eq!((count.used, count.reserved), (115, 0));
+
+    // A hold prolonged (a stream still going) outlives its first expiry,
+    // in Redis as in the set every instance expires from; one settled is
+    // not brought back.
+    counters.reserve("res_2", std::slice::from_ref(&ask), now, 1_000).await.unwrap().unwrap();
+    assert!(counters.prolong("res_2", now, 60_000).await.unwrap());
+    assert_eq!(counters.expire(now + 30_000).await.unwrap(), 0, "not due any more");
+    assert_eq!(counters.count(&key).await.unwrap().reserved, 10);
+    assert!(counters.prolong("res_2", now, 5_000).await.unwrap(), "a shorter one keeps the later expiry");
+    assert_eq!(counters.expire(now + 30_000).await.unwrap(), 0);
+    assert_eq!(counters.expire(now + 60_000).await.unwrap(), 1, "due at its prolonged expiry");
+    assert!(!counters.prolong("res_2", now, 60_000).await.unwrap(), "gone");
+    assert_eq!(counters.count(&key).await.unwrap().reserved, 0);
 }
 
 #[tokio::test]

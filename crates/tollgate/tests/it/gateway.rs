@@ -1029,6 +1029,31 @@ async fn many_users_streaming_at_once_each_have_the_ledger_their_upstream_calls_
 // ---- one store is enough below: nothing here depends on it ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_the_reservation_ttl_keeps_its_hold_to_the_end() {
+    let ttl = [("TOLLGATE_RESERVATION_TTL_SECONDS", "1")];
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 1000}}), &ttl, "").await;
+    let mut body = chat("slowly [mock tokens=12 tps=4]");
+    (body["stream"], body["max_tokens"]) = (json!(true), json!(900));
+    let response = gw.stream("/v1/chat/completions", body).await;
+    assert_eq!(response.status(), 200);
+    let reading = tokio::spawn(response.text());
+    // Twice the TTL into a three-second stream: the hold is still there, so
+    // another call cannot be given the room this one may still spend.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let tokens = gw.usage("u_1").await["meters"]["tokens"].clone();
+    assert!(tokens["reserved"].as_i64().unwrap() > 900, "{tokens}");
+    let mut other = chat("meanwhile");
+    other["max_tokens"] = json!(500);
+    gw.post("/v1/chat/completions", other).await.expect(200);
+    let lowered = gw.mock.requests().last().unwrap().body["max_tokens"].as_u64().unwrap();
+    assert!(lowered < 100, "lowered to what the held call leaves: {lowered}");
+    assert!(reading.await.unwrap().unwrap().ends_with("data: [DONE]\n\n"));
+    let tokens = gw.usage("u_1").await["meters"]["tokens"].clone();
+    assert_eq!(tokens["reserved"], 0, "settled, the hold is gone: {tokens}");
+    assert!(tokens["used"].as_i64().unwrap() > 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_naming_no_output_limit_is_limited_to_its_hold_where_output_counts() {
     let plan = json!({"limits": {"tokens": 100000}, "default_output_reservation": 20});
     let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
