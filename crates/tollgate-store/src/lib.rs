@@ -71,7 +71,7 @@ pub(crate) enum Pool {
 }
 
 /// Where the data lives.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum StoreConfig {
     /// A SQLite file, created if missing, in WAL mode. A commit is written
     /// to the log before it is acknowledged, so it survives a crash of the
@@ -82,6 +82,17 @@ pub enum StoreConfig {
     /// A Postgres database URL. It may carry a password, so it is never
     /// printed whole.
     Postgres { url: String },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path, fsync_each_commit } => {
+                f.debug_struct("Sqlite").field("path", path).field("fsync_each_commit", fsync_each_commit).finish()
+            }
+            StoreConfig::Postgres { url } => f.debug_struct("Postgres").field("url", &redact_url(url)).finish(),
+        }
+    }
 }
 
 pub struct Store {
@@ -180,18 +191,33 @@ async fn open_sqlite(path: &Path, fsync_each_commit: bool, connections: u32) -> 
         .with_context(|| format!("failed to open the SQLite database at {}", path.display()))
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:…@host/db`.
+/// `postgres://user:secret@host/db?password=secret` →
+/// `postgres://user:…@host/db?password=…`: a connection URL without the
+/// passwords it may carry, in its user info or its parameters.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:…{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:…{}", &base[..scheme + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=…"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&params.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -200,5 +226,15 @@ mod tests {
     fn database_passwords_are_redacted() {
         assert_eq!(super::redact_url("postgres://u:pw@h:5432/db"), "postgres://u:…@h:5432/db");
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u@h/db?sslmode=require&password=pw&sslpassword=x@y"),
+            "postgres://u@h/db?sslmode=require&password=…&sslpassword=…"
+        );
+        assert_eq!(
+            super::redact_url("postgres://u:p@ss@h/db?application_name=a"),
+            "postgres://u:…@h/db?application_name=a"
+        );
+        let config = super::StoreConfig::Postgres { url: "postgres://u:hunter2@h/db".into() };
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 }
