@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::record::Usage;
-use crate::reply::{self, Ask, Content, Finish, Reply};
+use crate::reply::{self, Ask, Content, Finish, Knobs, Reply};
 use crate::stream::{self, Frame};
 use crate::{Answer, Exchange, Incoming, Provider, Shared, conversations, optional_count, responses, unix_now};
 
@@ -161,7 +161,7 @@ async fn chat(State(shared): State<Arc<Shared>>, call: Incoming) -> Answer {
         let frames = chunks(&meta, &reply, chat.include_usage);
         stream::respond(exchange, "text/event-stream; charset=utf-8", frames, reply.usage, &knobs)
     } else {
-        exchange.answer(completion(&meta, &reply), Some(reply.usage), reply.visible_tokens())
+        exchange.answer(without_usage(completion(&meta, &reply), &knobs), Some(reply.usage), reply.visible_tokens())
     };
     decorate(&mut response, meta.id);
     Ok(response)
@@ -194,6 +194,16 @@ fn usage_json(u: &Usage) -> Value {
             "rejected_prediction_tokens": 0
         }
     })
+}
+
+/// `body` without its usage block when the directives say `no_usage`.
+fn without_usage(mut body: Value, knobs: &Knobs) -> Value {
+    if knobs.no_usage
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("usage");
+    }
+    body
 }
 
 fn completion(meta: &Meta<'_>, reply: &Reply) -> Value {
@@ -411,7 +421,7 @@ async fn completions(State(shared): State<Arc<Shared>>, call: Incoming) -> Answe
             "choices": [choice],
             "usage": usage_json(&reply.usage)
         });
-        exchange.answer(body, Some(reply.usage), reply.visible_tokens())
+        exchange.answer(without_usage(body, &knobs), Some(reply.usage), reply.visible_tokens())
     };
     decorate(&mut response, &id);
     Ok(response)

@@ -40,6 +40,9 @@ pub struct Knobs {
     pub reasoning: u64,
     /// Never answer (until the mock shuts down).
     pub hang: bool,
+    /// Leave the usage out of a whole chat or legacy completion, as some
+    /// OpenAI-compatible servers do.
+    pub no_usage: bool,
 }
 
 impl Knobs {
@@ -81,6 +84,7 @@ impl Knobs {
                 "cached" => self.cached = number()?,
                 "reasoning" => self.reasoning = number()?,
                 "hang" if value.is_empty() => self.hang = true,
+                "no_usage" if value.is_empty() => self.no_usage = true,
                 _ => return Err(format!("unknown mock directive {item:?}")),
             }
         }

@@ -139,7 +139,7 @@ impl Adapter for Anthropic {
             wire.merge(&mut usage, &mut (0, 0, 0));
             Some(usage)
         };
-        Answer { usage: usage(), stored: None }
+        Answer { usage: usage(), stored: None, unreported: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {

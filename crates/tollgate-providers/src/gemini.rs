@@ -149,7 +149,7 @@ impl Adapter for Gemini {
 
     fn answer(&self, _op: Operation, body: &[u8]) -> Answer {
         let usage = serde_json::from_slice::<Response>(body).ok().and_then(|r| r.usage_metadata).map(|u| u.usage());
-        Answer { usage, stored: None }
+        Answer { usage, stored: None, unreported: None }
     }
 
     fn event(&self, _op: Operation, data: &[u8], seen: &mut Seen, _strip_usage: bool) -> bool {

@@ -183,7 +183,7 @@ pub enum LimitStyle {
 }
 
 /// What a stream has shown so far.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     /// The provider's usage, once a chunk carried it (partial for Anthropic
     /// until `message_delta`).
@@ -379,6 +379,10 @@ impl Request {
 pub struct Answer {
     pub usage: Option<Usage>,
     pub stored: Option<StoredResponse>,
+    /// When the provider reported no usage (an OpenAI-compatible one may
+    /// not): the output as a stream of it would have shown it, for an
+    /// estimate ([`Seen::output_estimate`]).
+    pub unreported: Option<Seen>,
 }
 
 /// A response the provider keeps: its id, under which it is fetched or

@@ -272,7 +272,8 @@ struct Chunk<'a> {
 
 #[derive(Deserialize)]
 struct ChunkChoice<'a> {
-    #[serde(default, borrow)]
+    /// A whole answer's `message` has the same fields.
+    #[serde(default, borrow, alias = "message")]
     delta: Option<Delta<'a>>,
     /// A legacy completion's text.
     #[serde(default, borrow)]
@@ -285,8 +286,9 @@ struct Delta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     refusal: Option<std::borrow::Cow<'a, str>>,
+    /// `null` in some OpenAI-compatible answers.
     #[serde(default, borrow)]
-    tool_calls: Vec<ToolDelta<'a>>,
+    tool_calls: Option<Vec<ToolDelta<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +303,25 @@ struct FunctionDelta<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     arguments: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The text a chunk (or a whole answer) carries: a legacy completion's
+/// text, a message's content or refusal, its tool calls' names and
+/// arguments.
+fn push_texts(chunk: &Chunk<'_>, seen: &mut Seen) {
+    for text in chunk.choices.iter().filter_map(|c| c.text.as_ref()) {
+        seen.push_text(text);
+    }
+    for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
+        for text in [&delta.content, &delta.refusal].into_iter().flatten() {
+            seen.push_text(text);
+        }
+        for f in delta.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref()) {
+            for text in [&f.name, &f.arguments].into_iter().flatten() {
+                seen.push_text(text);
+            }
+        }
+    }
 }
 
 impl Adapter for OpenAi {
@@ -480,10 +501,21 @@ impl Adapter for OpenAi {
     fn answer(&self, op: Operation, body: &[u8]) -> Answer {
         if op == Operation::Responses {
             let Ok(whole) = serde_json::from_slice::<WholeResponse>(body) else { return Answer::default() };
-            return Answer { usage: whole.usage.as_ref().map(ResponsesUsage::usage), stored: whole.stored() };
+            let usage = whole.usage.as_ref().map(ResponsesUsage::usage);
+            return Answer { usage, stored: whole.stored(), unreported: None };
         }
         let usage = serde_json::from_slice::<Whole>(body).ok().and_then(|w| w.usage).map(|u| u.usage());
-        Answer { usage, stored: None }
+        // An OpenAI-compatible provider may report none: its output text is
+        // read then, as a stream's would be, for an estimate.
+        let unreported = match usage {
+            None => serde_json::from_slice::<Chunk<'_>>(body).ok().map(|whole| {
+                let mut seen = Seen::default();
+                push_texts(&whole, &mut seen);
+                seen
+            }),
+            Some(_) => None,
+        };
+        Answer { usage, stored: None, unreported }
     }
 
     fn event(&self, op: Operation, data: &[u8], seen: &mut Seen, strip_usage: bool) -> bool {
@@ -497,19 +529,7 @@ impl Adapter for OpenAi {
             return true;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else { return true };
-        for text in chunk.choices.iter().filter_map(|c| c.text.as_ref()) {
-            seen.push_text(text);
-        }
-        for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
-            for text in [&delta.content, &delta.refusal].into_iter().flatten() {
-                seen.push_text(text);
-            }
-            for f in delta.tool_calls.iter().filter_map(|t| t.function.as_ref()) {
-                for text in [&f.name, &f.arguments].into_iter().flatten() {
-                    seen.push_text(text);
-                }
-            }
-        }
+        push_texts(&chunk, seen);
         match chunk.usage {
             Some(usage) => {
                 seen.usage = Some(usage.usage());
@@ -714,6 +734,21 @@ mod tests {
         let embed = br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
         assert_eq!(OpenAi.answer(Operation::Embeddings, embed).usage.unwrap(), Usage { input: 5, ..Usage::default() });
         assert_eq!(OpenAi.answer(Operation::ChatCompletions, b"{}").usage, None);
+        assert_eq!(OpenAi.answer(Operation::ChatCompletions, body).unreported, None, "reported: nothing to estimate");
+    }
+
+    #[test]
+    fn a_whole_answer_without_usage_shows_its_output_for_an_estimate() {
+        let chat = br#"{"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there",
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}},
+            {"index": 1, "message": {"content": null, "refusal": "no", "tool_calls": null}}]}"#;
+        let answer = OpenAi.answer(Operation::ChatCompletions, chat);
+        assert_eq!(answer.usage, None);
+        assert_eq!(answer.unreported.map(|seen| seen.text).as_deref(), Some("Hi theref{\"a\":1}no"));
+        let legacy = br#"{"choices": [{"text": "one two", "index": 0}]}"#;
+        let seen = OpenAi.answer(Operation::Completions, legacy).unreported.unwrap();
+        assert_eq!(seen.output_estimate(Encoding::O200kBase), 2);
+        assert_eq!(OpenAi.answer(Operation::ChatCompletions, b"not json").unreported, None);
     }
 
     #[test]

@@ -392,7 +392,10 @@ async fn forward(
         let answer = tollgate_providers::answer_of(op, &bytes);
         let spent = match answer.usage {
             Some(usage) => Spent::Reported(usage),
-            None => Spent::Estimated { usage: None, output: 0 },
+            None => {
+                let output = answer.unreported.as_ref().map_or(0, |seen| seen.output_estimate(encoding));
+                Spent::Estimated { usage: None, output }
+            }
         };
         (spent, answer.stored, bytes)
     } else {

@@ -1054,6 +1054,22 @@ async fn a_stream_longer_than_the_reservation_ttl_keeps_its_hold_to_the_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answer_without_usage_is_settled_from_its_text_and_marked_estimated() {
+    let gw = Gateway::start(Backend::Sqlite, json!({"limits": {"tokens": 100000}}), &[], "").await;
+    let reply = gw.post("/v1/chat/completions", chat("no count [mock tokens=9 no_usage]")).await.expect(200);
+    assert!(reply.get("usage").is_none(), "{reply}");
+    let words = reply["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count() as u64;
+    assert_eq!(words, 9);
+    let event = &gw.events("u_1").await[0];
+    assert_eq!(event["estimated"], true);
+    let output = event["output_tokens"].as_u64().unwrap();
+    assert!((words..=3 * words).contains(&output), "the answer's {words} words counted: {output}");
+    assert!(event["input_tokens"].as_u64().unwrap() > 0, "the input as counted before the call");
+    let used = gw.usage("u_1").await["meters"]["tokens"]["used"].as_u64().unwrap();
+    assert_eq!(used, output + event["input_tokens"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_naming_no_output_limit_is_limited_to_its_hold_where_output_counts() {
     let plan = json!({"limits": {"tokens": 100000}, "default_output_reservation": 20});
     let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
