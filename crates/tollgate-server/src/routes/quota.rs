@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tollgate_domain::{Meter, Timestamp};
 
 use super::usage::{HeaderValues, binding_meter, ratelimit_headers};
@@ -145,14 +145,15 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
         Some(Principal::Anonymous(ip)) => return anonymous(&state, *ip, req, next).await,
         _ => return Ok(next.run(req).await),
     };
-    if let Some(rpm) = account.plan.rpm {
-        state
-            .rate_windows
-            .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
-            .await
-            .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
-    }
-    let mut response = next.run(req).await;
+    let refused = match account.plan.rpm {
+        Some(rpm) => state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).await.err(),
+        None => None,
+    };
+    // A refusal carries the headers too: every answer to a user's key does.
+    let mut response = match (refused, account.plan.rpm) {
+        (Some(wait), Some(rpm)) => rpm_refusal(&account, rpm, wait).into_response(),
+        _ => next.run(req).await,
+    };
     if !response.headers().contains_key("x-ratelimit-limit")
         && let Some((meter, s, period)) = binding_meter(&state, &account, Meter::REQUESTS).await?
     {

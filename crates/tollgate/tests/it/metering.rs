@@ -664,6 +664,12 @@ async fn responses_carry_rate_limit_headers_and_rpm_refusals_say_when_to_retry(b
     let refused = app.api.me(&key).await;
     let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
+    let h = &refused.headers;
+    assert_eq!(
+        (&h["x-ratelimit-resource"], &h["x-ratelimit-limit"]),
+        (&"requests".parse().unwrap(), &"50".parse().unwrap()),
+        "a refusal carries the headers too"
+    );
     let body = refused.expect(429);
     assert_eq!(body["error"]["type"], "rate_limited");
     assert_eq!(body["error"]["meter"], "requests_per_minute");
