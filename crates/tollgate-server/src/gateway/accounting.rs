@@ -121,10 +121,8 @@ fn quota_refusal(account: &Account, meter: &Meter, state: &MeterState, needed: u
 }
 
 /// Holds what the call may spend, lowering the request's output limit to
-/// what is left when that is less than it asks; a request asking nothing
-/// is held, and limited, to the plan's default output reservation (or
-/// what is left, when less) wherever its output counts against a limit.
-/// `input` is the counted input.
+/// what is left when that is less than it asks (or, asking nothing, than
+/// the plan's default output reservation). `input` is the counted input.
 pub async fn reserve(
     state: &AppState,
     account: &Account,
@@ -193,11 +191,11 @@ pub async fn reserve(
                 }
             }
         }
-        // What the hold covers is all the call may spend: a request that
-        // names no output limit gets the held one wherever output counts
-        // against a limit (the provider's own default may be far larger).
-        let output_limited = room.is_some() || (choices > 0 && limited_meter(&cost));
-        if per_choice < asked || (output_limited && request.max_output().is_none()) {
+        // A request naming no limit is sent none while its reservation fits
+        // (a limit the gateway made up could cut a reasoning model short, or
+        // pass a small model's context): what it writes beyond the
+        // reservation is settled, and the next call refused.
+        if per_choice < asked {
             request.limit_output(per_choice, style);
         }
         if let Some(tpm) = account.plan.tpm {

@@ -1070,35 +1070,27 @@ async fn a_whole_answer_without_usage_is_settled_from_its_text_and_marked_estima
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_naming_no_output_limit_is_limited_to_its_hold_where_output_counts() {
+async fn a_request_naming_no_output_limit_is_sent_none_while_its_reservation_fits() {
     let plan = json!({"limits": {"tokens": 100000}, "default_output_reservation": 20});
     let gw = Gateway::start(Backend::Sqlite, plan, &[], "").await;
-    // Far more room than the reservation: the provider could write on
-    // past the hold (and past the quota, many calls at once), so the
-    // reservation is sent as the call's limit.
+    // Far more room than the reservation: the request goes as it came (a
+    // made-up limit could cut a reasoning model short, or pass a small
+    // model's context), and what it wrote beyond the reservation is settled.
     let reply = gw.post("/v1/chat/completions", chat("a long one [mock tokens=50]")).await.expect(200);
-    assert_eq!(gw.mock.requests()[0].body["max_completion_tokens"], 20);
-    assert_eq!(
-        (reply["choices"][0]["finish_reason"].as_str(), reply["usage"]["completion_tokens"].as_u64()),
-        (Some("length"), Some(20))
-    );
-    let responses = json!({"model": "gpt-4o-mini", "input": "a long one [mock tokens=50]"});
-    gw.post("/v1/responses", responses).await.expect(200);
-    assert_eq!(gw.mock.requests()[1].body["max_output_tokens"], 20);
-    // A limit of its own is kept, however large, and held whole.
-    let mut own = chat("a long one [mock tokens=50]");
-    own["max_tokens"] = json!(60);
-    gw.post("/v1/chat/completions", own).await.expect(200);
-    let sent = &gw.mock.requests()[2].body;
-    assert_eq!((sent["max_tokens"].as_u64(), sent.get("max_completion_tokens")), (Some(60), None), "{sent}");
-    // Where output counts against no limit, nothing is added.
-    let plan = json!({"limits": {"tokens": null, "requests": 1000}});
-    gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(plan)).await.expect(200);
-    gw.post("/v1/chat/completions", chat("unbounded [mock tokens=50]")).await.expect(200);
-    let sent = &gw.mock.requests()[3].body;
+    let sent = &gw.mock.requests()[0].body;
     assert!(sent.get("max_tokens").is_none() && sent.get("max_completion_tokens").is_none(), "{sent}");
-    let used: u64 = gw.events("u_1").await.iter().map(|e| e["output_tokens"].as_u64().unwrap()).sum();
-    assert_eq!(used, 20 + 20 + 50 + 50);
+    assert_eq!(reply["usage"]["completion_tokens"], 50);
+    let used = gw.usage("u_1").await["meters"]["tokens"]["used"].as_i64().unwrap();
+    assert_eq!(used, reply["usage"]["total_tokens"].as_i64().unwrap());
+    // Less left than the reservation: the limit sent is what is left.
+    let limits = json!({"limits": {"tokens": used + 30}});
+    gw.app.api.admin(Method::PATCH, "/admin/v1/plans/gw", Some(limits)).await.expect(200);
+    let reply = gw.post("/v1/chat/completions", chat("short [mock tokens=50]")).await.expect(200);
+    let lowered = gw.mock.requests()[1].body["max_completion_tokens"].as_i64().unwrap();
+    assert!(lowered < 20, "{lowered}");
+    assert_eq!(reply["choices"][0]["finish_reason"], "length");
+    let after = gw.usage("u_1").await["meters"]["tokens"]["used"].as_i64().unwrap();
+    assert!(after <= used + 30, "zero overshoot: {after} of {}", used + 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
