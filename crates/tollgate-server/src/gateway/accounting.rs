@@ -65,20 +65,22 @@ impl Held {
     /// Keeps the reservation alive for as long as this is held: a stream
     /// may outlast the reservation TTL (which frees the holds of calls
     /// that died), and a hold that expired midway would let other calls
-    /// take the room this one is spending. Renewed at half the TTL.
+    /// take the room this one is spending. Renewed at once (the wait for
+    /// the stream's first byte took some of the TTL), then every half TTL.
     pub fn keep_alive(&mut self, state: &AppState) {
         let Some(id) = self.reservation.clone() else { return };
         let metering = state.metering.clone();
         let every = metering.reservation_ttl() / 2;
         self.keep_alive = Some(KeepAlive(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
                 match metering.prolong(&id).await {
                     Ok(true) => {}
-                    // Settled meanwhile: nothing left to keep.
+                    // Settled meanwhile (the task is stopped then, but may
+                    // run once more), or expired before the stream began.
                     Ok(false) => return,
                     Err(e) => tracing::warn!(error = %e, "failed to prolong a streaming call's reservation"),
                 }
+                tokio::time::sleep(every).await;
             }
         })));
     }
