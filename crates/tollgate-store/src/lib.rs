@@ -193,31 +193,27 @@ async fn open_sqlite(path: &Path, fsync_each_commit: bool, connections: u32) -> 
 
 /// `postgres://user:secret@host/db?password=secret` →
 /// `postgres://user:…@host/db?password=…`: a connection URL without the
-/// passwords it may carry, in its user info or its parameters.
+/// passwords it may carry, in its user info or its parameters. The user
+/// info ends at the last `@` (a password may hold `?`, `/` or `@`): when a
+/// parameter holds one too, more is hidden, never less.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut redacted = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:…{}", &base[..scheme + 3], &base[at..]),
-            None => base.to_owned(),
+    let without_userinfo = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:…{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
         },
-        _ => base.to_owned(),
+        _ => url.to_owned(),
     };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=…"),
-                _ => param.to_owned(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&params.join("&"));
-    }
-    redacted
+    // With the user info's password gone, the first `?` starts the parameters.
+    let Some((base, query)) = without_userinfo.split_once('?') else { return without_userinfo };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=…"),
+            _ => param.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -234,6 +230,8 @@ mod tests {
             super::redact_url("postgres://u:p@ss@h/db?application_name=a"),
             "postgres://u:…@h/db?application_name=a"
         );
+        assert_eq!(super::redact_url("postgres://u:p?ss/w@h/db"), "postgres://u:…@h/db");
+        assert_eq!(super::redact_url("postgres://h/db?password=pw"), "postgres://h/db?password=…");
         let config = super::StoreConfig::Postgres { url: "postgres://u:hunter2@h/db".into() };
         assert!(!format!("{config:?}").contains("hunter2"));
     }
