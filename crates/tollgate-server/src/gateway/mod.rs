@@ -784,9 +784,6 @@ async fn keep_listed_items(
     Ok(())
 }
 
-/// `POST /v1/conversations`: a conversation made on the caller's
-/// credential for the default OpenAI-format provider, recorded as theirs
-/// before it is answered.
 /// The OpenAI-format provider a call that names no model goes to.
 fn default_provider(state: &AppState) -> Result<&crate::config::ProviderConfig, ProxyError> {
     let name = state.config.gateway.default_provider.as_str();
@@ -799,6 +796,9 @@ fn default_provider(state: &AppState) -> Result<&crate::config::ProviderConfig, 
     })
 }
 
+/// `POST /v1/conversations`: a conversation made on the caller's
+/// credential for the default OpenAI-format provider, recorded as theirs
+/// before it is answered.
 async fn new_conversation(
     state: &AppState,
     caller: &Caller,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -251,9 +251,11 @@ async fn check_event(
 async fn record_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    RawBody(body): RawBody,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
+    // Checked before the body is read: the route takes up to 32 MB.
     principal.require_scope(Scope::Meter)?;
+    let RawBody(body) = RawBody::from_request(request, &state).await?;
     // Well-formed batches parse in one pass; otherwise each event is parsed
     // on its own so that one bad event is reported and the others kept.
     let events: Vec<Result<EventIn, (Option<String>, Refused)>> = match serde_json::from_slice::<TypedBatch>(&body) {

@@ -9,13 +9,14 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tollgate_domain::period::Period;
 use tollgate_domain::{Meter, Timestamp};
 
 use super::usage::{HeaderValues, binding_meter, ratelimit_headers};
 use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::error::{ApiError, LimitDetails};
-use crate::metering::Account;
+use crate::metering::{Account, MeterState};
 use crate::state::AppState;
 
 /// Per-user GCRA windows: a user may burst up to the whole per-minute
@@ -118,6 +119,24 @@ fn memory_take(
     Ok(())
 }
 
+/// What a per-minute request refusal names as its meter.
+const RPM_METER: &str = "requests_per_minute";
+
+/// Takes a request of the plan's per-minute limit; the refusal when none
+/// is left, its headers naming the limit that binds (the minute's).
+async fn take_request(state: &AppState, account: &Account) -> Option<Response> {
+    let rpm = account.plan.rpm?;
+    let wait = state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).await.err()?;
+    let mut response = rpm_refusal(account, rpm, wait).into_response();
+    let now = Timestamp::now();
+    let retry = wait.div_ceil(1000).max(1) as i64;
+    let minute = Period { start: now.plus_seconds(-60), end: Some(now.plus_seconds(retry)) };
+    let meter = Meter::parse(RPM_METER).expect("a meter name");
+    let full = MeterState { limit: Some(rpm), used: rpm, reserved: 0 };
+    ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &meter, &full, &minute);
+    Some(response)
+}
+
 fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
     let retry = wait_ms.div_ceil(1000).max(1);
     ApiError::RateLimited {
@@ -127,7 +146,7 @@ fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
         ),
         retry_after_seconds: retry,
         details: Some(LimitDetails {
-            meter: "requests_per_minute".into(),
+            meter: RPM_METER.into(),
             limit: rpm,
             used: rpm,
             reset_at: Some(Timestamp::now().plus_seconds(retry as i64)),
@@ -145,15 +164,10 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
         Some(Principal::Anonymous(ip)) => return anonymous(&state, *ip, req, next).await,
         _ => return Ok(next.run(req).await),
     };
-    let refused = match account.plan.rpm {
-        Some(rpm) => state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).await.err(),
-        None => None,
-    };
-    // A refusal carries the headers too: every answer to a user's key does.
-    let mut response = match (refused, account.plan.rpm) {
-        (Some(wait), Some(rpm)) => rpm_refusal(&account, rpm, wait).into_response(),
-        _ => next.run(req).await,
-    };
+    if let Some(refused) = take_request(&state, &account).await {
+        return Ok(refused);
+    }
+    let mut response = next.run(req).await;
     if !response.headers().contains_key("x-ratelimit-limit")
         && let Some((meter, s, period)) = binding_meter(&state, &account, Meter::REQUESTS).await?
     {
@@ -168,12 +182,9 @@ async fn anonymous(state: &AppState, ip: std::net::IpAddr, req: Request, next: N
     let Some(anonymous) = &state.config.anonymous else { return Ok(next.run(req).await) };
     let account = state.metering.anonymous_account(ip, &anonymous.plan).await?;
     let requests = Meter::parse(Meter::REQUESTS).expect("a built-in meter name");
-    if let Some(rpm) = account.plan.rpm {
-        state
-            .rate_windows
-            .take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis())
-            .await
-            .map_err(|wait| rpm_refusal(&account, rpm, wait))?;
+    if let Some(mut refused) = take_request(state, &account).await {
+        refused.headers_mut().insert("x-demo-mode", HeaderValue::from_static("true"));
+        return Ok(refused);
     }
     let outcome = state.metering.check(&account, &requests, 1, true, None).await?;
     let demo = |mut response: Response| {

@@ -664,12 +664,15 @@ async fn responses_carry_rate_limit_headers_and_rpm_refusals_say_when_to_retry(b
     let refused = app.api.me(&key).await;
     let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
-    let h = &refused.headers;
+    // Its headers name the limit that binds: the minute's.
+    let header = |name: &str| refused.headers[name].to_str().unwrap().to_owned();
     assert_eq!(
-        (&h["x-ratelimit-resource"], &h["x-ratelimit-limit"]),
-        (&"requests".parse().unwrap(), &"50".parse().unwrap()),
-        "a refusal carries the headers too"
+        [header("x-ratelimit-resource"), header("x-ratelimit-limit"), header("x-ratelimit-remaining")],
+        ["requests_per_minute", "5", "0"]
     );
+    let reset: i64 = header("x-ratelimit-reset").parse().unwrap();
+    assert!((reset - chrono::Utc::now().timestamp()).abs() <= 61, "{reset}");
+    assert!(header("ratelimit").starts_with("\"requests_per_minute\";r=0;t="), "{}", header("ratelimit"));
     let body = refused.expect(429);
     assert_eq!(body["error"]["type"], "rate_limited");
     assert_eq!(body["error"]["meter"], "requests_per_minute");
@@ -695,6 +698,10 @@ async fn a_full_batch_is_taken_whatever_its_size_and_a_body_past_the_limit_is_re
     assert_eq!(reply["accepted"], 10_000);
     // Past the batch route's own limit: a 400 in Tollgate's shape, naming the body.
     let huge = format!(r#"{{"events": [{{"id": "x", "user_id": "u_1", "feature": "{}"}}]}}"#, "f".repeat(33 << 20));
+    // A key that may not meter is refused before its body is read.
+    let proxy_only = app.api.create_key("u_1", json!({"scopes": ["proxy"]})).await["key"].as_str().unwrap().to_owned();
+    let refused = app.api.raw(Method::POST, "/v1/usage/events", Some(&proxy_only), Some(huge.clone())).await;
+    assert_eq!(refused.expect(403)["error"]["type"], "forbidden");
     let refused = app.api.raw(Method::POST, "/v1/usage/events", Some(&key), Some(huge)).await.expect(400);
     assert_eq!(
         (refused["error"]["type"].as_str(), refused["error"]["field"].as_str()),
