@@ -231,11 +231,7 @@ pub async fn item(
 ) -> Answer {
     let exchange = Exchange::open(&shared, Provider::OpenAi, &call)?;
     let found = shared.conversations.with(&id, key(&call), |c| c.items.iter().find(|i| i["id"] == *item_id).cloned());
-    match found {
-        None => Err(not_found(&exchange, &id, None)),
-        Some(None) => Err(item_not_found(&exchange, &item_id)),
-        Some(Some(item)) => Ok(exchange.answer(item, None, 0)),
-    }
+    item_answer(&exchange, &id, &item_id, found)
 }
 
 /// `DELETE conversations/{id}/items/{item_id}`: the conversation.
@@ -250,14 +246,19 @@ pub async fn delete_item(
         c.items.retain(|i| i["id"] != *item_id);
         (c.items.len() < before).then(|| c.object(&id))
     });
-    match removed {
-        None => Err(not_found(&exchange, &id, None)),
-        Some(None) => Err(item_not_found(&exchange, &item_id)),
-        Some(Some(object)) => Ok(exchange.answer(object, None, 0)),
-    }
+    item_answer(&exchange, &id, &item_id, removed)
 }
 
-fn item_not_found(exchange: &Exchange, item_id: &str) -> Response {
-    let message = format!("Item with id '{item_id}' not found.");
-    exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, None))
+/// The answer about one item of conversation `id`: `found` is `None` when
+/// the caller cannot see the conversation, `Some(None)` when it has no
+/// such item.
+fn item_answer(exchange: &Exchange, id: &str, item_id: &str, found: Option<Option<Value>>) -> Answer {
+    match found {
+        None => Err(not_found(exchange, id, None)),
+        Some(None) => {
+            let message = format!("Item with id '{item_id}' not found.");
+            Err(exchange.refuse(openai::invalid_request(StatusCode::NOT_FOUND, &message, None)))
+        }
+        Some(Some(answer)) => Ok(exchange.answer(answer, None, 0)),
+    }
 }

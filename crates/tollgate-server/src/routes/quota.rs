@@ -123,35 +123,27 @@ fn memory_take(
 const RPM_METER: &str = "requests_per_minute";
 
 /// Takes a request of the plan's per-minute limit; the refusal when none
-/// is left, its headers naming the limit that binds (the minute's).
+/// is left (with `Retry-After`), its headers naming the limit that binds:
+/// the minute's, nothing left until the retry.
 async fn take_request(state: &AppState, account: &Account) -> Option<Response> {
     let rpm = account.plan.rpm?;
     let wait = state.rate_windows.take(account.user.id.as_str(), rpm, 1, Timestamp::now().millis()).await.err()?;
-    let mut response = rpm_refusal(account, rpm, wait).into_response();
+    let retry = wait.div_ceil(1000).max(1);
     let now = Timestamp::now();
-    let retry = wait.div_ceil(1000).max(1) as i64;
-    let minute = Period { start: now.plus_seconds(-60), end: Some(now.plus_seconds(retry)) };
-    let meter = Meter::parse(RPM_METER).expect("a meter name");
-    let full = MeterState { limit: Some(rpm), used: rpm, reserved: 0 };
-    ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &meter, &full, &minute);
-    Some(response)
-}
-
-fn rpm_refusal(account: &Account, rpm: i64, wait_ms: u64) -> ApiError {
-    let retry = wait_ms.div_ceil(1000).max(1);
-    ApiError::RateLimited {
+    let minute = Period { start: now.plus_seconds(-60), end: Some(now.plus_seconds(retry as i64)) };
+    let refusal = ApiError::RateLimited {
         message: format!(
             "more than {rpm} requests per minute for user {:?}; retry in {retry} s",
             account.user.id.as_str()
         ),
         retry_after_seconds: retry,
-        details: Some(LimitDetails {
-            meter: RPM_METER.into(),
-            limit: rpm,
-            used: rpm,
-            reset_at: Some(Timestamp::now().plus_seconds(retry as i64)),
-        }),
-    }
+        details: Some(LimitDetails { meter: RPM_METER.into(), limit: rpm, used: rpm, reset_at: minute.end }),
+    };
+    let mut response = refusal.into_response();
+    let meter = Meter::parse(RPM_METER).expect("a meter name");
+    let full = MeterState { limit: Some(rpm), used: rpm, reserved: 0 };
+    ratelimit_headers(response.headers_mut(), &mut HeaderValues::new(), &meter, &full, &minute);
+    Some(response)
 }
 
 pub async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
